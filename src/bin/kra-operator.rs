@@ -1,0 +1,72 @@
+//! `kra-operator`: runs the controllers, or prints the CRDs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use kra_operator::{crd, operator, telemetry};
+
+/// Kubernetes operator for KRA race-data collection (KraJob) and evaluation (EvaluationRun).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "KRA_LOG_FORMAT", value_enum, default_value_t, global = true)]
+    log_format: telemetry::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the controllers (uses the in-cluster config, or KUBECONFIG).
+    Run(operator::RunArgs),
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
+    Crd {
+        /// Write `<name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+fn write_crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let Some(dir) = out_dir else {
+        print!("{}", crd::all_yaml().context("failed to render the CRDs")?);
+        return Ok(());
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    for definition in crd::all() {
+        let path = dir.join(crd::file_name(&definition));
+        let yaml = crd::to_yaml(&definition).context("failed to render a CRD")?;
+        std::fs::write(&path, yaml).with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::install_crypto_provider();
+    let result = match cli.command {
+        Command::Crd { out_dir } => write_crds(out_dir),
+        Command::Run(args) => {
+            telemetry::init(cli.log_format);
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the runtime").and_then(
+                |runtime| {
+                    runtime.block_on(async {
+                        let client = kube::Client::try_default().await.context("failed to configure the Kubernetes client")?;
+                        operator::run(args, client).await
+                    })
+                },
+            )
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("kra-operator: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

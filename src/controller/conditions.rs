@@ -1,0 +1,73 @@
+//! Builds the condition list of a run so that kstatus (and with it Argo CD and Flux) reads it
+//! right: `Reconciling=True` while work is in flight, `Stalled=True` when the run cannot make
+//! progress, `Ready=True` once it succeeded. A condition keeps its `lastTransitionTime` while its
+//! status does not change.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::reasons::*;
+
+pub struct ConditionSet<'a> {
+    previous: &'a [Condition],
+    generation: i64,
+    now: Timestamp,
+    current: Vec<Condition>,
+}
+
+impl<'a> ConditionSet<'a> {
+    pub fn new(previous: &'a [Condition], generation: i64, now: Timestamp) -> Self {
+        Self { previous, generation, now, current: Vec::new() }
+    }
+
+    fn set(&mut self, type_: &str, status: bool, reason: &str, message: &str) {
+        let status = if status { "True" } else { "False" };
+        let last_transition_time = self
+            .previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(self.now));
+        self.current.push(Condition {
+            type_: type_.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+            last_transition_time,
+            observed_generation: Some(self.generation),
+        });
+    }
+
+    /// All six conditions at once, so none is ever left stale from an earlier phase.
+    fn all(&mut self, ready: bool, reconciling: bool, stalled: bool, running: bool, succeeded: bool, failed: bool, reason: &str, message: &str) {
+        self.set(READY, ready, reason, message);
+        self.set(RECONCILING, reconciling, reason, message);
+        self.set(STALLED, stalled, reason, message);
+        self.set(RUNNING, running, reason, message);
+        self.set(SUCCEEDED, succeeded, reason, message);
+        self.set(FAILED, failed, reason, message);
+    }
+
+    pub fn invalid(&mut self, problems: &str) {
+        self.all(false, false, true, false, false, false, INVALID_SPEC, problems);
+    }
+    pub fn running(&mut self, message: &str) {
+        self.all(false, true, false, true, false, false, ATTEMPT_RUNNING, message);
+    }
+    pub fn backing_off(&mut self, message: &str) {
+        self.all(false, true, false, false, false, false, BACKING_OFF, message);
+    }
+    pub fn suspended(&mut self, message: &str) {
+        self.all(false, false, false, false, false, false, SUSPENDED, message);
+    }
+    pub fn succeeded(&mut self, message: &str) {
+        self.all(true, false, false, false, true, false, ATTEMPT_SUCCEEDED, message);
+    }
+    pub fn failed(&mut self, reason: &str, message: &str) {
+        self.all(false, false, true, false, false, true, reason, message);
+    }
+
+    pub fn finish(self) -> Vec<Condition> {
+        self.current
+    }
+}

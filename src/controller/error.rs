@@ -1,0 +1,57 @@
+//! One error type for the reconcile steps. Each variant names the step that failed and the
+//! object it concerns; `category()` is the bounded label used in metrics.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read {what} for {object}: {source}")]
+    Read { what: &'static str, object: String, source: kube::Error },
+    #[error("failed to create Job {job} for {object}: {source}")]
+    CreateJob { job: String, object: String, source: kube::Error },
+    #[error("failed to adopt Job {job} for {object}: a Job of that name exists and belongs to something else")]
+    ForeignJob { job: String, object: String },
+    #[error("failed to set suspend of Job {job} for {object}: {source}")]
+    SuspendJob { job: String, object: String, source: kube::Error },
+    #[error("failed to delete finished Job {job} for {object}: {source}")]
+    DeleteJob { job: String, object: String, source: kube::Error },
+    #[error("failed to write status of {object}: {source}")]
+    WriteStatus { object: String, source: kube::Error },
+    #[error("failed to reconcile {object}: metadata.{field} is missing")]
+    MissingMetadata { object: String, field: &'static str },
+}
+
+impl Error {
+    /// A fixed, bounded category for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "read",
+            Error::CreateJob { .. } => "create_job",
+            Error::ForeignJob { .. } => "foreign_job",
+            Error::SuspendJob { .. } => "suspend_job",
+            Error::DeleteJob { .. } => "delete_job",
+            Error::WriteStatus { source, .. } if is_conflict(source) => "status_conflict",
+            Error::WriteStatus { .. } => "write_status",
+            Error::MissingMetadata { .. } => "missing_metadata",
+        }
+    }
+
+    /// How long to wait before retrying after this error, given how many times in a row the
+    /// object failed. Conflicts retry soon; everything else backs off exponentially to 5 min.
+    pub fn retry_after(&self, consecutive_failures: u32) -> Duration {
+        let base: u64 = match self {
+            Error::WriteStatus { source, .. } if is_conflict(source) => 1,
+            _ => 2,
+        };
+        let secs = base.saturating_mul(1u64 << consecutive_failures.min(8));
+        Duration::from_secs(secs.min(300))
+    }
+}
+
+pub fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+pub fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}

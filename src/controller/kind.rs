@@ -1,0 +1,129 @@
+//! What the generic reconciler needs to know of each run kind.
+
+use std::fmt::Debug;
+use std::future::Future;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Api, Client, CustomResourceExt, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{Error, is_not_found};
+use super::plan::RunControls;
+use super::validate::{self, PromptLookup, WorkerDefaults, WorkerInvocation};
+use crate::crd::{EvaluationRun, KraJob, PodOverrides, RunStatus};
+
+pub trait RunKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + CustomResourceExt
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    type Summary: Serialize + DeserializeOwned + Clone + Debug + PartialEq + Send + Sync + 'static;
+    /// Lowercase kind, used as a bounded metric label.
+    const METRIC_KIND: &'static str;
+    /// The binary the worker container runs.
+    const WORKER_BINARY: &'static str;
+
+    fn controls(&self) -> RunControls<'_>;
+    fn active_deadline_seconds(&self) -> Option<i64>;
+    fn pod_overrides(&self) -> Option<&PodOverrides>;
+    fn run_status(&self) -> Option<&RunStatus<Self::Summary>>;
+    /// The CEL rules of the CRD, evaluated client-side (they also hold where the CRD installed
+    /// in the cluster is older than this operator).
+    fn check_cel(&self) -> Result<(), String>;
+    /// Read what the spec refers to (I/O), then validate (pure). The outer error is a failed
+    /// read; the inner is an invalid spec.
+    fn resolve(
+        &self,
+        client: &Client,
+        defaults: &WorkerDefaults,
+    ) -> impl Future<Output = Result<Result<WorkerInvocation, String>, Error>> + Send;
+}
+
+impl RunKind for KraJob {
+    type Summary = crate::crd::CollectionSummary;
+    const METRIC_KIND: &'static str = "krajob";
+    const WORKER_BINARY: &'static str = "kra-collector";
+
+    fn controls(&self) -> RunControls<'_> {
+        RunControls {
+            retry_policy: &self.spec.retry_policy,
+            suspend: self.spec.suspend,
+            ttl_seconds_after_finished: self.spec.ttl_seconds_after_finished,
+        }
+    }
+    fn active_deadline_seconds(&self) -> Option<i64> {
+        self.spec.active_deadline_seconds
+    }
+    fn pod_overrides(&self) -> Option<&PodOverrides> {
+        self.spec.pod_overrides.as_ref()
+    }
+    fn run_status(&self) -> Option<&RunStatus<Self::Summary>> {
+        self.status.as_ref()
+    }
+    fn check_cel(&self) -> Result<(), String> {
+        self.validate_cel().map_err(|e| e.to_string())
+    }
+    async fn resolve(&self, _client: &Client, defaults: &WorkerDefaults) -> Result<Result<WorkerInvocation, String>, Error> {
+        Ok(validate::krajob(&self.spec, defaults))
+    }
+}
+
+impl RunKind for EvaluationRun {
+    type Summary = crate::crd::EvaluationSummary;
+    const METRIC_KIND: &'static str = "evaluationrun";
+    const WORKER_BINARY: &'static str = "kra-evaluator";
+
+    fn controls(&self) -> RunControls<'_> {
+        RunControls {
+            retry_policy: &self.spec.retry_policy,
+            suspend: self.spec.suspend,
+            ttl_seconds_after_finished: self.spec.ttl_seconds_after_finished,
+        }
+    }
+    fn active_deadline_seconds(&self) -> Option<i64> {
+        self.spec.active_deadline_seconds
+    }
+    fn pod_overrides(&self) -> Option<&PodOverrides> {
+        self.spec.pod_overrides.as_ref()
+    }
+    fn run_status(&self) -> Option<&RunStatus<Self::Summary>> {
+        self.status.as_ref()
+    }
+    fn check_cel(&self) -> Result<(), String> {
+        self.validate_cel().map_err(|e| e.to_string())
+    }
+    async fn resolve(&self, client: &Client, defaults: &WorkerDefaults) -> Result<Result<WorkerInvocation, String>, Error> {
+        let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        let lookup = match &self.spec.prompt {
+            None => PromptLookup::NotNeeded,
+            Some(prompt) => {
+                let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+                match config_maps.get(&prompt.config_map_name).await {
+                    Ok(cm) => {
+                        let has_key = cm.data.as_ref().is_some_and(|d| d.contains_key(&prompt.key))
+                            || cm.binary_data.as_ref().is_some_and(|d| d.contains_key(&prompt.key));
+                        if has_key { PromptLookup::Found } else { PromptLookup::KeyMissing }
+                    }
+                    Err(e) if is_not_found(&e) => PromptLookup::ConfigMapMissing,
+                    Err(source) => {
+                        return Err(Error::Read {
+                            what: "prompt ConfigMap",
+                            object: format!("EvaluationRun {namespace}/{name}"),
+                            source,
+                        });
+                    }
+                }
+            }
+        };
+        Ok(validate::evaluation_run(name, &self.spec, &lookup, defaults))
+    }
+}

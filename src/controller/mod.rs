@@ -1,0 +1,266 @@
+//! The controller: one generic reconciler for both run kinds.
+//!
+//! A reconcile is a short list of named steps: read (the spec's references, the run's Jobs) ->
+//! validate (pure) -> plan (pure) -> build Jobs (pure) -> apply (create, suspend, delete Jobs) ->
+//! write status (server-side apply on `/status`, one field manager) -> publish Events.
+
+pub mod build;
+pub mod conditions;
+pub mod error;
+pub mod kind;
+pub mod observe;
+pub mod plan;
+pub mod reasons;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+pub use error::Error;
+use kind::RunKind;
+use plan::{Action as PlanAction, PlanInput};
+use validate::WorkerDefaults;
+
+use crate::metrics::Metrics;
+
+/// The field manager of every write this operator makes.
+pub const FIELD_MANAGER: &str = "kra-operator";
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub defaults: WorkerDefaults,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    /// How often an idle run is looked at again even without a watch event.
+    pub resync: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, defaults: WorkerDefaults, metrics: Arc<Metrics>, recorder: Recorder, resync: Duration) -> Self {
+        Self { client, defaults, metrics, recorder, resync, failures: Mutex::default() }
+    }
+
+    fn record_failure(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures.entry(key.to_string()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    fn clear_failures(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+fn describe<K: RunKind>(obj: &K) -> String {
+    format!("{} {}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+async fn reconcile<K: RunKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_run(obj.as_ref(), &ctx).await;
+    ctx.metrics
+        .observe_reconcile(K::METRIC_KIND, started.elapsed(), result.as_ref().err().map(Error::category));
+    if result.is_ok() {
+        ctx.clear_failures(&describe(&*obj));
+    }
+    result
+}
+
+fn error_policy<K: RunKind>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let object = describe(&*obj);
+    let failures = ctx.record_failure(&object);
+    let wait = error.retry_after(failures);
+    tracing::warn!(object, category = error.category(), retry_in_seconds = wait.as_secs(), "{error}");
+    Action::requeue(wait)
+}
+
+async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    let object = describe(obj);
+    if obj.meta().deletion_timestamp.is_some() {
+        // The Jobs go with their owner through garbage collection.
+        return Ok(Action::await_change());
+    }
+    let missing = |field| Error::MissingMetadata { object: object.clone(), field };
+    let namespace = obj.namespace().ok_or_else(|| missing("namespace"))?;
+    let name = obj.meta().name.clone().ok_or_else(|| missing("name"))?;
+    let uid = obj.meta().uid.clone().ok_or_else(|| missing("uid"))?;
+    let generation = obj.meta().generation.unwrap_or(1);
+
+    // Read and validate.
+    let resolved = match obj.check_cel() {
+        Err(problems) => Err(problems),
+        Ok(()) => obj.resolve(&ctx.client, &ctx.defaults).await?,
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let kind = K::kind(&()).to_string();
+    let selector = build::owner_selector(&kind, &uid);
+    let observed = observe::observe(&jobs, &pods, &selector, obj.run_status(), &object).await?;
+
+    // Plan.
+    let job_name = |attempt: i32| build::job_name(&name, attempt);
+    let plan = plan::plan(PlanInput {
+        generation,
+        controls: obj.controls(),
+        validity: resolved.as_ref().map(|_| ()).map_err(Clone::clone),
+        status: obj.run_status(),
+        jobs: &observed,
+        job_name: &job_name,
+        now: Timestamp::now(),
+    });
+
+    // Apply.
+    let api_version = K::api_version(&()).to_string();
+    let mut events = Vec::new();
+    for action in &plan.actions {
+        match action {
+            PlanAction::CreateJob { attempt } => {
+                let Ok(invocation) = &resolved else { continue };
+                let job = build::build_job(&build::JobInput {
+                    owner: build::Owner { api_version: &api_version, kind: &kind, name: &name, namespace: &namespace, uid: &uid },
+                    worker_binary: K::WORKER_BINARY,
+                    attempt: *attempt,
+                    generation,
+                    active_deadline_seconds: obj.active_deadline_seconds(),
+                    overrides: obj.pod_overrides(),
+                    invocation,
+                    defaults: &ctx.defaults,
+                });
+                let job_name = job_name(*attempt);
+                create_job(&jobs, &job, &job_name, &uid, &object).await?;
+                ctx.metrics.attempt(K::METRIC_KIND, "started");
+                events.push((reasons::JOB_CREATED, false, format!("created Job {job_name} for attempt {attempt}")));
+            }
+            PlanAction::SuspendJob { name: job, suspend } => {
+                let patch = json!({ "spec": { "suspend": suspend } });
+                jobs.patch(job, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|source| {
+                    Error::SuspendJob { job: job.clone(), object: object.clone(), source }
+                })?;
+            }
+            PlanAction::DeleteJob { name: job } => {
+                let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+                match jobs.delete(job, &params).await {
+                    Ok(_) => events.push((reasons::JOB_CLEANED_UP, false, format!("deleted finished Job {job}"))),
+                    Err(e) if error::is_not_found(&e) => {}
+                    Err(source) => return Err(Error::DeleteJob { job: job.clone(), object: object.clone(), source }),
+                }
+            }
+        }
+    }
+
+    // Write status, only when it changed: an idle operator writes nothing.
+    if obj.run_status() != Some(&plan.status) {
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = json!({
+            "apiVersion": api_version,
+            "kind": kind,
+            "status": plan.status,
+        });
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(|source| Error::WriteStatus { object: object.clone(), source })?;
+    }
+
+    for transition in &plan.transitions {
+        match transition.reason {
+            reasons::ATTEMPT_SUCCEEDED => ctx.metrics.attempt(K::METRIC_KIND, "succeeded"),
+            reasons::ATTEMPT_FAILED | reasons::JOB_DELETED => ctx.metrics.attempt(K::METRIC_KIND, "failed"),
+            _ => {}
+        }
+        events.push((transition.reason, transition.warning, transition.note.clone()));
+    }
+    let reference = obj.object_ref(&());
+    for (reason, warning, note) in events {
+        tracing::info!(object, reason, "{note}");
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            // An Event is a courtesy; a failure to publish one must not fail the reconcile.
+            tracing::warn!(object, reason, "failed to publish event: {error}");
+        }
+    }
+
+    Ok(match plan.requeue_after {
+        Some(wait) => Action::requeue(wait.min(ctx.resync)),
+        None => Action::requeue(ctx.resync),
+    })
+}
+
+/// Create an attempt's Job. A Job of that name that already exists is adopted when this run
+/// owns it (the operator died after creating it, before recording it); never created twice.
+async fn create_job(jobs: &Api<Job>, job: &Job, name: &str, owner_uid: &str, object: &str) -> Result<(), Error> {
+    match jobs.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, job).await {
+        Ok(_) => Ok(()),
+        Err(e) if error::is_conflict(&e) => {
+            let existing = jobs
+                .get(name)
+                .await
+                .map_err(|source| Error::Read { what: "existing Job", object: object.to_string(), source })?;
+            let owned = existing.owner_references().iter().any(|o| o.uid == owner_uid && o.controller == Some(true));
+            if owned { Ok(()) } else { Err(Error::ForeignJob { job: name.to_string(), object: object.to_string() }) }
+        }
+        Err(source) => Err(Error::CreateJob { job: name.to_string(), object: object.to_string(), source }),
+    }
+}
+
+/// Where the controllers watch.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    AllNamespaces,
+    Namespace(String),
+}
+
+fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match scope {
+        Scope::AllNamespaces => Api::all(client.clone()),
+        Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+    }
+}
+
+/// Build a controller for one kind; returns its store (for readiness and metrics) and the
+/// future that drives it until `shutdown` resolves.
+pub fn controller<K: RunKind>(
+    ctx: Arc<Context>,
+    scope: &Scope,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> (Store<K>, impl std::future::Future<Output = ()> + Send) {
+    let kind = K::kind(&()).to_string();
+    let owned_jobs = watcher::Config::default().labels(&format!("{}={},{}={kind}", build::LABEL_MANAGED_BY, build::MANAGER, build::LABEL_OWNER_KIND));
+    let controller = Controller::new(api_for::<K>(&ctx.client, scope), watcher::Config::default().any_semantic())
+        .owns(api_for::<Job>(&ctx.client, scope), owned_jobs.any_semantic())
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    let driver = controller.run(reconcile::<K>, error_policy::<K>, ctx).for_each(|result| async move {
+        if let Err(error) = result {
+            match &error {
+                kube::runtime::controller::Error::ReconcilerFailed(..) => {}
+                other => tracing::warn!(kind = K::METRIC_KIND, "controller: {other}"),
+            }
+        }
+    });
+    (store, driver)
+}

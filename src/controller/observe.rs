@@ -1,0 +1,158 @@
+//! The read step for a run's Jobs: list them straight from the API (never from a cache that
+//! may lag behind a Job created a moment ago), map each to a [`JobState`], and read the worker's
+//! result summary from the pod's termination message once a Job has finished.
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use serde::de::DeserializeOwned;
+
+use super::build::{CONTAINER, LABEL_ATTEMPT, LABEL_GENERATION, LABEL_JOB};
+use super::error::Error;
+use super::plan::{JobState, ObservedJob};
+use crate::crd::{AttemptOutcome, RunStatus};
+
+/// Largest termination message the kubelet keeps; anything longer was cut and is not JSON.
+const MAX_SUMMARY_BYTES: usize = 4096;
+
+/// The state of a Job from its spec and status. Only the terminal `Complete` and `Failed`
+/// conditions count: `SuccessCriteriaMet` and `FailureTarget` come before the pods are gone.
+pub fn job_state(job: &Job) -> JobState {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    for condition in conditions.into_iter().flatten() {
+        if condition.status != "True" {
+            continue;
+        }
+        let at = condition
+            .last_transition_time
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| job.status.as_ref().and_then(|s| s.completion_time.as_ref()).map(|t| t.0))
+            .unwrap_or_else(Timestamp::now);
+        match condition.type_.as_str() {
+            "Complete" => return JobState::Succeeded { at },
+            "Failed" => {
+                return JobState::Failed {
+                    at,
+                    reason: condition.reason.clone().unwrap_or_else(|| "JobFailed".into()),
+                    message: condition.message.clone().unwrap_or_default(),
+                };
+            }
+            _ => {}
+        }
+    }
+    if job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false) {
+        JobState::Suspended
+    } else {
+        JobState::Active
+    }
+}
+
+/// Parse a worker's termination message into its result summary.
+pub fn parse_summary<R: DeserializeOwned>(message: &str) -> Option<Result<R, String>> {
+    let message = message.trim();
+    if message.is_empty() {
+        return None;
+    }
+    if message.len() >= MAX_SUMMARY_BYTES {
+        return Some(Err(format!("termination message of {} bytes was truncated", message.len())));
+    }
+    // The text may be a log tail (FallbackToLogsOnError): never copy it into status.
+    Some(serde_json::from_str(message).map_err(|e| {
+        format!("termination message ({} bytes) is not a JSON result summary: {}", message.len(), e.classify_name())
+    }))
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "io error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "unexpected fields or types",
+            serde_json::error::Category::Eof => "unexpected end",
+        }
+    }
+}
+
+async fn read_summary<R: DeserializeOwned>(pods: &Api<Pod>, job: &str, object: &str) -> Result<Option<Result<R, String>>, Error> {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_JOB}={job}")))
+        .await
+        .map_err(|source| Error::Read { what: "worker pods", object: object.to_string(), source })?;
+    let newest = list.items.iter().max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    let message = newest
+        .and_then(|pod| pod.status.as_ref())
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|statuses| statuses.iter().find(|c| c.name == CONTAINER))
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .and_then(|t| t.message.clone());
+    Ok(message.and_then(|m| parse_summary(&m)))
+}
+
+/// Observe every Job of one run. Attempts that status records as running but whose Job is
+/// gone come back as [`JobState::Missing`].
+pub async fn observe<R: DeserializeOwned>(
+    jobs: &Api<Job>,
+    pods: &Api<Pod>,
+    selector: &str,
+    status: Option<&RunStatus<R>>,
+    object: &str,
+) -> Result<Vec<ObservedJob<R>>, Error> {
+    let list = jobs
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|source| Error::Read { what: "Jobs", object: object.to_string(), source })?;
+    let recorded_running = |number: i32| {
+        status.is_some_and(|s| s.attempts.iter().any(|a| a.number == number && a.outcome == AttemptOutcome::Running))
+    };
+    let recorded = |number: i32| status.is_some_and(|s| s.attempts.iter().any(|a| a.number == number));
+
+    let mut observed = Vec::new();
+    for job in &list.items {
+        let labels = job.metadata.labels.as_ref();
+        let number = labels.and_then(|l| l.get(LABEL_ATTEMPT)).and_then(|v| v.parse::<i32>().ok());
+        let generation = labels.and_then(|l| l.get(LABEL_GENERATION)).and_then(|v| v.parse::<i64>().ok());
+        let (Some(attempt), Some(generation), Some(name)) = (number, generation, job.metadata.name.clone()) else {
+            tracing::warn!(object, job = ?job.metadata.name, "ignoring a Job without attempt and generation labels");
+            continue;
+        };
+        let state = job_state(job);
+        let finished = matches!(state, JobState::Succeeded { .. } | JobState::Failed { .. });
+        // Read the summary once: when the outcome is about to be recorded.
+        let summary = if finished && (recorded_running(attempt) || !recorded(attempt)) {
+            read_summary(pods, &name, object).await?
+        } else {
+            None
+        };
+        observed.push(ObservedJob {
+            name,
+            attempt,
+            generation,
+            created: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            state,
+            summary,
+        });
+    }
+    if let Some(status) = status {
+        for attempt in status.attempts.iter().filter(|a| a.outcome == AttemptOutcome::Running) {
+            if !observed.iter().any(|j| j.attempt == attempt.number) {
+                observed.push(ObservedJob {
+                    name: attempt.job_name.clone(),
+                    attempt: attempt.number,
+                    generation: attempt.generation,
+                    created: None,
+                    state: JobState::Missing,
+                    summary: None,
+                });
+            }
+        }
+    }
+    Ok(observed)
+}

@@ -1,0 +1,22 @@
+//! Condition types and the reasons used in conditions and Kubernetes Events. Stable strings:
+//! dashboards, alerts and Argo CD health checks match on them.
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+pub const RUNNING: &str = "Running";
+pub const SUCCEEDED: &str = "Succeeded";
+pub const FAILED: &str = "Failed";
+
+pub const INVALID_SPEC: &str = "InvalidSpec";
+pub const JOB_CREATED: &str = "JobCreated";
+pub const JOB_ADOPTED: &str = "JobAdopted";
+pub const JOB_DELETED: &str = "JobDeleted";
+pub const JOB_CLEANED_UP: &str = "JobCleanedUp";
+pub const ATTEMPT_SUCCEEDED: &str = "AttemptSucceeded";
+pub const ATTEMPT_FAILED: &str = "AttemptFailed";
+pub const BACKING_OFF: &str = "BackingOff";
+pub const RETRY_LIMIT_EXCEEDED: &str = "RetryLimitExceeded";
+pub const SUSPENDED: &str = "Suspended";
+pub const RESUMED: &str = "Resumed";
+pub const ATTEMPT_RUNNING: &str = "AttemptRunning";

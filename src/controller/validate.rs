@@ -1,0 +1,305 @@
+//! Pure validation: turns a spec (plus what its references resolved to) into the worker
+//! invocation, or into a list of problems that each name the offending field.
+
+use jiff::civil::Date;
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, Volume, VolumeMount,
+};
+
+use crate::crd::evaluationrun::{Baseline, EvaluationMode, LlmApi, Split};
+use crate::crd::{DateRange, EvaluationRunSpec, KraJobSpec, PodOverrides, SecretKeyRef};
+
+/// The longest date range one `KraJob` may cover.
+pub const MAX_RANGE_DAYS: i64 = 366;
+/// Where the worker writes its result summary; the kubelet turns it into the termination message.
+pub const SUMMARY_PATH: &str = "/dev/termination-log";
+const PROMPT_DIR: &str = "/etc/kra/prompt";
+const RESERVED_LABEL_PREFIX: &str = "kra.dev/";
+
+/// Operator-wide defaults for worker Jobs (from the operator's command line).
+#[derive(Clone, Debug, Default)]
+pub struct WorkerDefaults {
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    pub database_secret: Option<SecretKeyRef>,
+    pub service_account_name: Option<String>,
+}
+
+/// What the worker container runs: arguments, environment and extra volumes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkerInvocation {
+    pub args: Vec<String>,
+    pub env: Vec<EnvVar>,
+    pub volumes: Vec<Volume>,
+    pub mounts: Vec<VolumeMount>,
+}
+
+/// What the prompt reference of an `EvaluationRun` resolved to (read before validation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PromptLookup {
+    NotNeeded,
+    Found,
+    ConfigMapMissing,
+    KeyMissing,
+}
+
+fn problems_to_result(problems: Vec<String>, invocation: WorkerInvocation) -> Result<WorkerInvocation, String> {
+    if problems.is_empty() { Ok(invocation) } else { Err(problems.join("; ")) }
+}
+
+fn parse_date(field: &str, value: &str, problems: &mut Vec<String>) -> Option<Date> {
+    match value.parse::<Date>() {
+        Ok(date) => Some(date),
+        Err(_) => {
+            problems.push(format!("{field}: {value:?} is not a calendar date (YYYY-MM-DD)"));
+            None
+        }
+    }
+}
+
+fn parse_range(field: &str, range: &DateRange, max_days: Option<i64>, problems: &mut Vec<String>) -> Option<(Date, Date)> {
+    let from = parse_date(&format!("{field}.from"), &range.from, problems);
+    let to = parse_date(&format!("{field}.to"), &range.to, problems);
+    let (from, to) = (from?, to?);
+    if to < from {
+        problems.push(format!("{field}: to ({to}) is before from ({from})"));
+        return None;
+    }
+    let days = (to - from).get_days() as i64 + 1;
+    if let Some(max) = max_days
+        && days > max
+    {
+        problems.push(format!("{field}: covers {days} days; at most {max} are allowed per resource"));
+        return None;
+    }
+    Some((from, to))
+}
+
+fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn database_env(
+    field: &str,
+    own: Option<&SecretKeyRef>,
+    defaults: &WorkerDefaults,
+    problems: &mut Vec<String>,
+) -> Option<EnvVar> {
+    match own.or(defaults.database_secret.as_ref()) {
+        Some(secret) => Some(secret_env("DATABASE_URL", secret)),
+        None => {
+            problems.push(format!(
+                "{field}: no database is configured; set {field}.urlSecretRef or start the operator with --default-database-secret"
+            ));
+            None
+        }
+    }
+}
+
+fn check_overrides(overrides: Option<&PodOverrides>, problems: &mut Vec<String>) {
+    let Some(labels) = overrides.and_then(|o| o.labels.as_ref()) else { return };
+    for key in labels.keys().filter(|k| k.starts_with(RESERVED_LABEL_PREFIX)) {
+        problems.push(format!("podOverrides.labels: {key:?} uses the reserved prefix {RESERVED_LABEL_PREFIX}"));
+    }
+}
+
+/// Validate a `KraJob` spec and derive the `kra-collector` invocation.
+pub fn krajob(spec: &KraJobSpec, defaults: &WorkerDefaults) -> Result<WorkerInvocation, String> {
+    let mut problems = Vec::new();
+    let range = match (&spec.date, &spec.date_range) {
+        (Some(date), None) => parse_date("date", date, &mut problems).map(|d| (d, d)),
+        (None, Some(range)) => parse_range("dateRange", range, Some(MAX_RANGE_DAYS), &mut problems),
+        _ => {
+            problems.push("set exactly one of date and dateRange".to_string());
+            None
+        }
+    };
+    if let Some(races) = &spec.race_numbers {
+        let mut sorted = races.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != races.len() {
+            problems.push("raceNumbers: contains duplicates".to_string());
+        }
+        if let Some(bad) = races.iter().find(|n| !(1..=20).contains(*n)) {
+            problems.push(format!("raceNumbers: {bad} is outside 1..20"));
+        }
+    }
+    let database = database_env("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems);
+    check_overrides(spec.pod_overrides.as_ref(), &mut problems);
+
+    let mut invocation = WorkerInvocation::default();
+    if let (Some((from, to)), Some(database)) = (range, database) {
+        invocation.args = vec![
+            spec.action.collector_command().to_string(),
+            "--meet".into(),
+            spec.meet.as_str().into(),
+            "--from".into(),
+            from.to_string(),
+            "--to".into(),
+            to.to_string(),
+        ];
+        if let Some(races) = &spec.race_numbers {
+            let list: Vec<String> = races.iter().map(i32::to_string).collect();
+            invocation.args.extend(["--races".to_string(), list.join(",")]);
+        }
+        invocation.args.extend(["--summary-file".to_string(), SUMMARY_PATH.to_string()]);
+        invocation.env = vec![secret_env("KRA_API_KEY", &spec.api_key_secret_ref), database];
+    }
+    problems_to_result(problems, invocation)
+}
+
+fn baseline_name(baseline: Baseline) -> &'static str {
+    match baseline {
+        Baseline::Rating => "rating",
+        Baseline::Favourite => "favourite",
+        Baseline::Random => "random",
+    }
+}
+
+/// Validate an `EvaluationRun` spec and derive the `kra-evaluator` invocation.
+pub fn evaluation_run(
+    name: &str,
+    spec: &EvaluationRunSpec,
+    prompt: &PromptLookup,
+    defaults: &WorkerDefaults,
+) -> Result<WorkerInvocation, String> {
+    let mut problems = Vec::new();
+    let mut args = vec!["evaluate".to_string()];
+    let dataset = &spec.dataset;
+    if let Some(meet) = dataset.meet {
+        args.extend(["--meet".to_string(), meet.as_str().to_string()]);
+    }
+    match (&dataset.date_range, &dataset.races) {
+        (Some(range), None) => {
+            if let Some((from, to)) = parse_range("dataset.dateRange", range, None, &mut problems) {
+                args.extend(["--from".into(), from.to_string(), "--to".into(), to.to_string()]);
+            }
+        }
+        (None, Some(races)) => {
+            for race in races {
+                let date_part = race.get(..8).unwrap_or_default();
+                let iso = format!("{}-{}-{}", &date_part.get(..4).unwrap_or(""), date_part.get(4..6).unwrap_or(""), date_part.get(6..8).unwrap_or(""));
+                if iso.parse::<Date>().is_err() {
+                    problems.push(format!("dataset.races: {race:?} does not start with a calendar date (YYYYMMDD)"));
+                }
+            }
+            args.extend(["--races".into(), races.join(",")]);
+        }
+        _ => problems.push("dataset: set exactly one of dateRange and races".to_string()),
+    }
+    if let Some(split) = dataset.split {
+        let split = match split {
+            Split::Train => "train",
+            Split::Validation => "validation",
+            Split::Holdout => "holdout",
+        };
+        args.extend(["--split".into(), split.into()]);
+    }
+
+    let mut env = Vec::new();
+    match (&spec.predictor.baseline, &spec.predictor.llm) {
+        (Some(baseline), None) => args.extend(["--baseline".into(), baseline_name(*baseline).into()]),
+        (None, Some(llm)) => {
+            let api = match llm.api {
+                LlmApi::OpenAiChat => "openai-chat",
+                LlmApi::AnthropicMessages => "anthropic-messages",
+            };
+            args.extend([
+                "--llm-endpoint".into(),
+                llm.endpoint.clone(),
+                "--llm-api".into(),
+                api.into(),
+                "--model".into(),
+                llm.model.clone(),
+            ]);
+            if let Some(key) = &llm.api_key_secret_ref {
+                env.push(secret_env("LLM_API_KEY", key));
+            }
+        }
+        _ => problems.push("predictor: set exactly one of baseline and llm".to_string()),
+    }
+
+    let mut invocation = WorkerInvocation::default();
+    match (&spec.prompt, prompt) {
+        (Some(p), PromptLookup::Found) => {
+            args.extend([
+                "--prompt-file".into(),
+                format!("{PROMPT_DIR}/template"),
+                "--prompt-version".into(),
+                p.version.clone(),
+            ]);
+            invocation.volumes.push(Volume {
+                name: "prompt".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: p.config_map_name.clone(),
+                    items: Some(vec![KeyToPath { key: p.key.clone(), path: "template".into(), mode: None }]),
+                    optional: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            invocation.mounts.push(VolumeMount {
+                name: "prompt".into(),
+                mount_path: PROMPT_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        (Some(p), PromptLookup::ConfigMapMissing) => {
+            problems.push(format!("prompt.configMapName: ConfigMap {:?} does not exist", p.config_map_name))
+        }
+        (Some(p), PromptLookup::KeyMissing) => {
+            problems.push(format!("prompt.key: ConfigMap {:?} has no key {:?}", p.config_map_name, p.key))
+        }
+        (Some(_), PromptLookup::NotNeeded) | (None, _) => {
+            if spec.predictor.llm.is_some() {
+                problems.push("prompt: an llm predictor needs a prompt".to_string());
+            }
+        }
+    }
+
+    args.extend(["--seed".into(), spec.seed.to_string()]);
+    let mode = match spec.mode {
+        EvaluationMode::Evaluate => "evaluate",
+        EvaluationMode::Improve => "improve",
+    };
+    args.extend(["--mode".into(), mode.into()]);
+    if let Some(baseline) = &spec.baseline_run {
+        if baseline == name {
+            problems.push("baselineRun: a run cannot be its own baseline".to_string());
+        }
+        args.extend(["--baseline-run".into(), baseline.clone()]);
+    }
+    if let Some(mlflow) = &spec.mlflow {
+        args.extend([
+            "--mlflow-tracking-uri".into(),
+            mlflow.tracking_uri.clone(),
+            "--mlflow-experiment".into(),
+            mlflow.experiment.clone(),
+        ]);
+        if let Some(token) = &mlflow.token_secret_ref {
+            env.push(secret_env("MLFLOW_TRACKING_TOKEN", token));
+        }
+    }
+    args.extend(["--summary-file".into(), SUMMARY_PATH.into()]);
+    if let Some(database) = database_env("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems) {
+        env.insert(0, database);
+    }
+    check_overrides(spec.pod_overrides.as_ref(), &mut problems);
+
+    invocation.args = args;
+    invocation.env = env;
+    problems_to_result(problems, invocation)
+}

@@ -1,0 +1,238 @@
+//! `EvaluationRun`: one reproducible evaluation of a predictor, executed by `kra-evaluator` in a Job.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{DateRange, Meet, PodOverrides, RetryPolicy, RunStatus, SecretKeyRef};
+
+/// A time-ordered split of the selected races, cut only between whole race days.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Split {
+    Train,
+    Validation,
+    Holdout,
+}
+
+/// Which stored races are evaluated.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.dateRange) != has(self.races)").message("set exactly one of dataset.dateRange and dataset.races"))]
+pub struct DatasetSelection {
+    /// Restrict to one racecourse; all racecourses when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meet: Option<Meet>,
+    /// Races run in this date range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_range: Option<DateRange>,
+    /// An explicit list of race ids, `YYYYMMDD_<meet code>_<race number>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 5000), inner(regex(pattern = r"^[0-9]{8}_[123]_[0-9]{1,2}$")))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub races: Option<Vec<String>>,
+    /// Evaluate only this part of a time-ordered train/validation/holdout split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+}
+
+/// The prompt template, kept in a ConfigMap of the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptRef {
+    /// ConfigMap name.
+    #[schemars(length(min = 1, max = 253))]
+    pub config_map_name: String,
+    /// Key of the template in the ConfigMap.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// Version label of the prompt (recorded with the prompt's sha256 in the run metadata).
+    #[schemars(length(min = 1, max = 63))]
+    pub version: String,
+}
+
+/// Built-in baselines.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Baseline {
+    /// The three horses with the highest rating.
+    Rating,
+    /// The three shortest-priced horses (odds as a feature must be allowed by the dataset policy).
+    Favourite,
+    /// Three runners drawn with the run's seed.
+    Random,
+}
+
+/// The wire protocol of an LLM endpoint.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum LlmApi {
+    /// OpenAI-compatible chat completions (also vLLM, Ollama, llama.cpp).
+    #[default]
+    OpenAiChat,
+    /// Anthropic Messages API.
+    AnthropicMessages,
+}
+
+/// A model behind an HTTP endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmPredictor {
+    /// Base URL of the endpoint, for example `https://api.openai.com/v1`.
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub endpoint: String,
+    /// Wire protocol of the endpoint.
+    #[serde(default)]
+    pub api: LlmApi,
+    /// Model name sent to the endpoint.
+    #[schemars(length(min = 1))]
+    pub model: String,
+    /// Secret key holding the endpoint's API key; absent for endpoints without authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+}
+
+/// What makes the predictions: exactly one of a built-in baseline and an LLM.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.baseline) != has(self.llm)").message("set exactly one of predictor.baseline and predictor.llm"))]
+pub struct Predictor {
+    /// A built-in baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+    /// A model behind an HTTP endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmPredictor>,
+}
+
+/// Why the run is made; recorded in the run metadata.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum EvaluationMode {
+    /// Measure a predictor.
+    #[default]
+    Evaluate,
+    /// One iteration of the prompt-improvement loop (compared with a champion).
+    Improve,
+}
+
+/// Where run metadata, metrics and artifacts are tracked.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MlflowTracking {
+    /// MLflow tracking server URL.
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub tracking_uri: String,
+    /// Experiment name.
+    #[serde(default = "default_experiment")]
+    #[schemars(length(min = 1))]
+    pub experiment: String,
+    /// Secret key holding a bearer token for the tracking server, if it needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+}
+
+fn default_experiment() -> String {
+    "kra-prompt-evaluation".to_string()
+}
+
+/// Spec of an `EvaluationRun`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kra.dev",
+    version = "v1alpha1",
+    kind = "EvaluationRun",
+    plural = "evaluationruns",
+    singular = "evaluationrun",
+    shortname = "evalrun",
+    shortname = "er",
+    category = "kra",
+    namespaced,
+    cel,
+    status = "EvaluationRunStatus",
+    doc = "A reproducible evaluation of a prediction prompt or model on stored races, executed as batch/v1 Jobs by kra-evaluator.",
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Snapshot", type_ = "string", json_path = ".status.result.dataSnapshotId", priority = "1"),
+    printcolumn(name = "MLflow run", type_ = "string", json_path = ".status.result.mlflowRunId", priority = "1"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.predictor.baseline) || has(self.prompt)").message("an llm predictor needs a prompt"))]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationRunSpec {
+    /// Which stored races are evaluated.
+    pub dataset: DatasetSelection,
+    /// The prompt template; required for an LLM predictor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<PromptRef>,
+    /// What makes the predictions.
+    pub predictor: Predictor,
+    /// Seed of every random choice in the run.
+    #[serde(default = "default_seed")]
+    #[schemars(range(min = 0))]
+    pub seed: i64,
+    /// Why the run is made.
+    #[serde(default)]
+    pub mode: EvaluationMode,
+    /// Name of an `EvaluationRun` in the same namespace to compare with, race by race (the champion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub baseline_run: Option<String>,
+    /// MLflow tracking; run metadata is always written to a local artifact too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowTracking>,
+    /// The database holding the stored races. When absent, the operator's default database is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<super::krajob::DatabaseRef>,
+    /// Retries of failed attempts.
+    #[serde(default)]
+    pub retry_policy: RetryPolicy,
+    /// Wall-clock limit of each attempt's Job, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+    /// Seconds after an attempt finishes (and its outcome is recorded in status) before the
+    /// operator deletes its Job and pods. The resource and its status stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+    /// Suspends the run: no new attempt starts, and an active Job is suspended.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Overrides for the worker pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_overrides: Option<PodOverrides>,
+}
+
+fn default_seed() -> i64 {
+    42
+}
+
+/// The summary `kra-evaluator` reports when it finishes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationSummary {
+    /// Content-derived id of the evaluated dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_snapshot_id: Option<String>,
+    /// sha256 of the prompt template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_sha256: Option<String>,
+    /// Commit of the evaluator build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_sha: Option<String>,
+    /// MLflow run id, when tracking is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow_run_id: Option<String>,
+    /// Location of the run's artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_uri: Option<String>,
+    /// Headline metrics by name (for example `exact_top3_hit_rate`, `mean_top3_overlap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<BTreeMap<String, f64>>,
+    /// One-line human summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Status of an `EvaluationRun`.
+pub type EvaluationRunStatus = RunStatus<EvaluationSummary>;

@@ -1,0 +1,140 @@
+//! `KraJob`: one collection run of KRA race data, executed by `kra-collector` in a Job.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{DateRange, Meet, PodOverrides, RetryPolicy, RunStatus, SecretKeyRef};
+
+/// What a collection run does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum KraAction {
+    /// Collect the race cards (entries) of the scheduled races before they run.
+    CollectRaceCards,
+    /// Collect the results (finishing order) after the races.
+    CollectResults,
+    /// Collect the final odds after the races.
+    CollectOdds,
+    /// Turn stored race cards into the pre-race model input (allow-listed fields only).
+    Preprocess,
+    /// Add history-based features to preprocessed races.
+    Enrich,
+    /// Race cards, preprocessing, results and odds, in that order.
+    FullPipeline,
+}
+
+impl KraAction {
+    /// The `kra-collector` sub-command that performs this action.
+    pub fn collector_command(self) -> &'static str {
+        match self {
+            KraAction::CollectRaceCards => "collect",
+            KraAction::CollectResults => "results",
+            KraAction::CollectOdds => "odds",
+            KraAction::Preprocess => "preprocess",
+            KraAction::Enrich => "enrich",
+            KraAction::FullPipeline => "pipeline",
+        }
+    }
+}
+
+/// The database the collector writes to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseRef {
+    /// Secret key holding the connection URL (`postgres://...`).
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// Spec of a `KraJob`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kra.dev",
+    version = "v1alpha1",
+    kind = "KraJob",
+    plural = "krajobs",
+    singular = "krajob",
+    shortname = "kj",
+    category = "kra",
+    namespaced,
+    cel,
+    status = "KraJobStatus",
+    doc = "A collection run of Korea Racing Authority race data, executed as batch/v1 Jobs by kra-collector.",
+    printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
+    printcolumn(name = "Meet", type_ = "string", json_path = ".spec.meet"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Started", type_ = "date", json_path = ".status.startTime", priority = "1"),
+    printcolumn(name = "Next attempt", type_ = "date", json_path = ".status.nextAttemptAt", priority = "1"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.date) != has(self.dateRange)").message("set exactly one of date and dateRange"))]
+#[serde(rename_all = "camelCase")]
+pub struct KraJobSpec {
+    /// What to collect.
+    pub action: KraAction,
+    /// Racecourse: `seoul`, `jeju` or `busan` (KRA API codes 1, 2, 3).
+    pub meet: Meet,
+    /// A single race day, `YYYY-MM-DD`. Exactly one of `date` and `dateRange` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub date: Option<String>,
+    /// A range of race days. Exactly one of `date` and `dateRange` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_range: Option<DateRange>,
+    /// Race numbers to collect. When absent, the collector asks the race plan which races are
+    /// actually scheduled that day (never a fixed 1..15).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 20), inner(range(min = 1, max = 20)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub race_numbers: Option<Vec<i32>>,
+    /// The KRA (data.go.kr) service key, as a reference to a Secret key. Never a value.
+    pub api_key_secret_ref: SecretKeyRef,
+    /// The database to write to. When absent, the operator's default database is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseRef>,
+    /// Retries of failed attempts.
+    #[serde(default)]
+    pub retry_policy: RetryPolicy,
+    /// Wall-clock limit of each attempt's Job, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+    /// Seconds after an attempt finishes (and its outcome is recorded in status) before the
+    /// operator deletes its Job and pods. The resource and its status stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+    /// Suspends the run: no new attempt starts, and an active Job is suspended.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Overrides for the worker pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_overrides: Option<PodOverrides>,
+}
+
+/// The summary `kra-collector` reports when it finishes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionSummary {
+    /// Races the race plan lists for the requested days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub races_found: Option<i64>,
+    /// Races collected successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub races_collected: Option<i64>,
+    /// Races that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub races_failed: Option<i64>,
+    /// Database rows written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_written: Option<i64>,
+    /// KRA API calls made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_calls: Option<i64>,
+    /// One-line human summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Status of a `KraJob`.
+pub type KraJobStatus = RunStatus<CollectionSummary>;

@@ -1,0 +1,44 @@
+//! The custom resources, declared once as Rust types. The CRD YAML under `crds/` is generated
+//! from these types (`kra-operator crd`) and a test fails when it is stale.
+
+pub mod common;
+pub mod evaluationrun;
+pub mod krajob;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use common::{
+    Attempt, AttemptOutcome, Backoff, DateRange, Meet, Phase, PodOverrides, RetryPolicy,
+    RunStatus, SecretKeyRef,
+};
+pub use evaluationrun::{EvaluationRun, EvaluationRunSpec, EvaluationRunStatus, EvaluationSummary};
+pub use krajob::{CollectionSummary, KraAction, KraJob, KraJobSpec, KraJobStatus};
+
+/// The API group of both kinds.
+pub const GROUP: &str = "kra.dev";
+
+/// Every CRD this operator serves, in a fixed order.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![KraJob::crd(), EvaluationRun::crd()]
+}
+
+/// One CRD as YAML, exactly as committed under `crds/`.
+pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_saphyr::SerializeError> {
+    serde_saphyr::to_string(crd)
+}
+
+/// The file name of a CRD under `crds/`.
+pub fn file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
+}
+
+/// Every CRD as one multi-document YAML stream (what `kra-operator crd` prints).
+pub fn all_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    let mut out = String::new();
+    for crd in all() {
+        out.push_str("---\n");
+        out.push_str(&to_yaml(&crd)?);
+    }
+    Ok(out)
+}

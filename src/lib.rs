@@ -1,0 +1,10 @@
+//! kra-operator: a Kubernetes operator that runs Korea Racing Authority data collection
+//! (`KraJob`) and prediction evaluation (`EvaluationRun`) as batch/v1 Jobs.
+
+pub mod controller;
+pub mod crd;
+pub mod health;
+pub mod leader;
+pub mod metrics;
+pub mod operator;
+pub mod telemetry;

@@ -1,0 +1,335 @@
+//! Wiring of the `kra-operator run` command: HTTP endpoints, leader election, the two
+//! controllers, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::controller::validate::WorkerDefaults;
+use crate::controller::{self, Context, Scope};
+use crate::crd::{EvaluationRun, KraJob, SecretKeyRef};
+use crate::health::{self, Health, Leadership};
+use crate::leader::{Elector, LeaseSettings, Round};
+use crate::metrics::Metrics;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Options of `kra-operator run`. Every option can also be set by its environment variable.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Watch only this namespace; all namespaces when absent.
+    #[arg(long, env = "KRA_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of the metrics and health endpoints.
+    #[arg(long, env = "KRA_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Image of the worker Jobs (holds kra-collector and kra-evaluator).
+    #[arg(long, env = "KRA_WORKER_IMAGE", default_value = concat!("ghcr.io/kra-dev/kra-operator:", env!("CARGO_PKG_VERSION")))]
+    pub worker_image: String,
+    /// Image pull policy of the worker Jobs.
+    #[arg(long, env = "KRA_WORKER_IMAGE_PULL_POLICY")]
+    pub worker_image_pull_policy: Option<String>,
+    /// Service account of worker pods when a resource names none.
+    #[arg(long, env = "KRA_WORKER_SERVICE_ACCOUNT")]
+    pub worker_service_account: Option<String>,
+    /// Database used when a resource names none, as `<secret>/<key>` of a Secret holding the URL
+    /// (looked up in the resource's namespace).
+    #[arg(long, env = "KRA_DEFAULT_DATABASE_SECRET", value_parser = parse_secret_key)]
+    pub default_database_secret: Option<SecretKeyRef>,
+    /// Elect a leader through a Lease, so only one replica reconciles.
+    #[arg(long, env = "KRA_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease (normally the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kra-system")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "KRA_LEASE_NAME", default_value = "kra-operator-leader")]
+    pub lease_name: String,
+    /// Identity of this replica in the Lease (normally the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, env = "KRA_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Seconds between Lease renewals (and between attempts to acquire it).
+    #[arg(long, env = "KRA_LEASE_RENEW_SECONDS", default_value_t = 5)]
+    pub lease_renew_seconds: u64,
+    /// Seconds after which an idle run is looked at again without any watch event.
+    #[arg(long, env = "KRA_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+}
+
+fn parse_secret_key(value: &str) -> Result<SecretKeyRef, String> {
+    match value.split_once('/') {
+        Some((name, key)) if !name.is_empty() && !key.is_empty() => {
+            Ok(SecretKeyRef { name: name.to_string(), key: key.to_string() })
+        }
+        _ => Err(format!("expected <secret>/<key>, got {value:?}")),
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("{}-{}", if host.is_empty() { "kra-operator" } else { &host }, std::process::id())
+}
+
+/// Resolves once shutdown was requested.
+fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}
+
+pub async fn run(args: RunArgs, client: Client) -> anyhow::Result<()> {
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let mut registry = Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let health = Health::new(
+        client.clone(),
+        registry,
+        VERSION,
+        Leadership {
+            enabled: args.leader_election,
+            identity: identity.clone(),
+            lease: format!("{}/{}", args.lease_namespace, args.lease_name),
+            ..Default::default()
+        },
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("failed to bind the HTTP endpoints to {}", args.http_addr))?;
+    tracing::info!(addr = %args.http_addr, "serving /metrics, /livez, /readyz, /health/detailed");
+    let router = health::router(health.clone());
+    let server_stop = shutdown_signal(stop_rx.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(server_stop).await });
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+
+    let elector = args.leader_election.then(|| {
+        Elector::new(
+            Api::<Lease>::namespaced(client.clone(), &args.lease_namespace),
+            LeaseSettings {
+                name: args.lease_name.clone(),
+                identity: identity.clone(),
+                lease_duration: Duration::from_secs(args.lease_duration_seconds),
+                renew_interval: Duration::from_secs(args.lease_renew_seconds),
+            },
+        )
+    });
+
+    let result = match &elector {
+        Some(elector) => lead_when_elected(elector, &args, &client, &metrics, &health, &identity, stop_rx.clone()).await,
+        None => {
+            health.beat();
+            if let Ok(mut l) = health.leadership.write() {
+                l.leader = true;
+            }
+            run_controllers(&args, &client, &metrics, &health, &identity, shutdown_signal(stop_rx.clone()), None).await;
+            Ok(())
+        }
+    };
+    if let Some(elector) = &elector
+        && let Err(error) = elector.release().await
+    {
+        tracing::warn!("{error}");
+    }
+    server.abort();
+    tracing::info!("stopped");
+    result
+}
+
+/// Campaign until elected (or told to stop), then run the controllers while renewing the Lease.
+/// Losing the Lease stops the controllers and ends the process with an error, so the
+/// replica restarts as a clean standby.
+async fn lead_when_elected(
+    elector: &Elector,
+    args: &RunArgs,
+    client: &Client,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    identity: &str,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let renew = elector.settings().renew_interval;
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let round = elector.round().await;
+        health.beat();
+        match round {
+            Ok(Round::Leader) => break,
+            Ok(Round::Follower { holder }) => {
+                if let Ok(mut l) = health.leadership.write() {
+                    l.holder = holder;
+                    l.last_error = None;
+                }
+            }
+            Err(error) => {
+                tracing::warn!("{error}");
+                if let Ok(mut l) = health.leadership.write() {
+                    l.last_error = Some(error.to_string());
+                }
+            }
+        }
+        let mut stop = stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(renew) => {},
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+    tracing::info!(identity, "acquired the leader Lease");
+    metrics.leader.set(1);
+    if let Ok(mut l) = health.leadership.write() {
+        l.leader = true;
+        l.holder = Some(identity.to_string());
+        l.last_error = None;
+    }
+
+    // The controllers stop when shutdown is requested or the Lease is lost.
+    let (lost_tx, lost_rx) = watch::channel(false);
+    let stop_controllers = {
+        let mut stop = stop.clone();
+        let mut lost = lost_rx.clone();
+        async move {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {},
+                _ = lost.wait_for(|l| *l) => {},
+            }
+        }
+    };
+    let renewals = async {
+        let lease_duration = elector.settings().lease_duration;
+        let mut last_renewed = tokio::time::Instant::now();
+        let mut stop = stop.clone();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(renew) => {},
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            }
+            let round = elector.round().await;
+            health.beat();
+            match round {
+                Ok(Round::Leader) => last_renewed = tokio::time::Instant::now(),
+                Ok(Round::Follower { holder }) => {
+                    let _ = lost_tx.send(true);
+                    return Err(anyhow::anyhow!("lost the leader Lease to {}", holder.unwrap_or_else(|| "another replica".into())));
+                }
+                Err(error) => {
+                    tracing::warn!("{error}");
+                    if last_renewed.elapsed() >= lease_duration {
+                        let _ = lost_tx.send(true);
+                        return Err(anyhow::anyhow!("failed to renew the leader Lease within its duration: {error}"));
+                    }
+                }
+            }
+        }
+    };
+    let controllers = run_controllers(args, client, metrics, health, identity, stop_controllers, Some(lost_rx));
+    let (renewed, ()) = tokio::join!(renewals, controllers);
+    metrics.leader.set(0);
+    if let Ok(mut l) = health.leadership.write() {
+        l.leader = false;
+    }
+    renewed
+}
+
+async fn run_controllers(
+    args: &RunArgs,
+    client: &Client,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    identity: &str,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    lost: Option<watch::Receiver<bool>>,
+) {
+    let scope = match &args.namespace {
+        Some(ns) => Scope::Namespace(ns.clone()),
+        None => Scope::AllNamespaces,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter { controller: "kra-operator".into(), instance: Some(identity.to_string()) },
+    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        WorkerDefaults {
+            image: args.worker_image.clone(),
+            image_pull_policy: args.worker_image_pull_policy.clone(),
+            database_secret: args.default_database_secret.clone(),
+            service_account_name: args.worker_service_account.clone(),
+        },
+        metrics.clone(),
+        recorder,
+        Duration::from_secs(args.resync_seconds),
+    ));
+    // Both controllers stop on the same signal.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        stop.await;
+        let _ = stop_tx.send(true);
+    });
+    let (krajobs, krajob_driver) = controller::controller::<KraJob>(ctx.clone(), &scope, shutdown_signal(stop_rx.clone()));
+    let (runs, run_driver) = controller::controller::<EvaluationRun>(ctx, &scope, shutdown_signal(stop_rx));
+    if let Ok(mut stores) = metrics.stores.write() {
+        stores.krajobs = Some(krajobs.clone());
+        stores.evaluation_runs = Some(runs.clone());
+    }
+    if let Ok(mut synced) = health.synced.write() {
+        synced.insert("krajobs", false);
+        synced.insert("evaluationruns", false);
+    }
+    for (plural, ready) in [
+        ("krajobs", Box::pin(async move { krajobs.wait_until_ready().await.is_ok() }) as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>),
+        ("evaluationruns", Box::pin(async move { runs.wait_until_ready().await.is_ok() })),
+    ] {
+        let health = health.clone();
+        tokio::spawn(async move {
+            if ready.await {
+                tracing::info!(resource = plural, "watch synced");
+                if let Ok(mut synced) = health.synced.write() {
+                    synced.insert(plural, true);
+                }
+            }
+        });
+    }
+    tokio::join!(krajob_driver, run_driver);
+    if lost.is_some_and(|l| *l.borrow()) {
+        tracing::error!("controllers stopped: leadership lost");
+    }
+    if let Ok(mut stores) = metrics.stores.write() {
+        *stores = Default::default();
+    }
+    if let Ok(mut synced) = health.synced.write() {
+        synced.clear();
+    }
+}
