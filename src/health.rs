@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::crd::GROUP;
+use crate::metrics::Stores;
 
 /// How long the election loop may go quiet before the process counts as wedged.
 const LIVENESS_HORIZON: Duration = Duration::from_secs(60);
@@ -38,19 +39,25 @@ pub struct Health {
     version: &'static str,
     heartbeat: RwLock<Instant>,
     pub leadership: RwLock<Leadership>,
-    /// Watch sync per resource plural (only while leading).
-    pub synced: RwLock<BTreeMap<&'static str, bool>>,
+    /// The controllers' watch caches (set only while leading).
+    stores: Arc<RwLock<Stores>>,
 }
 
 impl Health {
-    pub fn new(client: Client, registry: Registry, version: &'static str, leadership: Leadership) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        registry: Registry,
+        stores: Arc<RwLock<Stores>>,
+        version: &'static str,
+        leadership: Leadership,
+    ) -> Arc<Self> {
         Arc::new(Self {
             client,
             registry,
             version,
             heartbeat: RwLock::new(Instant::now()),
             leadership: RwLock::new(leadership),
-            synced: RwLock::default(),
+            stores,
         })
     }
 
@@ -67,8 +74,13 @@ impl Health {
         self.leadership.read().map(|l| l.clone()).unwrap_or_default()
     }
 
+    fn synced(&self) -> Vec<(&'static str, bool)> {
+        self.stores.read().map(|s| s.synced()).unwrap_or_default()
+    }
+
     fn all_synced(&self) -> bool {
-        self.synced.read().map(|s| !s.is_empty() && s.values().all(|v| *v)).unwrap_or(false)
+        let synced = self.synced();
+        !synced.is_empty() && synced.iter().all(|(_, ready)| *ready)
     }
 
     /// Ready: the leader once its watches have synced; a standby while it can reach the Lease.
@@ -142,7 +154,7 @@ async fn detailed(State(health): State<Arc<Health>>) -> Response {
     }
     let crds_ok = api_up && crds.values().all(|s| *s == "served");
     let leadership = health.leadership();
-    let synced = health.synced.read().map(|s| s.clone()).unwrap_or_default();
+    let synced = health.synced();
     let (ready, readiness) = health.ready();
     let status = if !api_up {
         "unhealthy"

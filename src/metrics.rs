@@ -46,6 +46,21 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// Whether each watch has completed its initial list, by resource plural. Empty when the
+    /// controllers are not running (a standby replica).
+    pub fn synced(&self) -> Vec<(&'static str, bool)> {
+        use futures::FutureExt;
+        let mut out = Vec::new();
+        // Polled once, never awaited: the store's readiness signal wakes only one waiter, the controller.
+        if let Some(store) = &self.krajobs {
+            out.push(("krajobs", store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())));
+        }
+        if let Some(store) = &self.evaluation_runs {
+            out.push(("evaluationruns", store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())));
+        }
+        out
+    }
+
     /// Count runs by kind and phase from the watch caches.
     pub fn phase_counts(&self) -> Vec<(&'static str, Phase, i64)> {
         let mut out = Vec::new();
@@ -81,7 +96,7 @@ impl prometheus_client::collector::Collector for RunsCollector {
             return Ok(());
         }
         let mut metric = encoder.encode_descriptor(
-            "kra_operator_runs",
+            "runs",
             "Runs known to the operator, by kind and phase (leader only).",
             None,
             MetricType::Gauge,

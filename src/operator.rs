@@ -111,6 +111,7 @@ pub async fn run(args: RunArgs, client: Client) -> anyhow::Result<()> {
     let health = Health::new(
         client.clone(),
         registry,
+        metrics.stores.clone(),
         VERSION,
         Leadership {
             enabled: args.leader_election,
@@ -153,7 +154,7 @@ pub async fn run(args: RunArgs, client: Client) -> anyhow::Result<()> {
             if let Ok(mut l) = health.leadership.write() {
                 l.leader = true;
             }
-            run_controllers(&args, &client, &metrics, &health, &identity, shutdown_signal(stop_rx.clone()), None).await;
+            run_controllers(&args, &client, &metrics, &identity, shutdown_signal(stop_rx.clone()), None).await;
             Ok(())
         }
     };
@@ -254,7 +255,7 @@ async fn lead_when_elected(
             }
         }
     };
-    let controllers = run_controllers(args, client, metrics, health, identity, stop_controllers, Some(lost_rx));
+    let controllers = run_controllers(args, client, metrics, identity, stop_controllers, Some(lost_rx));
     let (renewed, ()) = tokio::join!(renewals, controllers);
     metrics.leader.set(0);
     if let Ok(mut l) = health.leadership.write() {
@@ -267,7 +268,6 @@ async fn run_controllers(
     args: &RunArgs,
     client: &Client,
     metrics: &Arc<Metrics>,
-    health: &Arc<Health>,
     identity: &str,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     lost: Option<watch::Receiver<bool>>,
@@ -304,32 +304,11 @@ async fn run_controllers(
         stores.krajobs = Some(krajobs.clone());
         stores.evaluation_runs = Some(runs.clone());
     }
-    if let Ok(mut synced) = health.synced.write() {
-        synced.insert("krajobs", false);
-        synced.insert("evaluationruns", false);
-    }
-    for (plural, ready) in [
-        ("krajobs", Box::pin(async move { krajobs.wait_until_ready().await.is_ok() }) as std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>),
-        ("evaluationruns", Box::pin(async move { runs.wait_until_ready().await.is_ok() })),
-    ] {
-        let health = health.clone();
-        tokio::spawn(async move {
-            if ready.await {
-                tracing::info!(resource = plural, "watch synced");
-                if let Ok(mut synced) = health.synced.write() {
-                    synced.insert(plural, true);
-                }
-            }
-        });
-    }
     tokio::join!(krajob_driver, run_driver);
     if lost.is_some_and(|l| *l.borrow()) {
         tracing::error!("controllers stopped: leadership lost");
     }
     if let Ok(mut stores) = metrics.stores.write() {
         *stores = Default::default();
-    }
-    if let Ok(mut synced) = health.synced.write() {
-        synced.clear();
     }
 }
