@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// Seconds between Lease renewals (and between attempts to acquire it).
     #[arg(long, env = "KRA_LEASE_RENEW_SECONDS", default_value_t = 5)]
     pub lease_renew_seconds: u64,
+    /// Set `spec.managedBy` of worker Jobs, handing them to another Job controller (for example
+    /// Kueue MultiKueue). The controller tests use it on real clusters to drive Job status themselves.
+    #[arg(long, env = "KRA_JOB_MANAGED_BY")]
+    pub job_managed_by: Option<String>,
     /// Seconds after which an idle run is looked at again without any watch event.
     #[arg(long, env = "KRA_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
@@ -287,6 +291,7 @@ async fn run_controllers(
             image_pull_policy: args.worker_image_pull_policy.clone(),
             database_secret: args.default_database_secret.clone(),
             service_account_name: args.worker_service_account.clone(),
+            job_managed_by: args.job_managed_by.clone(),
         },
         metrics.clone(),
         recorder,

@@ -138,6 +138,7 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
             // Retries are the operator's: one pod per Job, so each retry is a new, named attempt.
             backoff_limit: Some(0),
             active_deadline_seconds: input.active_deadline_seconds,
+            managed_by: input.defaults.job_managed_by.clone(),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations, ..Default::default() }),
                 spec: Some(PodSpec {

@@ -23,6 +23,7 @@ pub struct WorkerDefaults {
     pub image_pull_policy: Option<String>,
     pub database_secret: Option<SecretKeyRef>,
     pub service_account_name: Option<String>,
+    pub job_managed_by: Option<String>,
 }
 
 /// What the worker container runs: arguments, environment and extra volumes.

@@ -555,6 +555,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(415, "UnsupportedMediaType", "the emulator accepts JSON request bodies only")
 
     def handle_any(self, method):
+        if method == "GET" and int(self.headers.get("Content-Length") or 0):
+            self.rfile.read(int(self.headers["Content-Length"]))
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
@@ -670,7 +672,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if "as=Table" in (self.headers.get("Accept") or ""):
                 return self.send_json(200, self.table(res, [obj], obj["metadata"]["resourceVersion"]))
             return self.send_json(200, obj)
-        body = self.read_body() if method in ("POST", "PUT", "PATCH") else None
+        body = self.read_body() if method in ("POST", "PUT", "PATCH", "DELETE") else None
         if method in ("POST", "PUT", "PATCH", "DELETE") and not query.get("dryRun"):
             with STORE.lock:
                 STORE.count_write(res)

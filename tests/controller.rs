@@ -1,0 +1,474 @@
+//! Controller behaviour against the Kubernetes API emulator (or a real cluster, see
+//! tests/support). Each test owns a namespace and its own operator process.
+
+mod support;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kra_operator::controller::build;
+use kra_operator::crd::{AttemptOutcome, EvaluationRun, KraJob, Phase};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Value, json};
+use support::{Cluster, Operator, WAIT, wait_until};
+
+fn krajob(name: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "action": "CollectRaceCards",
+        "meet": "seoul",
+        "date": "2025-05-24",
+        "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"},
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    json!({"apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "metadata": {"name": name}, "spec": spec})
+}
+
+/// A retry policy with short waits, so tests do not sleep long.
+fn quick_retries(limit: i32, seconds: i64) -> Value {
+    json!({"retryPolicy": {"limit": limit, "backoff": {"initialSeconds": seconds, "factor": 1.0, "maxSeconds": seconds}}})
+}
+
+async fn get(cluster: &Cluster, name: &str) -> KraJob {
+    cluster.api::<KraJob>().get(name).await.expect("read KraJob")
+}
+
+async fn wait_phase(cluster: &Cluster, name: &str, phase: Phase) -> KraJob {
+    wait_until(&format!("KraJob {name} to reach {phase:?}"), WAIT, || async {
+        let job = get(cluster, name).await;
+        (job.status.as_ref().and_then(|s| s.phase) == Some(phase)).then_some(job)
+    })
+    .await
+}
+
+async fn wait_job(cluster: &Cluster, name: &str) -> Job {
+    wait_until(&format!("Job {name}"), WAIT, || async { cluster.api::<Job>().get_opt(name).await.unwrap() }).await
+}
+
+async fn owned_jobs(cluster: &Cluster, owner: &KraJob) -> Vec<Job> {
+    let selector = build::owner_selector("KraJob", owner.uid().as_deref().unwrap());
+    cluster.api::<Job>().list(&ListParams::default().labels(&selector)).await.unwrap().items
+}
+
+fn condition<'a>(job: &'a KraJob, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    job.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+#[tokio::test]
+async fn creates_one_restricted_job_per_attempt() {
+    let cluster = Cluster::start().await;
+    let _operator = Operator::start(&cluster).await;
+    let created: KraJob = cluster.create(krajob("cards", json!({"raceNumbers": [1, 2, 3]}))).await;
+
+    let job = wait_job(&cluster, "cards-1").await;
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(owner.uid, created.uid().unwrap());
+    assert_eq!(owner.controller, Some(true));
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.backoff_limit, Some(0), "retries belong to the operator");
+    let pod = spec.template.spec.as_ref().unwrap();
+    let container = &pod.containers[0];
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+    assert_eq!(pod.security_context.as_ref().unwrap().seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    let args = container.args.as_ref().unwrap();
+    assert_eq!(args[..7], ["collect", "--meet", "seoul", "--from", "2025-05-24", "--to", "2025-05-24"]);
+    assert!(args.windows(2).any(|w| w == ["--races", "1,2,3"]));
+    let key = container.env.as_ref().unwrap().iter().find(|e| e.name == "KRA_API_KEY").unwrap();
+    assert!(key.value.is_none(), "secrets reach the pod only by reference");
+    assert_eq!(key.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "kra-api");
+
+    let running = wait_phase(&cluster, "cards", Phase::Running).await;
+    assert_eq!(condition(&running, "Reconciling").status, "True");
+    assert_eq!(condition(&running, "Ready").status, "False");
+    assert_eq!(running.status.as_ref().unwrap().observed_generation, Some(1));
+    assert_eq!(owned_jobs(&cluster, &running).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_job_created_just_before_a_crash_is_adopted_not_duplicated() {
+    let cluster = Cluster::start().await;
+    // The operator created the Job and died before recording it: build exactly that Job while
+    // no operator runs, and leave the status empty.
+    let created: KraJob = cluster.create(krajob("adopt", json!({}))).await;
+    let invocation = kra_operator::controller::validate::krajob(
+        &created.spec,
+        &kra_operator::controller::validate::WorkerDefaults {
+            image: "kra-test/worker:0".into(),
+            database_secret: Some(kra_operator::crd::SecretKeyRef { name: "kra-db".into(), key: "url".into() }),
+            job_managed_by: (!cluster.emulated).then(|| support::MANAGED_BY.to_string()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let uid = created.uid().unwrap();
+    let job = build::build_job(&build::JobInput {
+        owner: build::Owner { api_version: "kra.dev/v1alpha1", kind: "KraJob", name: "adopt", namespace: &cluster.namespace, uid: &uid },
+        worker_binary: "kra-collector",
+        attempt: 1,
+        generation: 1,
+        active_deadline_seconds: None,
+        overrides: None,
+        invocation: &invocation,
+        defaults: &Default::default(),
+    });
+    cluster.api::<Job>().create(&Default::default(), &job).await.unwrap();
+    assert!(created.status.is_none());
+
+    let _operator = Operator::start(&cluster).await;
+    let adopted = wait_until("attempt 1 recorded", WAIT, || async {
+        let kj = get(&cluster, "adopt").await;
+        kj.status.as_ref().is_some_and(|s| s.attempts.len() == 1).then_some(kj)
+    })
+    .await;
+    let status = adopted.status.as_ref().unwrap();
+    assert_eq!(status.attempts[0].job_name, "adopt-1");
+    assert_eq!(status.phase, Some(Phase::Running));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(owned_jobs(&cluster, &adopted).await.len(), 1, "the adopted Job must not be duplicated");
+    assert!(!cluster.job_exists("adopt-2").await);
+}
+
+#[tokio::test]
+async fn a_failed_attempt_retries_after_the_recorded_backoff_even_across_a_restart() {
+    let cluster = Cluster::start().await;
+    let mut operator = Operator::start(&cluster).await;
+    cluster.create::<KraJob>(krajob("retry", quick_retries(2, 6))).await;
+    wait_job(&cluster, "retry-1").await;
+    cluster.finish_job("retry-1", false, None).await;
+
+    let backing_off = wait_phase(&cluster, "retry", Phase::BackingOff).await;
+    let status = backing_off.status.as_ref().unwrap();
+    let next_at = status.next_attempt_at.as_ref().expect("nextAttemptAt while backing off").0;
+    let ended = status.attempts[0].end_time.as_ref().unwrap().0;
+    assert_eq!(next_at.duration_since(ended).as_secs(), 6, "the wait is the configured backoff");
+    assert_eq!(status.attempts[0].outcome, AttemptOutcome::Failed);
+    assert_eq!(status.attempts[0].reason.as_deref(), Some("BackoffLimitExceeded"));
+
+    // Crash during the wait, come back: the wait is neither reset nor skipped.
+    operator.kill().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    operator.restart().await;
+    let after_restart = get(&cluster, "retry").await;
+    assert_eq!(after_restart.status.as_ref().unwrap().next_attempt_at.as_ref().unwrap().0, next_at);
+    if Timestamp::now() < next_at - jiff::SignedDuration::from_secs(1) {
+        assert!(!cluster.job_exists("retry-2").await, "attempt 2 started before nextAttemptAt");
+    }
+    let second = wait_job(&cluster, "retry-2").await;
+    let created = second.metadata.creation_timestamp.as_ref().unwrap().0;
+    assert!(created >= next_at, "attempt 2 created at {created}, before nextAttemptAt {next_at}");
+    assert_eq!(wait_phase(&cluster, "retry", Phase::Running).await.status.unwrap().attempts.len(), 2);
+}
+
+#[tokio::test]
+async fn the_retry_limit_ends_in_failed_with_the_reason() {
+    let cluster = Cluster::start().await;
+    let _operator = Operator::start(&cluster).await;
+    cluster.create::<KraJob>(krajob("limit", quick_retries(1, 1))).await;
+    wait_job(&cluster, "limit-1").await;
+    cluster.finish_job("limit-1", false, None).await;
+    wait_job(&cluster, "limit-2").await;
+    cluster.finish_job("limit-2", false, None).await;
+
+    let failed = wait_phase(&cluster, "limit", Phase::Failed).await;
+    let stalled = condition(&failed, "Stalled");
+    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "RetryLimitExceeded"));
+    assert!(stalled.message.contains("retry limit of 1"), "message: {}", stalled.message);
+    assert_eq!(condition(&failed, "Failed").status, "True");
+    assert_eq!(condition(&failed, "Ready").status, "False");
+    let status = failed.status.as_ref().unwrap();
+    assert!(status.completion_time.is_some());
+    assert!(status.attempts.iter().all(|a| a.outcome == AttemptOutcome::Failed));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!cluster.job_exists("limit-3").await, "no attempt beyond the limit");
+}
+
+#[tokio::test]
+async fn outcomes_reached_while_the_operator_is_down_are_reflected_when_it_returns() {
+    let cluster = Cluster::start().await;
+    let mut operator = Operator::start(&cluster).await;
+    cluster.create::<KraJob>(krajob("done", quick_retries(3, 60))).await;
+    cluster.create::<KraJob>(krajob("broken", quick_retries(3, 60))).await;
+    wait_job(&cluster, "done-1").await;
+    wait_job(&cluster, "broken-1").await;
+    wait_phase(&cluster, "done", Phase::Running).await;
+    wait_phase(&cluster, "broken", Phase::Running).await;
+
+    operator.stop().await;
+    let summary = r#"{"racesFound":10,"racesCollected":10,"racesFailed":0,"rowsWritten":120,"apiCalls":57}"#;
+    cluster.finish_job("done-1", true, Some(summary)).await;
+    cluster.finish_job("broken-1", false, Some("panic: this is a log tail, not a summary")).await;
+    operator.restart().await;
+
+    let done = wait_phase(&cluster, "done", Phase::Succeeded).await;
+    assert_eq!(condition(&done, "Ready").status, "True");
+    assert_eq!(condition(&done, "Reconciling").status, "False");
+    let status = done.status.as_ref().unwrap();
+    let result = status.result.as_ref().expect("the worker's summary reaches status");
+    assert_eq!((result.races_found, result.rows_written, result.api_calls), (Some(10), Some(120), Some(57)));
+    assert!(status.completion_time.is_some());
+
+    let broken = wait_phase(&cluster, "broken", Phase::BackingOff).await;
+    let attempt = &broken.status.as_ref().unwrap().attempts[0];
+    assert_eq!(attempt.outcome, AttemptOutcome::Failed);
+    let message = attempt.message.as_deref().unwrap();
+    assert!(message.contains("not a JSON result summary"), "message: {message}");
+    assert!(!message.contains("log tail"), "raw termination text must not be copied into status");
+}
+
+#[tokio::test]
+async fn deleting_the_resource_removes_its_jobs() {
+    let cluster = Cluster::start().await;
+    let _operator = Operator::start(&cluster).await;
+    cluster.create::<KraJob>(krajob("gone", json!({}))).await;
+    wait_job(&cluster, "gone-1").await;
+    cluster.api::<KraJob>().delete("gone", &DeleteParams::background()).await.unwrap();
+    wait_until("the Job to be garbage-collected", WAIT, || async { (!cluster.job_exists("gone-1").await).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn a_spec_change_never_mutates_a_running_job() {
+    let cluster = Cluster::start().await;
+    let _operator = Operator::start(&cluster).await;
+    cluster.create::<KraJob>(krajob("edit", json!({}))).await;
+    let before = wait_job(&cluster, "edit-1").await;
+    wait_phase(&cluster, "edit", Phase::Running).await;
+
+    let patch = json!({"spec": {"date": "2025-05-25"}});
+    cluster.api::<KraJob>().patch("edit", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let waiting = wait_until("generation 2 observed", WAIT, || async {
+        let kj = get(&cluster, "edit").await;
+        (kj.status.as_ref().and_then(|s| s.observed_generation) == Some(2)).then_some(kj)
+    })
+    .await;
+    assert!(condition(&waiting, "Reconciling").message.contains("generation 2 starts when it finishes"));
+    let after = cluster.api::<Job>().get("edit-1").await.unwrap();
+    assert_eq!(before.spec, after.spec, "the running Job's spec must not change");
+    assert!(!cluster.job_exists("edit-2").await, "no second Job while the first runs");
+
+    cluster.finish_job("edit-1", true, None).await;
+    let second = wait_job(&cluster, "edit-2").await;
+    let labels = second.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels.get(build::LABEL_GENERATION).map(String::as_str), Some("2"));
+    let args = second.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    assert!(args.windows(2).any(|w| w == ["--from", "2025-05-25"]), "the new attempt runs the new spec: {args:?}");
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_stalled_without_a_job_a_crash_or_a_hot_loop() {
+    let cluster = Cluster::start().await;
+    let operator = Operator::start(&cluster).await;
+    // Valid for the schema, invalid for the operator: more than a year of race days.
+    cluster
+        .create::<KraJob>(krajob("toolong", json!({"date": null, "dateRange": {"from": "2024-01-01", "to": "2025-06-30"}})))
+        .await;
+    let stalled = wait_phase(&cluster, "toolong", Phase::Invalid).await;
+    let condition = condition(&stalled, "Stalled");
+    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "InvalidSpec"));
+    assert!(condition.message.contains("dateRange") && condition.message.contains("547 days"), "message: {}", condition.message);
+
+    // A CEL rule of the CRD (to before from): a real API server rejects it; where the rule is not
+    // enforced (the emulator, an outdated CRD) the operator's own check stalls it.
+    let reversed = krajob("reversed", json!({"date": null, "dateRange": {"from": "2025-06-30", "to": "2025-06-01"}}));
+    let object: KraJob = serde_json::from_value(reversed).unwrap();
+    match cluster.api::<KraJob>().create(&Default::default(), &object).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 422, "rejected: {}", status.message),
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => {
+            let stalled = wait_phase(&cluster, "reversed", Phase::Invalid).await;
+            let message = &stalled.status.as_ref().unwrap().conditions[0].message;
+            assert!(message.contains("dateRange.to must not be before dateRange.from"), "message: {message}");
+        }
+    }
+
+    // Let the reconciles triggered by the operator's own status writes finish, then watch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reconciles = operator.metric_sum("kra_operator_reconciles_total", &["kind=\"krajob\""]).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = operator.metric_sum("kra_operator_reconciles_total", &["kind=\"krajob\""]).await;
+    assert_eq!(reconciles, later, "an invalid spec must not be reconciled again and again");
+    assert!(!cluster.job_exists("toolong-1").await);
+    assert!(operator.is_leader().await, "the operator keeps running");
+}
+
+#[tokio::test]
+async fn an_idle_operator_makes_no_writes() {
+    let cluster = Cluster::start().await;
+    // A short resync makes idle reconciles happen during the observation window.
+    let operator = Operator::start_with(&cluster, "operator-a", &["--resync-seconds", "1"]).await;
+    cluster.create::<KraJob>(krajob("idle", json!({}))).await;
+    wait_job(&cluster, "idle-1").await;
+    cluster.finish_job("idle-1", true, Some(r#"{"racesFound":7,"racesCollected":7}"#)).await;
+    let done = wait_phase(&cluster, "idle", Phase::Succeeded).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let version = get(&cluster, "idle").await.resource_version();
+    let job_version = cluster.api::<Job>().get("idle-1").await.unwrap().resource_version();
+    let writes = cluster.write_counts().await;
+    let reconciles = operator.metric_sum("kra_operator_reconciles_total", &["kind=\"krajob\""]).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    assert!(operator.metric_sum("kra_operator_reconciles_total", &["kind=\"krajob\""]).await > reconciles, "resyncs happened");
+    assert_eq!(get(&cluster, "idle").await.resource_version(), version, "the KraJob was written while idle");
+    assert_eq!(cluster.api::<Job>().get("idle-1").await.unwrap().resource_version(), job_version);
+    if let Some(before) = writes {
+        let after = cluster.write_counts().await.unwrap();
+        for resource in ["krajobs", "jobs", "events"] {
+            assert_eq!(before[resource], after[resource], "{resource} written while idle");
+        }
+    }
+    assert_eq!(done.status.unwrap().attempts.len(), 1);
+}
+
+#[tokio::test]
+async fn suspend_holds_attempts_and_resume_starts_them() {
+    let cluster = Cluster::start().await;
+    let _operator = Operator::start(&cluster).await;
+    cluster.create::<KraJob>(krajob("held", json!({"suspend": true}))).await;
+    let suspended = wait_phase(&cluster, "held", Phase::Suspended).await;
+    assert_eq!(condition(&suspended, "Reconciling").status, "False");
+    assert!(!cluster.job_exists("held-1").await);
+
+    let patch = json!({"spec": {"suspend": false}});
+    cluster.api::<KraJob>().patch("held", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_job(&cluster, "held-1").await;
+    wait_phase(&cluster, "held", Phase::Running).await;
+
+    // Suspending a running attempt suspends its Job.
+    let patch = json!({"spec": {"suspend": true}});
+    cluster.api::<KraJob>().patch("held", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_until("the Job to be suspended", WAIT, || async {
+        let job = cluster.api::<Job>().get("held-1").await.unwrap();
+        (job.spec.and_then(|s| s.suspend) == Some(true)).then_some(())
+    })
+    .await;
+    wait_phase(&cluster, "held", Phase::Suspended).await;
+}
+
+#[tokio::test]
+async fn finished_jobs_are_cleaned_up_after_their_ttl_and_status_stays() {
+    let cluster = Cluster::start().await;
+    let _operator = Operator::start(&cluster).await;
+    cluster.create::<KraJob>(krajob("ttl", json!({"ttlSecondsAfterFinished": 1}))).await;
+    wait_job(&cluster, "ttl-1").await;
+    cluster.finish_job("ttl-1", true, None).await;
+    wait_phase(&cluster, "ttl", Phase::Succeeded).await;
+    wait_until("the finished Job to be deleted", WAIT, || async { (!cluster.job_exists("ttl-1").await).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let kj = get(&cluster, "ttl").await;
+    let status = kj.status.as_ref().unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "a cleaned-up Job is not a lost Job");
+    assert_eq!(status.attempts[0].outcome, AttemptOutcome::Succeeded);
+}
+
+#[tokio::test]
+async fn a_job_deleted_before_its_outcome_counts_as_a_failed_attempt() {
+    let cluster = Cluster::start().await;
+    let _operator = Operator::start(&cluster).await;
+    cluster.create::<KraJob>(krajob("lost", quick_retries(1, 30))).await;
+    wait_job(&cluster, "lost-1").await;
+    wait_phase(&cluster, "lost", Phase::Running).await;
+    cluster.api::<Job>().delete("lost-1", &DeleteParams::background()).await.unwrap();
+    let backing_off = wait_phase(&cluster, "lost", Phase::BackingOff).await;
+    assert_eq!(backing_off.status.unwrap().attempts[0].reason.as_deref(), Some("JobDeleted"));
+}
+
+#[tokio::test]
+async fn two_replicas_never_both_reconcile_and_the_standby_takes_over() {
+    let cluster = Cluster::start().await;
+    let mut first = Operator::start_with(&cluster, "replica-a", &[]).await;
+    first.wait_leader().await;
+    let second = Operator::start_with(&cluster, "replica-b", &[]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(first.is_leader().await);
+    assert!(!second.is_leader().await, "two leaders at once");
+
+    cluster.create::<KraJob>(krajob("one", json!({}))).await;
+    wait_job(&cluster, "one-1").await;
+    assert_eq!(second.metric_sum("kra_operator_reconciles_total", &[]).await, 0.0, "the standby reconciled");
+
+    first.kill().await;
+    second.wait_leader().await;
+    cluster.create::<KraJob>(krajob("two", json!({}))).await;
+    wait_job(&cluster, "two-1").await;
+    assert!(!cluster.job_exists("one-2").await);
+}
+
+#[tokio::test]
+async fn metrics_and_health_report_real_state_with_bounded_labels() {
+    let cluster = Cluster::start().await;
+    let mut operator = Operator::start(&cluster).await;
+    cluster.create::<KraJob>(krajob("observable-run-name", json!({}))).await;
+    wait_job(&cluster, "observable-run-name-1").await;
+    wait_phase(&cluster, "observable-run-name", Phase::Running).await;
+
+    let metrics = operator.metrics().await;
+    assert!(metrics.contains("kra_operator_runs{kind=\"krajob\",phase=\"Running\"} 1"), "{metrics}");
+    assert!(metrics.contains("kra_operator_attempts_total{kind=\"krajob\",outcome=\"started\"} 1"), "{metrics}");
+    assert!(metrics.contains("kra_operator_reconcile_duration_seconds_count{kind=\"krajob\"}"));
+    assert!(!metrics.contains("observable-run-name"), "object names must not be metric labels");
+
+    let detailed: Value = serde_json::from_str(&support::http_get(&operator.url("/health/detailed")).await.unwrap()).unwrap();
+    assert_eq!(detailed["status"], "healthy", "{detailed}");
+    assert_eq!(detailed["kubernetesApi"]["status"], "up");
+    assert_eq!(detailed["crds"]["krajobs.kra.dev"], "served");
+    assert_eq!(detailed["watches"]["krajobs"]["synced"], true);
+    assert_eq!(detailed["leadership"]["leader"], true);
+    assert_eq!(support::http_get_status(&operator.url("/livez")).await.unwrap().0, 200);
+
+    // Events with stable reasons on transitions.
+    let events: Api<k8s_openapi::api::events::v1::Event> = cluster.api();
+    let reasons: Vec<String> = events.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.iter().any(|r| r == "JobCreated"), "events: {reasons:?}");
+
+    // Graceful shutdown releases the Lease.
+    operator.stop().await;
+    let lease: Api<k8s_openapi::api::coordination::v1::Lease> = cluster.api();
+    let holder = lease.get("kra-operator-leader").await.unwrap().spec.unwrap().holder_identity;
+    assert_eq!(holder, None, "a stopping leader hands the Lease back");
+}
+
+#[tokio::test]
+async fn an_evaluation_run_waits_for_its_prompt_and_mounts_it() {
+    let cluster = Cluster::start().await;
+    let _operator = Operator::start_with(&cluster, "operator-a", &["--resync-seconds", "1"]).await;
+    let run = json!({
+        "apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun", "metadata": {"name": "prompt-eval"},
+        "spec": {
+            "dataset": {"meet": "busan", "dateRange": {"from": "2025-10-01", "to": "2025-10-31"}, "split": "Holdout"},
+            "prompt": {"configMapName": "prompts", "key": "v1.7.md", "version": "v1.7"},
+            "predictor": {"llm": {"endpoint": "http://llm.example:8000/v1", "model": "qwen3", "apiKeySecretRef": {"name": "llm", "key": "token"}}},
+            "seed": 17,
+        }
+    });
+    cluster.create::<EvaluationRun>(run).await;
+    let stalled = wait_until("the run to stall on its prompt", WAIT, || async {
+        let run = cluster.api::<EvaluationRun>().get("prompt-eval").await.unwrap();
+        (run.status.as_ref().and_then(|s| s.phase) == Some(Phase::Invalid)).then_some(run)
+    })
+    .await;
+    let message = &stalled.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Stalled").unwrap().message;
+    assert!(message.contains("ConfigMap \"prompts\" does not exist"), "message: {message}");
+    assert!(!cluster.job_exists("prompt-eval-1").await);
+
+    let config_map: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "prompts"}, "data": {"v1.7.md": "Pick three."}})).unwrap();
+    cluster.api::<ConfigMap>().create(&Default::default(), &config_map).await.unwrap();
+    let job = wait_job(&cluster, "prompt-eval-1").await;
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let args = pod.containers[0].args.clone().unwrap();
+    assert_eq!(pod.containers[0].command.as_deref(), Some(&["kra-evaluator".to_string()][..]));
+    for pair in [["--prompt-version", "v1.7"], ["--seed", "17"], ["--split", "holdout"], ["--model", "qwen3"]] {
+        assert!(args.windows(2).any(|w| w == pair), "{pair:?} missing from {args:?}");
+    }
+    let volume = pod.volumes.unwrap().into_iter().find(|v| v.name == "prompt").expect("prompt volume");
+    assert_eq!(volume.config_map.unwrap().name, "prompts");
+    let owner = &job.metadata.owner_references.unwrap()[0];
+    assert_eq!(owner.kind, EvaluationRun::kind(&()));
+}

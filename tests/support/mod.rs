@@ -1,0 +1,392 @@
+//! Test harness for the controller tests.
+//!
+//! By default each test starts its own Kubernetes API emulator (`tests/emulator/kube_emulator.py`).
+//! With `KRA_TEST_KUBECONFIG=/path/to/kubeconfig` the same tests run against that real cluster
+//! instead: each test works in a namespace of its own, and the operator hands its Jobs to a
+//! non-existent Job controller (`spec.managedBy`) so the test can drive their status.
+//!
+//! The operator under test is the real `kra-operator` binary, run as a child process, so a test
+//! can kill it (a crash), stop it (SIGTERM) and start it again.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+pub const MANAGED_BY: &str = "kra.dev/test-driver";
+pub const WAIT: Duration = Duration::from_secs(20);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scratch_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), random_suffix()));
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}
+
+pub fn random_suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{:06x}", (nanos ^ std::process::id().rotate_left(16)) & 0xff_ffff)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The API server the test talks to, and the namespace the test owns.
+pub struct Cluster {
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+    pub namespace: String,
+    pub emulated: bool,
+    emulator: Option<Child>,
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    pub async fn start() -> Cluster {
+        kra_operator::telemetry::install_crypto_provider();
+        let dir = scratch_dir("kra-test");
+        let (kubeconfig, emulator) = match std::env::var_os("KRA_TEST_KUBECONFIG") {
+            Some(path) => (PathBuf::from(path), None),
+            None => start_emulator(&dir).await,
+        };
+        let emulated = emulator.is_some();
+        let config = Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&kubeconfig).expect("read the test kubeconfig"),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .expect("load the test kubeconfig");
+        let client = Client::try_from(config).expect("build a client");
+        install_crds(&client).await;
+        let namespace = format!("kra-test-{}", random_suffix());
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap())
+            .await
+            .expect("create the test namespace");
+        Cluster { client, kubeconfig, namespace, emulated, emulator, dir }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Write counts of the emulator (None on a real cluster).
+    pub async fn write_counts(&self) -> Option<Value> {
+        if !self.emulated {
+            return None;
+        }
+        let url = std::fs::read_to_string(self.dir.join("emulator-url")).ok()?;
+        let body = http_get(&format!("{url}/_emulator/stats")).await.ok()?;
+        serde_json::from_str::<Value>(&body).ok().map(|v| v["writes"].clone())
+    }
+
+    /// Create an object from JSON in the test namespace.
+    pub async fn create<K>(&self, object: Value) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let object: K = serde_json::from_value(object).expect("test object matches its type");
+        self.api::<K>().create(&PostParams::default(), &object).await.expect("create test object")
+    }
+
+    /// Mark a Job finished the way the Job controller and kubelet would: a terminated worker pod
+    /// (with the given termination message) and a terminal Job condition.
+    pub async fn finish_job(&self, job: &str, succeeded: bool, termination_message: Option<&str>) {
+        let jobs: Api<Job> = self.api();
+        let current = jobs.get(job).await.expect("job to finish exists");
+        let uid = current.metadata.uid.clone().unwrap();
+        let pods: Api<Pod> = self.api();
+        let pod_name = format!("{job}-pod-{}", random_suffix());
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {
+                "name": pod_name,
+                "labels": {"kra.dev/job": job, "batch.kubernetes.io/job-name": job},
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": uid, "controller": true}],
+            },
+            "spec": {
+                "nodeName": "kra-test-no-such-node",
+                "restartPolicy": "Never",
+                "containers": [{"name": "worker", "image": "kra-test/none:0"}],
+            },
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.expect("create worker pod");
+        let now = jiff::Timestamp::now().to_string();
+        let exit_code = if succeeded { 0 } else { 1 };
+        let mut terminated = json!({"exitCode": exit_code, "reason": if succeeded { "Completed" } else { "Error" }, "finishedAt": now});
+        if let Some(message) = termination_message {
+            terminated["message"] = json!(message);
+        }
+        let pod_status = json!({"status": {"phase": if succeeded { "Succeeded" } else { "Failed" }, "containerStatuses": [{
+            "name": "worker", "image": "kra-test/none:0", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": terminated},
+        }]}});
+        pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&pod_status)).await.expect("patch pod status");
+        let condition = if succeeded {
+            vec![
+                json!({"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now, "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods"}),
+                json!({"type": "Complete", "status": "True", "lastTransitionTime": now, "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods"}),
+            ]
+        } else {
+            vec![
+                json!({"type": "FailureTarget", "status": "True", "lastTransitionTime": now, "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}),
+                json!({"type": "Failed", "status": "True", "lastTransitionTime": now, "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}),
+            ]
+        };
+        let mut status = json!({"status": {"conditions": condition, "startTime": now, "active": 0}});
+        if succeeded {
+            status["status"]["succeeded"] = json!(1);
+            status["status"]["completionTime"] = json!(now);
+        } else {
+            status["status"]["failed"] = json!(1);
+        }
+        jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&status)).await.expect("patch job status");
+    }
+
+    pub async fn job_exists(&self, name: &str) -> bool {
+        self.api::<Job>().get_opt(name).await.expect("read job").is_some()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(child) = self.emulator.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+async fn start_emulator(dir: &Path) -> (PathBuf, Option<Child>) {
+    let ready = dir.join("emulator-url");
+    let python = std::env::var("KRA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let child = Command::new(python)
+        .arg(repo().join("tests/emulator/kube_emulator.py"))
+        .args(["--port", "0", "--ready-file"])
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("emulator.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the Kubernetes API emulator (python3)");
+    let url = wait_until("the emulator to listen", Duration::from_secs(10), || async {
+        std::fs::read_to_string(&ready).ok()
+    })
+    .await;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: tester\n  user: {{}}\ncontexts:\n- name: emulator\n  context: {{cluster: emulator, user: tester}}\ncurrent-context: emulator\n"
+        ),
+    )
+    .unwrap();
+    (kubeconfig, Some(child))
+}
+
+/// Install the committed CRDs (crds/), so the tests also prove those files work.
+async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for entry in std::fs::read_dir(repo().join("crds")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("committed CRD parses");
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(&name, &PatchParams::apply("kra-operator-tests").force(), &Patch::Apply(&crd))
+            .await
+            .expect("install CRD");
+    }
+    // A real API server needs a moment to serve a new CRD.
+    for plural in ["krajobs", "evaluationruns"] {
+        wait_until("the CRDs to be served", Duration::from_secs(30), || async {
+            let list = client.list_api_group_resources("kra.dev/v1alpha1").await.ok()?;
+            list.resources.iter().any(|r| r.name == plural).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Poll `probe` every 100 ms until it yields a value; panic naming `what` after `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn http_get(url: &str) -> std::io::Result<String> {
+    http_get_status(url).await.map(|(_, body)| body)
+}
+
+/// A minimal HTTP/1.0 GET (the test talks to loopback endpoints only).
+pub async fn http_get_status(url: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The operator under test, as a child process.
+pub struct Operator {
+    child: Option<Child>,
+    pub port: u16,
+    identity: String,
+    args: Vec<String>,
+    kubeconfig: PathBuf,
+    log: PathBuf,
+    starts: u32,
+}
+
+impl Operator {
+    pub async fn start(cluster: &Cluster) -> Operator {
+        Self::start_with(cluster, "operator-a", &[]).await
+    }
+
+    pub async fn start_with(cluster: &Cluster, identity: &str, extra: &[&str]) -> Operator {
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--namespace".into(),
+            cluster.namespace.clone(),
+            "--lease-namespace".into(),
+            cluster.namespace.clone(),
+            "--lease-duration-seconds".into(),
+            "3".into(),
+            "--lease-renew-seconds".into(),
+            "1".into(),
+            "--default-database-secret".into(),
+            "kra-db/url".into(),
+            "--worker-image".into(),
+            "kra-test/worker:0".into(),
+        ];
+        if !cluster.emulated {
+            args.extend(["--job-managed-by".to_string(), MANAGED_BY.to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut operator = Operator {
+            child: None,
+            port: free_port(),
+            identity: identity.to_string(),
+            args,
+            kubeconfig: cluster.kubeconfig.clone(),
+            log: cluster.dir.join(format!("{identity}.log")),
+            starts: 0,
+        };
+        operator.spawn();
+        operator.wait_ready().await;
+        operator
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kra-operator"))
+            .args(&self.args)
+            .args(["--http-addr", &format!("127.0.0.1:{}", self.port), "--identity", &self.identity])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start kra-operator");
+        self.child = Some(child);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Wait until /readyz answers 200 (leading with synced watches, or a healthy standby).
+    pub async fn wait_ready(&self) {
+        let url = self.url("/readyz");
+        wait_until("the operator to be ready", WAIT, || async {
+            matches!(http_get_status(&url).await, Ok((200, _))).then_some(())
+        })
+        .await;
+    }
+
+    pub async fn is_leader(&self) -> bool {
+        let Ok(body) = http_get(&self.url("/health/detailed")).await else { return false };
+        serde_json::from_str::<Value>(&body).map(|v| v["leadership"]["leader"] == json!(true)).unwrap_or(false)
+    }
+
+    pub async fn wait_leader(&self) {
+        wait_until("the operator to lead", WAIT, || async { self.is_leader().await.then_some(()) }).await;
+    }
+
+    /// A crash: SIGKILL, no cleanup, the Lease is not released.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill operator");
+        }
+    }
+
+    /// A graceful stop: SIGTERM, then wait for the process to exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().expect("operator pid");
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+            assert!(status.is_ok(), "the operator did not stop within 15 s of SIGTERM");
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready().await;
+        self.wait_leader().await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(&self.url("/metrics")).await.expect("scrape /metrics")
+    }
+
+    /// Sum of one metric's samples whose label set contains every given `key="value"` pair.
+    pub async fn metric_sum(&self, name: &str, labels: &[&str]) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
