@@ -110,7 +110,8 @@ pub fn router(health: Arc<Health>) -> Router {
 async fn metrics(State(health): State<Arc<Health>>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &health.registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response(),
+        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+            .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "failed to encode metrics").into_response(),
     }
 }

@@ -123,3 +123,26 @@ impl Elector {
         &self.settings
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(renewed: Option<i64>, duration: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some("a".into()),
+            lease_duration_seconds: Some(duration),
+            renew_time: renewed.map(|s| MicroTime(Timestamp::from_second(s).unwrap())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_lease_expires_only_after_its_duration_without_renewal() {
+        let now = Timestamp::from_second(1_000).unwrap();
+        assert!(!expired(&spec(Some(990), 15), now));
+        assert!(!expired(&spec(Some(985), 15), now), "exactly at the boundary it still holds");
+        assert!(expired(&spec(Some(984), 15), now));
+        assert!(expired(&spec(None, 15), now), "a released Lease is free");
+    }
+}

@@ -84,7 +84,9 @@ fn default_identity() -> String {
     format!("{}-{}", if host.is_empty() { "kra-operator" } else { &host }, std::process::id())
 }
 
-/// Resolves once shutdown was requested.
+/// Resolves once shutdown was requested. Written out (not `async fn`) because the controller's
+/// `graceful_shutdown_on` needs the future to be `Sync`.
+#[allow(clippy::manual_async_fn)]
 fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
     async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -152,7 +154,9 @@ pub async fn run(args: RunArgs, client: Client) -> anyhow::Result<()> {
     });
 
     let result = match &elector {
-        Some(elector) => lead_when_elected(elector, &args, &client, &metrics, &health, &identity, stop_rx.clone()).await,
+        Some(elector) => {
+            lead_when_elected(elector, &args, &client, &metrics, &health, &identity, stop_rx.clone()).await
+        }
         None => {
             health.beat();
             if let Ok(mut l) = health.leadership.write() {
@@ -247,7 +251,10 @@ async fn lead_when_elected(
                 Ok(Round::Leader) => last_renewed = tokio::time::Instant::now(),
                 Ok(Round::Follower { holder }) => {
                     let _ = lost_tx.send(true);
-                    return Err(anyhow::anyhow!("lost the leader Lease to {}", holder.unwrap_or_else(|| "another replica".into())));
+                    return Err(anyhow::anyhow!(
+                        "lost the leader Lease to {}",
+                        holder.unwrap_or_else(|| "another replica".into())
+                    ));
                 }
                 Err(error) => {
                     tracing::warn!("{error}");
@@ -303,7 +310,8 @@ async fn run_controllers(
         stop.await;
         let _ = stop_tx.send(true);
     });
-    let (krajobs, krajob_driver) = controller::controller::<KraJob>(ctx.clone(), &scope, shutdown_signal(stop_rx.clone()));
+    let (krajobs, krajob_driver) =
+        controller::controller::<KraJob>(ctx.clone(), &scope, shutdown_signal(stop_rx.clone()));
     let (runs, run_driver) = controller::controller::<EvaluationRun>(ctx, &scope, shutdown_signal(stop_rx));
     if let Ok(mut stores) = metrics.stores.write() {
         stores.krajobs = Some(krajobs.clone());

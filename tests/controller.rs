@@ -55,7 +55,13 @@ async fn owned_jobs(cluster: &Cluster, owner: &KraJob) -> Vec<Job> {
 }
 
 fn condition<'a>(job: &'a KraJob, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    job.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} condition"))
+    job.status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
 }
 
 #[tokio::test]
@@ -110,7 +116,13 @@ async fn a_job_created_just_before_a_crash_is_adopted_not_duplicated() {
     .unwrap();
     let uid = created.uid().unwrap();
     let job = build::build_job(&build::JobInput {
-        owner: build::Owner { api_version: "kra.dev/v1alpha1", kind: "KraJob", name: "adopt", namespace: &cluster.namespace, uid: &uid },
+        owner: build::Owner {
+            api_version: "kra.dev/v1alpha1",
+            kind: "KraJob",
+            name: "adopt",
+            namespace: &cluster.namespace,
+            uid: &uid,
+        },
         worker_binary: "kra-collector",
         attempt: 1,
         generation: 1,
@@ -230,7 +242,10 @@ async fn deleting_the_resource_removes_its_jobs() {
     cluster.create::<KraJob>(krajob("gone", json!({}))).await;
     wait_job(&cluster, "gone-1").await;
     cluster.api::<KraJob>().delete("gone", &DeleteParams::background()).await.unwrap();
-    wait_until("the Job to be garbage-collected", WAIT, || async { (!cluster.job_exists("gone-1").await).then_some(()) }).await;
+    wait_until("the Job to be garbage-collected", WAIT, || async {
+        (!cluster.job_exists("gone-1").await).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -267,12 +282,19 @@ async fn an_invalid_spec_is_stalled_without_a_job_a_crash_or_a_hot_loop() {
     let operator = Operator::start(&cluster).await;
     // Valid for the schema, invalid for the operator: more than a year of race days.
     cluster
-        .create::<KraJob>(krajob("toolong", json!({"date": null, "dateRange": {"from": "2024-01-01", "to": "2025-06-30"}})))
+        .create::<KraJob>(krajob(
+            "toolong",
+            json!({"date": null, "dateRange": {"from": "2024-01-01", "to": "2025-06-30"}}),
+        ))
         .await;
     let stalled = wait_phase(&cluster, "toolong", Phase::Invalid).await;
     let condition = condition(&stalled, "Stalled");
     assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "InvalidSpec"));
-    assert!(condition.message.contains("dateRange") && condition.message.contains("547 days"), "message: {}", condition.message);
+    assert!(
+        condition.message.contains("dateRange") && condition.message.contains("547 days"),
+        "message: {}",
+        condition.message
+    );
 
     // A CEL rule of the CRD (to before from): a real API server rejects it; where the rule is not
     // enforced (the emulator, an outdated CRD) the operator's own check stalls it.
@@ -315,7 +337,10 @@ async fn an_idle_operator_makes_no_writes() {
     let reconciles = operator.metric_sum("kra_operator_reconciles_total", &["kind=\"krajob\""]).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
 
-    assert!(operator.metric_sum("kra_operator_reconciles_total", &["kind=\"krajob\""]).await > reconciles, "resyncs happened");
+    assert!(
+        operator.metric_sum("kra_operator_reconciles_total", &["kind=\"krajob\""]).await > reconciles,
+        "resyncs happened"
+    );
     assert_eq!(get(&cluster, "idle").await.resource_version(), version, "the KraJob was written while idle");
     assert_eq!(cluster.api::<Job>().get("idle-1").await.unwrap().resource_version(), job_version);
     if let Some(before) = writes {
@@ -360,7 +385,8 @@ async fn finished_jobs_are_cleaned_up_after_their_ttl_and_status_stays() {
     wait_job(&cluster, "ttl-1").await;
     cluster.finish_job("ttl-1", true, None).await;
     wait_phase(&cluster, "ttl", Phase::Succeeded).await;
-    wait_until("the finished Job to be deleted", WAIT, || async { (!cluster.job_exists("ttl-1").await).then_some(()) }).await;
+    wait_until("the finished Job to be deleted", WAIT, || async { (!cluster.job_exists("ttl-1").await).then_some(()) })
+        .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let kj = get(&cluster, "ttl").await;
     let status = kj.status.as_ref().unwrap();
@@ -415,7 +441,8 @@ async fn metrics_and_health_report_real_state_with_bounded_labels() {
     assert!(metrics.contains("kra_operator_reconcile_duration_seconds_count{kind=\"krajob\"}"));
     assert!(!metrics.contains("observable-run-name"), "object names must not be metric labels");
 
-    let detailed: Value = serde_json::from_str(&support::http_get(&operator.url("/health/detailed")).await.unwrap()).unwrap();
+    let detailed: Value =
+        serde_json::from_str(&support::http_get(&operator.url("/health/detailed")).await.unwrap()).unwrap();
     assert_eq!(detailed["status"], "healthy", "{detailed}");
     assert_eq!(detailed["kubernetesApi"]["status"], "up");
     assert_eq!(detailed["crds"]["krajobs.kra.dev"], "served");
@@ -425,7 +452,8 @@ async fn metrics_and_health_report_real_state_with_bounded_labels() {
 
     // Events with stable reasons on transitions.
     let events: Api<k8s_openapi::api::events::v1::Event> = cluster.api();
-    let reasons: Vec<String> = events.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
+    let reasons: Vec<String> =
+        events.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
     assert!(reasons.iter().any(|r| r == "JobCreated"), "events: {reasons:?}");
 
     // Graceful shutdown releases the Lease.
@@ -458,7 +486,8 @@ async fn an_evaluation_run_waits_for_its_prompt_and_mounts_it() {
     assert!(message.contains("ConfigMap \"prompts\" does not exist"), "message: {message}");
     assert!(!cluster.job_exists("prompt-eval-1").await);
 
-    let config_map: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "prompts"}, "data": {"v1.7.md": "Pick three."}})).unwrap();
+    let config_map: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "prompts"}, "data": {"v1.7.md": "Pick three."}})).unwrap();
     cluster.api::<ConfigMap>().create(&Default::default(), &config_map).await.unwrap();
     let job = wait_job(&cluster, "prompt-eval-1").await;
     let pod = job.spec.unwrap().template.spec.unwrap();

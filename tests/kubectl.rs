@@ -13,7 +13,10 @@ fn kubectl() -> PathBuf {
         return PathBuf::from(path);
     }
     let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/kubectl");
-    assert!(local.exists(), "kubectl not found: run scripts/test (it installs .tools/bin/kubectl) or set KRA_TEST_KUBECTL");
+    assert!(
+        local.exists(),
+        "kubectl not found: run scripts/test (it installs .tools/bin/kubectl) or set KRA_TEST_KUBECTL"
+    );
     local
 }
 
@@ -34,9 +37,16 @@ async fn samples_apply_and_get_shows_printer_columns() {
     let cluster = Cluster::start().await;
     let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/samples");
     let applied = run(&cluster, &["apply", "-f", samples.to_str().unwrap()]);
-    for kind in ["krajob.kra.dev/seoul-collect-race-cards", "krajob.kra.dev/busan-collect-results", "krajob.kra.dev/busan-collect-odds",
-        "krajob.kra.dev/seoul-preprocess", "krajob.kra.dev/jeju-enrich", "krajob.kra.dev/seoul-full-pipeline",
-        "evaluationrun.kra.dev/rating-baseline-2025-10", "evaluationrun.kra.dev/prompt-v1-7-holdout"] {
+    for kind in [
+        "krajob.kra.dev/seoul-collect-race-cards",
+        "krajob.kra.dev/busan-collect-results",
+        "krajob.kra.dev/busan-collect-odds",
+        "krajob.kra.dev/seoul-preprocess",
+        "krajob.kra.dev/jeju-enrich",
+        "krajob.kra.dev/seoul-full-pipeline",
+        "evaluationrun.kra.dev/rating-baseline-2025-10",
+        "evaluationrun.kra.dev/prompt-v1-7-holdout",
+    ] {
         assert!(applied.contains(&format!("{kind} created")), "{kind} not created: {applied}");
     }
     let again = run(&cluster, &["apply", "-f", samples.to_str().unwrap()]);
@@ -45,7 +55,12 @@ async fn samples_apply_and_get_shows_printer_columns() {
     let table = run(&cluster, &["get", "krajobs"]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "ACTION", "MEET", "PHASE", "READY", "AGE"]);
-    assert!(table.lines().any(|l| l.starts_with("seoul-full-pipeline") && l.contains("FullPipeline") && l.contains("seoul")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("seoul-full-pipeline") && l.contains("FullPipeline") && l.contains("seoul")),
+        "{table}"
+    );
     let short = run(&cluster, &["get", "kj", "-o", "name"]);
     assert_eq!(short.lines().count(), 6, "{short}");
     let runs = run(&cluster, &["get", "evalrun"]);

@@ -9,6 +9,8 @@ fn main() -> ExitCode {
         println!("kra-collector {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    eprintln!("kra-collector: collection of KRA race data is not implemented yet (tracked in issue #3); nothing was done");
+    eprintln!(
+        "kra-collector: collection of KRA race data is not implemented yet (tracked in issue #3); nothing was done"
+    );
     ExitCode::from(2)
 }

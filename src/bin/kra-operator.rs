@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controllers (uses the in-cluster config, or KUBECONFIG).
-    Run(operator::RunArgs),
+    Run(Box<operator::RunArgs>),
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
     Crd {
         /// Write `<name>.yaml` files into this directory instead of printing.
@@ -51,14 +51,17 @@ fn main() -> ExitCode {
         Command::Crd { out_dir } => write_crds(out_dir),
         Command::Run(args) => {
             telemetry::init(cli.log_format);
-            tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the runtime").and_then(
-                |runtime| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the runtime")
+                .and_then(|runtime| {
                     runtime.block_on(async {
-                        let client = kube::Client::try_default().await.context("failed to configure the Kubernetes client")?;
-                        operator::run(args, client).await
+                        let client =
+                            kube::Client::try_default().await.context("failed to configure the Kubernetes client")?;
+                        operator::run(*args, client).await
                     })
-                },
-            )
+                })
         }
     };
     match result {

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -87,11 +87,8 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
     pod_labels.insert(LABEL_JOB.to_string(), name.clone());
     let annotations = overrides.annotations.clone().filter(|a| !a.is_empty());
 
-    let mut volumes = vec![Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Default::default()
-    }];
+    let mut volumes =
+        vec![Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }];
     volumes.extend(input.invocation.volumes.iter().cloned());
     let mut mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }];
     mounts.extend(input.invocation.mounts.iter().cloned());
@@ -155,7 +152,10 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
                         run_as_user: Some(WORKER_UID),
                         run_as_group: Some(WORKER_UID),
                         fs_group: Some(WORKER_UID),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
                         ..Default::default()
                     }),
                     containers: vec![container],
@@ -166,5 +166,111 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::PodOverrides;
+
+    fn job(overrides: Option<&PodOverrides>) -> Job {
+        let invocation = WorkerInvocation { args: vec!["collect".into()], ..Default::default() };
+        let defaults = WorkerDefaults {
+            image: "registry/kra:1".into(),
+            service_account_name: Some("workers".into()),
+            ..Default::default()
+        };
+        build_job(&JobInput {
+            owner: Owner {
+                api_version: "kra.dev/v1alpha1",
+                kind: "KraJob",
+                name: "cards",
+                namespace: "racing",
+                uid: "u-1",
+            },
+            worker_binary: "kra-collector",
+            attempt: 3,
+            generation: 2,
+            active_deadline_seconds: Some(600),
+            overrides,
+            invocation: &invocation,
+            defaults: &defaults,
+        })
+    }
+
+    #[test]
+    fn job_names_are_deterministic_and_fit_the_label_limit() {
+        assert_eq!(job_name("cards", 1), "cards-1");
+        let long = "a".repeat(70);
+        let name = job_name(&long, 12);
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.ends_with("-12"));
+        assert_eq!(name, job_name(&long, 12), "same input, same name");
+        assert_ne!(job_name(&format!("{long}x"), 12), name, "different owners do not collide");
+    }
+
+    #[test]
+    fn the_job_is_owned_labelled_and_retried_by_the_operator_only() {
+        let job = job(None);
+        let meta = &job.metadata;
+        assert_eq!(meta.name.as_deref(), Some("cards-3"));
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("KraJob", "u-1", Some(true)));
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_ATTEMPT], "3");
+        assert_eq!(labels[LABEL_GENERATION], "2");
+        assert_eq!(labels[LABEL_OWNER_UID], "u-1");
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(600));
+        assert_eq!(spec.ttl_seconds_after_finished, None, "the operator deletes Jobs once their outcome is recorded");
+        let template_labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!(template_labels[LABEL_JOB], "cards-3");
+    }
+
+    #[test]
+    fn every_pod_runs_with_the_restricted_security_profile() {
+        let job = job(None);
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let pod_security = pod.security_context.unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(pod_security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.service_account_name.as_deref(), Some("workers"));
+        let container = &pod.containers[0];
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert_eq!(security.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        assert_eq!(container.command.as_deref(), Some(&["kra-collector".to_string()][..]));
+        assert_eq!(container.termination_message_path.as_deref(), Some("/dev/termination-log"));
+        let tmp = container.volume_mounts.as_ref().unwrap().iter().find(|m| m.mount_path == "/tmp");
+        assert!(tmp.is_some(), "a writable /tmp on a read-only root filesystem");
+    }
+
+    #[test]
+    fn overrides_apply_but_cannot_replace_the_operators_labels() {
+        let overrides = PodOverrides {
+            image: Some("custom:2".into()),
+            node_selector: Some([("pool".to_string(), "batch".to_string())].into()),
+            service_account_name: Some("own".into()),
+            labels: Some(
+                [("team".to_string(), "data".to_string()), (LABEL_ATTEMPT.to_string(), "99".to_string())].into(),
+            ),
+            annotations: Some([("note".to_string(), "x".to_string())].into()),
+            ..Default::default()
+        };
+        let job = job(Some(&overrides));
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["team"], "data");
+        assert_eq!(labels[LABEL_ATTEMPT], "3");
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.containers[0].image.as_deref(), Some("custom:2"));
+        assert_eq!(pod.service_account_name.as_deref(), Some("own"));
+        assert_eq!(pod.node_selector.unwrap()["pool"], "batch");
     }
 }

@@ -38,33 +38,31 @@ impl<'a> ConditionSet<'a> {
         });
     }
 
-    /// All six conditions at once, so none is ever left stale from an earlier phase.
-    fn all(&mut self, ready: bool, reconciling: bool, stalled: bool, running: bool, succeeded: bool, failed: bool, reason: &str, message: &str) {
-        self.set(READY, ready, reason, message);
-        self.set(RECONCILING, reconciling, reason, message);
-        self.set(STALLED, stalled, reason, message);
-        self.set(RUNNING, running, reason, message);
-        self.set(SUCCEEDED, succeeded, reason, message);
-        self.set(FAILED, failed, reason, message);
+    /// All six conditions at once, so none is ever left stale from an earlier phase. `truths`
+    /// holds the status of Ready, Reconciling, Stalled, Running, Succeeded, Failed, in that order.
+    fn all(&mut self, truths: [bool; 6], reason: &str, message: &str) {
+        for (type_, status) in [READY, RECONCILING, STALLED, RUNNING, SUCCEEDED, FAILED].into_iter().zip(truths) {
+            self.set(type_, status, reason, message);
+        }
     }
 
     pub fn invalid(&mut self, problems: &str) {
-        self.all(false, false, true, false, false, false, INVALID_SPEC, problems);
+        self.all([false, false, true, false, false, false], INVALID_SPEC, problems);
     }
     pub fn running(&mut self, message: &str) {
-        self.all(false, true, false, true, false, false, ATTEMPT_RUNNING, message);
+        self.all([false, true, false, true, false, false], ATTEMPT_RUNNING, message);
     }
     pub fn backing_off(&mut self, message: &str) {
-        self.all(false, true, false, false, false, false, BACKING_OFF, message);
+        self.all([false, true, false, false, false, false], BACKING_OFF, message);
     }
     pub fn suspended(&mut self, message: &str) {
-        self.all(false, false, false, false, false, false, SUSPENDED, message);
+        self.all([false, false, false, false, false, false], SUSPENDED, message);
     }
     pub fn succeeded(&mut self, message: &str) {
-        self.all(true, false, false, false, true, false, ATTEMPT_SUCCEEDED, message);
+        self.all([true, false, false, false, true, false], ATTEMPT_SUCCEEDED, message);
     }
     pub fn failed(&mut self, reason: &str, message: &str) {
-        self.all(false, false, true, false, false, true, reason, message);
+        self.all([false, false, true, false, false, true], reason, message);
     }
 
     pub fn finish(self) -> Vec<Condition> {

@@ -71,7 +71,11 @@ impl RunKind for KraJob {
     fn check_cel(&self) -> Result<(), String> {
         self.validate_cel().map_err(|e| e.to_string())
     }
-    async fn resolve(&self, _client: &Client, defaults: &WorkerDefaults) -> Result<Result<WorkerInvocation, String>, Error> {
+    async fn resolve(
+        &self,
+        _client: &Client,
+        defaults: &WorkerDefaults,
+    ) -> Result<Result<WorkerInvocation, String>, Error> {
         Ok(validate::krajob(&self.spec, defaults))
     }
 }
@@ -100,7 +104,11 @@ impl RunKind for EvaluationRun {
     fn check_cel(&self) -> Result<(), String> {
         self.validate_cel().map_err(|e| e.to_string())
     }
-    async fn resolve(&self, client: &Client, defaults: &WorkerDefaults) -> Result<Result<WorkerInvocation, String>, Error> {
+    async fn resolve(
+        &self,
+        client: &Client,
+        defaults: &WorkerDefaults,
+    ) -> Result<Result<WorkerInvocation, String>, Error> {
         let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
         let name = self.metadata.name.as_deref().unwrap_or_default();
         let lookup = match &self.spec.prompt {
@@ -125,5 +133,55 @@ impl RunKind for EvaluationRun {
             }
         };
         Ok(validate::evaluation_run(name, &self.spec, &lookup, defaults))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn krajob(spec: serde_json::Value) -> KraJob {
+        serde_json::from_value(
+            json!({"apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "metadata": {"name": "x"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_crd_cel_rules_also_run_in_the_operator() {
+        let base = json!({"action": "CollectOdds", "meet": "jeju", "apiKeySecretRef": {"name": "k", "key": "v"}});
+        let mut both = base.clone();
+        both["date"] = json!("2025-05-24");
+        both["dateRange"] = json!({"from": "2025-05-01", "to": "2025-05-02"});
+        let error = krajob(both).check_cel().unwrap_err();
+        assert!(error.contains("set exactly one of date and dateRange"), "{error}");
+
+        let mut reversed = base.clone();
+        reversed["dateRange"] = json!({"from": "2025-05-02", "to": "2025-05-01"});
+        let error = krajob(reversed).check_cel().unwrap_err();
+        assert!(error.contains("dateRange.to must not be before dateRange.from"), "{error}");
+
+        let mut backoff = base.clone();
+        backoff["date"] = json!("2025-05-24");
+        backoff["retryPolicy"] =
+            json!({"limit": 1, "backoff": {"initialSeconds": 100, "factor": 2.0, "maxSeconds": 10}});
+        let error = krajob(backoff).check_cel().unwrap_err();
+        assert!(error.contains("backoff.maxSeconds must be at least backoff.initialSeconds"), "{error}");
+
+        let mut fine = base;
+        fine["date"] = json!("2025-05-24");
+        assert_eq!(krajob(fine).check_cel(), Ok(()));
+    }
+
+    #[test]
+    fn an_llm_run_without_prompt_breaks_a_cel_rule() {
+        let run: EvaluationRun = serde_json::from_value(json!({
+            "apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun", "metadata": {"name": "r"},
+            "spec": {"dataset": {"races": ["20250523_3_1"]}, "predictor": {"llm": {"endpoint": "http://x", "model": "m"}}}
+        }))
+        .unwrap();
+        let error = run.check_cel().unwrap_err();
+        assert!(error.contains("an llm predictor needs a prompt"), "{error}");
     }
 }

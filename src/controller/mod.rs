@@ -51,7 +51,13 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, defaults: WorkerDefaults, metrics: Arc<Metrics>, recorder: Recorder, resync: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        defaults: WorkerDefaults,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        resync: Duration,
+    ) -> Self {
         Self { client, defaults, metrics, recorder, resync, failures: Mutex::default() }
     }
 
@@ -74,8 +80,7 @@ fn describe<K: RunKind>(obj: &K) -> String {
 async fn reconcile<K: RunKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_run(obj.as_ref(), &ctx).await;
-    ctx.metrics
-        .observe_reconcile(K::METRIC_KIND, started.elapsed(), result.as_ref().err().map(Error::category));
+    ctx.metrics.observe_reconcile(K::METRIC_KIND, started.elapsed(), result.as_ref().err().map(Error::category));
     if result.is_ok() {
         ctx.clear_failures(&describe(&*obj));
     }
@@ -133,7 +138,13 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
             PlanAction::CreateJob { attempt } => {
                 let Ok(invocation) = &resolved else { continue };
                 let job = build::build_job(&build::JobInput {
-                    owner: build::Owner { api_version: &api_version, kind: &kind, name: &name, namespace: &namespace, uid: &uid },
+                    owner: build::Owner {
+                        api_version: &api_version,
+                        kind: &kind,
+                        name: &name,
+                        namespace: &namespace,
+                        uid: &uid,
+                    },
                     worker_binary: K::WORKER_BINARY,
                     attempt: *attempt,
                     generation,
@@ -149,12 +160,13 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
             }
             PlanAction::SuspendJob { name: job, suspend } => {
                 let patch = json!({ "spec": { "suspend": suspend } });
-                jobs.patch(job, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|source| {
-                    Error::SuspendJob { job: job.clone(), object: object.clone(), source }
-                })?;
+                jobs.patch(job, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|source| Error::SuspendJob { job: job.clone(), object: object.clone(), source })?;
             }
             PlanAction::DeleteJob { name: job } => {
-                let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+                let params =
+                    DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
                 match jobs.delete(job, &params).await {
                     Ok(_) => events.push((reasons::JOB_CLEANED_UP, false, format!("deleted finished Job {job}"))),
                     Err(e) if error::is_not_found(&e) => {}
@@ -213,10 +225,11 @@ async fn create_job(jobs: &Api<Job>, job: &Job, name: &str, owner_uid: &str, obj
     match jobs.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, job).await {
         Ok(_) => Ok(()),
         Err(e) if error::is_conflict(&e) => {
-            let existing = jobs
-                .get(name)
-                .await
-                .map_err(|source| Error::Read { what: "existing Job", object: object.to_string(), source })?;
+            let existing = jobs.get(name).await.map_err(|source| Error::Read {
+                what: "existing Job",
+                object: object.to_string(),
+                source,
+            })?;
             let owned = existing.owner_references().iter().any(|o| o.uid == owner_uid && o.controller == Some(true));
             if owned { Ok(()) } else { Err(Error::ForeignJob { job: name.to_string(), object: object.to_string() }) }
         }
@@ -249,7 +262,12 @@ pub fn controller<K: RunKind>(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> (Store<K>, impl std::future::Future<Output = ()> + Send) {
     let kind = K::kind(&()).to_string();
-    let owned_jobs = watcher::Config::default().labels(&format!("{}={},{}={kind}", build::LABEL_MANAGED_BY, build::MANAGER, build::LABEL_OWNER_KIND));
+    let owned_jobs = watcher::Config::default().labels(&format!(
+        "{}={},{}={kind}",
+        build::LABEL_MANAGED_BY,
+        build::MANAGER,
+        build::LABEL_OWNER_KIND
+    ));
     let controller = Controller::new(api_for::<K>(&ctx.client, scope), watcher::Config::default().any_semantic())
         .owns(api_for::<Job>(&ctx.client, scope), owned_jobs.any_semantic())
         .graceful_shutdown_on(shutdown);

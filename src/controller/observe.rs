@@ -43,11 +43,7 @@ pub fn job_state(job: &Job) -> JobState {
             _ => {}
         }
     }
-    if job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false) {
-        JobState::Suspended
-    } else {
-        JobState::Active
-    }
+    if job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false) { JobState::Suspended } else { JobState::Active }
 }
 
 /// Parse a worker's termination message into its result summary.
@@ -80,7 +76,11 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-async fn read_summary<R: DeserializeOwned>(pods: &Api<Pod>, job: &str, object: &str) -> Result<Option<Result<R, String>>, Error> {
+async fn read_summary<R: DeserializeOwned>(
+    pods: &Api<Pod>,
+    job: &str,
+    object: &str,
+) -> Result<Option<Result<R, String>>, Error> {
     let list = pods
         .list(&ListParams::default().labels(&format!("{LABEL_JOB}={job}")))
         .await
@@ -105,10 +105,11 @@ pub async fn observe<R: DeserializeOwned>(
     status: Option<&RunStatus<R>>,
     object: &str,
 ) -> Result<Vec<ObservedJob<R>>, Error> {
-    let list = jobs
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map_err(|source| Error::Read { what: "Jobs", object: object.to_string(), source })?;
+    let list = jobs.list(&ListParams::default().labels(selector)).await.map_err(|source| Error::Read {
+        what: "Jobs",
+        object: object.to_string(),
+        source,
+    })?;
     let recorded_running = |number: i32| {
         status.is_some_and(|s| s.attempts.iter().any(|a| a.number == number && a.outcome == AttemptOutcome::Running))
     };
@@ -155,4 +156,45 @@ pub async fn observe<R: DeserializeOwned>(
         }
     }
     Ok(observed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::CollectionSummary;
+    use serde_json::json;
+
+    fn job(value: serde_json::Value) -> Job {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn only_terminal_conditions_finish_a_job() {
+        let pending = job(json!({"status": {"conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": "2025-05-24T01:00:00Z"}]}}));
+        assert_eq!(job_state(&pending), JobState::Active);
+        let complete = job(json!({"status": {"conditions": [
+            {"type": "Complete", "status": "True", "lastTransitionTime": "2025-05-24T01:00:00Z"}]}}));
+        assert_eq!(job_state(&complete), JobState::Succeeded { at: "2025-05-24T01:00:00Z".parse().unwrap() });
+        let failed = job(json!({"status": {"conditions": [
+            {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline",
+             "lastTransitionTime": "2025-05-24T02:00:00Z"}]}}));
+        assert!(matches!(job_state(&failed), JobState::Failed { reason, .. } if reason == "DeadlineExceeded"));
+        let suspended = job(json!({"spec": {"suspend": true, "template": {}}}));
+        assert_eq!(job_state(&suspended), JobState::Suspended);
+    }
+
+    #[test]
+    fn summaries_parse_or_explain_without_echoing_the_text() {
+        let ok: Option<Result<CollectionSummary, String>> = parse_summary(r#"{"racesFound": 9, "apiCalls": 40}"#);
+        assert_eq!(ok.unwrap().unwrap().races_found, Some(9));
+        assert!(parse_summary::<CollectionSummary>("  ").is_none());
+        let secret_log_line = "error: request to https://apis.data.go.kr/...?serviceKey=abc failed";
+        let err = parse_summary::<CollectionSummary>(secret_log_line).unwrap().unwrap_err();
+        assert!(err.contains("not a JSON result summary") && !err.contains("serviceKey"), "{err}");
+        let wrong_type = parse_summary::<CollectionSummary>(r#"{"racesFound": "nine"}"#).unwrap().unwrap_err();
+        assert!(wrong_type.contains("unexpected fields or types"), "{wrong_type}");
+        let huge = format!("{{\"message\": \"{}\"}}", "x".repeat(5000));
+        assert!(parse_summary::<CollectionSummary>(&huge).unwrap().unwrap_err().contains("truncated"));
+    }
 }

@@ -27,8 +27,14 @@ pub struct RunControls<'a> {
 pub enum JobState {
     Active,
     Suspended,
-    Succeeded { at: Timestamp },
-    Failed { at: Timestamp, reason: String, message: String },
+    Succeeded {
+        at: Timestamp,
+    },
+    Failed {
+        at: Timestamp,
+        reason: String,
+        message: String,
+    },
     /// The attempt's Job does not exist (deleted before its outcome was recorded).
     Missing,
 }
@@ -126,11 +132,7 @@ pub fn plan<R: Clone + PartialEq>(input: PlanInput<'_, R>) -> Plan<R> {
         status.next_attempt_at = None;
         conds.invalid(problems);
         if previous.phase != Some(Phase::Invalid) {
-            transitions.push(Transition {
-                reason: reasons::INVALID_SPEC,
-                warning: true,
-                note: problems.clone(),
-            });
+            transitions.push(Transition { reason: reasons::INVALID_SPEC, warning: true, note: problems.clone() });
         }
         status.conditions = conds.finish();
         return Plan { status, actions, transitions, requeue_after: requeue };
@@ -145,10 +147,8 @@ pub fn plan<R: Clone + PartialEq>(input: PlanInput<'_, R>) -> Plan<R> {
     status.next_attempt_at = None;
 
     let phase = if let Some(active) = active {
-        let job_suspended = input
-            .jobs
-            .iter()
-            .any(|job| job.name == active.job_name && job.state == JobState::Suspended);
+        let job_suspended =
+            input.jobs.iter().any(|job| job.name == active.job_name && job.state == JobState::Suspended);
         if controls.suspend != job_suspended {
             actions.push(Action::SuspendJob { name: active.job_name.clone(), suspend: controls.suspend });
         }
@@ -199,7 +199,15 @@ pub fn plan<R: Clone + PartialEq>(input: PlanInput<'_, R>) -> Plan<R> {
                     let ended = last.end_time.as_ref().map(|t| t.0).unwrap_or(now);
                     let next_at = ended + backoff_delay(controls.retry_policy, failures as u32);
                     if now >= next_at {
-                        start_attempt(&mut status, &mut actions, &mut conds, next_number, generation, now, input.job_name);
+                        start_attempt(
+                            &mut status,
+                            &mut actions,
+                            &mut conds,
+                            next_number,
+                            generation,
+                            now,
+                            input.job_name,
+                        );
                         Phase::Running
                     } else {
                         status.next_attempt_at = Some(Time(next_at));
@@ -234,19 +242,12 @@ pub fn plan<R: Clone + PartialEq>(input: PlanInput<'_, R>) -> Plan<R> {
         transitions.push(Transition { reason: reasons::RESUMED, warning: false, note: "run resumed".into() });
     }
     status.phase = Some(phase);
-    status.start_time = status
-        .attempts
-        .iter()
-        .find(|a| a.generation == generation)
-        .and_then(|a| a.start_time.clone());
+    status.start_time = status.attempts.iter().find(|a| a.generation == generation).and_then(|a| a.start_time.clone());
     status.conditions = conds.finish();
 
     if let Some(ttl) = controls.ttl_seconds_after_finished {
         for attempt in status.attempts.iter().filter(|a| a.outcome != AttemptOutcome::Running) {
-            let exists = input
-                .jobs
-                .iter()
-                .any(|job| job.name == attempt.job_name && job.state != JobState::Missing);
+            let exists = input.jobs.iter().any(|job| job.name == attempt.job_name && job.state != JobState::Missing);
             let Some(ended) = attempt.end_time.as_ref().map(|t| t.0) else { continue };
             if !exists {
                 continue;
@@ -273,7 +274,7 @@ fn start_attempt<R>(
     job_name: &dyn Fn(i32) -> String,
 ) {
     let name = job_name(number);
-    conds.running(&format!("attempt {number} (Job {name}) is starting"));
+    conds.running(&format!("attempt {number} (Job {name}) is running"));
     status.attempts.push(Attempt {
         number,
         job_name: name,
@@ -352,7 +353,10 @@ fn merge_observations<R: Clone>(
                 transitions.push(Transition {
                     reason: reasons::JOB_DELETED,
                     warning: true,
-                    note: format!("Job {} of attempt {} disappeared before it finished", attempt.job_name, attempt.number),
+                    note: format!(
+                        "Job {} of attempt {} disappeared before it finished",
+                        attempt.job_name, attempt.number
+                    ),
                 });
             }
         }
@@ -367,5 +371,307 @@ fn merge_observations<R: Clone>(
             }
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::Backoff;
+
+    type Summary = u32;
+
+    fn ts(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_750_000_000 + seconds).unwrap()
+    }
+
+    fn policy(limit: i32, initial: i64, factor: f64, max: i64) -> RetryPolicy {
+        RetryPolicy { limit, backoff: Backoff { initial_seconds: initial, factor, max_seconds: max } }
+    }
+
+    fn name(attempt: i32) -> String {
+        format!("run-{attempt}")
+    }
+
+    fn job(attempt: i32, generation: i64, state: JobState) -> ObservedJob<Summary> {
+        ObservedJob { name: name(attempt), attempt, generation, created: Some(ts(0)), state, summary: None }
+    }
+
+    struct Case {
+        generation: i64,
+        policy: RetryPolicy,
+        suspend: bool,
+        ttl: Option<i32>,
+        validity: Result<(), String>,
+    }
+
+    impl Default for Case {
+        fn default() -> Self {
+            Case { generation: 1, policy: policy(2, 10, 2.0, 100), suspend: false, ttl: None, validity: Ok(()) }
+        }
+    }
+
+    impl Case {
+        fn plan(
+            &self,
+            status: Option<&RunStatus<Summary>>,
+            jobs: &[ObservedJob<Summary>],
+            now: Timestamp,
+        ) -> Plan<Summary> {
+            plan(PlanInput {
+                generation: self.generation,
+                controls: RunControls {
+                    retry_policy: &self.policy,
+                    suspend: self.suspend,
+                    ttl_seconds_after_finished: self.ttl,
+                },
+                validity: self.validity.clone(),
+                status,
+                jobs,
+                job_name: &name,
+                now,
+            })
+        }
+    }
+
+    fn condition<'a>(status: &'a RunStatus<Summary>, type_: &str) -> (&'a str, &'a str) {
+        let c = status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn backoff_grows_by_the_factor_and_stops_at_the_cap() {
+        let p = policy(5, 10, 2.0, 60);
+        let waits: Vec<i64> = (1..=5).map(|n| backoff_delay(&p, n).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 60, 60]);
+        assert_eq!(backoff_delay(&policy(1, 7, 1.0, 7), 3).as_secs(), 7);
+        assert_eq!(backoff_delay(&policy(30, 1, 10.0, 86400), 30).as_secs(), 86400, "no overflow");
+    }
+
+    #[test]
+    fn a_new_run_starts_attempt_one() {
+        let plan = Case::default().plan(None, &[], ts(5));
+        assert_eq!(plan.actions, [Action::CreateJob { attempt: 1 }]);
+        let status = &plan.status;
+        assert_eq!(status.phase, Some(Phase::Running));
+        assert_eq!(status.attempts[0].job_name, "run-1");
+        assert_eq!(status.attempts[0].start_time, Some(Time(ts(5))));
+        assert_eq!(status.start_time, Some(Time(ts(5))));
+        assert_eq!(condition(status, "Reconciling"), ("True", reasons::ATTEMPT_RUNNING));
+        assert_eq!(condition(status, "Ready").0, "False");
+    }
+
+    #[test]
+    fn planning_is_idempotent_so_an_idle_run_writes_nothing() {
+        let case = Case::default();
+        let first = case.plan(None, &[], ts(5));
+        let jobs = [job(1, 1, JobState::Active)];
+        let second = case.plan(Some(&first.status), &jobs, ts(50));
+        assert_eq!(second.status, first.status, "nothing changed, so the status must not either");
+        assert!(second.actions.is_empty() && second.transitions.is_empty());
+        let third = case.plan(Some(&second.status), &jobs, ts(500));
+        assert_eq!(third.status, first.status);
+    }
+
+    #[test]
+    fn a_job_unknown_to_status_is_adopted_instead_of_created_again() {
+        let jobs = [job(1, 1, JobState::Active)];
+        let plan = Case::default().plan(None, &jobs, ts(5));
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+        assert_eq!(plan.status.attempts.len(), 1);
+        assert_eq!(plan.status.attempts[0].start_time, Some(Time(ts(0))), "start comes from the Job");
+        assert!(plan.transitions.iter().any(|t| t.reason == reasons::JOB_ADOPTED));
+    }
+
+    #[test]
+    fn a_failure_waits_for_the_backoff_from_its_end_time() {
+        let case = Case::default();
+        let running = case.plan(None, &[], ts(0)).status;
+        let failed = [job(
+            1,
+            1,
+            JobState::Failed { at: ts(100), reason: "DeadlineExceeded".into(), message: "too slow".into() },
+        )];
+        let plan = case.plan(Some(&running), &failed, ts(101));
+        assert_eq!(plan.status.phase, Some(Phase::BackingOff));
+        assert_eq!(plan.status.next_attempt_at, Some(Time(ts(110))));
+        assert_eq!(plan.requeue_after, Some(Duration::from_secs(10)));
+        assert!(plan.actions.is_empty());
+        let attempt = &plan.status.attempts[0];
+        assert_eq!((attempt.outcome, attempt.reason.as_deref()), (AttemptOutcome::Failed, Some("DeadlineExceeded")));
+        assert_eq!(condition(&plan.status, "Reconciling"), ("True", reasons::BACKING_OFF));
+
+        // Planned again later (say after a restart), the wait is the same, then the retry starts.
+        let again = case.plan(Some(&plan.status), &failed, ts(105));
+        assert_eq!(again.status.next_attempt_at, Some(Time(ts(110))));
+        assert!(again.actions.is_empty());
+        let due = case.plan(Some(&plan.status), &failed, ts(110));
+        assert_eq!(due.actions, [Action::CreateJob { attempt: 2 }]);
+        assert_eq!(due.status.next_attempt_at, None);
+    }
+
+    #[test]
+    fn the_second_retry_waits_longer() {
+        let case = Case::default();
+        let mut status = case.plan(None, &[], ts(0)).status;
+        let mut jobs = vec![job(
+            1,
+            1,
+            JobState::Failed { at: ts(10), reason: "BackoffLimitExceeded".into(), message: String::new() },
+        )];
+        status = case.plan(Some(&status), &jobs, ts(20)).status;
+        assert_eq!(status.attempts.len(), 2);
+        jobs.push(job(
+            2,
+            1,
+            JobState::Failed { at: ts(30), reason: "BackoffLimitExceeded".into(), message: String::new() },
+        ));
+        let plan = case.plan(Some(&status), &jobs, ts(31));
+        assert_eq!(plan.status.next_attempt_at, Some(Time(ts(50))), "10 s then 20 s");
+    }
+
+    #[test]
+    fn the_retry_limit_ends_in_failed_and_stalled() {
+        let case = Case { policy: policy(1, 1, 1.0, 1), ..Default::default() };
+        let mut status = case.plan(None, &[], ts(0)).status;
+        let fail = |n, at| {
+            job(n, 1, JobState::Failed { at: ts(at), reason: "BackoffLimitExceeded".into(), message: String::new() })
+        };
+        status = case.plan(Some(&status), &[fail(1, 1)], ts(5)).status;
+        let plan = case.plan(Some(&status), &[fail(1, 1), fail(2, 6)], ts(7));
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.status.phase, Some(Phase::Failed));
+        assert_eq!(condition(&plan.status, "Stalled"), ("True", reasons::RETRY_LIMIT_EXCEEDED));
+        assert_eq!(condition(&plan.status, "Failed"), ("True", reasons::RETRY_LIMIT_EXCEEDED));
+        assert_eq!(condition(&plan.status, "Reconciling").0, "False");
+        assert_eq!(plan.status.completion_time, Some(Time(ts(6))));
+        assert!(plan.transitions.iter().any(|t| t.reason == reasons::RETRY_LIMIT_EXCEEDED && t.warning));
+    }
+
+    #[test]
+    fn success_records_the_summary_and_is_ready() {
+        let case = Case::default();
+        let status = case.plan(None, &[], ts(0)).status;
+        let mut done = job(1, 1, JobState::Succeeded { at: ts(42) });
+        done.summary = Some(Ok(7));
+        let plan = case.plan(Some(&status), &[done], ts(43));
+        assert_eq!(plan.status.phase, Some(Phase::Succeeded));
+        assert_eq!(plan.status.result, Some(7));
+        assert_eq!(plan.status.completion_time, Some(Time(ts(42))));
+        assert_eq!(condition(&plan.status, "Ready"), ("True", reasons::ATTEMPT_SUCCEEDED));
+        assert_eq!(condition(&plan.status, "Stalled").0, "False");
+    }
+
+    #[test]
+    fn an_unreadable_summary_is_noted_not_copied() {
+        let case = Case::default();
+        let status = case.plan(None, &[], ts(0)).status;
+        let mut done = job(1, 1, JobState::Succeeded { at: ts(42) });
+        done.summary = Some(Err("termination message (12 bytes) is not a JSON result summary".into()));
+        let plan = case.plan(Some(&status), &[done], ts(43));
+        assert_eq!(plan.status.phase, Some(Phase::Succeeded));
+        assert_eq!(plan.status.result, None);
+        assert!(plan.status.attempts[0].message.as_deref().unwrap().contains("not a JSON result summary"));
+    }
+
+    #[test]
+    fn a_vanished_job_is_a_failed_attempt() {
+        let case = Case::default();
+        let status = case.plan(None, &[], ts(0)).status;
+        let plan = case.plan(Some(&status), &[job(1, 1, JobState::Missing)], ts(9));
+        let attempt = &plan.status.attempts[0];
+        assert_eq!((attempt.outcome, attempt.reason.as_deref()), (AttemptOutcome::Failed, Some(reasons::JOB_DELETED)));
+        assert_eq!(attempt.end_time, Some(Time(ts(9))));
+        assert_eq!(plan.status.phase, Some(Phase::BackingOff));
+    }
+
+    #[test]
+    fn an_invalid_spec_stalls_and_starts_nothing() {
+        let case = Case { validity: Err("date: \"2025-02-30\" is not a calendar date".into()), ..Default::default() };
+        let plan = case.plan(None, &[], ts(0));
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.requeue_after, None);
+        assert_eq!(plan.status.phase, Some(Phase::Invalid));
+        assert_eq!(condition(&plan.status, "Stalled"), ("True", reasons::INVALID_SPEC));
+        let stalled = plan.status.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+        assert!(stalled.message.contains("2025-02-30"));
+        assert_eq!(stalled.observed_generation, Some(1));
+        // Planned again: same status, and the event is not repeated.
+        let again = case.plan(Some(&plan.status), &[], ts(60));
+        assert_eq!(again.status, plan.status);
+        assert!(again.transitions.is_empty());
+    }
+
+    #[test]
+    fn a_new_generation_waits_for_the_running_attempt_then_runs() {
+        let first = Case::default();
+        let status = first.plan(None, &[], ts(0)).status;
+        let edited = Case { generation: 2, ..Default::default() };
+        let running = [job(1, 1, JobState::Active)];
+        let plan = edited.plan(Some(&status), &running, ts(5));
+        assert!(plan.actions.is_empty(), "a running Job is never replaced or mutated");
+        assert_eq!(plan.status.observed_generation, Some(2));
+        assert!(plan.status.conditions[0].message.contains("generation 2 starts when it finishes"));
+        let finished = [job(1, 1, JobState::Succeeded { at: ts(8) })];
+        let next = edited.plan(Some(&plan.status), &finished, ts(9));
+        assert_eq!(next.actions, [Action::CreateJob { attempt: 2 }]);
+        assert_eq!(next.status.attempts[1].generation, 2);
+        assert_eq!(next.status.start_time, Some(Time(ts(9))), "the run of generation 2 starts now");
+    }
+
+    #[test]
+    fn a_finished_generation_is_not_run_again() {
+        let case = Case::default();
+        let status = case.plan(None, &[], ts(0)).status;
+        let done = [job(1, 1, JobState::Succeeded { at: ts(3) })];
+        let finished = case.plan(Some(&status), &done, ts(4)).status;
+        let later = case.plan(Some(&finished), &done, ts(4000));
+        assert!(later.actions.is_empty());
+        assert_eq!(later.status, finished);
+    }
+
+    #[test]
+    fn suspend_holds_new_attempts_and_suspends_the_active_job() {
+        let held = Case { suspend: true, ..Default::default() };
+        let plan = held.plan(None, &[], ts(0));
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.status.phase, Some(Phase::Suspended));
+        assert_eq!(condition(&plan.status, "Reconciling").0, "False");
+
+        let running = Case::default().plan(None, &[], ts(0)).status;
+        let plan = held.plan(Some(&running), &[job(1, 1, JobState::Active)], ts(1));
+        assert_eq!(plan.actions, [Action::SuspendJob { name: "run-1".into(), suspend: true }]);
+        let resumed = Case::default().plan(Some(&plan.status), &[job(1, 1, JobState::Suspended)], ts(2));
+        assert_eq!(resumed.actions, [Action::SuspendJob { name: "run-1".into(), suspend: false }]);
+        assert!(resumed.transitions.iter().any(|t| t.reason == reasons::RESUMED));
+    }
+
+    #[test]
+    fn finished_jobs_are_deleted_after_their_ttl_only() {
+        let case = Case { ttl: Some(60), ..Default::default() };
+        let status = case.plan(None, &[], ts(0)).status;
+        let done = [job(1, 1, JobState::Succeeded { at: ts(10) })];
+        let early = case.plan(Some(&status), &done, ts(20));
+        assert!(early.actions.is_empty());
+        assert_eq!(early.requeue_after, Some(Duration::from_secs(51)));
+        let due = case.plan(Some(&early.status), &done, ts(70));
+        assert_eq!(due.actions, [Action::DeleteJob { name: "run-1".into() }]);
+        // Once it is gone, nothing more to do and the record stays.
+        let gone = case.plan(Some(&due.status), &[], ts(80));
+        assert!(gone.actions.is_empty());
+        assert_eq!(gone.status.phase, Some(Phase::Succeeded));
+    }
+
+    #[test]
+    fn condition_times_move_only_on_transitions() {
+        let case = Case::default();
+        let running = case.plan(None, &[], ts(0)).status;
+        let failed = [job(1, 1, JobState::Failed { at: ts(5), reason: "X".into(), message: String::new() })];
+        let backing_off = case.plan(Some(&running), &failed, ts(6)).status;
+        let ready_before = running.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        let ready_after = backing_off.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready_before.last_transition_time, ready_after.last_transition_time, "Ready stayed False");
+        let running_after = backing_off.conditions.iter().find(|c| c.type_ == "Running").unwrap();
+        assert_eq!(running_after.last_transition_time, Time(ts(6)), "Running went True -> False");
     }
 }

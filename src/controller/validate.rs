@@ -58,7 +58,12 @@ fn parse_date(field: &str, value: &str, problems: &mut Vec<String>) -> Option<Da
     }
 }
 
-fn parse_range(field: &str, range: &DateRange, max_days: Option<i64>, problems: &mut Vec<String>) -> Option<(Date, Date)> {
+fn parse_range(
+    field: &str,
+    range: &DateRange,
+    max_days: Option<i64>,
+    problems: &mut Vec<String>,
+) -> Option<(Date, Date)> {
     let from = parse_date(&format!("{field}.from"), &range.from, problems);
     let to = parse_date(&format!("{field}.to"), &range.to, problems);
     let (from, to) = (from?, to?);
@@ -191,7 +196,12 @@ pub fn evaluation_run(
         (None, Some(races)) => {
             for race in races {
                 let date_part = race.get(..8).unwrap_or_default();
-                let iso = format!("{}-{}-{}", &date_part.get(..4).unwrap_or(""), date_part.get(4..6).unwrap_or(""), date_part.get(6..8).unwrap_or(""));
+                let iso = format!(
+                    "{}-{}-{}",
+                    &date_part.get(..4).unwrap_or(""),
+                    date_part.get(4..6).unwrap_or(""),
+                    date_part.get(6..8).unwrap_or("")
+                );
                 if iso.parse::<Date>().is_err() {
                     problems.push(format!("dataset.races: {race:?} does not start with a calendar date (YYYYMMDD)"));
                 }
@@ -295,7 +305,9 @@ pub fn evaluation_run(
         }
     }
     args.extend(["--summary-file".into(), SUMMARY_PATH.into()]);
-    if let Some(database) = database_env("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems) {
+    if let Some(database) =
+        database_env("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems)
+    {
         env.insert(0, database);
     }
     check_overrides(spec.pod_overrides.as_ref(), &mut problems);
@@ -303,4 +315,218 @@ pub fn evaluation_run(
     invocation.args = args;
     invocation.env = env;
     problems_to_result(problems, invocation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::evaluationrun::{DatasetSelection, LlmPredictor, MlflowTracking, Predictor, PromptRef};
+    use crate::crd::krajob::{DatabaseRef, KraAction};
+    use crate::crd::{Meet, RetryPolicy};
+
+    fn secret(name: &str, key: &str) -> SecretKeyRef {
+        SecretKeyRef { name: name.into(), key: key.into() }
+    }
+
+    fn defaults() -> WorkerDefaults {
+        WorkerDefaults { image: "img".into(), database_secret: Some(secret("default-db", "url")), ..Default::default() }
+    }
+
+    fn spec() -> KraJobSpec {
+        KraJobSpec {
+            action: KraAction::CollectResults,
+            meet: Meet::Busan,
+            date: Some("2025-05-23".into()),
+            date_range: None,
+            race_numbers: None,
+            api_key_secret_ref: secret("kra-api", "serviceKey"),
+            database: None,
+            retry_policy: RetryPolicy::default(),
+            active_deadline_seconds: None,
+            ttl_seconds_after_finished: None,
+            suspend: false,
+            pod_overrides: None,
+        }
+    }
+
+    fn secret_of(invocation: &WorkerInvocation, var: &str) -> (String, String) {
+        let env = invocation.env.iter().find(|e| e.name == var).unwrap_or_else(|| panic!("no {var}"));
+        assert!(env.value.is_none(), "{var} must come from a Secret");
+        let selector = env.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        (selector.name.clone(), selector.key.clone())
+    }
+
+    #[test]
+    fn a_single_day_becomes_a_one_day_range_without_fixed_race_numbers() {
+        let invocation = krajob(&spec(), &defaults()).unwrap();
+        assert_eq!(
+            invocation.args,
+            [
+                "results",
+                "--meet",
+                "busan",
+                "--from",
+                "2025-05-23",
+                "--to",
+                "2025-05-23",
+                "--summary-file",
+                SUMMARY_PATH
+            ]
+        );
+        assert!(!invocation.args.iter().any(|a| a == "--races"), "absent raceNumbers means the race plan decides");
+        assert_eq!(secret_of(&invocation, "KRA_API_KEY"), ("kra-api".into(), "serviceKey".into()));
+        assert_eq!(secret_of(&invocation, "DATABASE_URL"), ("default-db".into(), "url".into()));
+    }
+
+    #[test]
+    fn the_resource_database_wins_over_the_default() {
+        let mut spec = spec();
+        spec.database = Some(DatabaseRef { url_secret_ref: secret("own-db", "dsn") });
+        let invocation = krajob(&spec, &defaults()).unwrap();
+        assert_eq!(secret_of(&invocation, "DATABASE_URL"), ("own-db".into(), "dsn".into()));
+    }
+
+    #[test]
+    fn problems_name_the_field() {
+        type Mutation = Box<dyn Fn(&mut KraJobSpec)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (Box::new(|s| s.date = Some("2025-02-30".into())), "date: \"2025-02-30\" is not a calendar date"),
+            (
+                Box::new(|s| {
+                    s.date = None;
+                    s.date_range = Some(DateRange { from: "2025-06-02".into(), to: "2025-06-01".into() });
+                }),
+                "dateRange: to (2025-06-01) is before from (2025-06-02)",
+            ),
+            (
+                Box::new(|s| {
+                    s.date = None;
+                    s.date_range = Some(DateRange { from: "2024-01-01".into(), to: "2025-01-01".into() });
+                }),
+                "dateRange: covers 367 days; at most 366",
+            ),
+            (
+                Box::new(|s| s.date_range = Some(DateRange { from: "2025-01-01".into(), to: "2025-01-02".into() })),
+                "set exactly one of date and dateRange",
+            ),
+            (Box::new(|s| s.race_numbers = Some(vec![1, 1])), "raceNumbers: contains duplicates"),
+            (Box::new(|s| s.race_numbers = Some(vec![0])), "raceNumbers: 0 is outside 1..20"),
+            (
+                Box::new(|s| {
+                    s.pod_overrides = Some(PodOverrides {
+                        labels: Some([("kra.dev/attempt".to_string(), "9".to_string())].into()),
+                        ..Default::default()
+                    })
+                }),
+                "podOverrides.labels: \"kra.dev/attempt\" uses the reserved prefix",
+            ),
+        ];
+        for (mutate, expected) in cases {
+            let mut spec = spec();
+            mutate(&mut spec);
+            let problems = krajob(&spec, &defaults()).unwrap_err();
+            assert!(problems.contains(expected), "expected {expected:?} in {problems:?}");
+        }
+    }
+
+    #[test]
+    fn no_database_anywhere_is_a_problem() {
+        let problems = krajob(&spec(), &WorkerDefaults { image: "img".into(), ..Default::default() }).unwrap_err();
+        assert!(problems.contains("no database is configured"), "{problems}");
+    }
+
+    #[test]
+    fn a_full_year_range_is_allowed() {
+        let mut spec = spec();
+        spec.date = None;
+        spec.date_range = Some(DateRange { from: "2024-01-01".into(), to: "2024-12-31".into() });
+        spec.race_numbers = Some(vec![3, 1, 2]);
+        let invocation = krajob(&spec, &defaults()).unwrap();
+        assert!(invocation.args.windows(2).any(|w| w == ["--races", "3,1,2"]));
+    }
+
+    fn run_spec() -> EvaluationRunSpec {
+        EvaluationRunSpec {
+            dataset: DatasetSelection {
+                meet: None,
+                date_range: None,
+                races: Some(vec!["20250523_3_1".into(), "20250524_1_10".into()]),
+                split: None,
+            },
+            prompt: Some(PromptRef { config_map_name: "prompts".into(), key: "p.md".into(), version: "v2".into() }),
+            predictor: Predictor {
+                baseline: None,
+                llm: Some(LlmPredictor {
+                    endpoint: "http://llm:8000/v1".into(),
+                    api: Default::default(),
+                    model: "m".into(),
+                    api_key_secret_ref: Some(secret("llm", "key")),
+                }),
+            },
+            seed: 11,
+            mode: Default::default(),
+            baseline_run: Some("champion".into()),
+            mlflow: Some(MlflowTracking {
+                tracking_uri: "http://mlflow:5000".into(),
+                experiment: "exp".into(),
+                token_secret_ref: Some(secret("mlflow", "token")),
+            }),
+            database: None,
+            retry_policy: RetryPolicy::default(),
+            active_deadline_seconds: None,
+            ttl_seconds_after_finished: None,
+            suspend: false,
+            pod_overrides: None,
+        }
+    }
+
+    #[test]
+    fn an_llm_run_mounts_its_prompt_and_references_every_secret() {
+        let invocation = evaluation_run("challenger", &run_spec(), &PromptLookup::Found, &defaults()).unwrap();
+        let args = &invocation.args;
+        for pair in [
+            ["--races", "20250523_3_1,20250524_1_10"],
+            ["--prompt-file", "/etc/kra/prompt/template"],
+            ["--prompt-version", "v2"],
+            ["--seed", "11"],
+            ["--mode", "evaluate"],
+            ["--baseline-run", "champion"],
+            ["--llm-api", "openai-chat"],
+            ["--mlflow-experiment", "exp"],
+        ] {
+            assert!(args.windows(2).any(|w| w == pair), "{pair:?} missing from {args:?}");
+        }
+        assert_eq!(secret_of(&invocation, "LLM_API_KEY"), ("llm".into(), "key".into()));
+        assert_eq!(secret_of(&invocation, "MLFLOW_TRACKING_TOKEN"), ("mlflow".into(), "token".into()));
+        assert_eq!(invocation.volumes[0].config_map.as_ref().unwrap().items.as_ref().unwrap()[0].key, "p.md");
+        assert_eq!(invocation.mounts[0].read_only, Some(true));
+    }
+
+    #[test]
+    fn evaluation_run_problems_name_the_field() {
+        let missing = evaluation_run("r", &run_spec(), &PromptLookup::ConfigMapMissing, &defaults()).unwrap_err();
+        assert!(missing.contains("prompt.configMapName: ConfigMap \"prompts\" does not exist"), "{missing}");
+        let no_key = evaluation_run("r", &run_spec(), &PromptLookup::KeyMissing, &defaults()).unwrap_err();
+        assert!(no_key.contains("prompt.key: ConfigMap \"prompts\" has no key \"p.md\""), "{no_key}");
+        let own = evaluation_run("champion", &run_spec(), &PromptLookup::Found, &defaults()).unwrap_err();
+        assert!(own.contains("baselineRun: a run cannot be its own baseline"), "{own}");
+        let mut bad_race = run_spec();
+        bad_race.dataset.races = Some(vec!["20251340_1_1".into()]);
+        let problems = evaluation_run("r", &bad_race, &PromptLookup::Found, &defaults()).unwrap_err();
+        assert!(problems.contains("dataset.races: \"20251340_1_1\" does not start with a calendar date"), "{problems}");
+    }
+
+    #[test]
+    fn a_baseline_needs_no_prompt() {
+        let mut spec = run_spec();
+        spec.prompt = None;
+        spec.predictor = Predictor { baseline: Some(Baseline::Random), llm: None };
+        spec.dataset.races = None;
+        spec.dataset.date_range = Some(DateRange { from: "2025-01-01".into(), to: "2025-12-31".into() });
+        spec.dataset.split = Some(Split::Holdout);
+        let invocation = evaluation_run("r", &spec, &PromptLookup::NotNeeded, &defaults()).unwrap();
+        assert!(invocation.args.windows(2).any(|w| w == ["--baseline", "random"]));
+        assert!(invocation.args.windows(2).any(|w| w == ["--split", "holdout"]));
+        assert!(invocation.volumes.is_empty());
+    }
 }

@@ -82,10 +82,7 @@ fn default_retry_limit() -> i32 {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            limit: default_retry_limit(),
-            backoff: Backoff::default(),
-        }
+        Self { limit: default_retry_limit(), backoff: Backoff::default() }
     }
 }
 

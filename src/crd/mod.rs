@@ -2,15 +2,17 @@
 //! from these types (`kra-operator crd`) and a test fails when it is stale.
 
 pub mod common;
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the repeated keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
 pub mod evaluationrun;
+#[allow(clippy::duplicated_attributes)]
 pub mod krajob;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 pub use common::{
-    Attempt, AttemptOutcome, Backoff, DateRange, Meet, Phase, PodOverrides, RetryPolicy,
-    RunStatus, SecretKeyRef,
+    Attempt, AttemptOutcome, Backoff, DateRange, Meet, Phase, PodOverrides, RetryPolicy, RunStatus, SecretKeyRef,
 };
 pub use evaluationrun::{EvaluationRun, EvaluationRunSpec, EvaluationRunStatus, EvaluationSummary};
 pub use krajob::{CollectionSummary, KraAction, KraJob, KraJobSpec, KraJobStatus};

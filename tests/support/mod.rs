@@ -134,7 +134,8 @@ impl Cluster {
         pods.create(&PostParams::default(), &pod).await.expect("create worker pod");
         let now = jiff::Timestamp::now().to_string();
         let exit_code = if succeeded { 0 } else { 1 };
-        let mut terminated = json!({"exitCode": exit_code, "reason": if succeeded { "Completed" } else { "Error" }, "finishedAt": now});
+        let mut terminated =
+            json!({"exitCode": exit_code, "reason": if succeeded { "Completed" } else { "Error" }, "finishedAt": now});
         if let Some(message) = termination_message {
             terminated["message"] = json!(message);
         }
@@ -142,7 +143,9 @@ impl Cluster {
             "name": "worker", "image": "kra-test/none:0", "imageID": "", "ready": false, "restartCount": 0,
             "state": {"terminated": terminated},
         }]}});
-        pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&pod_status)).await.expect("patch pod status");
+        pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&pod_status))
+            .await
+            .expect("patch pod status");
         let condition = if succeeded {
             vec![
                 json!({"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now, "reason": "CompletionsReached", "message": "Reached expected number of succeeded pods"}),
