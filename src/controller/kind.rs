@@ -9,6 +9,8 @@ use kube::{Api, Client, CustomResourceExt, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use kube::core::cel::{CompiledSchema, compile_schema, validate_compiled};
+
 use super::error::{Error, is_not_found};
 use super::plan::RunControls;
 use super::validate::{self, PromptLookup, WorkerDefaults, WorkerInvocation};
@@ -47,6 +49,24 @@ pub trait RunKind:
     ) -> impl Future<Output = Result<Result<WorkerInvocation, String>, Error>> + Send;
 }
 
+/// The CEL rules of a kind's CRD, compiled once per thread: generating the schema and compiling
+/// its rules on every reconcile cost more than the rest of the reconcile.
+fn compile_rules<K: CustomResourceExt>() -> CompiledSchema {
+    let crd = K::crd();
+    let schema = crd.spec.versions.first().and_then(|v| v.schema.as_ref()).and_then(|s| s.open_api_v3_schema.as_ref());
+    compile_schema(&serde_json::to_value(schema).unwrap_or_default())
+}
+
+thread_local! {
+    static KRAJOB_RULES: CompiledSchema = compile_rules::<KraJob>();
+    static EVALUATION_RUN_RULES: CompiledSchema = compile_rules::<EvaluationRun>();
+}
+
+fn check_rules(rules: &CompiledSchema, object: &impl Serialize) -> Result<(), String> {
+    let value = serde_json::to_value(object).map_err(|e| format!("failed to serialize the resource: {e}"))?;
+    validate_compiled(rules, &value, None).map_err(|e| e.to_string())
+}
+
 impl RunKind for KraJob {
     type Summary = crate::crd::CollectionSummary;
     const METRIC_KIND: &'static str = "krajob";
@@ -69,7 +89,7 @@ impl RunKind for KraJob {
         self.status.as_ref()
     }
     fn check_cel(&self) -> Result<(), String> {
-        self.validate_cel().map_err(|e| e.to_string())
+        KRAJOB_RULES.with(|rules| check_rules(rules, self))
     }
     async fn resolve(
         &self,
@@ -102,7 +122,7 @@ impl RunKind for EvaluationRun {
         self.status.as_ref()
     }
     fn check_cel(&self) -> Result<(), String> {
-        self.validate_cel().map_err(|e| e.to_string())
+        EVALUATION_RUN_RULES.with(|rules| check_rules(rules, self))
     }
     async fn resolve(
         &self,

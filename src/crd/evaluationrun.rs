@@ -146,7 +146,6 @@ fn default_experiment() -> String {
     shortname = "er",
     category = "kra",
     namespaced,
-    cel,
     status = "EvaluationRunStatus",
     doc = "A reproducible evaluation of a prediction prompt or model on stored races, executed as batch/v1 Jobs by kra-evaluator.",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),

@@ -56,7 +56,6 @@ pub struct DatabaseRef {
     shortname = "kj",
     category = "kra",
     namespaced,
-    cel,
     status = "KraJobStatus",
     doc = "A collection run of Korea Racing Authority race data, executed as batch/v1 Jobs by kra-collector.",
     printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),

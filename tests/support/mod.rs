@@ -172,6 +172,13 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Process id of the emulator (None on a real cluster).
+    pub fn emulator_pid(&self) -> Option<u32> {
+        self.emulator.as_ref().and_then(|c| c.id())
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Some(child) = self.emulator.as_mut() {
@@ -387,6 +394,10 @@ impl Operator {
             .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
     }
 
     pub fn logs(&self) -> String {
