@@ -466,7 +466,8 @@ async fn metrics_and_health_report_real_state_with_bounded_labels() {
 #[tokio::test]
 async fn an_evaluation_run_waits_for_its_prompt_and_mounts_it() {
     let cluster = Cluster::start().await;
-    let _operator = Operator::start_with(&cluster, "operator-a", &["--resync-seconds", "1"]).await;
+    // The default resync (5 min) is far beyond the test's wait: the ConfigMap watch must act.
+    let _operator = Operator::start(&cluster).await;
     let run = json!({
         "apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun", "metadata": {"name": "prompt-eval"},
         "spec": {

@@ -32,6 +32,8 @@ pub trait RunKind:
     const METRIC_KIND: &'static str;
     /// The binary the worker container runs.
     const WORKER_BINARY: &'static str;
+    /// Whether the spec can name ConfigMaps, so the controller watches them.
+    const REFERENCES_CONFIG_MAPS: bool = false;
 
     fn controls(&self) -> RunControls<'_>;
     fn active_deadline_seconds(&self) -> Option<i64>;
@@ -40,6 +42,10 @@ pub trait RunKind:
     /// The CEL rules of the CRD, evaluated client-side (they also hold where the CRD installed
     /// in the cluster is older than this operator).
     fn check_cel(&self) -> Result<(), String>;
+    /// Names of the ConfigMaps (same namespace) the spec refers to.
+    fn config_map_refs(&self) -> Vec<&str> {
+        Vec::new()
+    }
     /// Read what the spec refers to (I/O), then validate (pure). The outer error is a failed
     /// read; the inner is an invalid spec.
     fn resolve(
@@ -104,6 +110,7 @@ impl RunKind for EvaluationRun {
     type Summary = crate::crd::EvaluationSummary;
     const METRIC_KIND: &'static str = "evaluationrun";
     const WORKER_BINARY: &'static str = "kra-evaluator";
+    const REFERENCES_CONFIG_MAPS: bool = true;
 
     fn controls(&self) -> RunControls<'_> {
         RunControls {
@@ -123,6 +130,9 @@ impl RunKind for EvaluationRun {
     }
     fn check_cel(&self) -> Result<(), String> {
         EVALUATION_RUN_RULES.with(|rules| check_rules(rules, self))
+    }
+    fn config_map_refs(&self) -> Vec<&str> {
+        self.spec.prompt.iter().map(|p| p.config_map_name.as_str()).collect()
     }
     async fn resolve(
         &self,

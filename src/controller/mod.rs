@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
@@ -268,9 +268,27 @@ pub fn controller<K: RunKind>(
         build::MANAGER,
         build::LABEL_OWNER_KIND
     ));
-    let controller = Controller::new(api_for::<K>(&ctx.client, scope), watcher::Config::default().any_semantic())
+    let mut controller = Controller::new(api_for::<K>(&ctx.client, scope), watcher::Config::default().any_semantic())
         .owns(api_for::<Job>(&ctx.client, scope), owned_jobs.any_semantic())
         .graceful_shutdown_on(shutdown);
+    if K::REFERENCES_CONFIG_MAPS {
+        // A ConfigMap that appears or changes wakes the runs that name it (a prompt created
+        // after its EvaluationRun starts the run at once instead of at the next resync).
+        let runs = controller.store();
+        controller = controller.watches(
+            api_for::<ConfigMap>(&ctx.client, scope),
+            watcher::Config::default().any_semantic(),
+            move |config_map: ConfigMap| {
+                let namespace = config_map.namespace();
+                let name = config_map.name_any();
+                runs.state()
+                    .into_iter()
+                    .filter(|run| run.namespace() == namespace && run.config_map_refs().contains(&name.as_str()))
+                    .map(|run| ObjectRef::from_obj(run.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        );
+    }
     let store = controller.store();
     let driver = controller.run(reconcile::<K>, error_policy::<K>, ctx).for_each(|result| async move {
         if let Err(error) = result {
