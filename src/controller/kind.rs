@@ -12,9 +12,8 @@ use serde::de::DeserializeOwned;
 use kube::core::cel::{CompiledSchema, compile_schema, validate_compiled};
 
 use super::error::{Error, is_not_found};
-use super::plan::RunControls;
 use super::validate::{self, PromptLookup, WorkerDefaults, WorkerInvocation};
-use crate::crd::{EvaluationRun, KraJob, PodOverrides, RunStatus};
+use crate::crd::{EvaluationRun, KraJob, RunControls, RunStatus};
 
 pub trait RunKind:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -35,9 +34,7 @@ pub trait RunKind:
     /// Whether the spec can name ConfigMaps, so the controller watches them.
     const REFERENCES_CONFIG_MAPS: bool = false;
 
-    fn controls(&self) -> RunControls<'_>;
-    fn active_deadline_seconds(&self) -> Option<i64>;
-    fn pod_overrides(&self) -> Option<&PodOverrides>;
+    fn run(&self) -> &RunControls;
     fn run_status(&self) -> Option<&RunStatus<Self::Summary>>;
     /// The CEL rules of the CRD, evaluated client-side (they also hold where the CRD installed
     /// in the cluster is older than this operator).
@@ -78,18 +75,8 @@ impl RunKind for KraJob {
     const METRIC_KIND: &'static str = "krajob";
     const WORKER_BINARY: &'static str = "kra-collector";
 
-    fn controls(&self) -> RunControls<'_> {
-        RunControls {
-            retry_policy: &self.spec.retry_policy,
-            suspend: self.spec.suspend,
-            ttl_seconds_after_finished: self.spec.ttl_seconds_after_finished,
-        }
-    }
-    fn active_deadline_seconds(&self) -> Option<i64> {
-        self.spec.active_deadline_seconds
-    }
-    fn pod_overrides(&self) -> Option<&PodOverrides> {
-        self.spec.pod_overrides.as_ref()
+    fn run(&self) -> &RunControls {
+        &self.spec.run
     }
     fn run_status(&self) -> Option<&RunStatus<Self::Summary>> {
         self.status.as_ref()
@@ -112,18 +99,8 @@ impl RunKind for EvaluationRun {
     const WORKER_BINARY: &'static str = "kra-evaluator";
     const REFERENCES_CONFIG_MAPS: bool = true;
 
-    fn controls(&self) -> RunControls<'_> {
-        RunControls {
-            retry_policy: &self.spec.retry_policy,
-            suspend: self.spec.suspend,
-            ttl_seconds_after_finished: self.spec.ttl_seconds_after_finished,
-        }
-    }
-    fn active_deadline_seconds(&self) -> Option<i64> {
-        self.spec.active_deadline_seconds
-    }
-    fn pod_overrides(&self) -> Option<&PodOverrides> {
-        self.spec.pod_overrides.as_ref()
+    fn run(&self) -> &RunControls {
+        &self.spec.run
     }
     fn run_status(&self) -> Option<&RunStatus<Self::Summary>> {
         self.status.as_ref()

@@ -122,7 +122,7 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     let job_name = |attempt: i32| build::job_name(&name, attempt);
     let plan = plan::plan(PlanInput {
         generation,
-        controls: obj.controls(),
+        controls: obj.run(),
         validity: resolved.as_ref().map(|_| ()).map_err(Clone::clone),
         status: obj.run_status(),
         jobs: &observed,
@@ -148,8 +148,8 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
                     worker_binary: K::WORKER_BINARY,
                     attempt: *attempt,
                     generation,
-                    active_deadline_seconds: obj.active_deadline_seconds(),
-                    overrides: obj.pod_overrides(),
+                    active_deadline_seconds: obj.run().active_deadline_seconds,
+                    overrides: obj.run().pod_overrides.as_ref(),
                     invocation,
                     defaults: &ctx.defaults,
                 });

@@ -12,15 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::ConditionSet;
 use super::reasons;
-use crate::crd::{Attempt, AttemptOutcome, Phase, RetryPolicy, RunStatus};
-
-/// The spec fields every run kind shares, borrowed from the resource.
-#[derive(Clone, Copy, Debug)]
-pub struct RunControls<'a> {
-    pub retry_policy: &'a RetryPolicy,
-    pub suspend: bool,
-    pub ttl_seconds_after_finished: Option<i32>,
-}
+use crate::crd::{Attempt, AttemptOutcome, Phase, RetryPolicy, RunControls, RunStatus};
 
 /// The state of one of the run's Jobs, as read from the API.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,7 +73,7 @@ pub struct Plan<R> {
 /// Inputs of [`plan`].
 pub struct PlanInput<'a, R> {
     pub generation: i64,
-    pub controls: RunControls<'a>,
+    pub controls: &'a RunControls,
     /// `Err` holds the validation problems of the spec.
     pub validity: Result<(), String>,
     pub status: Option<&'a RunStatus<R>>,
@@ -197,7 +189,7 @@ pub fn plan<R: Clone + PartialEq>(input: PlanInput<'_, R>) -> Plan<R> {
                     Phase::Suspended
                 } else {
                     let ended = last.end_time.as_ref().map(|t| t.0).unwrap_or(now);
-                    let next_at = ended + backoff_delay(controls.retry_policy, failures as u32);
+                    let next_at = ended + backoff_delay(&controls.retry_policy, failures as u32);
                     if now >= next_at {
                         start_attempt(
                             &mut status,
@@ -420,10 +412,11 @@ mod tests {
         ) -> Plan<Summary> {
             plan(PlanInput {
                 generation: self.generation,
-                controls: RunControls {
-                    retry_policy: &self.policy,
+                controls: &RunControls {
+                    retry_policy: self.policy.clone(),
                     suspend: self.suspend,
                     ttl_seconds_after_finished: self.ttl,
+                    ..Default::default()
                 },
                 validity: self.validity.clone(),
                 status,

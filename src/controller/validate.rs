@@ -143,7 +143,7 @@ pub fn krajob(spec: &KraJobSpec, defaults: &WorkerDefaults) -> Result<WorkerInvo
         }
     }
     let database = database_env("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems);
-    check_overrides(spec.pod_overrides.as_ref(), &mut problems);
+    check_overrides(spec.run.pod_overrides.as_ref(), &mut problems);
 
     let mut invocation = WorkerInvocation::default();
     if let (Some((from, to)), Some(database)) = (range, database) {
@@ -195,14 +195,8 @@ pub fn evaluation_run(
         }
         (None, Some(races)) => {
             for race in races {
-                let date_part = race.get(..8).unwrap_or_default();
-                let iso = format!(
-                    "{}-{}-{}",
-                    &date_part.get(..4).unwrap_or(""),
-                    date_part.get(4..6).unwrap_or(""),
-                    date_part.get(6..8).unwrap_or("")
-                );
-                if iso.parse::<Date>().is_err() {
+                let day = race.get(..8).unwrap_or_default();
+                if Date::strptime("%Y%m%d", day).is_err() {
                     problems.push(format!("dataset.races: {race:?} does not start with a calendar date (YYYYMMDD)"));
                 }
             }
@@ -310,7 +304,7 @@ pub fn evaluation_run(
     {
         env.insert(0, database);
     }
-    check_overrides(spec.pod_overrides.as_ref(), &mut problems);
+    check_overrides(spec.run.pod_overrides.as_ref(), &mut problems);
 
     invocation.args = args;
     invocation.env = env;
@@ -322,7 +316,7 @@ mod tests {
     use super::*;
     use crate::crd::evaluationrun::{DatasetSelection, LlmPredictor, MlflowTracking, Predictor, PromptRef};
     use crate::crd::krajob::{DatabaseRef, KraAction};
-    use crate::crd::{Meet, RetryPolicy};
+    use crate::crd::{Meet, RunControls};
 
     fn secret(name: &str, key: &str) -> SecretKeyRef {
         SecretKeyRef { name: name.into(), key: key.into() }
@@ -341,11 +335,7 @@ mod tests {
             race_numbers: None,
             api_key_secret_ref: secret("kra-api", "serviceKey"),
             database: None,
-            retry_policy: RetryPolicy::default(),
-            active_deadline_seconds: None,
-            ttl_seconds_after_finished: None,
-            suspend: false,
-            pod_overrides: None,
+            run: RunControls::default(),
         }
     }
 
@@ -413,7 +403,7 @@ mod tests {
             (Box::new(|s| s.race_numbers = Some(vec![0])), "raceNumbers: 0 is outside 1..20"),
             (
                 Box::new(|s| {
-                    s.pod_overrides = Some(PodOverrides {
+                    s.run.pod_overrides = Some(PodOverrides {
                         labels: Some([("kra.dev/attempt".to_string(), "9".to_string())].into()),
                         ..Default::default()
                     })
@@ -472,11 +462,7 @@ mod tests {
                 token_secret_ref: Some(secret("mlflow", "token")),
             }),
             database: None,
-            retry_policy: RetryPolicy::default(),
-            active_deadline_seconds: None,
-            ttl_seconds_after_finished: None,
-            suspend: false,
-            pod_overrides: None,
+            run: RunControls::default(),
         }
     }
 

@@ -114,6 +114,30 @@ pub struct PodOverrides {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// How a run is executed; the same fields in both kinds' specs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunControls {
+    /// Retries of failed attempts.
+    #[serde(default)]
+    pub retry_policy: RetryPolicy,
+    /// Wall-clock limit of each attempt's Job, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+    /// Seconds after an attempt finishes (and its outcome is recorded in status) before the
+    /// operator deletes its Job and pods. The resource and its status stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+    /// Suspends the run: no new attempt starts, and an active Job is suspended.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Overrides for the worker pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_overrides: Option<PodOverrides>,
+}
+
 /// An inclusive range of calendar dates (`YYYY-MM-DD`, Asia/Seoul race days).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]

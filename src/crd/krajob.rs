@@ -4,7 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{DateRange, Meet, PodOverrides, RetryPolicy, RunStatus, SecretKeyRef};
+use super::common::{DateRange, Meet, RunControls, RunStatus, SecretKeyRef};
 
 /// What a collection run does.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -91,24 +91,9 @@ pub struct KraJobSpec {
     /// The database to write to. When absent, the operator's default database is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseRef>,
-    /// Retries of failed attempts.
-    #[serde(default)]
-    pub retry_policy: RetryPolicy,
-    /// Wall-clock limit of each attempt's Job, in seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub active_deadline_seconds: Option<i64>,
-    /// Seconds after an attempt finishes (and its outcome is recorded in status) before the
-    /// operator deletes its Job and pods. The resource and its status stay.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub ttl_seconds_after_finished: Option<i32>,
-    /// Suspends the run: no new attempt starts, and an active Job is suspended.
-    #[serde(default)]
-    pub suspend: bool,
-    /// Overrides for the worker pod.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_overrides: Option<PodOverrides>,
+    /// Retries, deadline, cleanup, suspension and pod overrides.
+    #[serde(flatten)]
+    pub run: RunControls,
 }
 
 /// The summary `kra-collector` reports when it finishes.
