@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod crd;
 pub mod health;
+pub mod kra;
 pub mod leader;
 pub mod metrics;
 pub mod operator;

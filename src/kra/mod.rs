@@ -1,0 +1,5 @@
+//! The KRA public data API (data.go.kr, service B551015): envelope parsing, field normalisation,
+//! failure classification, and the HTTP client with its request budget.
+
+pub mod envelope;
+pub mod normalize;
