@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_kra;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
