@@ -152,7 +152,7 @@ pub struct DateRange {
 }
 
 /// A racecourse of the Korea Racing Authority. The KRA API codes are 1, 2 and 3.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Meet {
     /// Seoul (API code 1).

@@ -1,0 +1,115 @@
+//! Odds rows (API160_1 and the API301 backfill), post-race data: stored for analysis, never a
+//! model input.
+
+use serde::{Deserialize, Serialize};
+
+use crate::kra::envelope::Row;
+use crate::kra::normalize;
+
+/// Betting pools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Pool {
+    Win,
+    Place,
+    Quinella,
+    Exacta,
+    QuinellaPlace,
+    /// 삼복승식: the unordered top three, the target the evaluation predicts.
+    Trio,
+    /// 삼쌍승식: the ordered top three.
+    Trifecta,
+    /// 쌍복승식.
+    Xla,
+}
+
+impl Pool {
+    /// From the Korean name or the English code the API uses.
+    pub fn parse(value: &str) -> Option<Pool> {
+        Some(match value.trim() {
+            "단승식" | "WIN" => Pool::Win,
+            "연승식" | "PLC" => Pool::Place,
+            "복승식" | "QNL" => Pool::Quinella,
+            "쌍승식" | "EXA" => Pool::Exacta,
+            "복연승식" | "QPL" => Pool::QuinellaPlace,
+            "삼복승식" | "TLA" => Pool::Trio,
+            "삼쌍승식" | "TRI" => Pool::Trifecta,
+            "쌍복승식" | "XLA" => Pool::Xla,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Pool::Win => "WIN",
+            Pool::Place => "PLC",
+            Pool::Quinella => "QNL",
+            Pool::Exacta => "EXA",
+            Pool::QuinellaPlace => "QPL",
+            Pool::Trio => "TLA",
+            Pool::Trifecta => "TRI",
+            Pool::Xla => "XLA",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OddsRow {
+    pub race_number: i64,
+    pub pool: Pool,
+    pub chul_no: i64,
+    pub chul_no2: i64,
+    pub chul_no3: i64,
+    pub odds: f64,
+}
+
+/// Odds rows of one race; rows of unknown pools or without odds are counted, not kept.
+pub fn odds(rows: &[Row], race_number: i64) -> (Vec<OddsRow>, usize) {
+    let mut dropped = 0;
+    let mut out = Vec::new();
+    for row in rows {
+        if normalize::int(row.get("rcNo")).is_some_and(|n| n != race_number) {
+            continue;
+        }
+        let pool = normalize::text(row.get("pool")).as_deref().and_then(Pool::parse);
+        let (Some(pool), Some(chul_no), Some(odds)) =
+            (pool, normalize::int(row.get("chulNo")), normalize::float(row.get("odds")))
+        else {
+            dropped += 1;
+            continue;
+        };
+        out.push(OddsRow {
+            race_number,
+            pool,
+            chul_no,
+            chul_no2: normalize::int(row.get("chulNo2")).unwrap_or(0),
+            chul_no3: normalize::int(row.get("chulNo3")).unwrap_or(0),
+            odds,
+        });
+    }
+    (out, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pools_in_korean_or_english_and_only_this_race() {
+        let rows: Vec<Row> = [
+            json!({"pool": "삼복승식", "chulNo": 1, "chulNo2": 4, "chulNo3": 7, "odds": 12.5, "rcNo": 2}),
+            json!({"pool": "WIN", "chulNo": 4, "odds": 3.1, "rcNo": 2}),
+            json!({"pool": "WIN", "chulNo": 4, "odds": 5.0, "rcNo": 3}),
+            json!({"pool": "기타", "chulNo": 4, "odds": 5.0, "rcNo": 2}),
+            json!({"pool": "PLC", "chulNo": 4, "odds": "-", "rcNo": 2}),
+        ]
+        .iter()
+        .map(|v| v.as_object().unwrap().clone())
+        .collect();
+        let (odds, dropped) = odds(&rows, 2);
+        assert_eq!(odds.len(), 2);
+        assert_eq!((odds[0].pool, odds[0].chul_no2, odds[0].chul_no3), (Pool::Trio, 4, 7));
+        assert_eq!(odds[1].chul_no2, 0);
+        assert_eq!(dropped, 2);
+    }
+}
