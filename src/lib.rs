@@ -9,4 +9,5 @@ pub mod kra;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod store;
 pub mod telemetry;

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kra;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

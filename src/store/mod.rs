@@ -1,0 +1,476 @@
+//! The race store: PostgreSQL in production, an embedded SQLite file by default. One code path
+//! through sqlx's `Any` driver; the SQL differs only where the types do (JSONB and TIMESTAMPTZ
+//! against TEXT), chosen by [`Dialect`].
+//!
+//! Writes are idempotent: the same collection twice changes nothing. Pre-race snapshots and
+//! results are revisions keyed by a hash of their content, so a re-collection never overwrites
+//! what was stored before.
+
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+
+use crate::collector::odds::OddsRow;
+use crate::collector::schedule::PlannedRace;
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to connect to the database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("unsupported database URL {0}: use postgres://… or sqlite://…")]
+    UnsupportedUrl(String),
+    #[error(
+        "failed to migrate the database: it has migration(s) {unexpected:?} applied that this build does not \
+         know (a newer collector ran against it?); this build knows {known:?}"
+    )]
+    UnknownMigrations { unexpected: Vec<i64>, known: Vec<i64> },
+    #[error("failed to migrate the database: {0}")]
+    Migrate(sqlx::migrate::MigrateError),
+    #[error("failed to {step}: {source}")]
+    Query { step: &'static str, source: sqlx::Error },
+    #[error("failed to encode {what} as JSON: {source}")]
+    Encode { what: &'static str, source: serde_json::Error },
+}
+
+/// A statement assembled here from static fragments and dialect casts; values are always bound,
+/// never formatted in.
+fn statement(sql: String) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(AssertSqlSafe(sql))
+}
+
+fn query_error(step: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { step, source }
+}
+
+/// A database URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The canonical JSON of a value and its sha256: the identity of stored content.
+pub fn content_hash<T: Serialize>(value: &T) -> Result<(String, String), serde_json::Error> {
+    let json = serde_json::to_string(value)?;
+    let digest = Sha256::digest(json.as_bytes());
+    Ok((json, hex(&digest)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ts(at: Timestamp) -> String {
+    // Whole seconds, `Z`: one convention in both databases.
+    Timestamp::from_second(at.as_second()).unwrap_or(at).to_string()
+}
+
+enum Bind {
+    Text(String),
+    Bool(bool),
+}
+
+/// What a write changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    pub rows: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Store {
+    /// Connect (creating an SQLite file if needed) and apply the embedded migrations.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        let connect_url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+            }
+            _ => url.to_string(),
+        };
+        let options: AnyConnectOptions =
+            connect_url.parse().map_err(|source| StoreError::Connect { url: redact_url(url), source })?;
+        // One direct attempt first: an unreachable database fails at once, with its reason,
+        // instead of after the pool's acquire timeout.
+        {
+            use sqlx::Connection;
+            let probe = sqlx::AnyConnection::connect_with(&options)
+                .await
+                .map_err(|source| StoreError::Connect { url: redact_url(url), source })?;
+            let _ = probe.close().await;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite { 1 } else { 8 })
+            .acquire_timeout(std::time::Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Connect { url: redact_url(url), source })?;
+        if dialect == Dialect::Sqlite {
+            sqlx::query("PRAGMA foreign_keys = ON").execute(&pool).await.map_err(query_error("enable foreign keys"))?;
+        }
+        let store = Store { pool, dialect };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.dialect {
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+        }
+    }
+
+    /// The migration versions this build embeds.
+    pub fn known_migrations(&self) -> Vec<i64> {
+        self.migrator().iter().map(|m| m.version).collect()
+    }
+
+    /// Apply the embedded migrations. PostgreSQL holds an advisory lock meanwhile, so collectors
+    /// starting together apply each migration once. A database that has migrations this build
+    /// does not know is refused, naming them.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self.migrator().run(&self.pool).await {
+            Ok(()) => Ok(()),
+            Err(sqlx::migrate::MigrateError::VersionMissing(_)) => {
+                let applied: Vec<i64> = sqlx::query("SELECT version FROM _sqlx_migrations ORDER BY version")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(query_error("list applied migrations"))?
+                    .iter()
+                    .map(|row| row.get::<i64, _>(0))
+                    .collect();
+                let known = self.known_migrations();
+                let unexpected = applied.into_iter().filter(|v| !known.contains(v)).collect();
+                Err(StoreError::UnknownMigrations { unexpected, known })
+            }
+            Err(other) => Err(StoreError::Migrate(other)),
+        }
+    }
+
+    /// `$n` typed as JSON or a timestamp where the dialect needs it.
+    fn json(&self, n: usize) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("${n}::jsonb"),
+            Dialect::Sqlite => format!("${n}"),
+        }
+    }
+
+    fn time(&self, n: usize) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("${n}::timestamptz"),
+            Dialect::Sqlite => format!("${n}"),
+        }
+    }
+
+    fn date(&self, n: usize) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("${n}::date"),
+            Dialect::Sqlite => format!("${n}"),
+        }
+    }
+
+    /// Keep a raw API response, addressed by the sha256 of its body.
+    pub async fn put_raw(&self, api: &str, params: &Value, body: &[u8], at: Timestamp) -> Result<String, StoreError> {
+        let sha = hex(&Sha256::digest(body));
+        let sql = format!(
+            "INSERT INTO raw_responses (sha256, api, params, body, fetched_at) VALUES ($1, $2, {}, $4, {}) \
+             ON CONFLICT (sha256) DO NOTHING",
+            self.json(3),
+            self.time(5)
+        );
+        statement(sql)
+            .bind(&sha)
+            .bind(api)
+            .bind(params.to_string())
+            .bind(body.to_vec())
+            .bind(ts(at))
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("store a raw response"))?;
+        Ok(sha)
+    }
+
+    /// Record a race of the plan; later plans may fill in its start and distance.
+    pub async fn upsert_race(&self, race: &PlannedRace, at: Timestamp) -> Result<Written, StoreError> {
+        let start = race.start.and_then(|time| {
+            race.key.date.to_datetime(time).in_tz("Asia/Seoul").ok().map(|zoned| ts(zoned.timestamp()))
+        });
+        let changed = match self.dialect {
+            Dialect::Postgres => {
+                "races.scheduled_start IS DISTINCT FROM excluded.scheduled_start \
+                 OR races.distance IS DISTINCT FROM excluded.distance"
+            }
+            Dialect::Sqlite => {
+                "races.scheduled_start IS NOT excluded.scheduled_start OR races.distance IS NOT excluded.distance"
+            }
+        };
+        let sql = format!(
+            "INSERT INTO races (race_id, race_date, meet, race_number, scheduled_start, distance, first_seen_at) \
+             VALUES ($1, {}, $3, $4, {}, $6, {}) \
+             ON CONFLICT (race_id) DO UPDATE SET \
+               scheduled_start = COALESCE(excluded.scheduled_start, races.scheduled_start), \
+               distance = COALESCE(excluded.distance, races.distance) \
+             WHERE ({changed}) AND (excluded.scheduled_start IS NOT NULL OR excluded.distance IS NOT NULL)",
+            self.date(2),
+            self.time(5),
+            self.time(7)
+        );
+        let result = statement(sql)
+            .bind(race.key.race_id())
+            .bind(race.key.date.to_string())
+            .bind(i64::from(race.key.meet.api_code()))
+            .bind(race.key.number)
+            .bind(start)
+            .bind(race.distance)
+            .bind(ts(at))
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("store a race"))?;
+        Ok(Written { rows: result.rows_affected() })
+    }
+
+    async fn add_revision(
+        &self,
+        table: &'static str,
+        columns: &str,
+        values: &str,
+        race_id: &str,
+        content_sha: &str,
+        binds: Vec<Bind>,
+    ) -> Result<Option<i64>, StoreError> {
+        let sql = format!(
+            "INSERT INTO {table} (race_id, revision, content_sha256, {columns}) \
+             SELECT $1, COALESCE(MAX(revision), 0) + 1, $2, {values} FROM {table} WHERE race_id = $1 \
+             ON CONFLICT (race_id, content_sha256) DO NOTHING"
+        );
+        let mut query = statement(sql).bind(race_id.to_string()).bind(content_sha.to_string());
+        for bind in binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Bool(flag) => query.bind(flag),
+            };
+        }
+        let result = query.execute(&self.pool).await.map_err(query_error("store a revision"))?;
+        if result.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let revision = statement(format!("SELECT CAST(MAX(revision) AS BIGINT) FROM {table} WHERE race_id = $1"))
+            .bind(race_id.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error("read the new revision"))?
+            .get::<i64, _>(0);
+        Ok(Some(revision))
+    }
+
+    /// Store a pre-race snapshot. Same content as a stored revision: nothing happens (`None`).
+    /// Different content: a new revision, earlier ones untouched.
+    pub async fn add_prerace_snapshot<C: Serialize>(
+        &self,
+        race_id: &str,
+        schema_version: &str,
+        card: &C,
+        sources: &Value,
+        collected_at: Timestamp,
+        after_cutoff: bool,
+    ) -> Result<Option<i64>, StoreError> {
+        let (card_json, sha) = content_hash(card).map_err(|source| StoreError::Encode { what: "the card", source })?;
+        let values = format!("$3, {}, {}, {}, $7", self.json(4), self.json(5), self.time(6));
+        self.add_revision(
+            "prerace_snapshots",
+            "schema_version, card, sources, collected_at, after_cutoff",
+            &values,
+            race_id,
+            &sha,
+            vec![
+                Bind::Text(schema_version.to_string()),
+                Bind::Text(card_json),
+                Bind::Text(sources.to_string()),
+                Bind::Text(ts(collected_at)),
+                Bind::Bool(after_cutoff),
+            ],
+        )
+        .await
+    }
+
+    /// Store a result; `None` when the same result is already stored.
+    pub async fn add_result<R: Serialize>(
+        &self,
+        race_id: &str,
+        result: &R,
+        collected_at: Timestamp,
+    ) -> Result<Option<i64>, StoreError> {
+        let (json, sha) = content_hash(result).map_err(|source| StoreError::Encode { what: "the result", source })?;
+        let values = format!("{}, {}", self.json(3), self.time(4));
+        self.add_revision(
+            "race_results",
+            "result, collected_at",
+            &values,
+            race_id,
+            &sha,
+            vec![Bind::Text(json), Bind::Text(ts(collected_at))],
+        )
+        .await
+    }
+
+    fn odds_statement(&self, rows: usize) -> String {
+        let mut values = Vec::with_capacity(rows);
+        for i in 0..rows {
+            let b = i * 7;
+            values.push(format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, {})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                self.time(rows * 7 + 1)
+            ));
+        }
+        let changed = match self.dialect {
+            Dialect::Postgres => "race_odds.odds IS DISTINCT FROM excluded.odds",
+            Dialect::Sqlite => "race_odds.odds IS NOT excluded.odds",
+        };
+        format!(
+            "INSERT INTO race_odds (race_id, source, pool, chul_no, chul_no2, chul_no3, odds, collected_at) VALUES {} \
+             ON CONFLICT (race_id, source, pool, chul_no, chul_no2, chul_no3) \
+             DO UPDATE SET odds = excluded.odds, collected_at = excluded.collected_at WHERE {changed}",
+            values.join(", ")
+        )
+    }
+
+    /// Upsert odds rows, in batches of `batch` rows per statement (1 = row by row). Unchanged
+    /// odds are not rewritten.
+    pub async fn upsert_odds(
+        &self,
+        race_id: &str,
+        source: &str,
+        rows: &[OddsRow],
+        at: Timestamp,
+        batch: usize,
+    ) -> Result<Written, StoreError> {
+        let mut written = 0;
+        for chunk in rows.chunks(batch.max(1)) {
+            let sql = self.odds_statement(chunk.len());
+            let mut query = statement(sql);
+            for row in chunk {
+                query = query
+                    .bind(race_id.to_string())
+                    .bind(source.to_string())
+                    .bind(row.pool.code())
+                    .bind(row.chul_no)
+                    .bind(row.chul_no2)
+                    .bind(row.chul_no3)
+                    .bind(row.odds);
+            }
+            let result = query.bind(ts(at)).execute(&self.pool).await.map_err(query_error("store odds"))?;
+            written += result.rows_affected();
+        }
+        Ok(Written { rows: written })
+    }
+
+    /// Remember the last failure of a stage of a race (kept apart from collected data).
+    pub async fn record_failure(
+        &self,
+        race_id: &str,
+        stage: &str,
+        class: &str,
+        message: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO collection_failures (race_id, stage, class, message, failed_at) VALUES ($1, $2, $3, $4, {}) \
+             ON CONFLICT (race_id, stage) DO UPDATE SET class = excluded.class, message = excluded.message, \
+             failed_at = excluded.failed_at",
+            self.time(5)
+        );
+        statement(sql)
+            .bind(race_id.to_string())
+            .bind(stage.to_string())
+            .bind(class.to_string())
+            .bind(message.to_string())
+            .bind(ts(at))
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("record a failure"))?;
+        Ok(())
+    }
+
+    /// Number of rows of a table (tests and summaries).
+    pub async fn count(&self, table: &str) -> Result<i64, StoreError> {
+        let allowed =
+            ["raw_responses", "races", "prerace_snapshots", "race_results", "race_odds", "collection_failures"];
+        let table = allowed.iter().find(|t| **t == table).copied().unwrap_or("races");
+        let row = statement(format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_error("count rows"))?;
+        Ok(row.get::<i64, _>(0))
+    }
+
+    /// The pre-race snapshots of a race: (revision, card JSON, collected_at, after_cutoff), oldest first.
+    pub async fn prerace_snapshots(&self, race_id: &str) -> Result<Vec<(i64, Value, String, bool)>, StoreError> {
+        let sql = match self.dialect {
+            Dialect::Postgres => {
+                "SELECT CAST(revision AS BIGINT), card::text, to_char(collected_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                 CAST(CASE WHEN after_cutoff THEN 1 ELSE 0 END AS BIGINT) FROM prerace_snapshots \
+                 WHERE race_id = $1 ORDER BY revision"
+            }
+            Dialect::Sqlite => {
+                "SELECT CAST(revision AS BIGINT), card, collected_at, \
+                 CAST(CASE WHEN after_cutoff THEN 1 ELSE 0 END AS BIGINT) FROM prerace_snapshots \
+                 WHERE race_id = $1 ORDER BY revision"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(race_id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("read pre-race snapshots"))?;
+        rows.iter()
+            .map(|row| {
+                let card: String = row.get(1);
+                let card = serde_json::from_str(&card)
+                    .map_err(|source| StoreError::Encode { what: "a stored card", source })?;
+                Ok((row.get::<i64, _>(0), card, row.get::<String, _>(2), row.get::<i64, _>(3) != 0))
+            })
+            .collect()
+    }
+}
