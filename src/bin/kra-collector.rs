@@ -1,16 +1,20 @@
-//! `kra-collector`: not implemented yet. It says so and exits non-zero, so a Job that runs it fails
-//! visibly instead of pretending to have done the work.
+//! `kra-collector`: collects KRA race data into PostgreSQL, or an embedded SQLite file.
 
 use std::process::ExitCode;
 
+use clap::Parser;
+use kra_operator::collector::cli::{self, Cli};
+use kra_operator::telemetry;
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--version" || a == "-V") {
-        println!("kra-collector {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+    let cli = Cli::parse();
+    telemetry::install_crypto_provider();
+    telemetry::init(cli::default_log_format(cli.global.log_format));
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(cli::run(cli)),
+        Err(error) => {
+            eprintln!("kra-collector: failed to start the runtime: {error}");
+            ExitCode::from(cli::exit::USAGE)
+        }
     }
-    eprintln!(
-        "kra-collector: collection of KRA race data is not implemented yet (tracked in issue #3); nothing was done"
-    );
-    ExitCode::from(2)
 }

@@ -1,7 +1,9 @@
 //! The collection pipeline of `kra-collector`: pure steps (race plan, pre-race card, results,
 //! odds) around the I/O of the KRA client and the store.
 
+pub mod cli;
 pub mod odds;
 pub mod prerace;
 pub mod results;
+pub mod run;
 pub mod schedule;

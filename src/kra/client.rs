@@ -172,6 +172,13 @@ impl Default for ClientSettings {
     }
 }
 
+/// The rows of a call and the raw bodies of its pages.
+#[derive(Clone, Debug, Default)]
+pub struct Fetched {
+    pub rows: Vec<Row>,
+    pub bodies: Vec<Vec<u8>>,
+}
+
 /// A call that failed for good.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -263,12 +270,19 @@ impl KraClient {
 
     /// Every row of an endpoint for these parameters, following `totalCount` page by page.
     pub async fn fetch_all(&self, endpoint: Endpoint, params: &[(&str, String)]) -> Result<Vec<Row>, CallError> {
+        Ok(self.fetch(endpoint, params).await?.rows)
+    }
+
+    /// Every row, and the raw body of every page (for the content-addressed response store).
+    pub async fn fetch(&self, endpoint: Endpoint, params: &[(&str, String)]) -> Result<Fetched, CallError> {
         let size = endpoint.page_size();
         let mut rows = Vec::new();
+        let mut bodies = Vec::new();
         for page_no in 1..=MAX_PAGES {
             let page = self.fetch_page(endpoint, params, page_no, size).await?;
             let received = page.rows.len();
             rows.extend(page.rows);
+            bodies.push(page.body);
             // Stop when every announced row is here or a page comes back empty. Without a
             // `totalCount`, a short page is the last one. A page shorter than asked for is not
             // the end when more rows are announced: the server may cap the page size.
@@ -280,7 +294,7 @@ impl KraClient {
                 break;
             }
         }
-        Ok(rows)
+        Ok(Fetched { rows, bodies })
     }
 
     /// One page, retried as the failure allows.

@@ -17,10 +17,11 @@ use serde_json::{Map, Value};
 /// One row of an endpoint's `items`, field names as the API spells them.
 pub type Row = Map<String, Value>;
 
-/// One page of rows.
+/// One page of rows, with the body it was parsed from.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Page {
     pub rows: Vec<Row>,
+    pub body: Vec<u8>,
     pub total_count: Option<u64>,
     pub page_no: Option<u64>,
     pub num_of_rows: Option<u64>,
@@ -128,7 +129,9 @@ pub fn parse(body: &[u8]) -> Result<Page, ApiFailure> {
     } else {
         return Err(ApiFailure::Malformed("neither JSON nor XML".into()));
     };
-    envelope_to_page(&document)
+    let mut page = envelope_to_page(&document)?;
+    page.body = body.to_vec();
+    Ok(page)
 }
 
 /// UTF-8 first; the KRA gateway has served EUC-KR.
@@ -200,6 +203,7 @@ fn envelope_to_page(document: &Value) -> Result<Page, ApiFailure> {
     };
     Ok(Page {
         rows,
+        body: Vec::new(),
         total_count: count(body.get("totalCount")),
         page_no: count(body.get("pageNo")),
         num_of_rows: count(body.get("numOfRows")),

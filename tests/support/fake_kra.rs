@@ -81,6 +81,15 @@ impl FakeKra {
         self.state.lock().unwrap().data.entry(path.to_string()).or_default().push((matching, rows));
     }
 
+    /// Serve `rows` instead of whatever was served for exactly these parameters.
+    pub fn replace_rows(&self, path: &str, matching: &[(&str, &str)], rows: Vec<Value>) {
+        let matching: Vec<(String, String)> = matching.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut state = self.state.lock().unwrap();
+        let served = state.data.entry(path.to_string()).or_default();
+        served.retain(|(m, _)| *m != matching);
+        served.push((matching, rows));
+    }
+
     /// Faults for the next requests to `path`, in order.
     pub fn faults(&self, path: &str, faults: Vec<Fault>) {
         self.state.lock().unwrap().faults.entry(path.to_string()).or_default().extend(faults);

@@ -1,0 +1,261 @@
+//! The `kra-collector` command line, as a KraJob runs it and as a person would.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use jiff::civil::Date;
+
+use super::run::{Collector, RunRequest, RunSummary, Stage};
+use crate::crd::{CollectionSummary, Meet};
+use crate::kra::budget::{Budget, BudgetLimits};
+use crate::kra::client::{ClientSettings, DEFAULT_BASE_URL, KraClient, ServiceKey};
+use crate::store::{Store, redact_url};
+use crate::telemetry::LogFormat;
+
+/// Collect Korea Racing Authority race data (data.go.kr B551015) into a database.
+#[derive(Parser, Debug)]
+#[command(name = "kra-collector", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug)]
+pub struct GlobalArgs {
+    /// Database: `postgres://…` or `sqlite://…`. Without it, an SQLite file in --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    /// Directory of the embedded SQLite database used when no --database-url is given.
+    #[arg(long, env = "KRA_DATA_DIR", default_value = "kra-data", global = true)]
+    pub data_dir: PathBuf,
+    /// The data.go.kr service key (encoded or decoded form). Prefer the environment variable.
+    #[arg(long = "api-key", env = "KRA_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// Base URL of the KRA API.
+    #[arg(long, env = "KRA_API_BASE_URL", default_value = DEFAULT_BASE_URL, global = true)]
+    pub api_base_url: String,
+    /// Requests per second to the KRA API (every call, retries included).
+    #[arg(long, env = "KRA_REQUESTS_PER_SECOND", default_value_t = 5.0, global = true)]
+    pub requests_per_second: f64,
+    /// Most requests this run may make (its share of the daily quota).
+    #[arg(long, env = "KRA_MAX_REQUESTS", default_value_t = 5000, global = true)]
+    pub max_requests: u64,
+    /// Deployment environment; development alone allows --insecure-skip-tls-verify.
+    #[arg(long, env = "KRA_ENVIRONMENT", value_enum, default_value_t = Environment::Production, global = true)]
+    pub environment: Environment,
+    /// Accept any TLS certificate from the KRA API. Development only.
+    #[arg(long, global = true)]
+    pub insecure_skip_tls_verify: bool,
+    /// Log format; text on a terminal, JSON otherwise.
+    #[arg(long, env = "KRA_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    Production,
+    Development,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Collect the race cards (pre-race state, details) of the scheduled races.
+    Collect(DayArgs),
+    /// Collect the results (finishing order, top three) of the races.
+    Results(DayArgs),
+    /// Collect the odds of the races (post-race data, never a model input).
+    Odds(DayArgs),
+    /// Cards, results and odds, in that order.
+    Pipeline(DayArgs),
+    /// Re-derive the pre-race state from stored raw responses (not implemented yet).
+    Preprocess(DayArgs),
+    /// Add history-based features (not implemented yet).
+    Enrich(DayArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DayArgs {
+    /// Racecourse.
+    #[arg(long, value_enum)]
+    pub meet: MeetArg,
+    /// One race day (YYYY-MM-DD); or use --from and --to.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub date: Option<Date>,
+    /// First race day (YYYY-MM-DD).
+    #[arg(long, requires = "to")]
+    pub from: Option<Date>,
+    /// Last race day (YYYY-MM-DD), inclusive.
+    #[arg(long, requires = "from")]
+    pub to: Option<Date>,
+    /// Only these race numbers (comma-separated); by default the races the race plan lists.
+    #[arg(long, value_delimiter = ',')]
+    pub races: Option<Vec<i64>>,
+    /// Skip the horse, jockey, trainer and owner details (fewer API calls).
+    #[arg(long)]
+    pub no_details: bool,
+    /// Odds rows written per statement.
+    #[arg(long, default_value_t = 500)]
+    pub odds_batch: usize,
+    /// Also write the summary here, compact (a Kubernetes termination message, at most 4 KiB).
+    #[arg(long)]
+    pub summary_file: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeetArg {
+    Seoul,
+    Jeju,
+    Busan,
+}
+
+impl From<MeetArg> for Meet {
+    fn from(meet: MeetArg) -> Meet {
+        match meet {
+            MeetArg::Seoul => Meet::Seoul,
+            MeetArg::Jeju => Meet::Jeju,
+            MeetArg::Busan => Meet::Busan,
+        }
+    }
+}
+
+/// Exit codes: 0 every race collected; 1 some races failed; 2 bad usage or configuration;
+/// 3 stopped by the KRA API (key rejected, quota or run budget spent); 4 database failure.
+pub mod exit {
+    pub const RACES_FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const API_STOPPED: u8 = 3;
+    pub const DATABASE: u8 = 4;
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("kra-collector: {message}");
+    ExitCode::from(exit::USAGE)
+}
+
+/// The compact summary for the termination message (read by the operator into KraJob status).
+pub fn termination_summary(summary: &RunSummary) -> String {
+    let mut message = summary.message.clone();
+    if message.len() > 1000 {
+        message.truncate(message.char_indices().take_while(|(i, _)| *i < 1000).last().map_or(0, |(i, _)| i));
+    }
+    let compact = CollectionSummary {
+        races_found: Some(summary.races_found),
+        races_collected: Some(summary.races_collected),
+        races_failed: Some(summary.races_failed),
+        rows_written: Some(summary.rows_written),
+        api_calls: Some(summary.api_calls),
+        message: Some(message),
+    };
+    serde_json::to_string(&compact).unwrap_or_default()
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let global = &cli.global;
+    let (stages, args) = match &cli.command {
+        Command::Collect(a) => (vec![Stage::Cards], a),
+        Command::Results(a) => (vec![Stage::Results], a),
+        Command::Odds(a) => (vec![Stage::Odds], a),
+        Command::Pipeline(a) => (vec![Stage::Cards, Stage::Results, Stage::Odds], a),
+        Command::Preprocess(_) | Command::Enrich(_) => {
+            return usage("preprocess and enrich are not implemented yet; `collect` stores the pre-race state already");
+        }
+    };
+    if global.insecure_skip_tls_verify && global.environment != Environment::Development {
+        return usage("refusing --insecure-skip-tls-verify outside --environment development");
+    }
+    let (from, to) = match (args.date, args.from, args.to) {
+        (Some(day), None, None) => (day, day),
+        (None, Some(from), Some(to)) if from <= to => (from, to),
+        (None, Some(_), Some(_)) => return usage("--to is before --from"),
+        _ => return usage("give --date, or --from and --to"),
+    };
+    let Some(key) = global.api_key.as_deref().filter(|k| !k.trim().is_empty()) else {
+        return usage("no KRA service key: set KRA_API_KEY (or --api-key)");
+    };
+    if global.requests_per_second.is_nan() || global.requests_per_second <= 0.0 {
+        return usage("--requests-per-second must be positive");
+    }
+
+    let url = match &global.database_url {
+        Some(url) => url.clone(),
+        None => {
+            if let Err(error) = std::fs::create_dir_all(&global.data_dir) {
+                return usage(&format!("failed to create {}: {error}", global.data_dir.display()));
+            }
+            format!("sqlite://{}", global.data_dir.join("kra.sqlite3").display())
+        }
+    };
+    let store = match Store::open(&url).await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("kra-collector: {error}");
+            return ExitCode::from(exit::DATABASE);
+        }
+    };
+    tracing::info!(database = %redact_url(&url), "database ready");
+
+    let settings = ClientSettings {
+        base_url: global.api_base_url.clone(),
+        accept_invalid_certs: global.insecure_skip_tls_verify,
+        ..Default::default()
+    };
+    let budget =
+        Arc::new(Budget::new(BudgetLimits { per_second: global.requests_per_second, per_run: global.max_requests }));
+    let client = match KraClient::new(&settings, ServiceKey::new(key), budget) {
+        Ok(client) => client,
+        Err(error) => return usage(&error.to_string()),
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let progress = move |line: &str| {
+        if terminal {
+            eprintln!("{line}");
+        } else {
+            tracing::info!("{line}");
+        }
+    };
+    let request = RunRequest {
+        meet: args.meet.into(),
+        from,
+        to,
+        races: args.races.clone(),
+        stages,
+        details: !args.no_details,
+        odds_batch: args.odds_batch,
+    };
+    let summary = Collector::new(&client, &store, Arc::new(jiff::Timestamp::now), &progress).run(&request).await;
+
+    match serde_json::to_string_pretty(&summary) {
+        Ok(json) => println!("{json}"),
+        Err(error) => eprintln!("kra-collector: failed to encode the summary: {error}"),
+    }
+    if let Some(path) = &args.summary_file
+        && let Err(error) = std::fs::write(path, termination_summary(&summary))
+    {
+        eprintln!("kra-collector: failed to write the summary to {}: {error}", path.display());
+    }
+    match summary.stop_class {
+        Some("database") => {
+            eprintln!("kra-collector: {}", summary.message);
+            ExitCode::from(exit::DATABASE)
+        }
+        Some(_) => {
+            eprintln!("kra-collector: {}", summary.message);
+            ExitCode::from(exit::API_STOPPED)
+        }
+        None if summary.races_failed > 0 => {
+            eprintln!("kra-collector: {}", summary.message);
+            ExitCode::from(exit::RACES_FAILED)
+        }
+        None => ExitCode::SUCCESS,
+    }
+}
+
+/// The log format when none is given: text for a person, JSON for a log pipeline.
+pub fn default_log_format(choice: Option<LogFormat>) -> LogFormat {
+    choice.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json })
+}

@@ -1,0 +1,514 @@
+//! One collection run: the I/O around the pure steps. For each day the race plan says which
+//! races exist; for each race the card is required, the scratch list, track and training are
+//! soft (a failure leaves an empty block and a flag), and the horse, jockey, trainer and owner
+//! details are fetched once per run. A race fails only when its card fails or when half or more
+//! of its horses' details fail (domain.md §2.2). Auth and quota failures stop the whole run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use jiff::civil::Date;
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::odds;
+use super::prerace::{self, PRERACE_SCHEMA, PreRaceCard};
+use super::results;
+use super::schedule::{self, PlannedRace, RaceKey};
+use crate::crd::Meet;
+use crate::kra::client::{CallError, Endpoint, Fetched, KraClient};
+use crate::kra::envelope::Row;
+use crate::kra::normalize;
+use crate::store::{Store, StoreError};
+
+/// Minutes before the scheduled start when the pre-race state is frozen.
+pub const CUTOFF_MINUTES: i64 = 10;
+
+/// What a run collects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Stage {
+    Cards,
+    Results,
+    Odds,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub meet: Meet,
+    pub from: Date,
+    pub to: Date,
+    /// Only these races; all the plan lists when `None`.
+    pub races: Option<Vec<i64>>,
+    pub stages: Vec<Stage>,
+    /// Fetch horse, jockey, trainer and owner details with the cards.
+    pub details: bool,
+    /// Odds rows per statement.
+    pub odds_batch: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RaceFailure {
+    pub race_id: String,
+    pub stage: &'static str,
+    pub class: String,
+    pub message: String,
+}
+
+/// The machine-readable summary of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    pub races_found: i64,
+    pub races_collected: i64,
+    pub races_failed: i64,
+    pub rows_written: i64,
+    pub api_calls: i64,
+    pub api_calls_by_endpoint: BTreeMap<&'static str, u64>,
+    pub failures: Vec<RaceFailure>,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<String>,
+    /// The class of that stop: `auth`, `quota_exhausted`, `budget_exhausted` or `database`.
+    pub stop_class: Option<&'static str>,
+    pub message: String,
+}
+
+impl RunSummary {
+    pub fn succeeded(&self) -> bool {
+        self.stopped.is_none() && self.races_failed == 0
+    }
+}
+
+/// Something that ends the run.
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error("{0}")]
+    Api(CallError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Progress lines for a person at a terminal.
+pub type Progress<'a> = dyn Fn(&str) + Send + Sync + 'a;
+
+pub struct Collector<'a> {
+    client: &'a KraClient,
+    store: &'a Store,
+    clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    progress: &'a Progress<'a>,
+    /// Detail rows by (endpoint, id): each horse, jockey, trainer and owner once per run.
+    details: HashMap<(Endpoint, String), Result<Option<Row>, String>>,
+    summary: RunSummary,
+    failed_races: BTreeSet<String>,
+}
+
+fn param(date: Date) -> String {
+    date.strftime("%Y%m%d").to_string()
+}
+
+/// The raw parameters of a call, for the response store (the key is never among them).
+fn params_json(params: &[(&str, String)]) -> Value {
+    Value::Object(params.iter().map(|(k, v)| (k.to_string(), Value::String(v.clone()))).collect())
+}
+
+impl<'a> Collector<'a> {
+    pub fn new(
+        client: &'a KraClient,
+        store: &'a Store,
+        clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+        progress: &'a Progress<'a>,
+    ) -> Self {
+        Self {
+            client,
+            store,
+            clock,
+            progress,
+            details: HashMap::new(),
+            summary: RunSummary::default(),
+            failed_races: BTreeSet::new(),
+        }
+    }
+
+    /// Run the request to its end (or to a stop) and summarise.
+    pub async fn run(mut self, request: &RunRequest) -> RunSummary {
+        let mut date = request.from;
+        while date <= request.to {
+            if let Err(stop) = self.day(request, date).await {
+                self.summary.stop_class = Some(match &stop {
+                    Stop::Api(error) => error.class(),
+                    Stop::Store(_) => "database",
+                });
+                self.summary.stopped = Some(stop.to_string());
+                break;
+            }
+            date = match date.tomorrow() {
+                Ok(next) => next,
+                Err(_) => break,
+            };
+        }
+        let stats = self.client.stats();
+        self.summary.api_calls = stats.total() as i64;
+        self.summary.api_calls_by_endpoint = stats.by_endpoint();
+        self.summary.races_failed = self.failed_races.len() as i64;
+        self.summary.races_collected = self.summary.races_found - self.summary.races_failed;
+        self.summary.message = match &self.summary.stopped {
+            Some(reason) => format!("stopped: {reason}"),
+            None => format!(
+                "{} race(s) found, {} collected, {} failed, {} row(s) written, {} API call(s)",
+                self.summary.races_found,
+                self.summary.races_collected,
+                self.summary.races_failed,
+                self.summary.rows_written,
+                self.summary.api_calls
+            ),
+        };
+        self.summary
+    }
+
+    /// Fetch, keep the raw bodies, and turn a fatal failure into a stop.
+    async fn fetch(
+        &mut self,
+        endpoint: Endpoint,
+        params: &[(&str, String)],
+    ) -> Result<Result<Fetched, CallError>, Stop> {
+        match self.client.fetch(endpoint, params).await {
+            Ok(fetched) => {
+                let at = (self.clock)();
+                let params = params_json(params);
+                for body in &fetched.bodies {
+                    self.store.put_raw(endpoint.api_id(), &params, body, at).await?;
+                }
+                Ok(Ok(fetched))
+            }
+            Err(error) if error.fatal() => Err(Stop::Api(error)),
+            Err(error) => Ok(Err(error)),
+        }
+    }
+
+    async fn fail(&mut self, race_id: &str, stage: &'static str, class: &str, message: String) -> Result<(), Stop> {
+        (self.progress)(&format!("{race_id} {stage} failed: {message}"));
+        self.store.record_failure(race_id, stage, class, &message, (self.clock)()).await?;
+        self.failed_races.insert(race_id.to_string());
+        self.summary.failures.push(RaceFailure {
+            race_id: race_id.to_string(),
+            stage,
+            class: class.to_string(),
+            message,
+        });
+        Ok(())
+    }
+
+    async fn day(&mut self, request: &RunRequest, date: Date) -> Result<(), Stop> {
+        let meet = request.meet;
+        let day_params = vec![("meet", meet.api_code().to_string()), ("rc_date", param(date))];
+        let day_id = format!("{}_{}_*", param(date), meet.api_code());
+        let plan = match self.fetch(Endpoint::RacePlan, &day_params).await? {
+            Ok(fetched) => schedule::planned_races(date, meet, &fetched.rows),
+            Err(error) => match &request.races {
+                // Without the plan the requested races can still be tried; their start is unknown.
+                Some(numbers) => numbers
+                    .iter()
+                    .map(|n| PlannedRace { key: RaceKey { date, meet, number: *n }, start: None, distance: None })
+                    .collect(),
+                None => {
+                    self.fail(&day_id, "card", error.class(), format!("the race plan is unavailable: {error}")).await?;
+                    return Ok(());
+                }
+            },
+        };
+        let races: Vec<PlannedRace> = match &request.races {
+            Some(numbers) => {
+                for missing in numbers.iter().filter(|n| !plan.iter().any(|r| r.key.number == **n)) {
+                    let id = RaceKey { date, meet, number: *missing }.race_id();
+                    self.summary.races_found += 1;
+                    self.fail(&id, "card", "not_scheduled", "the race plan does not list this race".into()).await?;
+                }
+                plan.into_iter().filter(|r| numbers.contains(&r.key.number)).collect()
+            }
+            None => plan,
+        };
+        (self.progress)(&format!("{} {}: {} race(s) planned", date, meet.as_str(), races.len()));
+        self.summary.races_found += races.len() as i64;
+        for race in &races {
+            let written = self.store.upsert_race(race, (self.clock)()).await?;
+            self.summary.rows_written += written.rows as i64;
+        }
+        if races.is_empty() {
+            return Ok(());
+        }
+        if request.stages.contains(&Stage::Cards) {
+            self.cards(request, date, &races).await?;
+        }
+        for race in &races {
+            if request.stages.contains(&Stage::Results) {
+                self.result(race).await?;
+            }
+            if request.stages.contains(&Stage::Odds) {
+                self.odds(race, request.odds_batch).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A day-level source that may fail without failing the races: rows, or a flag.
+    async fn soft(&mut self, endpoint: Endpoint, params: &[(&str, String)]) -> Result<(Vec<Row>, String), Stop> {
+        Ok(match self.fetch(endpoint, params).await? {
+            Ok(fetched) => (fetched.rows, "ok".into()),
+            Err(error) => (Vec::new(), format!("unavailable: {}", error.class())),
+        })
+    }
+
+    async fn cards(&mut self, request: &RunRequest, date: Date, races: &[PlannedRace]) -> Result<(), Stop> {
+        let meet = request.meet;
+        let code = meet.api_code().to_string();
+        let day = param(date);
+        let (cancelled, cancelled_flag) =
+            self.soft(Endpoint::Cancelled, &[("meet", code.clone()), ("rc_date", day.clone())]).await?;
+        let (track, track_flag) = self
+            .soft(Endpoint::Track, &[("meet", code.clone()), ("rc_date_fr", day.clone()), ("rc_date_to", day.clone())])
+            .await?;
+        let (training, training_flag) = if meet == Meet::Seoul {
+            self.soft(Endpoint::Training, &[("trng_dt", day.clone())]).await?
+        } else {
+            (Vec::new(), "not collected for this racecourse".to_string())
+        };
+
+        for race in races {
+            let race_id = race.key.race_id();
+            let params = vec![("meet", code.clone()), ("rc_date", day.clone()), ("rc_no", race.key.number.to_string())];
+            let rows = match self.fetch(Endpoint::RaceDetail, &params).await? {
+                Ok(fetched) if fetched.rows.is_empty() => {
+                    self.fail(&race_id, "card", "card_empty", "the race card has no entries".into()).await?;
+                    continue;
+                }
+                Ok(fetched) => fetched.rows,
+                Err(error) => {
+                    self.fail(&race_id, "card", error.class(), error.to_string()).await?;
+                    continue;
+                }
+            };
+            let of_race = |row: &&Row| normalize::int(row.get("rcNo")) == Some(race.key.number);
+            let scratched: BTreeSet<i64> =
+                cancelled.iter().filter(of_race).filter_map(|r| normalize::int(r.get("chulNo"))).collect();
+            let card = prerace::card(&rows, &scratched);
+            let track_row = track.iter().find(of_race).cloned();
+
+            let (details, failed_horses) =
+                if request.details { self.details(&card, meet).await? } else { (json!({}), vec![]) };
+            let runners = card.entries.iter().filter(|e| !e.scratched).count();
+            if request.details && runners > 0 && (failed_horses.len() * 2 >= runners) {
+                let message = format!("details failed for {} of {} horses", failed_horses.len(), runners);
+                self.fail(&race_id, "card", "details_failed", message).await?;
+                continue;
+            }
+            let (training_block, training_state) = training_for(&card, &training);
+            let content = json!({
+                "card": card,
+                "track": track_row.map(|r| track_block(&r)),
+                "details": details,
+                "training": training_block,
+            });
+            let collected_at = (self.clock)();
+            let cutoff = race.start.and_then(|time| {
+                let start = date.to_datetime(time).in_tz("Asia/Seoul").ok()?.timestamp();
+                Some(start - SignedDuration::from_mins(CUTOFF_MINUTES))
+            });
+            let sources = json!({
+                "cancelled": cancelled_flag,
+                "track": track_flag,
+                "training": if training_state.is_empty() { training_flag.clone() } else { training_state },
+                "failedHorses": failed_horses,
+                "excludedFields": prerace::excluded_fields(&rows),
+                "cutoffAt": cutoff.map(|c| c.to_string()),
+                "cutoffUnbounded": cutoff.is_none(),
+                "collectedAt": collected_at.to_string(),
+            });
+            let after_cutoff = cutoff.is_some_and(|c| collected_at > c);
+            let revision = self
+                .store
+                .add_prerace_snapshot(&race_id, PRERACE_SCHEMA, &content, &sources, collected_at, after_cutoff)
+                .await?;
+            self.summary.rows_written += i64::from(revision.is_some());
+            (self.progress)(&format!(
+                "{race_id} card: {} runner(s){}",
+                card.entries.len(),
+                match revision {
+                    Some(r) => format!(", revision {r}{}", if after_cutoff { " (after the cutoff)" } else { "" }),
+                    None => ", unchanged".into(),
+                }
+            ));
+        }
+        Ok(())
+    }
+
+    /// One detail row, fetched at most once per run.
+    async fn detail(
+        &mut self,
+        endpoint: Endpoint,
+        id: Option<&str>,
+        params: Vec<(&'static str, String)>,
+    ) -> Result<Result<Option<Row>, String>, Stop> {
+        let Some(id) = id else { return Ok(Ok(None)) };
+        let key = (endpoint, id.to_string());
+        if let Some(known) = self.details.get(&key) {
+            return Ok(known.clone());
+        }
+        let outcome = match self.fetch(endpoint, &params).await? {
+            Ok(fetched) => Ok(fetched.rows.into_iter().next()),
+            Err(error) => Err(error.class().to_string()),
+        };
+        self.details.insert(key, outcome.clone());
+        Ok(outcome)
+    }
+
+    /// Details of every runner; a horse fails when any of its fetches failed.
+    async fn details(&mut self, card: &PreRaceCard, meet: Meet) -> Result<(Value, Vec<Value>), Stop> {
+        let code = meet.api_code().to_string();
+        let mut blocks = serde_json::Map::new();
+        let mut failed = Vec::new();
+        for entry in card.entries.iter().filter(|e| !e.scratched) {
+            let hr = entry.hr_no.as_deref();
+            let jk = entry.jk_no.as_deref();
+            let tr = entry.tr_no.as_deref();
+            let ow = entry.ow_no.as_deref();
+            let lookups = [
+                (
+                    "hrDetail",
+                    self.detail(Endpoint::Horse, hr, vec![("hr_no", hr.unwrap_or_default().to_string())]).await?,
+                ),
+                (
+                    "jkDetail",
+                    self.detail(Endpoint::Jockey, jk, vec![("jk_no", jk.unwrap_or_default().to_string())]).await?,
+                ),
+                (
+                    "trDetail",
+                    self.detail(Endpoint::Trainer, tr, vec![("tr_no", tr.unwrap_or_default().to_string())]).await?,
+                ),
+                (
+                    "jkStats",
+                    self.detail(
+                        Endpoint::JockeyStats,
+                        jk,
+                        vec![("jk_no", jk.unwrap_or_default().to_string()), ("meet", code.clone())],
+                    )
+                    .await?,
+                ),
+                (
+                    "owDetail",
+                    self.detail(
+                        Endpoint::Owner,
+                        ow,
+                        vec![("ow_no", ow.unwrap_or_default().to_string()), ("meet", code.clone())],
+                    )
+                    .await?,
+                ),
+            ];
+            let mut block = serde_json::Map::new();
+            let mut errors = Vec::new();
+            for (name, outcome) in lookups {
+                match outcome {
+                    Ok(row) => {
+                        block.insert(name.into(), row.map(Value::Object).unwrap_or_else(|| json!({})));
+                    }
+                    Err(class) => {
+                        block.insert(name.into(), json!({}));
+                        errors.push(format!("{name}: {class}"));
+                    }
+                }
+            }
+            if !errors.is_empty() {
+                failed.push(json!({"chulNo": entry.chul_no, "hrNo": entry.hr_no, "errors": errors}));
+            }
+            blocks.insert(entry.chul_no.to_string(), Value::Object(block));
+        }
+        Ok((Value::Object(blocks), failed))
+    }
+
+    async fn result(&mut self, race: &PlannedRace) -> Result<(), Stop> {
+        let race_id = race.key.race_id();
+        let params = vec![
+            ("meet", race.key.meet.api_code().to_string()),
+            ("rc_date", param(race.key.date)),
+            ("rc_no", race.key.number.to_string()),
+        ];
+        // Always a fresh call: a result read from a cached card shows every `ord` as 0.
+        let rows = match self.fetch(Endpoint::RaceDetail, &params).await? {
+            Ok(fetched) => fetched.rows,
+            Err(error) => return self.fail(&race_id, "result", error.class(), error.to_string()).await,
+        };
+        match results::result(&rows) {
+            Ok(result) => {
+                let revision = self.store.add_result(&race_id, &result, (self.clock)()).await?;
+                self.summary.rows_written += i64::from(revision.is_some());
+                let top3 = result
+                    .top3
+                    .map(|t| format!("{t:?}"))
+                    .unwrap_or_else(|| format!("dead heat, placed {:?}", result.placed));
+                (self.progress)(&format!("{race_id} result: {top3}"));
+                Ok(())
+            }
+            Err(error) => self.fail(&race_id, "result", "result_not_available", error.to_string()).await,
+        }
+    }
+
+    async fn odds(&mut self, race: &PlannedRace, batch: usize) -> Result<(), Stop> {
+        let race_id = race.key.race_id();
+        let params = vec![
+            ("meet", race.key.meet.api_code().to_string()),
+            ("rc_date", param(race.key.date)),
+            ("rc_no", race.key.number.to_string()),
+        ];
+        let rows = match self.fetch(Endpoint::Odds, &params).await? {
+            Ok(fetched) => fetched.rows,
+            Err(error) => return self.fail(&race_id, "odds", error.class(), error.to_string()).await,
+        };
+        let (odds, _dropped) = odds::odds(&rows, race.key.number);
+        let written = self.store.upsert_odds(&race_id, "API160_1", &odds, (self.clock)(), batch).await?;
+        self.summary.rows_written += written.rows as i64;
+        (self.progress)(&format!("{race_id} odds: {} row(s), {} changed", odds.len(), written.rows));
+        Ok(())
+    }
+}
+
+/// The allow-listed track fields of API189_1 (an L0 snapshot).
+fn track_block(row: &Row) -> Value {
+    let keep = ["weather", "track", "waterPercent", "temperature", "humidity", "windDirection", "windSpeed"];
+    Value::Object(row.iter().filter(|(k, _)| keep.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// Training rows (API329) joined by horse name, the only key the API gives. A name that more
+/// than one runner of the card carries is ambiguous: those runners get no training block
+/// rather than a wrong one.
+fn training_for(card: &PreRaceCard, rows: &[Row]) -> (Value, String) {
+    if rows.is_empty() {
+        return (json!({}), String::new());
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for entry in &card.entries {
+        if let Some(name) = entry.hr_name.as_deref() {
+            *names.entry(name).or_default() += 1;
+        }
+    }
+    let mut blocks = serde_json::Map::new();
+    let mut ambiguous = 0;
+    for entry in &card.entries {
+        let Some(name) = entry.hr_name.as_deref() else { continue };
+        if names.get(name).copied().unwrap_or(0) > 1 {
+            ambiguous += 1;
+            continue;
+        }
+        let sessions: Vec<Value> = rows
+            .iter()
+            .filter(|r| normalize::text(r.get("hrnm")).as_deref() == Some(name))
+            .map(|r| Value::Object(r.clone()))
+            .collect();
+        if !sessions.is_empty() {
+            blocks.insert(entry.chul_no.to_string(), Value::Array(sessions));
+        }
+    }
+    let state =
+        if ambiguous > 0 { format!("ok; {ambiguous} runner(s) with an ambiguous name left out") } else { "ok".into() };
+    (Value::Object(blocks), state)
+}
