@@ -259,3 +259,51 @@ pub async fn run(cli: Cli) -> ExitCode {
 pub fn default_log_format(choice: Option<LogFormat>) -> LogFormat {
     choice.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::validate::{self, WorkerDefaults};
+    use crate::crd::{KraAction, KraJobSpec, SecretKeyRef};
+
+    #[test]
+    fn the_operators_arguments_parse_for_every_action() {
+        let defaults = WorkerDefaults {
+            image: "img".into(),
+            database_secret: Some(SecretKeyRef { name: "db".into(), key: "url".into() }),
+            ..Default::default()
+        };
+        for action in [
+            KraAction::CollectRaceCards,
+            KraAction::CollectResults,
+            KraAction::CollectOdds,
+            KraAction::Preprocess,
+            KraAction::Enrich,
+            KraAction::FullPipeline,
+        ] {
+            let spec: KraJobSpec = serde_json::from_value(serde_json::json!({
+                "action": action, "meet": "busan", "dateRange": {"from": "2025-05-23", "to": "2025-05-25"},
+                "raceNumbers": [1, 3], "apiKeySecretRef": {"name": "k", "key": "v"}
+            }))
+            .unwrap();
+            let invocation = validate::krajob(&spec, &defaults).unwrap();
+            let argv = std::iter::once("kra-collector".to_string()).chain(invocation.args);
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{action:?}: {e}"));
+            let args = match cli.command {
+                Command::Collect(a)
+                | Command::Results(a)
+                | Command::Odds(a)
+                | Command::Pipeline(a)
+                | Command::Preprocess(a)
+                | Command::Enrich(a) => a,
+            };
+            assert_eq!(args.meet, MeetArg::Busan);
+            assert_eq!(
+                (args.from.map(|d| d.to_string()), args.to.map(|d| d.to_string())),
+                (Some("2025-05-23".into()), Some("2025-05-25".into()))
+            );
+            assert_eq!(args.races, Some(vec![1, 3]));
+            assert_eq!(args.summary_file.as_deref(), Some(std::path::Path::new(validate::SUMMARY_PATH)));
+        }
+    }
+}
