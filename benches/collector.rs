@@ -110,6 +110,7 @@ async fn calls_per_day() -> (u64, u64, std::collections::BTreeMap<&'static str, 
         stages: vec![Stage::Cards, Stage::Results, Stage::Odds],
         details: true,
         odds_batch: 500,
+        odds_backfill: false,
     };
     let progress = |_: &str| {};
     let summary = Collector::new(&client, &store, Arc::new(Timestamp::now), &progress).run(&request).await;

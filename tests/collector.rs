@@ -44,11 +44,32 @@ impl Harness {
         Harness { kra, store, _dir: Some(dir) }
     }
 
+    fn run_request(&self, stages: &[Stage], races: Option<Vec<i64>>) -> RunRequest {
+        RunRequest {
+            meet: Meet::Seoul,
+            from: Date::new(2025, 5, 24).unwrap(),
+            to: Date::new(2025, 5, 24).unwrap(),
+            races,
+            stages: stages.to_vec(),
+            details: true,
+            odds_batch: 100,
+            odds_backfill: false,
+        }
+    }
+
     async fn run(&self, stages: &[Stage], races: Option<Vec<i64>>, now: Timestamp) -> RunSummary {
         self.run_with(stages, races, now, 10_000).await
     }
 
     async fn run_with(&self, stages: &[Stage], races: Option<Vec<i64>>, now: Timestamp, budget: u64) -> RunSummary {
+        self.run_request_with(&self.run_request(stages, races), now, budget).await
+    }
+
+    async fn run_request_at(&self, request: &RunRequest, now: Timestamp) -> RunSummary {
+        self.run_request_with(request, now, 10_000).await
+    }
+
+    async fn run_request_with(&self, request: &RunRequest, now: Timestamp, budget: u64) -> RunSummary {
         kra_operator::telemetry::install_crypto_provider();
         let settings = ClientSettings {
             base_url: self.kra.base_url.clone(),
@@ -61,18 +82,9 @@ impl Harness {
         };
         let budget = Arc::new(Budget::new(BudgetLimits { per_second: 10_000.0, per_run: budget }));
         let client = KraClient::new(&settings, ServiceKey::new(KEY), budget).unwrap();
-        let request = RunRequest {
-            meet: Meet::Seoul,
-            from: Date::new(2025, 5, 24).unwrap(),
-            to: Date::new(2025, 5, 24).unwrap(),
-            races,
-            stages: stages.to_vec(),
-            details: true,
-            odds_batch: 100,
-        };
         let lines: Mutex<Vec<String>> = Mutex::default();
         let progress = |line: &str| lines.lock().unwrap().push(line.to_string());
-        Collector::new(&client, &self.store, Arc::new(move || now), &progress).run(&request).await
+        Collector::new(&client, &self.store, Arc::new(move || now), &progress).run(request).await
     }
 }
 
@@ -159,6 +171,29 @@ async fn results_are_read_fresh_after_the_card_and_odds_follow() {
     assert!(summary.succeeded(), "{summary:#?}");
     assert_eq!(h.store.count("race_results").await.unwrap(), 4, "no result came from a stale card");
     assert_eq!(h.store.count("race_odds").await.unwrap(), 4 * 9);
+}
+
+#[tokio::test]
+async fn backfilled_odds_are_kept_apart_from_live_odds() {
+    let h = Harness::sqlite().await;
+    let day = Day::default();
+    kra_day::serve_before(&h.kra, &day);
+    kra_day::serve_after(&h.kra, &day);
+    h.kra.rows(
+        "API301/Dividend_rate_total",
+        &[("rc_no", "1")],
+        vec![json!({"pool": "삼복승식", "chulNo": 8, "chulNo2": 7, "chulNo3": 6, "odds": 30.9, "rcNo": 1})],
+    );
+    h.run(&[Stage::Odds], Some(vec![1]), evening()).await;
+    let mut request_backfill = h.run_request(&[Stage::Odds], Some(vec![1]));
+    request_backfill.odds_backfill = true;
+    let summary = h.run_request_at(&request_backfill, evening()).await;
+    assert!(summary.succeeded(), "{summary:#?}");
+    assert_eq!(
+        h.store.count("race_odds").await.unwrap(),
+        9 + 1,
+        "both sources are stored, neither overwrites the other"
+    );
 }
 
 #[tokio::test]

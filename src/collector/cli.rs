@@ -101,6 +101,9 @@ pub struct DayArgs {
     /// Odds rows written per statement.
     #[arg(long, default_value_t = 500)]
     pub odds_batch: usize,
+    /// Odds from the dividend totals (API301, for backfilling past days) instead of API160_1.
+    #[arg(long)]
+    pub backfill: bool,
     /// Also write the summary here, compact (a Kubernetes termination message, at most 4 KiB).
     #[arg(long)]
     pub summary_file: Option<PathBuf>,
@@ -226,6 +229,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         stages,
         details: !args.no_details,
         odds_batch: args.odds_batch,
+        odds_backfill: args.backfill,
     };
     let summary = Collector::new(&client, &store, Arc::new(jiff::Timestamp::now), &progress).run(&request).await;
 

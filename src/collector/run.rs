@@ -46,6 +46,9 @@ pub struct RunRequest {
     pub details: bool,
     /// Odds rows per statement.
     pub odds_batch: usize,
+    /// Take odds from the day-level dividend totals (API301, the backfill source) instead of
+    /// the per-race odds (API160_1). Stored under their own source, never mixed.
+    pub odds_backfill: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -246,7 +249,7 @@ impl<'a> Collector<'a> {
                 self.result(race).await?;
             }
             if request.stages.contains(&Stage::Odds) {
-                self.odds(race, request.odds_batch).await?;
+                self.odds(race, request.odds_batch, request.odds_backfill).await?;
             }
         }
         Ok(())
@@ -453,19 +456,21 @@ impl<'a> Collector<'a> {
         }
     }
 
-    async fn odds(&mut self, race: &PlannedRace, batch: usize) -> Result<(), Stop> {
+    async fn odds(&mut self, race: &PlannedRace, batch: usize, backfill: bool) -> Result<(), Stop> {
         let race_id = race.key.race_id();
+        let (endpoint, source) =
+            if backfill { (Endpoint::DividendTotals, "API301") } else { (Endpoint::Odds, "API160_1") };
         let params = vec![
             ("meet", race.key.meet.api_code().to_string()),
             ("rc_date", param(race.key.date)),
             ("rc_no", race.key.number.to_string()),
         ];
-        let rows = match self.fetch(Endpoint::Odds, &params).await? {
+        let rows = match self.fetch(endpoint, &params).await? {
             Ok(fetched) => fetched.rows,
             Err(error) => return self.fail(&race_id, "odds", error.class(), error.to_string()).await,
         };
         let (odds, _dropped) = odds::odds(&rows, race.key.number);
-        let written = self.store.upsert_odds(&race_id, "API160_1", &odds, (self.clock)(), batch).await?;
+        let written = self.store.upsert_odds(&race_id, source, &odds, (self.clock)(), batch).await?;
         self.summary.rows_written += written.rows as i64;
         (self.progress)(&format!("{race_id} odds: {} row(s), {} changed", odds.len(), written.rows));
         Ok(())
