@@ -1,0 +1,338 @@
+//! Run metrics, named so that nobody confuses them (the predecessor's `set_match` meant two
+//! things): `exact_top3_hit_rate` (all three right) is not `mean_top3_overlap` (|pred ∩ actual| / 3).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::scoring::{RaceScore, ScoreStatus};
+
+/// What a race is, for the breakdowns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RaceFacts {
+    pub race_id: String,
+    pub meet: String,
+    pub distance: Option<i64>,
+    pub field_size: usize,
+    /// `YYYY-MM`, for results by month (metrics dip early in the year; report them by month).
+    pub month: String,
+}
+
+pub fn distance_bucket(distance: Option<i64>) -> &'static str {
+    match distance {
+        Some(d) if d < 1200 => "sprint",
+        Some(d) if d <= 1800 => "mid",
+        Some(_) => "route",
+        None => "unknown",
+    }
+}
+
+pub fn field_size_bucket(size: usize) -> &'static str {
+    match size {
+        0..=8 => "small",
+        9..=12 => "medium",
+        _ => "large",
+    }
+}
+
+/// A confidence interval.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    pub low: f64,
+    pub high: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub races: usize,
+    /// Races counted in the aggregates (all but deferred).
+    pub covered: usize,
+    pub exact_top3_hit_rate: f64,
+    pub exact_top3_hit_rate_ci95: Option<Interval>,
+    pub mean_top3_overlap: f64,
+    pub mean_top3_overlap_ci95: Option<Interval>,
+    pub top1_winner_rate: f64,
+    /// Share of races whose prediction parsed and met the contract.
+    pub json_valid_rate: f64,
+    pub contract_error_rate: f64,
+    pub coverage: f64,
+    /// Races by number of correct horses, "0" to "3" (covered races).
+    pub correct_count_distribution: BTreeMap<String, usize>,
+    pub status_counts: BTreeMap<String, usize>,
+}
+
+fn rate(count: usize, of: usize) -> f64 {
+    if of == 0 { 0.0 } else { count as f64 / of as f64 }
+}
+
+/// SplitMix64: a small, fixed, portable generator, so a seed gives the same intervals everywhere.
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Percentile bootstrap of a mean, with a fixed seed.
+pub fn bootstrap_mean(values: &[f64], resamples: usize, seed: u64) -> Option<Interval> {
+    if values.len() < 2 || resamples == 0 {
+        return None;
+    }
+    let mut rng = SplitMix64::new(seed);
+    let n = values.len();
+    let mut means: Vec<f64> =
+        (0..resamples).map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64).collect();
+    means.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| means[((resamples as f64 - 1.0) * q).round() as usize];
+    Some(Interval { low: at(0.025), high: at(0.975) })
+}
+
+pub const BOOTSTRAP_SEED: u64 = 42;
+
+/// Aggregate scored races. `resamples` sets the bootstrap (0: no intervals).
+pub fn metrics(scores: &[RaceScore], resamples: usize) -> Metrics {
+    let covered: Vec<&RaceScore> = scores.iter().filter(|s| s.status.covered()).collect();
+    let exact: Vec<f64> = covered.iter().map(|s| f64::from(u8::from(s.exact_hit))).collect();
+    let overlap: Vec<f64> = covered.iter().map(|s| f64::from(s.correct_count) / 3.0).collect();
+    let valid = scores.iter().filter(|s| s.status.valid_prediction()).count();
+    let mut distribution: BTreeMap<String, usize> = (0..=3).map(|n| (n.to_string(), 0)).collect();
+    for s in &covered {
+        *distribution.entry(s.correct_count.to_string()).or_default() += 1;
+    }
+    let mut statuses = BTreeMap::new();
+    for s in scores {
+        let name = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        *statuses.entry(name).or_default() += 1;
+    }
+    Metrics {
+        races: scores.len(),
+        covered: covered.len(),
+        exact_top3_hit_rate: rate(covered.iter().filter(|s| s.exact_hit).count(), covered.len()),
+        exact_top3_hit_rate_ci95: bootstrap_mean(&exact, resamples, BOOTSTRAP_SEED),
+        mean_top3_overlap: if overlap.is_empty() { 0.0 } else { overlap.iter().sum::<f64>() / overlap.len() as f64 },
+        mean_top3_overlap_ci95: bootstrap_mean(&overlap, resamples, BOOTSTRAP_SEED),
+        top1_winner_rate: rate(covered.iter().filter(|s| s.winner_hit).count(), covered.len()),
+        json_valid_rate: rate(valid, scores.len()),
+        contract_error_rate: rate(scores.len() - valid, scores.len()),
+        coverage: rate(covered.len(), scores.len()),
+        correct_count_distribution: distribution,
+        status_counts: statuses,
+    }
+}
+
+/// Metrics by meet, distance, field size and month.
+pub fn breakdowns(
+    scores: &[RaceScore],
+    facts: &[RaceFacts],
+    resamples: usize,
+) -> BTreeMap<String, BTreeMap<String, Metrics>> {
+    let by_id: HashMap<&str, &RaceFacts> = facts.iter().map(|f| (f.race_id.as_str(), f)).collect();
+    let mut groups: BTreeMap<String, BTreeMap<String, Vec<RaceScore>>> = BTreeMap::new();
+    for score in scores {
+        let Some(fact) = by_id.get(score.race_id.as_str()) else { continue };
+        for (dimension, key) in [
+            ("meet", fact.meet.clone()),
+            ("distance", distance_bucket(fact.distance).to_string()),
+            ("fieldSize", field_size_bucket(fact.field_size).to_string()),
+            ("month", fact.month.clone()),
+        ] {
+            groups.entry(dimension.to_string()).or_default().entry(key).or_default().push(score.clone());
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(dimension, keys)| (dimension, keys.into_iter().map(|(k, v)| (k, metrics(&v, resamples))).collect()))
+        .collect()
+}
+
+/// A paired comparison of a run against a baseline run, race by race (matched by race id,
+/// never by position).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Comparison {
+    /// Races scored in both runs and covered in both.
+    pub paired: usize,
+    pub only_in_run: usize,
+    pub only_in_baseline: usize,
+    pub exact_hit_rate_difference: f64,
+    pub exact_hit_rate_difference_ci95: Option<Interval>,
+    pub mean_overlap_difference: f64,
+    pub mean_overlap_difference_ci95: Option<Interval>,
+    /// Races the run hit exactly and the baseline did not, and the other way round.
+    pub run_better: usize,
+    pub baseline_better: usize,
+    /// McNemar's test with continuity correction on exact hits.
+    pub mcnemar_p_value: f64,
+}
+
+/// The upper tail of χ² with one degree of freedom: erfc(sqrt(x / 2)).
+fn chi2_df1_survival(x: f64) -> f64 {
+    if x <= 0.0 {
+        return 1.0;
+    }
+    erfc((x / 2.0).sqrt())
+}
+
+/// Complementary error function (Numerical Recipes' Chebyshev fit, |error| < 1.2e-7).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * poly.exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+pub fn compare(run: &[RaceScore], baseline: &[RaceScore], resamples: usize) -> Comparison {
+    let base: HashMap<&str, &RaceScore> = baseline.iter().map(|s| (s.race_id.as_str(), s)).collect();
+    let mine: HashMap<&str, &RaceScore> = run.iter().map(|s| (s.race_id.as_str(), s)).collect();
+    let mut exact_diff = Vec::new();
+    let mut overlap_diff = Vec::new();
+    let (mut run_better, mut baseline_better) = (0, 0);
+    let mut ids: Vec<&str> = mine.keys().copied().filter(|id| base.contains_key(id)).collect();
+    ids.sort_unstable();
+    for id in &ids {
+        let (a, b) = (mine[id], base[id]);
+        if !a.status.covered() || !b.status.covered() {
+            continue;
+        }
+        exact_diff.push(f64::from(u8::from(a.exact_hit)) - f64::from(u8::from(b.exact_hit)));
+        overlap_diff.push((f64::from(a.correct_count) - f64::from(b.correct_count)) / 3.0);
+        match (a.exact_hit, b.exact_hit) {
+            (true, false) => run_better += 1,
+            (false, true) => baseline_better += 1,
+            _ => {}
+        }
+    }
+    let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let discordant = (run_better + baseline_better) as f64;
+    let statistic = if discordant > 0.0 {
+        ((run_better as f64 - baseline_better as f64).abs() - 1.0).max(0.0).powi(2) / discordant
+    } else {
+        0.0
+    };
+    Comparison {
+        paired: exact_diff.len(),
+        only_in_run: mine.keys().filter(|id| !base.contains_key(*id)).count(),
+        only_in_baseline: base.keys().filter(|id| !mine.contains_key(*id)).count(),
+        exact_hit_rate_difference: mean(&exact_diff),
+        exact_hit_rate_difference_ci95: bootstrap_mean(&exact_diff, resamples, BOOTSTRAP_SEED),
+        mean_overlap_difference: mean(&overlap_diff),
+        mean_overlap_difference_ci95: bootstrap_mean(&overlap_diff, resamples, BOOTSTRAP_SEED),
+        run_better,
+        baseline_better,
+        mcnemar_p_value: chi2_df1_survival(statistic),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scored(id: &str, correct: u8, winner: bool, status: ScoreStatus) -> RaceScore {
+        RaceScore {
+            race_id: id.into(),
+            status,
+            predicted: Some([1, 2, 3]),
+            confidence: None,
+            correct_count: correct,
+            exact_hit: correct == 3,
+            winner_hit: winner,
+        }
+    }
+
+    /// Hand-computed: 5 races; one deferred (left out), one contract failure (counted as 0).
+    fn fixture() -> Vec<RaceScore> {
+        vec![
+            scored("a", 3, true, ScoreStatus::ScoredOk),
+            scored("b", 2, false, ScoreStatus::ScoredOk),
+            scored("c", 1, true, ScoreStatus::ScoredOk),
+            scored("d", 0, false, ScoreStatus::FailPredictedTop3Invalid),
+            scored("e", 3, true, ScoreStatus::DeferredLowConfidence),
+        ]
+    }
+
+    #[test]
+    fn exact_hits_and_mean_overlap_are_different_numbers() {
+        let m = metrics(&fixture(), 0);
+        assert_eq!((m.races, m.covered), (5, 4));
+        assert_eq!(m.exact_top3_hit_rate, 0.25, "1 of 4 covered races all right");
+        assert!((m.mean_top3_overlap - 0.5).abs() < 1e-12, "(3 + 2 + 1 + 0) / 3 / 4");
+        assert_eq!(m.top1_winner_rate, 0.5);
+        assert_eq!(m.json_valid_rate, 0.8, "the contract failure counts in the total");
+        assert!((m.contract_error_rate - 0.2).abs() < 1e-12);
+        assert_eq!(m.coverage, 0.8);
+        let distribution: Vec<usize> = m.correct_count_distribution.values().copied().collect();
+        assert_eq!(distribution, [1, 1, 1, 1]);
+        assert_eq!(m.status_counts["FAIL_PREDICTED_TOP3_INVALID"], 1);
+    }
+
+    #[test]
+    fn the_bootstrap_is_fixed_by_its_seed_and_brackets_the_mean() {
+        let values: Vec<f64> = (0..200).map(|i| f64::from(u8::from(i % 5 == 0))).collect();
+        let first = bootstrap_mean(&values, 2000, 42).unwrap();
+        assert_eq!(first, bootstrap_mean(&values, 2000, 42).unwrap());
+        assert!(first.low < 0.2 && 0.2 < first.high && first.low > 0.1 && first.high < 0.3, "{first:?}");
+        assert_ne!(first, bootstrap_mean(&values, 2000, 7).unwrap());
+    }
+
+    #[test]
+    fn comparisons_pair_races_by_id_not_by_position() {
+        let run = vec![
+            scored("a", 3, true, ScoreStatus::ScoredOk),
+            scored("b", 0, false, ScoreStatus::ScoredOk),
+            scored("x", 3, true, ScoreStatus::ScoredOk),
+        ];
+        // The baseline lists the same races in another order, plus one the run lacks.
+        let baseline = vec![
+            scored("b", 3, false, ScoreStatus::ScoredOk),
+            scored("c", 0, false, ScoreStatus::ScoredOk),
+            scored("a", 0, true, ScoreStatus::ScoredOk),
+        ];
+        let c = compare(&run, &baseline, 0);
+        assert_eq!((c.paired, c.only_in_run, c.only_in_baseline), (2, 1, 1));
+        assert_eq!((c.run_better, c.baseline_better), (1, 1));
+        assert_eq!(c.exact_hit_rate_difference, 0.0);
+        assert!((c.mcnemar_p_value - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn mcnemar_matches_the_textbook_value() {
+        // 15 vs 5 discordant pairs: χ² = (|15 − 5| − 1)² / 20 = 4.05, p ≈ 0.0442.
+        let run: Vec<RaceScore> =
+            (0..20).map(|i| scored(&i.to_string(), if i < 15 { 3 } else { 0 }, false, ScoreStatus::ScoredOk)).collect();
+        let baseline: Vec<RaceScore> =
+            (0..20).map(|i| scored(&i.to_string(), if i < 15 { 0 } else { 3 }, false, ScoreStatus::ScoredOk)).collect();
+        let c = compare(&run, &baseline, 0);
+        assert!((c.mcnemar_p_value - 0.0442).abs() < 5e-4, "{}", c.mcnemar_p_value);
+        assert_eq!(c.exact_hit_rate_difference, 0.5);
+    }
+
+    #[test]
+    fn buckets() {
+        assert_eq!(distance_bucket(Some(1000)), "sprint");
+        assert_eq!(distance_bucket(Some(1200)), "mid");
+        assert_eq!(distance_bucket(Some(1800)), "mid");
+        assert_eq!(distance_bucket(Some(2000)), "route");
+        assert_eq!(field_size_bucket(8), "small");
+        assert_eq!(field_size_bucket(12), "medium");
+        assert_eq!(field_size_bucket(14), "large");
+    }
+}

@@ -1,0 +1,5 @@
+//! The evaluation of `kra-evaluator`: datasets from the race store, predictors, scoring by the
+//! score-status contract, metrics, and run metadata.
+
+pub mod metrics;
+pub mod scoring;
