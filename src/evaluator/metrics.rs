@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::scoring::{RaceScore, ScoreStatus};
+use super::scoring::RaceScore;
 
 /// What a race is, for the breakdowns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +245,7 @@ pub fn compare(run: &[RaceScore], baseline: &[RaceScore], resamples: usize) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evaluator::scoring::ScoreStatus;
 
     fn scored(id: &str, correct: u8, winner: bool, status: ScoreStatus) -> RaceScore {
         RaceScore {

@@ -46,7 +46,7 @@ pub struct Actual {
 }
 
 /// How predictions are judged.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScoringPolicy {
     /// A prediction without a confidence is `MISSING_CONFIDENCE` (the v1 rule for LLM answers).
@@ -54,12 +54,6 @@ pub struct ScoringPolicy {
     pub require_confidence: bool,
     /// Valid predictions below this confidence are deferred (scored, left out of the aggregates).
     pub defer_threshold: Option<f64>,
-}
-
-impl Default for ScoringPolicy {
-    fn default() -> Self {
-        ScoringPolicy { require_confidence: false, defer_threshold: None }
-    }
 }
 
 /// A prediction as the contract reads it.
