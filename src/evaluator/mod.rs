@@ -1,5 +1,6 @@
 //! The evaluation of `kra-evaluator`: datasets from the race store, predictors, scoring by the
 //! score-status contract, metrics, and run metadata.
 
+pub mod dataset;
 pub mod metrics;
 pub mod scoring;

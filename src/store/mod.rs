@@ -86,6 +86,20 @@ enum Bind {
     Bool(bool),
 }
 
+/// A race as the evaluator reads it: its stored pre-race snapshots and results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredRace {
+    pub race_id: String,
+    pub race_date: String,
+    pub meet: i64,
+    pub race_number: i64,
+    pub distance: Option<i64>,
+    /// (revision, content sha256, content, collected after the cutoff), oldest first.
+    pub snapshots: Vec<(i64, String, Value, bool)>,
+    /// (revision, content sha256, result), oldest first.
+    pub results: Vec<(i64, String, Value)>,
+}
+
 /// What a write changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Written {
@@ -443,6 +457,89 @@ impl Store {
             .await
             .map_err(query_error("count rows"))?;
         Ok(row.get::<i64, _>(0))
+    }
+
+    /// Races of a racecourse (all when `meet` is `None`) between two dates (`YYYY-MM-DD`,
+    /// inclusive), with their snapshots and results, ordered by date, meet and race number.
+    pub async fn races_between(&self, meet: Option<i64>, from: &str, to: &str) -> Result<Vec<StoredRace>, StoreError> {
+        let (date, day_text) = match self.dialect {
+            Dialect::Postgres => ("CAST($2 AS DATE)", "to_char(r.race_date, 'YYYY-MM-DD')"),
+            Dialect::Sqlite => ("$2", "r.race_date"),
+        };
+        let upper = date.replace("$2", "$3");
+        let filter = format!(
+            "(CAST($1 AS BIGINT) IS NULL OR r.meet = CAST($1 AS BIGINT)) AND r.race_date >= {date} AND r.race_date <= {upper}"
+        );
+        let races = statement(format!(
+            "SELECT r.race_id, {day_text}, CAST(r.meet AS BIGINT), CAST(r.race_number AS BIGINT), CAST(r.distance AS BIGINT) \
+             FROM races r WHERE {filter} ORDER BY r.race_date, r.meet, r.race_number"
+        ))
+        .bind(meet)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("read races"))?;
+        let text = |column: &str| match self.dialect {
+            Dialect::Postgres => format!("{column}::text"),
+            Dialect::Sqlite => column.to_string(),
+        };
+        let snapshots = statement(format!(
+            "SELECT s.race_id, CAST(s.revision AS BIGINT), s.content_sha256, {}, \
+             CAST(CASE WHEN s.after_cutoff THEN 1 ELSE 0 END AS BIGINT) \
+             FROM prerace_snapshots s JOIN races r ON r.race_id = s.race_id WHERE {filter} ORDER BY s.race_id, s.revision",
+            text("s.card")
+        ))
+        .bind(meet)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("read pre-race snapshots"))?;
+        let results = statement(format!(
+            "SELECT x.race_id, CAST(x.revision AS BIGINT), x.content_sha256, {} \
+             FROM race_results x JOIN races r ON r.race_id = x.race_id WHERE {filter} ORDER BY x.race_id, x.revision",
+            text("x.result")
+        ))
+        .bind(meet)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("read results"))?;
+
+        let json = |text: String, what: &'static str| {
+            serde_json::from_str::<Value>(&text).map_err(|source| StoreError::Encode { what, source })
+        };
+        let mut out: Vec<StoredRace> = races
+            .iter()
+            .map(|row| StoredRace {
+                race_id: row.get(0),
+                race_date: row.get(1),
+                meet: row.get(2),
+                race_number: row.get(3),
+                distance: row.get(4),
+                snapshots: Vec::new(),
+                results: Vec::new(),
+            })
+            .collect();
+        let index: std::collections::HashMap<String, usize> =
+            out.iter().enumerate().map(|(i, r)| (r.race_id.clone(), i)).collect();
+        for row in &snapshots {
+            let id: String = row.get(0);
+            if let Some(&i) = index.get(&id) {
+                let content = json(row.get(3), "a stored snapshot")?;
+                out[i].snapshots.push((row.get(1), row.get(2), content, row.get::<i64, _>(4) != 0));
+            }
+        }
+        for row in &results {
+            let id: String = row.get(0);
+            if let Some(&i) = index.get(&id) {
+                let result = json(row.get(3), "a stored result")?;
+                out[i].results.push((row.get(1), row.get(2), result));
+            }
+        }
+        Ok(out)
     }
 
     /// The pre-race snapshots of a race: (revision, card JSON, collected_at, after_cutoff), oldest first.

@@ -1,0 +1,395 @@
+//! Datasets: races selected from the store, each with its model input (the frozen pre-race card
+//! only) and its answer. Pure: the store's rows in, a dataset with a content-derived id out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::metrics::RaceFacts;
+use super::scoring::Actual;
+use crate::collector::prerace::{HELD_FIELDS, is_post_race_field};
+use crate::store::StoredRace;
+
+/// A time-ordered split, cut only between whole race days.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitPart {
+    Train,
+    Validation,
+    Holdout,
+}
+
+/// The split rule: the most recent complete race days until at least `holdout_min` races are
+/// the holdout, the days before them until `validation_min` races the validation set, the rest
+/// train. Independent of any seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SplitRule {
+    pub holdout_min: usize,
+    pub validation_min: usize,
+}
+
+impl Default for SplitRule {
+    fn default() -> Self {
+        SplitRule { holdout_min: 500, validation_min: 200 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetRace {
+    pub race_id: String,
+    pub date: String,
+    pub meet: String,
+    pub race_number: i64,
+    pub distance: Option<i64>,
+    /// What a predictor sees: the race and its active runners, pre-race fields only.
+    pub input: Value,
+    pub actual: Actual,
+    pub snapshot_sha256: String,
+    pub result_sha256: String,
+}
+
+impl DatasetRace {
+    pub fn facts(&self) -> RaceFacts {
+        RaceFacts {
+            race_id: self.race_id.clone(),
+            meet: self.meet.clone(),
+            distance: self.distance,
+            field_size: self.input["runners"].as_array().map_or(0, Vec::len),
+            month: self.date.get(..7).unwrap_or_default().to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Exclusion {
+    pub race_id: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dataset {
+    /// `ds-` and 16 hex digits of the sha256 of every race's id, snapshot and result hashes:
+    /// the same data always gets the same id, any change a new one.
+    pub snapshot_id: String,
+    pub races: Vec<DatasetRace>,
+    pub excluded: Vec<Exclusion>,
+}
+
+/// Where a forbidden field was found in a model input.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("leakage check failed: post-race or held fields in model input at {}", paths.join(", "))]
+pub struct LeakageError {
+    pub paths: Vec<String>,
+}
+
+const LABEL_FIELDS: &[&str] = &["top3", "is_top3", "actual_result", "result_data", "finishers", "placed", "dead_heats"];
+
+fn scan(value: &Value, path: &str, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let here = format!("{path}.{key}");
+                let forbidden = is_post_race_field(key)
+                    || HELD_FIELDS.contains(&key.as_str())
+                    || ["win_odds", "plc_odds", "odds"].contains(&key.as_str())
+                    || LABEL_FIELDS.contains(&key.as_str());
+                if forbidden {
+                    found.push(here.clone());
+                }
+                scan(child, &here, found);
+            }
+        }
+        Value::Array(list) => list.iter().enumerate().for_each(|(i, v)| scan(v, &format!("{path}[{i}]"), found)),
+        _ => {}
+    }
+}
+
+/// Fail when any model input carries a result, sectional, odds or label field.
+pub fn leakage_check(races: &[DatasetRace]) -> Result<(), LeakageError> {
+    let mut paths = Vec::new();
+    for race in races {
+        scan(&race.input, &race.race_id, &mut paths);
+    }
+    if paths.is_empty() { Ok(()) } else { Err(LeakageError { paths }) }
+}
+
+fn meet_name(code: i64) -> &'static str {
+    match code {
+        1 => "seoul",
+        2 => "jeju",
+        3 => "busan",
+        _ => "unknown",
+    }
+}
+
+/// The model input of a snapshot: race context and active runners, nothing else.
+fn model_input(race: &StoredRace, content: &Value) -> Value {
+    let card = &content["card"];
+    let runners: Vec<Value> = card["entries"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| e["scratched"] != json!(true))
+                .map(|e| {
+                    let mut runner = e.clone();
+                    if let Some(map) = runner.as_object_mut() {
+                        map.remove("scratched");
+                    }
+                    runner
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "raceId": race.race_id,
+        "race": {
+            "date": race.race_date,
+            "meet": meet_name(race.meet),
+            "raceNumber": race.race_number,
+            "distance": card["distance"],
+            "raceName": card["race_name"],
+            "classCondition": card["class_condition"],
+            "weightRule": card["weight_rule"],
+            "ageCondition": card["age_condition"],
+            "track": content["track"],
+        },
+        "runners": runners,
+    })
+}
+
+/// The answer of a stored result (`placed` holds four horses when a dead heat ties third).
+fn actual(result: &Value) -> Option<Actual> {
+    let placed: Vec<i64> = result["placed"].as_array()?.iter().filter_map(Value::as_i64).collect();
+    let winners = result["finishers"]
+        .as_array()
+        .map(|f| f.iter().filter(|x| x["position"] == json!(1)).filter_map(|x| x["chul_no"].as_i64()).collect())
+        .unwrap_or_default();
+    Some(Actual { placed, winners })
+}
+
+/// Build a dataset from stored races. Each race uses its newest snapshot collected before the
+/// cutoff and its newest result. `ids` keeps only those races (in any order given).
+pub fn build(stored: &[StoredRace], ids: Option<&[String]>) -> Result<Dataset, LeakageError> {
+    let wanted: Option<BTreeSet<&str>> = ids.map(|ids| ids.iter().map(String::as_str).collect());
+    let mut races = Vec::new();
+    let mut excluded = Vec::new();
+    for race in stored {
+        if wanted.as_ref().is_some_and(|w| !w.contains(race.race_id.as_str())) {
+            continue;
+        }
+        let exclude = |reason| Exclusion { race_id: race.race_id.clone(), reason };
+        let Some((_, snapshot_sha, content, _)) = race.snapshots.iter().rev().find(|s| !s.3) else {
+            excluded.push(exclude(if race.snapshots.is_empty() {
+                "missing_basic_data"
+            } else {
+                "late_snapshot_unusable"
+            }));
+            continue;
+        };
+        let Some((_, result_sha, result)) = race.results.last() else {
+            excluded.push(exclude("missing_result_data"));
+            continue;
+        };
+        let Some(actual) = actual(result).filter(|a| a.placed.len() >= 3) else {
+            excluded.push(exclude("invalid_top3_result"));
+            continue;
+        };
+        let input = model_input(race, content);
+        let active: BTreeSet<i64> =
+            input["runners"].as_array().into_iter().flatten().filter_map(|r| r["chul_no"].as_i64()).collect();
+        if active.len() < 3 {
+            excluded.push(exclude("insufficient_active_runners"));
+            continue;
+        }
+        if actual.placed.iter().take(3).any(|n| !active.contains(n)) {
+            excluded.push(exclude("top3_not_in_active_runners"));
+            continue;
+        }
+        races.push(DatasetRace {
+            race_id: race.race_id.clone(),
+            date: race.race_date.clone(),
+            meet: meet_name(race.meet).to_string(),
+            race_number: race.race_number,
+            distance: race.distance.or_else(|| content["card"]["distance"].as_i64()),
+            input,
+            actual,
+            snapshot_sha256: snapshot_sha.clone(),
+            result_sha256: result_sha.clone(),
+        });
+    }
+    if let Some(wanted) = &wanted {
+        let present: BTreeSet<&str> = stored.iter().map(|r| r.race_id.as_str()).collect();
+        excluded.extend(
+            wanted
+                .iter()
+                .filter(|id| !present.contains(*id))
+                .map(|id| Exclusion { race_id: id.to_string(), reason: "missing_basic_data" }),
+        );
+    }
+    leakage_check(&races)?;
+    races.sort_by(|a, b| (&a.date, &a.meet, a.race_number).cmp(&(&b.date, &b.meet, b.race_number)));
+    excluded.sort_by(|a, b| a.race_id.cmp(&b.race_id));
+    let snapshot_id = snapshot_id(&races);
+    Ok(Dataset { snapshot_id, races, excluded })
+}
+
+fn snapshot_id(races: &[DatasetRace]) -> String {
+    let mut hasher = Sha256::new();
+    let mut lines: Vec<String> =
+        races.iter().map(|r| format!("{} {} {}\n", r.race_id, r.snapshot_sha256, r.result_sha256)).collect();
+    lines.sort();
+    for line in lines {
+        hasher.update(line.as_bytes());
+    }
+    let digest = hasher.finalize();
+    format!("ds-{}", digest.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Keep one part of a time-ordered split. Whole race days only; a day with an excluded race
+/// (data loss) is never part of the holdout or validation sets.
+pub fn split(dataset: Dataset, part: SplitPart, rule: SplitRule) -> Dataset {
+    let lossy: BTreeSet<String> =
+        dataset.excluded.iter().filter_map(|e| e.race_id.get(..8).map(String::from)).collect();
+    let mut by_day: BTreeMap<String, usize> = BTreeMap::new();
+    for race in &dataset.races {
+        *by_day.entry(race.date.clone()).or_default() += 1;
+    }
+    let mut assignment: BTreeMap<String, SplitPart> = BTreeMap::new();
+    let (mut holdout, mut validation) = (0, 0);
+    for (day, count) in by_day.iter().rev() {
+        let compact = day.replace('-', "");
+        let part = if lossy.contains(&compact) {
+            SplitPart::Train
+        } else if holdout < rule.holdout_min {
+            holdout += count;
+            SplitPart::Holdout
+        } else if validation < rule.validation_min {
+            validation += count;
+            SplitPart::Validation
+        } else {
+            SplitPart::Train
+        };
+        assignment.insert(day.clone(), part);
+    }
+    let races: Vec<DatasetRace> =
+        dataset.races.into_iter().filter(|r| assignment.get(&r.date) == Some(&part)).collect();
+    let snapshot_id = snapshot_id(&races);
+    Dataset { snapshot_id, races, excluded: dataset.excluded }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(day: &str, number: i64, placed: &[i64], after_cutoff: bool) -> StoredRace {
+        let entries: Vec<Value> = (1..=8)
+            .map(|c| json!({"chul_no": c, "hr_name": format!("h{c}"), "rating": 40 + c, "scratched": c == 8}))
+            .collect();
+        let content = json!({"card": {"entries": entries, "distance": 1400, "race_name": "x"}, "track": null});
+        StoredRace {
+            race_id: format!("{}_1_{number}", day.replace('-', "")),
+            race_date: day.into(),
+            meet: 1,
+            race_number: number,
+            distance: Some(1400),
+            snapshots: vec![(1, format!("s{day}{number}"), content, after_cutoff)],
+            results: vec![(
+                1,
+                format!("r{day}{number}"),
+                json!({"placed": placed, "finishers": [{"position": 1, "chul_no": placed[0]}]}),
+            )],
+        }
+    }
+
+    #[test]
+    fn inputs_hold_active_runners_and_no_answer() {
+        let dataset = build(&[stored("2025-05-24", 1, &[3, 1, 2], false)], None).unwrap();
+        let race = &dataset.races[0];
+        assert_eq!(race.input["runners"].as_array().unwrap().len(), 7, "the scratched runner is left out");
+        assert_eq!(race.actual, Actual { placed: vec![3, 1, 2], winners: vec![3] });
+        assert!(!serde_json::to_string(&race.input).unwrap().contains("placed"));
+        assert!(dataset.snapshot_id.starts_with("ds-") && dataset.snapshot_id.len() == 19);
+    }
+
+    #[test]
+    fn exclusions_are_named() {
+        let mut no_result = stored("2025-05-24", 2, &[1, 2, 3], false);
+        no_result.results.clear();
+        let late = stored("2025-05-24", 3, &[1, 2, 3], true);
+        let scratched_placed = stored("2025-05-24", 4, &[8, 1, 2], false);
+        let short = stored("2025-05-24", 5, &[1, 2], false);
+        let dataset = build(
+            &[no_result, late, scratched_placed, short],
+            Some(&[
+                "20250524_1_2".into(),
+                "20250524_1_3".into(),
+                "20250524_1_4".into(),
+                "20250524_1_5".into(),
+                "20250524_1_9".into(),
+            ]),
+        )
+        .unwrap();
+        let reasons: Vec<(&str, &str)> = dataset.excluded.iter().map(|e| (e.race_id.as_str(), e.reason)).collect();
+        assert_eq!(
+            reasons,
+            [
+                ("20250524_1_2", "missing_result_data"),
+                ("20250524_1_3", "late_snapshot_unusable"),
+                ("20250524_1_4", "top3_not_in_active_runners"),
+                ("20250524_1_5", "invalid_top3_result"),
+                ("20250524_1_9", "missing_basic_data"),
+            ]
+        );
+        assert!(dataset.races.is_empty());
+    }
+
+    #[test]
+    fn the_snapshot_id_follows_the_content_not_the_order() {
+        let a = stored("2025-05-24", 1, &[3, 1, 2], false);
+        let b = stored("2025-05-25", 1, &[1, 2, 3], false);
+        let forward = build(&[a.clone(), b.clone()], None).unwrap();
+        let backward = build(&[b.clone(), a.clone()], None).unwrap();
+        assert_eq!(forward.snapshot_id, backward.snapshot_id);
+        assert_eq!(forward.races, backward.races, "races come out in one order");
+        let mut changed = b;
+        changed.results[0].1 = "another result".into();
+        assert_ne!(build(&[a, changed], None).unwrap().snapshot_id, forward.snapshot_id);
+    }
+
+    #[test]
+    fn a_leaked_field_fails_the_dataset() {
+        let mut leaky = stored("2025-05-24", 1, &[3, 1, 2], false);
+        leaky.snapshots[0].2["card"]["entries"][0]["sjG1fOrd"] = json!(1);
+        leaky.snapshots[0].2["card"]["entries"][1]["winOdds"] = json!(2.5);
+        let error = build(&[leaky], None).unwrap_err();
+        assert_eq!(error.paths, ["20250524_1_1.runners[0].sjG1fOrd", "20250524_1_1.runners[1].winOdds"]);
+    }
+
+    #[test]
+    fn splits_cut_between_whole_days_and_never_overlap() {
+        // Day sizes: 05-01: 3, 05-02: 4, 05-03: 3, 05-04: 2 races.
+        let mut all = Vec::new();
+        for (day, count) in [("2025-05-01", 3), ("2025-05-02", 4), ("2025-05-03", 3), ("2025-05-04", 2)] {
+            for n in 1..=count {
+                all.push(stored(day, n, &[1, 2, 3], false));
+            }
+        }
+        let dataset = build(&all, None).unwrap();
+        let rule = SplitRule { holdout_min: 4, validation_min: 3 };
+        let days = |part| {
+            let mut d: Vec<String> = split(dataset.clone(), part, rule).races.iter().map(|r| r.date.clone()).collect();
+            d.dedup();
+            d
+        };
+        assert_eq!(days(SplitPart::Holdout), ["2025-05-03", "2025-05-04"], "5 races: 2 then 3, never half a day");
+        assert_eq!(days(SplitPart::Validation), ["2025-05-02"]);
+        assert_eq!(days(SplitPart::Train), ["2025-05-01"]);
+    }
+}
