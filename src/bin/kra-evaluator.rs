@@ -1,14 +1,20 @@
-//! `kra-evaluator`: not implemented yet. It says so and exits non-zero, so a Job that runs it fails
-//! visibly instead of pretending to have done the work.
+//! `kra-evaluator`: evaluates top-three predictors on stored races, reproducibly.
 
 use std::process::ExitCode;
 
+use clap::Parser;
+use kra_operator::evaluator::cli::{self, Cli};
+use kra_operator::telemetry;
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--version" || a == "-V") {
-        println!("kra-evaluator {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+    let cli = Cli::parse();
+    telemetry::install_crypto_provider();
+    telemetry::init(kra_operator::collector::cli::default_log_format(cli.log_format));
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(cli::run(cli)),
+        Err(error) => {
+            eprintln!("kra-evaluator: failed to start the runtime: {error}");
+            ExitCode::from(cli::exit::USAGE)
+        }
     }
-    eprintln!("kra-evaluator: evaluation of predictors is not implemented yet (tracked in issue #4); nothing was done");
-    ExitCode::from(2)
 }

@@ -182,7 +182,7 @@ pub fn evaluation_run(
     defaults: &WorkerDefaults,
 ) -> Result<WorkerInvocation, String> {
     let mut problems = Vec::new();
-    let mut args = vec!["evaluate".to_string()];
+    let mut args = vec!["evaluate".to_string(), "--run-name".to_string(), name.to_string()];
     let dataset = &spec.dataset;
     if let Some(meet) = dataset.meet {
         args.extend(["--meet".to_string(), meet.as_str().to_string()]);

@@ -1,6 +1,9 @@
 //! The evaluation of `kra-evaluator`: datasets from the race store, predictors, scoring by the
 //! score-status contract, metrics, and run metadata.
 
+pub mod cli;
 pub mod dataset;
 pub mod metrics;
+pub mod predictors;
+pub mod run;
 pub mod scoring;

@@ -1,0 +1,427 @@
+//! The `kra-evaluator` command line, as an EvaluationRun runs it and as a person would.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use jiff::civil::Date;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use super::dataset::{self, Dataset, SplitPart, SplitRule};
+use super::predictors::{Predictor, Recorded};
+use super::run::{self, COMMIT_SHA, EvaluationResults, RunMetadata};
+use super::scoring::RaceScore;
+use crate::crd::EvaluationSummary;
+use crate::store::{Store, redact_url};
+use crate::telemetry::LogFormat;
+
+/// Evaluate top-three predictors on stored KRA races, reproducibly.
+#[derive(Parser, Debug)]
+#[command(name = "kra-evaluator", version, about)]
+pub struct Cli {
+    /// Database: `postgres://…` or `sqlite://…`. Without it, the collector's SQLite file in --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    pub database_url: Option<String>,
+    /// Directory of the embedded SQLite database used when no --database-url is given.
+    #[arg(long, env = "KRA_DATA_DIR", default_value = "kra-data", global = true)]
+    pub data_dir: PathBuf,
+    /// Where run artifacts are written: `<output-dir>/<run name>/results.json` and `metadata.json`.
+    #[arg(long, env = "KRA_OUTPUT_DIR", default_value = "kra-data/evaluations", global = true)]
+    pub output_dir: PathBuf,
+    /// Log format; text on a terminal, JSON otherwise.
+    #[arg(long, env = "KRA_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Predict and score the selected races with a predictor.
+    Evaluate(EvaluateArgs),
+    /// Score predictions made elsewhere (JSON lines: raceId, predicted, optional confidence).
+    Score(ScoreArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Selection {
+    /// Only this racecourse.
+    #[arg(long, value_enum)]
+    pub meet: Option<Meet>,
+    /// First race day (YYYY-MM-DD).
+    #[arg(long, requires = "to", conflicts_with = "races")]
+    pub from: Option<Date>,
+    /// Last race day (YYYY-MM-DD), inclusive.
+    #[arg(long, requires = "from")]
+    pub to: Option<Date>,
+    /// An explicit list of race ids (`YYYYMMDD_<meet code>_<race number>`, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub races: Option<Vec<String>>,
+    /// Evaluate only this part of a time-ordered split (whole race days, seed-independent).
+    #[arg(long, value_enum)]
+    pub split: Option<Split>,
+    /// Races in the holdout (at least; whole days).
+    #[arg(long, default_value_t = 500)]
+    pub holdout_min: usize,
+    /// Races in the validation set (at least; whole days).
+    #[arg(long, default_value_t = 200)]
+    pub validation_min: usize,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Meet {
+    Seoul,
+    Jeju,
+    Busan,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Validation,
+    Holdout,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BaselineArg {
+    Rating,
+    Favourite,
+    Random,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Seed of every random choice in the run.
+    #[arg(long, default_value_t = 42)]
+    pub seed: i64,
+    /// Why the run is made (recorded in the metadata): evaluate or improve.
+    #[arg(long, default_value = "evaluate")]
+    pub mode: String,
+    /// Name of the run's artifact directory (the EvaluationRun's name); a generated id otherwise.
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// Compare race by race with this earlier run (its name under --output-dir).
+    #[arg(long)]
+    pub baseline_run: Option<String>,
+    /// Bootstrap resamples for the confidence intervals (seed 42).
+    #[arg(long, default_value_t = 2000)]
+    pub resamples: usize,
+    /// MLflow tracking server (not implemented yet: refused rather than ignored).
+    #[arg(long)]
+    pub mlflow_tracking_uri: Option<String>,
+    /// MLflow experiment.
+    #[arg(long, default_value = "kra-prompt-evaluation")]
+    pub mlflow_experiment: String,
+    /// Also write a compact summary here (a Kubernetes termination message, at most 4 KiB).
+    #[arg(long)]
+    pub summary_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// A built-in baseline.
+    #[arg(long, value_enum, conflicts_with = "llm_endpoint")]
+    pub baseline: Option<BaselineArg>,
+    /// An LLM endpoint (not implemented yet).
+    #[arg(long)]
+    pub llm_endpoint: Option<String>,
+    /// Wire protocol of the LLM endpoint.
+    #[arg(long)]
+    pub llm_api: Option<String>,
+    /// Model name at the LLM endpoint.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The prompt template file.
+    #[arg(long)]
+    pub prompt_file: Option<PathBuf>,
+    /// The prompt's version label.
+    #[arg(long)]
+    pub prompt_version: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Predictions as JSON lines.
+    #[arg(long)]
+    pub predictions: PathBuf,
+}
+
+/// Exit codes: 0 done; 2 bad usage or configuration; 4 database failure; 5 no races to evaluate;
+/// 6 the leakage check failed.
+pub mod exit {
+    pub const USAGE: u8 = 2;
+    pub const DATABASE: u8 = 4;
+    pub const NO_DATASET: u8 = 5;
+    pub const LEAKAGE: u8 = 6;
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("kra-evaluator: {message}");
+    ExitCode::from(code)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The compact summary for the termination message (read by the operator into EvaluationRun status).
+pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, artifacts: &Path) -> String {
+    let m = &results.metrics;
+    let metrics = [
+        ("exact_top3_hit_rate", m.exact_top3_hit_rate),
+        ("mean_top3_overlap", m.mean_top3_overlap),
+        ("top1_winner_rate", m.top1_winner_rate),
+        ("json_valid_rate", m.json_valid_rate),
+        ("coverage", m.coverage),
+        ("races", m.races as f64),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let summary = EvaluationSummary {
+        data_snapshot_id: Some(metadata.data_snapshot_id.clone()),
+        prompt_sha256: metadata.prompt_sha256.clone(),
+        commit_sha: Some(metadata.commit_sha.to_string()),
+        mlflow_run_id: None,
+        artifact_uri: Some(artifacts.display().to_string()),
+        metrics: Some(metrics),
+        message: Some(format!(
+            "{} races: exact_top3_hit_rate {:.4}, mean_top3_overlap {:.4}",
+            m.races, m.exact_top3_hit_rate, m.mean_top3_overlap
+        )),
+    };
+    serde_json::to_string(&summary).unwrap_or_default()
+}
+
+async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, ExitCode> {
+    let store = Store::open(url).await.map_err(|e| fail(exit::DATABASE, &e.to_string()))?;
+    let meet = selection.meet.map(|m| match m {
+        Meet::Seoul => 1,
+        Meet::Jeju => 2,
+        Meet::Busan => 3,
+    });
+    let (from, to, ids) = match (&selection.from, &selection.to, &selection.races) {
+        (Some(from), Some(to), None) if from <= to => (from.to_string(), to.to_string(), None),
+        (Some(_), Some(_), None) => return Err(fail(exit::USAGE, "--to is before --from")),
+        (None, None, Some(ids)) if !ids.is_empty() => {
+            let days: Vec<String> = ids
+                .iter()
+                .filter_map(|id| id.get(..8))
+                .map(|d| format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8]))
+                .collect();
+            let from = days.iter().min().cloned().unwrap_or_default();
+            let to = days.iter().max().cloned().unwrap_or_default();
+            (from, to, Some(ids.clone()))
+        }
+        _ => return Err(fail(exit::USAGE, "select races with --from and --to, or --races")),
+    };
+    let stored = store.races_between(meet, &from, &to).await.map_err(|e| fail(exit::DATABASE, &e.to_string()))?;
+    let dataset = dataset::build(&stored, ids.as_deref()).map_err(|e| fail(exit::LEAKAGE, &e.to_string()))?;
+    let dataset = match selection.split {
+        None => dataset,
+        Some(part) => {
+            let part = match part {
+                Split::Train => SplitPart::Train,
+                Split::Validation => SplitPart::Validation,
+                Split::Holdout => SplitPart::Holdout,
+            };
+            let rule = SplitRule { holdout_min: selection.holdout_min, validation_min: selection.validation_min };
+            dataset::split(dataset, part, rule)
+        }
+    };
+    if dataset.races.is_empty() {
+        return Err(fail(
+            exit::NO_DATASET,
+            &format!(
+                "no races to evaluate in {} ({} selected race(s) excluded): collect them first with kra-collector",
+                redact_url(url),
+                dataset.excluded.len()
+            ),
+        ));
+    }
+    Ok(dataset)
+}
+
+fn read_baseline(output_dir: &Path, name: &str) -> Result<Vec<RaceScore>, ExitCode> {
+    let path = output_dir.join(name).join("results.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        fail(exit::USAGE, &format!("failed to read the baseline run {name:?} at {}: {e}", path.display()))
+    })?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| fail(exit::USAGE, &format!("the baseline run {name:?} has no readable results: {e}")))?;
+    serde_json::from_value(value["races"].clone())
+        .map_err(|e| fail(exit::USAGE, &format!("the baseline run {name:?} has no readable race scores: {e}")))
+}
+
+fn run_id() -> String {
+    let now = jiff::Timestamp::now();
+    format!(
+        "run-{}-{:04x}",
+        now.strftime("%Y%m%dT%H%M%SZ"),
+        (now.subsec_nanosecond() as u32 ^ std::process::id()) & 0xffff
+    )
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let (args, predictor, prompt) = match &cli.command {
+        Command::Evaluate(e) => {
+            if e.llm_endpoint.is_some() {
+                return fail(
+                    exit::USAGE,
+                    "LLM predictors are not implemented yet (issue #4); use --baseline, or score predictions made elsewhere with `score`",
+                );
+            }
+            let prompt = match (&e.prompt_file, &e.prompt_version) {
+                (Some(path), version) => match std::fs::read(path) {
+                    Ok(bytes) => Some((version.clone(), sha256_hex(&bytes))),
+                    Err(error) => {
+                        return fail(exit::USAGE, &format!("failed to read the prompt {}: {error}", path.display()));
+                    }
+                },
+                (None, _) => None,
+            };
+            let predictor = match e.baseline {
+                Some(BaselineArg::Rating) => Predictor::Rating,
+                Some(BaselineArg::Random) => Predictor::Random { seed: e.run.seed as u64 },
+                Some(BaselineArg::Favourite) => {
+                    return fail(
+                        exit::USAGE,
+                        "the favourite baseline needs odds, which are held back from model input until their publication time is known",
+                    );
+                }
+                None => return fail(exit::USAGE, "choose a predictor: --baseline rating|random"),
+            };
+            (&e.run, predictor, prompt)
+        }
+        Command::Score(s) => match std::fs::read_to_string(&s.predictions) {
+            Ok(text) => (&s.run, Predictor::Recorded(Recorded::parse(&text)), None),
+            Err(error) => return fail(exit::USAGE, &format!("failed to read {}: {error}", s.predictions.display())),
+        },
+    };
+    if args.mlflow_tracking_uri.is_some() {
+        return fail(
+            exit::USAGE,
+            "MLflow tracking is not implemented yet (issue #4); run metadata is written to the local artifacts",
+        );
+    }
+    let started_at = jiff::Timestamp::now();
+    let url = match &cli.database_url {
+        Some(url) => url.clone(),
+        None => format!("sqlite://{}", cli.data_dir.join("kra.sqlite3").display()),
+    };
+    let dataset = match load_dataset(&url, &args.selection).await {
+        Ok(dataset) => dataset,
+        Err(code) => return code,
+    };
+    let baseline = match &args.baseline_run {
+        Some(name) => match read_baseline(&cli.output_dir, name) {
+            Ok(scores) => Some(scores),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let results = run::evaluate(&dataset, &predictor, args.resamples, baseline.as_deref());
+    let results_json = match serde_json::to_string_pretty(&results) {
+        Ok(json) => json + "\n",
+        Err(error) => return fail(exit::USAGE, &format!("failed to encode the results: {error}")),
+    };
+    let run_id = run_id();
+    let directory = cli.output_dir.join(args.run_name.clone().unwrap_or_else(|| run_id.clone()));
+    let metadata = RunMetadata {
+        schema: run::METADATA_SCHEMA,
+        run_id,
+        commit_sha: COMMIT_SHA,
+        prompt_version: prompt.as_ref().and_then(|(v, _)| v.clone()),
+        prompt_sha256: prompt.map(|(_, sha)| sha),
+        data_snapshot_id: dataset.snapshot_id.clone(),
+        seed: args.seed,
+        mode: args.mode.clone(),
+        predictor: predictor.identity(),
+        selection: json!({
+            "meet": args.selection.meet.map(|m| format!("{m:?}").to_lowercase()),
+            "from": args.selection.from.map(|d| d.to_string()),
+            "to": args.selection.to.map(|d| d.to_string()),
+            "races": args.selection.races,
+            "split": args.selection.split.map(|s| format!("{s:?}").to_lowercase()),
+            "holdoutMin": args.selection.holdout_min,
+            "validationMin": args.selection.validation_min,
+        }),
+        race_count: dataset.races.len(),
+        excluded_count: dataset.excluded.len(),
+        results_sha256: sha256_hex(results_json.as_bytes()),
+        started_at: started_at.to_string(),
+        finished_at: jiff::Timestamp::now().to_string(),
+    };
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&directory)?;
+        std::fs::write(directory.join("results.json"), &results_json)?;
+        std::fs::write(directory.join("metadata.json"), serde_json::to_string_pretty(&metadata)? + "\n")?;
+        Ok(())
+    };
+    if let Err(error) = write() {
+        return fail(exit::USAGE, &format!("failed to write the artifacts to {}: {error}", directory.display()));
+    }
+    let summary = json!({
+        "runId": metadata.run_id,
+        "artifacts": directory.display().to_string(),
+        "dataSnapshotId": metadata.data_snapshot_id,
+        "commitSha": metadata.commit_sha,
+        "predictor": metadata.predictor,
+        "metrics": results.metrics,
+        "comparison": results.comparison,
+        "excluded": dataset.excluded.len(),
+    });
+    println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+    if let Some(path) = &args.summary_file
+        && let Err(error) = std::fs::write(path, termination_summary(&results, &metadata, &directory))
+    {
+        eprintln!("kra-evaluator: failed to write the summary to {}: {error}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::validate::{self, PromptLookup, WorkerDefaults};
+    use crate::crd::{EvaluationRunSpec, SecretKeyRef};
+
+    #[test]
+    fn the_operators_arguments_parse() {
+        let defaults = WorkerDefaults {
+            image: "img".into(),
+            database_secret: Some(SecretKeyRef { name: "db".into(), key: "url".into() }),
+            ..Default::default()
+        };
+        let specs = [
+            serde_json::json!({
+                "dataset": {"meet": "busan", "dateRange": {"from": "2025-10-01", "to": "2025-10-31"}, "split": "Holdout"},
+                "predictor": {"baseline": "Rating"}, "seed": 17, "baselineRun": "champion"
+            }),
+            serde_json::json!({
+                "dataset": {"races": ["20250523_3_1", "20250524_1_2"]},
+                "prompt": {"configMapName": "p", "key": "k", "version": "v1.7"},
+                "predictor": {"llm": {"endpoint": "http://llm:8000/v1", "model": "m"}},
+                "mode": "Improve",
+                "mlflow": {"trackingUri": "http://mlflow:5000"}
+            }),
+        ];
+        for spec in specs {
+            let spec: EvaluationRunSpec = serde_json::from_value(spec).unwrap();
+            let lookup = if spec.prompt.is_some() { PromptLookup::Found } else { PromptLookup::NotNeeded };
+            let invocation = validate::evaluation_run("challenger", &spec, &lookup, &defaults).unwrap();
+            let argv = std::iter::once("kra-evaluator".to_string()).chain(invocation.args.clone());
+            let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{:?}: {e}", invocation.args));
+            let Command::Evaluate(args) = cli.command else { panic!("not evaluate") };
+            assert_eq!(args.run.run_name.as_deref(), Some("challenger"));
+            assert_eq!(args.run.summary_file.as_deref(), Some(std::path::Path::new(validate::SUMMARY_PATH)));
+        }
+    }
+}

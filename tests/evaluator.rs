@@ -1,0 +1,236 @@
+//! `kra-evaluator` on races the collector stored: baselines, recorded predictions, the paired
+//! comparison, clear errors, and reproducibility (two runs, byte-identical results).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use kra_operator::collector::run::{Collector, RunRequest, Stage};
+use kra_operator::crd::{EvaluationSummary, Meet};
+use kra_operator::kra::budget::{Budget, BudgetLimits};
+use kra_operator::kra::client::{ClientSettings, KraClient, ServiceKey};
+use kra_operator::store::Store;
+use serde_json::Value;
+use support::fake_kra::FakeKra;
+use support::kra_day::{self, Day};
+
+/// A store holding one collected Seoul day: 4 races with cards (before) and results (after).
+async fn collected_day() -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("kra-eval-{}", support::random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("kra.sqlite3").display());
+    let store = Store::open(&url).await.unwrap();
+    let kra = FakeKra::start().await;
+    let day = Day::default();
+    kra_day::serve_before(&kra, &day);
+    kra_operator::telemetry::install_crypto_provider();
+    let budget = Arc::new(Budget::new(BudgetLimits { per_second: 10_000.0, per_run: 10_000 }));
+    let client = KraClient::new(
+        &ClientSettings { base_url: kra.base_url.clone(), ..Default::default() },
+        ServiceKey::new("k"),
+        budget,
+    )
+    .unwrap();
+    let request = |stages: Vec<Stage>| RunRequest {
+        meet: Meet::Seoul,
+        from: Date::new(2025, 5, 24).unwrap(),
+        to: Date::new(2025, 5, 24).unwrap(),
+        races: None,
+        stages,
+        details: false,
+        odds_batch: 100,
+        odds_backfill: false,
+    };
+    let quiet = |_: &str| {};
+    let morning: Timestamp = "2025-05-24T00:00:00Z".parse().unwrap();
+    let evening: Timestamp = "2025-05-24T12:00:00Z".parse().unwrap();
+    assert!(
+        Collector::new(&client, &store, Arc::new(move || morning), &quiet)
+            .run(&request(vec![Stage::Cards]))
+            .await
+            .succeeded()
+    );
+    kra_day::serve_after(&kra, &day);
+    assert!(
+        Collector::new(&client, &store, Arc::new(move || evening), &quiet)
+            .run(&request(vec![Stage::Results]))
+            .await
+            .succeeded()
+    );
+    (dir, url)
+}
+
+async fn evaluator(dir: &Path, url: &str, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kra-evaluator"))
+        .args(args)
+        .args(["--database-url", url, "--output-dir", dir.join("runs").to_str().unwrap()])
+        .env("KRA_LOG_FORMAT", "json")
+        .output()
+        .await
+        .expect("run kra-evaluator")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn read(path: PathBuf) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+const DAY: [&str; 4] = ["--from", "2025-05-24", "--to", "2025-05-24"];
+
+#[tokio::test]
+async fn a_baseline_run_writes_results_metadata_and_a_summary() {
+    let (dir, url) = collected_day().await;
+    let summary_file = dir.join("termination-log");
+    let mut args = vec![
+        "evaluate",
+        "--baseline",
+        "rating",
+        "--run-name",
+        "rating",
+        "--seed",
+        "11",
+        "--summary-file",
+        summary_file.to_str().unwrap(),
+    ];
+    args.extend(DAY);
+    let output = evaluator(&dir, &url, &args).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let results = read(dir.join("runs/rating/results.json"));
+    assert_eq!(results["metrics"]["races"], 4);
+    // The fixture's highest ratings finish 1-2-3 in every race.
+    assert_eq!(results["metrics"]["exact_top3_hit_rate"], 1.0);
+    assert_eq!(results["metrics"]["mean_top3_overlap"], 1.0);
+    assert!(results["metrics"]["exact_top3_hit_rate_ci95"].is_object());
+    assert_eq!(results["breakdowns"]["meet"]["seoul"]["races"], 4);
+    let metadata = read(dir.join("runs/rating/metadata.json"));
+    for field in [
+        "commitSha",
+        "dataSnapshotId",
+        "seed",
+        "mode",
+        "predictor",
+        "startedAt",
+        "finishedAt",
+        "runId",
+        "resultsSha256",
+    ] {
+        assert!(!metadata[field].is_null(), "metadata lacks {field}: {metadata}");
+    }
+    assert_eq!(metadata["seed"], 11);
+    assert_eq!(metadata["dataSnapshotId"], results["dataSnapshotId"]);
+    assert_ne!(metadata["commitSha"], "", "the commit is built into the binary");
+    let compact: EvaluationSummary =
+        serde_json::from_str(&std::fs::read_to_string(&summary_file).unwrap()).expect("the operator can read it");
+    assert_eq!(compact.metrics.unwrap()["exact_top3_hit_rate"], 1.0);
+    assert_eq!(compact.data_snapshot_id.as_deref(), metadata["dataSnapshotId"].as_str());
+}
+
+#[tokio::test]
+async fn two_runs_on_the_same_inputs_are_byte_identical() {
+    let (dir, url) = collected_day().await;
+    for name in ["first", "second"] {
+        let mut args = vec!["evaluate", "--baseline", "random", "--seed", "23", "--run-name", name];
+        args.extend(DAY);
+        let output = evaluator(&dir, &url, &args).await;
+        assert!(output.status.success(), "{}", text(&output));
+    }
+    let first = std::fs::read(dir.join("runs/first/results.json")).unwrap();
+    let second = std::fs::read(dir.join("runs/second/results.json")).unwrap();
+    assert_eq!(first, second, "results.json must be byte-identical");
+    let (mut a, mut b) = (read(dir.join("runs/first/metadata.json")), read(dir.join("runs/second/metadata.json")));
+    // The comparison names what may differ: the run id and the two timestamps.
+    for varying in ["runId", "startedAt", "finishedAt"] {
+        assert_ne!(a[varying], Value::Null);
+        a.as_object_mut().unwrap().remove(varying);
+        b.as_object_mut().unwrap().remove(varying);
+    }
+    assert_eq!(a, b, "identical metadata apart from the run id and times");
+
+    // Another seed is another run.
+    let mut args = vec!["evaluate", "--baseline", "random", "--seed", "24", "--run-name", "third"];
+    args.extend(DAY);
+    assert!(evaluator(&dir, &url, &args).await.status.success());
+    assert_ne!(std::fs::read(dir.join("runs/third/results.json")).unwrap(), first);
+}
+
+#[tokio::test]
+async fn recorded_predictions_are_scored_on_equal_terms_and_nothing_is_dropped() {
+    let (dir, url) = collected_day().await;
+    let predictions = dir.join("predictions.jsonl");
+    std::fs::write(
+        &predictions,
+        [
+            r#"{"raceId": "20250524_1_1", "predicted": [8, 7, 6], "confidence": 0.9}"#,
+            r#"{"raceId": "20250524_1_2", "predicted": [8, 8, 6]}"#,
+            r#"{"raceId": "20250524_1_3", "reasoning": "forgot the picks"}"#,
+            "this line is not JSON",
+            r#"{"raceId": "20250524_1_1", "predicted": [1, 2, 3]}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let mut args = vec!["score", "--predictions", predictions.to_str().unwrap(), "--run-name", "external"];
+    args.extend(DAY);
+    let output = evaluator(&dir, &url, &args).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let results = read(dir.join("runs/external/results.json"));
+    let statuses = &results["metrics"]["status_counts"];
+    assert_eq!(statuses["SCORED_OK"], 1);
+    assert_eq!(statuses["FAIL_PREDICTED_TOP3_INVALID"], 1, "duplicate runners");
+    assert_eq!(statuses["MISSING_PREDICTED_TOP3"], 1);
+    assert_eq!(statuses["FAIL_PREDICTION_PAYLOAD_MISSING"], 1, "race 5 has no prediction");
+    assert_eq!(results["metrics"]["races"], 4, "every race is counted");
+    assert_eq!(results["metrics"]["json_valid_rate"], 0.25);
+    assert_eq!(results["metrics"]["exact_top3_hit_rate"], 0.25);
+}
+
+#[tokio::test]
+async fn a_run_is_compared_with_its_baseline_race_by_race() {
+    let (dir, url) = collected_day().await;
+    let mut champion = vec!["evaluate", "--baseline", "rating", "--run-name", "champion"];
+    champion.extend(DAY);
+    assert!(evaluator(&dir, &url, &champion).await.status.success());
+    let mut challenger =
+        vec!["evaluate", "--baseline", "random", "--run-name", "challenger", "--baseline-run", "champion"];
+    challenger.extend(DAY);
+    let output = evaluator(&dir, &url, &challenger).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let comparison = &read(dir.join("runs/challenger/results.json"))["comparison"];
+    assert_eq!(comparison["paired"], 4);
+    assert!(
+        comparison["exactHitRateDifference"].as_f64().unwrap() < 0.0,
+        "random does worse than the perfect rating baseline here"
+    );
+}
+
+#[tokio::test]
+async fn clear_errors_for_missing_data_and_unbuilt_features() {
+    let (dir, url) = collected_day().await;
+    let empty =
+        evaluator(&dir, &url, &["evaluate", "--baseline", "rating", "--from", "2024-01-01", "--to", "2024-01-31"])
+            .await;
+    assert_eq!(empty.status.code(), Some(5));
+    assert!(text(&empty).contains("no races to evaluate"), "{}", text(&empty));
+    let mut missing_prompt = vec!["evaluate", "--baseline", "rating", "--prompt-file", "/nonexistent/prompt.md"];
+    missing_prompt.extend(DAY);
+    let output = evaluator(&dir, &url, &missing_prompt).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("failed to read the prompt /nonexistent/prompt.md"));
+    let mut llm = vec!["evaluate", "--llm-endpoint", "http://127.0.0.1:1/v1", "--model", "m"];
+    llm.extend(DAY);
+    let output = evaluator(&dir, &url, &llm).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("LLM predictors are not implemented yet"));
+    let mut unknown_baseline = vec!["evaluate", "--baseline", "rating", "--baseline-run", "nobody"];
+    unknown_baseline.extend(DAY);
+    let output = evaluator(&dir, &url, &unknown_baseline).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("failed to read the baseline run \"nobody\""));
+}
