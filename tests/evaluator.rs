@@ -189,6 +189,8 @@ async fn recorded_predictions_are_scored_on_equal_terms_and_nothing_is_dropped()
     assert_eq!(results["metrics"]["races"], 4, "every race is counted");
     assert_eq!(results["metrics"]["json_valid_rate"], 0.25);
     assert_eq!(results["metrics"]["exact_top3_hit_rate"], 0.25);
+    assert_eq!(results["predictor"]["unreadableLines"], 1);
+    assert_eq!(results["predictor"]["duplicateLines"], 1, "the second line for race 1 does not count");
 }
 
 #[tokio::test]

@@ -78,7 +78,12 @@ impl Predictor {
         match self {
             Predictor::Rating => json!({"kind": "baseline", "name": "rating"}),
             Predictor::Random { seed } => json!({"kind": "baseline", "name": "random", "seed": seed}),
-            Predictor::Recorded(r) => json!({"kind": "recorded", "sourceSha256": r.source_sha256}),
+            Predictor::Recorded(r) => json!({
+                "kind": "recorded",
+                "sourceSha256": r.source_sha256,
+                "unreadableLines": r.unreadable_lines,
+                "duplicateLines": r.duplicate_lines,
+            }),
         }
     }
 
