@@ -5,62 +5,17 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::Arc;
 
-use jiff::Timestamp;
-use jiff::civil::Date;
-use kra_operator::collector::run::{Collector, RunRequest, Stage};
-use kra_operator::crd::{EvaluationSummary, Meet};
-use kra_operator::kra::budget::{Budget, BudgetLimits};
-use kra_operator::kra::client::{ClientSettings, KraClient, ServiceKey};
-use kra_operator::store::Store;
+use kra_operator::crd::EvaluationSummary;
 use serde_json::Value;
-use support::fake_kra::FakeKra;
-use support::kra_day::{self, Day};
+use support::kra_day;
 
 /// A store holding one collected Seoul day: 4 races with cards (before) and results (after).
 async fn collected_day() -> (PathBuf, String) {
     let dir = std::env::temp_dir().join(format!("kra-eval-{}", support::random_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("kra.sqlite3").display());
-    let store = Store::open(&url).await.unwrap();
-    let kra = FakeKra::start().await;
-    let day = Day::default();
-    kra_day::serve_before(&kra, &day);
-    kra_operator::telemetry::install_crypto_provider();
-    let budget = Arc::new(Budget::new(BudgetLimits { per_second: 10_000.0, per_run: 10_000 }));
-    let client = KraClient::new(
-        &ClientSettings { base_url: kra.base_url.clone(), ..Default::default() },
-        ServiceKey::new("k"),
-        budget,
-    )
-    .unwrap();
-    let request = |stages: Vec<Stage>| RunRequest {
-        meet: Meet::Seoul,
-        from: Date::new(2025, 5, 24).unwrap(),
-        to: Date::new(2025, 5, 24).unwrap(),
-        races: None,
-        stages,
-        details: false,
-        odds_batch: 100,
-        odds_backfill: false,
-    };
-    let quiet = |_: &str| {};
-    let morning: Timestamp = "2025-05-24T00:00:00Z".parse().unwrap();
-    let evening: Timestamp = "2025-05-24T12:00:00Z".parse().unwrap();
-    assert!(
-        Collector::new(&client, &store, Arc::new(move || morning), &quiet)
-            .run(&request(vec![Stage::Cards]))
-            .await
-            .succeeded()
-    );
-    kra_day::serve_after(&kra, &day);
-    assert!(
-        Collector::new(&client, &store, Arc::new(move || evening), &quiet)
-            .run(&request(vec![Stage::Results]))
-            .await
-            .succeeded()
-    );
+    kra_day::collected_store(&url).await;
     (dir, url)
 }
 

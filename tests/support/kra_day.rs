@@ -148,3 +148,46 @@ pub fn serve_after(kra: &FakeKra, day: &Day) {
         kra.rows(ODDS, &[("rc_date", day.date), ("rc_no", &race.to_string())], odds);
     }
 }
+
+/// Fill the store at `url` with one collected day (4 races: cards in the morning, results in
+/// the evening), through the real collector against a fake KRA API.
+pub async fn collected_store(url: &str) {
+    use std::sync::Arc;
+
+    use jiff::Timestamp;
+    use jiff::civil::Date;
+    use kra_operator::collector::run::{Collector, RunRequest, Stage};
+    use kra_operator::crd::Meet;
+    use kra_operator::kra::budget::{Budget, BudgetLimits};
+    use kra_operator::kra::client::{ClientSettings, KraClient, ServiceKey};
+    use kra_operator::store::Store;
+
+    let store = Store::open(url).await.unwrap();
+    let kra = FakeKra::start().await;
+    let day = Day::default();
+    serve_before(&kra, &day);
+    kra_operator::telemetry::install_crypto_provider();
+    let budget = Arc::new(Budget::new(BudgetLimits { per_second: 10_000.0, per_run: 10_000 }));
+    let settings = ClientSettings { base_url: kra.base_url.clone(), ..Default::default() };
+    let client = KraClient::new(&settings, ServiceKey::new("k"), budget).unwrap();
+    let request = |stages: Vec<Stage>| RunRequest {
+        meet: Meet::Seoul,
+        from: Date::new(2025, 5, 24).unwrap(),
+        to: Date::new(2025, 5, 24).unwrap(),
+        races: None,
+        stages,
+        details: false,
+        odds_batch: 100,
+        odds_backfill: false,
+    };
+    let quiet = |_: &str| {};
+    let morning: Timestamp = "2025-05-24T00:00:00Z".parse().unwrap();
+    let evening: Timestamp = "2025-05-24T12:00:00Z".parse().unwrap();
+    let cards =
+        Collector::new(&client, &store, Arc::new(move || morning), &quiet).run(&request(vec![Stage::Cards])).await;
+    assert!(cards.succeeded(), "{cards:?}");
+    serve_after(&kra, &day);
+    let results =
+        Collector::new(&client, &store, Arc::new(move || evening), &quiet).run(&request(vec![Stage::Results])).await;
+    assert!(results.succeeded(), "{results:?}");
+}

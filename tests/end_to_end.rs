@@ -1,0 +1,90 @@
+//! From a custom resource to its status, with the real workers: the operator creates the Job,
+//! the test stands in for the kubelet (it runs the Job's own command, arguments and
+//! secret-referenced environment, then reports the exit status and termination message), and
+//! the worker's summary must arrive in the resource's status.
+
+mod support;
+
+use kra_operator::crd::{EvaluationRun, KraJob, Phase};
+use serde_json::json;
+use support::fake_kra::FakeKra;
+use support::kra_day::{self, Day};
+use support::{Cluster, Operator, WAIT, wait_until};
+
+#[tokio::test]
+async fn a_krajob_runs_the_collector_and_its_summary_reaches_status() {
+    let cluster = Cluster::start().await;
+    let _operator = Operator::start(&cluster).await;
+    let kra = FakeKra::start().await;
+    kra_day::serve_before(&kra, &Day::default());
+    let database = format!("sqlite://{}", cluster.dir.join("kra.sqlite3").display());
+
+    cluster
+        .create::<KraJob>(json!({
+            "apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "metadata": {"name": "seoul-cards"},
+            "spec": {"action": "CollectRaceCards", "meet": "seoul", "date": "2025-05-24",
+                     "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"}},
+        }))
+        .await;
+    wait_until("the Job", WAIT, || async { cluster.job_exists("seoul-cards-1").await.then_some(()) }).await;
+    let succeeded = cluster
+        .run_job_here(
+            "seoul-cards-1",
+            &[("kra-api", "serviceKey", "e2e-service-key"), ("kra-db", "url", &database)],
+            &[("KRA_API_BASE_URL", &kra.base_url), ("KRA_REQUESTS_PER_SECOND", "1000")],
+        )
+        .await;
+    assert!(succeeded, "{}", std::fs::read_to_string(cluster.dir.join("seoul-cards-1.output")).unwrap());
+    assert!(
+        kra.requests().iter().all(|r| r.param("serviceKey") == Some("e2e-service-key")),
+        "the key came from the Secret reference"
+    );
+
+    let done = wait_until("Succeeded with a result", WAIT, || async {
+        let kj = cluster.api::<KraJob>().get("seoul-cards").await.unwrap();
+        kj.status.filter(|s| s.phase == Some(Phase::Succeeded) && s.result.is_some())
+    })
+    .await;
+    let result = done.result.unwrap();
+    assert_eq!((result.races_found, result.races_collected, result.races_failed), (Some(4), Some(4), Some(0)));
+    assert!(result.api_calls.unwrap() > 4);
+}
+
+#[tokio::test]
+async fn an_evaluation_run_runs_the_evaluator_and_its_metrics_reach_status() {
+    let cluster = Cluster::start().await;
+    let _operator = Operator::start(&cluster).await;
+    let database = format!("sqlite://{}", cluster.dir.join("kra.sqlite3").display());
+    kra_day::collected_store(&database).await;
+    let artifacts = cluster.dir.join("evaluations");
+
+    cluster
+        .create::<EvaluationRun>(json!({
+            "apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun", "metadata": {"name": "rating-may"},
+            "spec": {"dataset": {"meet": "seoul", "dateRange": {"from": "2025-05-01", "to": "2025-05-31"}},
+                     "predictor": {"baseline": "Rating"}, "seed": 7},
+        }))
+        .await;
+    wait_until("the Job", WAIT, || async { cluster.job_exists("rating-may-1").await.then_some(()) }).await;
+    let succeeded = cluster
+        .run_job_here(
+            "rating-may-1",
+            &[("kra-db", "url", &database)],
+            &[("KRA_OUTPUT_DIR", artifacts.to_str().unwrap())],
+        )
+        .await;
+    assert!(succeeded, "{}", std::fs::read_to_string(cluster.dir.join("rating-may-1.output")).unwrap());
+
+    let done = wait_until("Succeeded with a result", WAIT, || async {
+        let run = cluster.api::<EvaluationRun>().get("rating-may").await.unwrap();
+        run.status.filter(|s| s.phase == Some(Phase::Succeeded) && s.result.is_some())
+    })
+    .await;
+    let result = done.result.unwrap();
+    let metrics = result.metrics.unwrap();
+    assert_eq!(metrics["races"], 4.0);
+    assert_eq!(metrics["exact_top3_hit_rate"], 1.0);
+    assert!(result.data_snapshot_id.unwrap().starts_with("ds-"));
+    assert!(result.commit_sha.is_some());
+    assert!(artifacts.join("rating-may/results.json").exists(), "artifacts are named after the EvaluationRun");
+}
