@@ -184,7 +184,7 @@ async fn clear_errors_for_missing_data_and_unbuilt_features() {
     llm.extend(DAY);
     let output = evaluator(&dir, &url, &llm).await;
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output).contains("LLM predictors are not implemented yet"));
+    assert!(text(&output).contains("an LLM predictor needs --prompt-file"));
     let mut unknown_baseline = vec!["evaluate", "--baseline", "rating", "--baseline-run", "nobody"];
     unknown_baseline.extend(DAY);
     let output = evaluator(&dir, &url, &unknown_baseline).await;

@@ -142,6 +142,21 @@ pub struct EvaluateArgs {
     /// The prompt's version label.
     #[arg(long)]
     pub prompt_version: Option<String>,
+    /// The LLM endpoint's key (sent as a bearer token, or `x-api-key` for Anthropic).
+    #[arg(long, env = "LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    /// LLM calls at once.
+    #[arg(long, default_value_t = 3)]
+    pub llm_concurrency: usize,
+    /// Seconds before an LLM call times out.
+    #[arg(long, default_value_t = 120)]
+    pub llm_timeout_seconds: u64,
+    /// Attempts per race (timeouts, 429 and 5xx are retried).
+    #[arg(long, default_value_t = 3)]
+    pub llm_attempts: u32,
+    /// Defer (score but leave out of the aggregates) answers below this confidence.
+    #[arg(long)]
+    pub defer_threshold: Option<f64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -154,12 +169,19 @@ pub struct ScoreArgs {
 }
 
 /// Exit codes: 0 done; 2 bad usage or configuration; 4 database failure; 5 no races to evaluate;
-/// 6 the leakage check failed.
+/// 6 the leakage check failed; 7 the LLM endpoint answered no call.
 pub mod exit {
     pub const USAGE: u8 = 2;
     pub const DATABASE: u8 = 4;
     pub const NO_DATASET: u8 = 5;
     pub const LEAKAGE: u8 = 6;
+    pub const UNREACHABLE: u8 = 7;
+}
+
+/// How the predictions of an `evaluate` run are made.
+enum Source {
+    Immediate(Predictor),
+    Llm(super::llm::LlmPredictor, super::scoring::ScoringPolicy),
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {
@@ -270,38 +292,64 @@ fn run_id() -> String {
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
-    let (args, predictor, prompt) = match &cli.command {
+    let (args, source, prompt) = match &cli.command {
         Command::Evaluate(e) => {
-            if e.llm_endpoint.is_some() {
-                return fail(
-                    exit::USAGE,
-                    "LLM predictors are not implemented yet (issue #4); use --baseline, or score predictions made elsewhere with `score`",
-                );
-            }
             let prompt = match (&e.prompt_file, &e.prompt_version) {
                 (Some(path), version) => match std::fs::read(path) {
-                    Ok(bytes) => Some((version.clone(), sha256_hex(&bytes))),
+                    Ok(bytes) => {
+                        Some((version.clone(), sha256_hex(&bytes), String::from_utf8_lossy(&bytes).into_owned()))
+                    }
                     Err(error) => {
                         return fail(exit::USAGE, &format!("failed to read the prompt {}: {error}", path.display()));
                     }
                 },
                 (None, _) => None,
             };
-            let predictor = match e.baseline {
-                Some(BaselineArg::Rating) => Predictor::Rating,
-                Some(BaselineArg::Random) => Predictor::Random { seed: e.run.seed as u64 },
-                Some(BaselineArg::Favourite) => {
+            let source = match (e.baseline, &e.llm_endpoint) {
+                (Some(BaselineArg::Rating), None) => Source::Immediate(Predictor::Rating),
+                (Some(BaselineArg::Random), None) => Source::Immediate(Predictor::Random { seed: e.run.seed as u64 }),
+                (Some(BaselineArg::Favourite), None) => {
                     return fail(
                         exit::USAGE,
                         "the favourite baseline needs odds, which are held back from model input until their publication time is known",
                     );
                 }
-                None => return fail(exit::USAGE, "choose a predictor: --baseline rating|random"),
+                (None, Some(endpoint)) => {
+                    let Some(model) = e.model.clone() else {
+                        return fail(exit::USAGE, "an LLM predictor needs --model");
+                    };
+                    let Some((_, _, template)) = &prompt else {
+                        return fail(exit::USAGE, "an LLM predictor needs --prompt-file");
+                    };
+                    let api = match e.llm_api.as_deref().map(super::llm::Api::parse) {
+                        None => super::llm::Api::OpenAiChat,
+                        Some(Some(api)) => api,
+                        Some(None) => return fail(exit::USAGE, "--llm-api is openai-chat or anthropic-messages"),
+                    };
+                    let settings = super::llm::LlmSettings {
+                        endpoint: endpoint.clone(),
+                        api,
+                        model,
+                        api_key: e.llm_api_key.clone().filter(|k| !k.is_empty()),
+                        template: template.clone(),
+                        concurrency: e.llm_concurrency,
+                        timeout: std::time::Duration::from_secs(e.llm_timeout_seconds),
+                        attempts: e.llm_attempts.max(1),
+                        seed: e.run.seed,
+                    };
+                    let policy =
+                        super::scoring::ScoringPolicy { require_confidence: true, defer_threshold: e.defer_threshold };
+                    match super::llm::LlmPredictor::new(settings) {
+                        Ok(predictor) => Source::Llm(predictor, policy),
+                        Err(message) => return fail(exit::USAGE, &message),
+                    }
+                }
+                _ => return fail(exit::USAGE, "choose one predictor: --baseline rating|random, or --llm-endpoint"),
             };
-            (&e.run, predictor, prompt)
+            (&e.run, source, prompt.map(|(version, sha, _)| (version, sha)))
         }
         Command::Score(s) => match std::fs::read_to_string(&s.predictions) {
-            Ok(text) => (&s.run, Predictor::Recorded(Recorded::parse(&text)), None),
+            Ok(text) => (&s.run, Source::Immediate(Predictor::Recorded(Recorded::parse(&text))), None),
             Err(error) => return fail(exit::USAGE, &format!("failed to read {}: {error}", s.predictions.display())),
         },
     };
@@ -327,7 +375,36 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         None => None,
     };
-    let results = run::evaluate(&dataset, &predictor, args.resamples, baseline.as_deref());
+    let (results, identity) = match &source {
+        Source::Immediate(predictor) => {
+            (run::evaluate(&dataset, predictor, args.resamples, baseline.as_deref()), predictor.identity())
+        }
+        Source::Llm(llm, policy) => {
+            let answers = llm.answers(&dataset.races).await;
+            let mut errors = std::collections::BTreeMap::new();
+            for error in answers.iter().filter_map(|a| a.error) {
+                *errors.entry(error.to_string()).or_insert(0usize) += 1;
+            }
+            let unreachable = answers.iter().all(|a| matches!(a.error, Some("network" | "timeout")));
+            if unreachable {
+                return fail(
+                    exit::UNREACHABLE,
+                    &format!(
+                        "the LLM endpoint {} answered none of {} calls (network errors or timeouts)",
+                        llm.identity()["endpoint"],
+                        answers.len()
+                    ),
+                );
+            }
+            let run_answers = run::Answers {
+                identity: llm.identity(),
+                policy: *policy,
+                payloads: answers.into_iter().map(|a| a.payload).collect(),
+                errors,
+            };
+            (run::score_answers(&dataset, run_answers, args.resamples, baseline.as_deref()), llm.identity())
+        }
+    };
     let results_json = match serde_json::to_string_pretty(&results) {
         Ok(json) => json + "\n",
         Err(error) => return fail(exit::USAGE, &format!("failed to encode the results: {error}")),
@@ -343,7 +420,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         data_snapshot_id: dataset.snapshot_id.clone(),
         seed: args.seed,
         mode: args.mode.clone(),
-        predictor: predictor.identity(),
+        predictor: identity,
         selection: json!({
             "meet": args.selection.meet.map(|m| format!("{m:?}").to_lowercase()),
             "from": args.selection.from.map(|d| d.to_string()),

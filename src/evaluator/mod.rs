@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod dataset;
+pub mod llm;
 pub mod metrics;
 pub mod predictors;
 pub mod run;

@@ -113,8 +113,15 @@ fn confidence(value: &Value) -> Result<Option<f64>, ()> {
     if scaled.is_finite() && (0.0..=1.0).contains(&scaled) { Ok(Some(scaled)) } else { Err(()) }
 }
 
-/// Score one race. `payload` is the prediction as produced (`None`: no payload at all).
-pub fn score(race_id: &str, actual: Option<&Actual>, payload: Option<&Value>, policy: &ScoringPolicy) -> RaceScore {
+/// Score one race. `payload` is the prediction as produced (`None`: no payload at all);
+/// `active` the race's active runners (a pick outside them is invalid; empty: not checked).
+pub fn score(
+    race_id: &str,
+    actual: Option<&Actual>,
+    active: &[i64],
+    payload: Option<&Value>,
+    policy: &ScoringPolicy,
+) -> RaceScore {
     let mut result = RaceScore {
         race_id: race_id.to_string(),
         status: ScoreStatus::ScoredOk,
@@ -137,6 +144,9 @@ pub fn score(race_id: &str, actual: Option<&Actual>, payload: Option<&Value>, po
             n.len() == 3 && picks.as_array().map(Vec::len) == Some(3) && n.iter().collect::<BTreeSet<_>>().len() == 3
         });
         let Some(numbers) = valid else { return ScoreStatus::FailPredictedTop3Invalid };
+        if !active.is_empty() && numbers.iter().any(|n| !active.contains(n)) {
+            return ScoreStatus::FailPredictedTop3Invalid;
+        }
         let top3 = [numbers[0], numbers[1], numbers[2]];
         result.predicted = Some(top3);
         let confidence = match payload.get("confidence").map(confidence) {
@@ -218,18 +228,18 @@ mod tests {
     }
 
     fn status(payload: Value, policy: &ScoringPolicy) -> ScoreStatus {
-        score("r", Some(&actual()), Some(&payload), policy).status
+        score("r", Some(&actual()), &[], Some(&payload), policy).status
     }
 
     #[test]
     fn hits_overlaps_and_the_winner() {
         let policy = ScoringPolicy::default();
-        let exact = score("r", Some(&actual()), Some(&json!({"predicted": [9, 4, 2]})), &policy);
+        let exact = score("r", Some(&actual()), &[], Some(&json!({"predicted": [9, 4, 2]})), &policy);
         assert_eq!(
             (exact.status, exact.correct_count, exact.exact_hit, exact.winner_hit),
             (ScoreStatus::ScoredOk, 3, true, false)
         );
-        let two = score("r", Some(&actual()), Some(&json!({"predicted": [4, 2, 7]})), &policy);
+        let two = score("r", Some(&actual()), &[], Some(&json!({"predicted": [4, 2, 7]})), &policy);
         assert_eq!((two.correct_count, two.exact_hit, two.winner_hit), (2, false, true));
     }
 
@@ -237,16 +247,16 @@ mod tests {
     fn every_status_in_precedence_order() {
         let required = ScoringPolicy { require_confidence: true, defer_threshold: Some(0.4) };
         assert_eq!(
-            score("r", None, Some(&json!({"predicted": [1, 2, 3]})), &required).status,
+            score("r", None, &[], Some(&json!({"predicted": [1, 2, 3]})), &required).status,
             ScoreStatus::FailActualTop3Missing
         );
         let duplicated = Actual { placed: vec![4, 4, 9], winners: vec![4] };
         assert_eq!(
-            score("r", Some(&duplicated), None, &required).status,
+            score("r", Some(&duplicated), &[], None, &required).status,
             ScoreStatus::FailActualTop3Invalid,
             "the answer is judged first"
         );
-        assert_eq!(score("r", Some(&actual()), None, &required).status, ScoreStatus::FailPredictionPayloadMissing);
+        assert_eq!(score("r", Some(&actual()), &[], None, &required).status, ScoreStatus::FailPredictionPayloadMissing);
         assert_eq!(status(json!({"reasoning": "no picks"}), &required), ScoreStatus::MissingPredictedTop3);
         for bad in
             [json!([1, 1, 2]), json!([1, 2]), json!([1, 2, 3, 4]), json!([0, 1, 2]), json!(["a", 2, 3]), json!("1,2,3")]
@@ -280,11 +290,24 @@ mod tests {
     #[test]
     fn failures_score_zero_deferrals_keep_their_figures() {
         let policy = ScoringPolicy { require_confidence: true, defer_threshold: Some(0.5) };
-        let missing = score("r", Some(&actual()), Some(&json!({"predicted": [4, 2, 9]})), &policy);
+        let missing = score("r", Some(&actual()), &[], Some(&json!({"predicted": [4, 2, 9]})), &policy);
         assert_eq!((missing.correct_count, missing.exact_hit), (0, false));
-        let deferred = score("r", Some(&actual()), Some(&json!({"predicted": [4, 2, 9], "confidence": 0.2})), &policy);
+        let deferred =
+            score("r", Some(&actual()), &[], Some(&json!({"predicted": [4, 2, 9], "confidence": 0.2})), &policy);
         assert_eq!((deferred.correct_count, deferred.exact_hit), (3, true));
         assert!(!deferred.status.covered());
+    }
+
+    #[test]
+    fn a_pick_that_is_not_an_active_runner_is_invalid() {
+        let policy = ScoringPolicy::default();
+        let active = [1, 2, 4, 9];
+        assert_eq!(
+            score("r", Some(&actual()), &active, Some(&json!({"predicted": [4, 2, 9]})), &policy).status,
+            ScoreStatus::ScoredOk
+        );
+        let outsider = score("r", Some(&actual()), &active, Some(&json!({"predicted": [4, 2, 13]})), &policy);
+        assert_eq!((outsider.status, outsider.correct_count), (ScoreStatus::FailPredictedTop3Invalid, 0));
     }
 
     #[test]
@@ -296,7 +319,11 @@ mod tests {
             json!({"selected_horses": [{"chulNo": 4, "hrName": "a"}, {"chulNo": 2}, {"chulNo": 9}]}),
             json!({"trifecta_picks": {"primary": [4, 2, 9], "backup": [1, 2, 3]}}),
         ] {
-            assert_eq!(score("r", Some(&actual()), Some(&payload), &policy).predicted, Some([4, 2, 9]), "{payload}");
+            assert_eq!(
+                score("r", Some(&actual()), &[], Some(&payload), &policy).predicted,
+                Some([4, 2, 9]),
+                "{payload}"
+            );
         }
     }
 
@@ -305,7 +332,10 @@ mod tests {
         let dead_heat = Actual { placed: vec![4, 2, 9, 6], winners: vec![4] };
         let policy = ScoringPolicy::default();
         for trio in [[4, 2, 9], [6, 4, 2]] {
-            assert!(score("r", Some(&dead_heat), Some(&json!({"predicted": trio})), &policy).exact_hit, "{trio:?}");
+            assert!(
+                score("r", Some(&dead_heat), &[], Some(&json!({"predicted": trio})), &policy).exact_hit,
+                "{trio:?}"
+            );
         }
     }
 

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kra;
+pub mod fake_llm;
 pub mod kra_day;
 pub mod postgres;
 
