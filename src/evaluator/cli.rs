@@ -109,12 +109,15 @@ pub struct RunArgs {
     /// Bootstrap resamples for the confidence intervals (seed 42).
     #[arg(long, default_value_t = 2000)]
     pub resamples: usize,
-    /// MLflow tracking server (not implemented yet: refused rather than ignored).
-    #[arg(long)]
+    /// MLflow tracking server; run metadata, metrics and artifacts go there too.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
     pub mlflow_tracking_uri: Option<String>,
     /// MLflow experiment.
     #[arg(long, default_value = "kra-prompt-evaluation")]
     pub mlflow_experiment: String,
+    /// Bearer token for the MLflow server.
+    #[arg(long, env = "MLFLOW_TRACKING_TOKEN", hide_env_values = true)]
+    pub mlflow_token: Option<String>,
     /// Also write a compact summary here (a Kubernetes termination message, at most 4 KiB).
     #[arg(long)]
     pub summary_file: Option<PathBuf>,
@@ -169,13 +172,15 @@ pub struct ScoreArgs {
 }
 
 /// Exit codes: 0 done; 2 bad usage or configuration; 4 database failure; 5 no races to evaluate;
-/// 6 the leakage check failed; 7 the LLM endpoint answered no call.
+/// 6 the leakage check failed; 7 the LLM endpoint answered no call; 8 MLflow tracking failed
+/// (the local artifacts are written all the same).
 pub mod exit {
     pub const USAGE: u8 = 2;
     pub const DATABASE: u8 = 4;
     pub const NO_DATASET: u8 = 5;
     pub const LEAKAGE: u8 = 6;
     pub const UNREACHABLE: u8 = 7;
+    pub const TRACKING: u8 = 8;
 }
 
 /// How the predictions of an `evaluate` run are made.
@@ -194,7 +199,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The compact summary for the termination message (read by the operator into EvaluationRun status).
-pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, artifacts: &Path) -> String {
+pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, artifacts: &str) -> String {
     let m = &results.metrics;
     let metrics = [
         ("exact_top3_hit_rate", m.exact_top3_hit_rate),
@@ -211,8 +216,8 @@ pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, 
         data_snapshot_id: Some(metadata.data_snapshot_id.clone()),
         prompt_sha256: metadata.prompt_sha256.clone(),
         commit_sha: Some(metadata.commit_sha.to_string()),
-        mlflow_run_id: None,
-        artifact_uri: Some(artifacts.display().to_string()),
+        mlflow_run_id: metadata.mlflow_run_id.clone(),
+        artifact_uri: Some(artifacts.to_string()),
         metrics: Some(metrics),
         message: Some(format!(
             "{} races: exact_top3_hit_rate {:.4}, mean_top3_overlap {:.4}",
@@ -280,6 +285,62 @@ fn read_baseline(output_dir: &Path, name: &str) -> Result<Vec<RaceScore>, ExitCo
         .map_err(|e| fail(exit::USAGE, &format!("the baseline run {name:?} has no readable results: {e}")))?;
     serde_json::from_value(value["races"].clone())
         .map_err(|e| fail(exit::USAGE, &format!("the baseline run {name:?} has no readable race scores: {e}")))
+}
+
+/// Log the run to MLflow; fills the MLflow ids into the metadata. The artifact URI on success.
+async fn track(
+    args: &RunArgs,
+    uri: &str,
+    run_name: &str,
+    results: &EvaluationResults,
+    results_json: &str,
+    metadata: &mut RunMetadata,
+    started_at: jiff::Timestamp,
+) -> Result<String, super::mlflow::MlflowError> {
+    use super::mlflow::Mlflow;
+    let mlflow = Mlflow::new(uri, args.mlflow_token.clone())?;
+    let tags = vec![
+        ("mlflow.source.git.commit".to_string(), COMMIT_SHA.to_string()),
+        ("kra.data_snapshot_id".to_string(), metadata.data_snapshot_id.clone()),
+        ("kra.mode".to_string(), metadata.mode.clone()),
+    ];
+    let begun = mlflow
+        .begin(&args.mlflow_experiment, run_name, &metadata.results_sha256, &tags, started_at.as_millisecond())
+        .await?;
+    metadata.mlflow_experiment_id = Some(begun.experiment_id.clone());
+    metadata.mlflow_run_id = Some(begun.run_id.clone());
+    if !begun.reused {
+        let value = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let metadata_json = serde_json::to_value(&*metadata).unwrap_or_default();
+        let params: Vec<(String, String)> = [
+            "commitSha",
+            "promptVersion",
+            "promptSha256",
+            "dataSnapshotId",
+            "seed",
+            "mode",
+            "predictor",
+            "selection",
+            "raceCount",
+            "excludedCount",
+            "resultsSha256",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), value(&metadata_json[*k])))
+        .chain([("predictionContract".to_string(), super::scoring::PREDICTION_CONTRACT.to_string())])
+        .collect();
+        let files = vec![
+            ("results.json", results_json.as_bytes().to_vec()),
+            ("metadata.json", (serde_json::to_string_pretty(&*metadata).unwrap_or_default() + "\n").into_bytes()),
+        ];
+        let finished = jiff::Timestamp::now().as_millisecond();
+        mlflow.complete(&begun, &params, &run::tracked_metrics(results), &files, finished).await?;
+    }
+    Ok(begun.artifact_uri)
 }
 
 fn run_id() -> String {
@@ -353,12 +414,6 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(error) => return fail(exit::USAGE, &format!("failed to read {}: {error}", s.predictions.display())),
         },
     };
-    if args.mlflow_tracking_uri.is_some() {
-        return fail(
-            exit::USAGE,
-            "MLflow tracking is not implemented yet (issue #4); run metadata is written to the local artifacts",
-        );
-    }
     let started_at = jiff::Timestamp::now();
     let url = match &cli.database_url {
         Some(url) => url.clone(),
@@ -410,8 +465,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(error) => return fail(exit::USAGE, &format!("failed to encode the results: {error}")),
     };
     let run_id = run_id();
-    let directory = cli.output_dir.join(args.run_name.clone().unwrap_or_else(|| run_id.clone()));
-    let metadata = RunMetadata {
+    let run_name = args.run_name.clone().unwrap_or_else(|| run_id.clone());
+    let directory = cli.output_dir.join(&run_name);
+    let mut metadata = RunMetadata {
         schema: run::METADATA_SCHEMA,
         run_id,
         commit_sha: COMMIT_SHA,
@@ -433,8 +489,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         race_count: dataset.races.len(),
         excluded_count: dataset.excluded.len(),
         results_sha256: sha256_hex(results_json.as_bytes()),
+        mlflow_experiment_id: None,
+        mlflow_run_id: None,
         started_at: started_at.to_string(),
         finished_at: jiff::Timestamp::now().to_string(),
+    };
+    let tracking = match &args.mlflow_tracking_uri {
+        Some(uri) => Some(track(args, uri, &run_name, &results, &results_json, &mut metadata, started_at).await),
+        None => None,
     };
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(&directory)?;
@@ -445,9 +507,17 @@ pub async fn run(cli: Cli) -> ExitCode {
     if let Err(error) = write() {
         return fail(exit::USAGE, &format!("failed to write the artifacts to {}: {error}", directory.display()));
     }
+    let artifact_uri = match &tracking {
+        Some(Ok(uri)) => uri.clone(),
+        Some(Err(error)) => {
+            return fail(exit::TRACKING, &format!("{error} (the local artifacts are in {})", directory.display()));
+        }
+        None => directory.display().to_string(),
+    };
     let summary = json!({
         "runId": metadata.run_id,
         "artifacts": directory.display().to_string(),
+        "mlflowRunId": metadata.mlflow_run_id,
         "dataSnapshotId": metadata.data_snapshot_id,
         "commitSha": metadata.commit_sha,
         "predictor": metadata.predictor,
@@ -457,7 +527,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     });
     println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
     if let Some(path) = &args.summary_file
-        && let Err(error) = std::fs::write(path, termination_summary(&results, &metadata, &directory))
+        && let Err(error) = std::fs::write(path, termination_summary(&results, &metadata, &artifact_uri))
     {
         eprintln!("kra-evaluator: failed to write the summary to {}: {error}", path.display());
     }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod dataset;
 pub mod llm;
 pub mod metrics;
+pub mod mlflow;
 pub mod predictors;
 pub mod run;
 pub mod scoring;

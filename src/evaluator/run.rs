@@ -49,6 +49,8 @@ pub struct RunMetadata {
     pub race_count: usize,
     pub excluded_count: usize,
     pub results_sha256: String,
+    pub mlflow_experiment_id: Option<String>,
+    pub mlflow_run_id: Option<String>,
     pub started_at: String,
     pub finished_at: String,
 }
@@ -110,4 +112,51 @@ pub fn score_answers(
         races,
         excluded: dataset.excluded.clone(),
     }
+}
+
+/// The metrics logged to MLflow: the headline figures, their intervals, every breakdown
+/// (`<metric>.<dimension>.<value>`) and the comparison.
+pub fn tracked_metrics(results: &EvaluationResults) -> Vec<super::mlflow::Metric> {
+    use super::mlflow::Metric;
+    let mut out = Vec::new();
+    let mut headline = |prefix: &str, m: &Metrics| {
+        for (name, value) in [
+            ("exact_top3_hit_rate", m.exact_top3_hit_rate),
+            ("mean_top3_overlap", m.mean_top3_overlap),
+            ("top1_winner_rate", m.top1_winner_rate),
+            ("json_valid_rate", m.json_valid_rate),
+            ("contract_error_rate", m.contract_error_rate),
+            ("coverage", m.coverage),
+            ("races", m.races as f64),
+        ] {
+            out.push(Metric { key: format!("{name}{prefix}"), value });
+        }
+    };
+    headline("", &results.metrics);
+    for (dimension, groups) in &results.breakdowns {
+        for (key, m) in groups {
+            let safe: String =
+                key.chars().map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect();
+            headline(&format!(".{dimension}.{safe}"), m);
+        }
+    }
+    for (name, interval) in [
+        ("exact_top3_hit_rate", results.metrics.exact_top3_hit_rate_ci95),
+        ("mean_top3_overlap", results.metrics.mean_top3_overlap_ci95),
+    ] {
+        if let Some(i) = interval {
+            out.push(Metric { key: format!("{name}_ci95_low"), value: i.low });
+            out.push(Metric { key: format!("{name}_ci95_high"), value: i.high });
+        }
+    }
+    if let Some(c) = &results.comparison {
+        out.push(Metric { key: "comparison.exact_hit_rate_difference".into(), value: c.exact_hit_rate_difference });
+        out.push(Metric { key: "comparison.mean_overlap_difference".into(), value: c.mean_overlap_difference });
+        out.push(Metric { key: "comparison.mcnemar_p_value".into(), value: c.mcnemar_p_value });
+        out.push(Metric { key: "comparison.paired".into(), value: c.paired as f64 });
+    }
+    for (i, n) in results.metrics.correct_count_distribution.iter() {
+        out.push(Metric { key: format!("correct_count.{i}"), value: *n as f64 });
+    }
+    out
 }

@@ -13,6 +13,7 @@
 pub mod fake_kra;
 pub mod fake_llm;
 pub mod kra_day;
+pub mod mlflow;
 pub mod postgres;
 
 use std::path::{Path, PathBuf};

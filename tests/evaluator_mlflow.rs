@@ -1,0 +1,93 @@
+//! Run tracking against a real MLflow server started by the test: params, metrics, tags and
+//! artifacts of a run, the run id in the metadata and the summary, and a re-run that logs nothing
+//! twice.
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+use support::kra_day;
+use support::mlflow::MlflowServer;
+
+async fn evaluator(dir: &Path, url: &str, tracking: &str, name: &str) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kra-evaluator"))
+        .args(["evaluate", "--baseline", "rating", "--from", "2025-05-24", "--to", "2025-05-24", "--seed", "5"])
+        .args(["--run-name", name, "--mlflow-tracking-uri", tracking, "--mlflow-experiment", "kra-tests"])
+        .args(["--summary-file", dir.join(format!("{name}.summary")).to_str().unwrap()])
+        .args(["--database-url", url, "--output-dir", dir.join("runs").to_str().unwrap()])
+        .env("KRA_LOG_FORMAT", "json")
+        .output()
+        .await
+        .expect("run kra-evaluator")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+#[tokio::test]
+async fn a_run_is_tracked_in_mlflow_and_a_rerun_duplicates_nothing() {
+    let dir = std::env::temp_dir().join(format!("kra-mlflow-{}", support::random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", dir.join("kra.sqlite3").display());
+    kra_day::collected_store(&database).await;
+    let mlflow = MlflowServer::start(&dir).await;
+
+    let output = evaluator(&dir, &database, &mlflow.url, "rating-may").await;
+    assert!(output.status.success(), "{}", text(&output));
+    let metadata: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("runs/rating-may/metadata.json")).unwrap()).unwrap();
+    let run_id = metadata["mlflowRunId"].as_str().expect("the MLflow run id is in the metadata").to_string();
+
+    let run = mlflow.get(&format!("/api/2.0/mlflow/runs/get?run_id={run_id}")).await;
+    assert_eq!(run["run"]["info"]["status"], "FINISHED");
+    let data = &run["run"]["data"];
+    let param =
+        |key: &str| data["params"].as_array().unwrap().iter().find(|p| p["key"] == key).map(|p| p["value"].clone());
+    assert_eq!(param("dataSnapshotId"), Some(metadata["dataSnapshotId"].clone()));
+    assert_eq!(param("seed"), Some(Value::from("5")));
+    assert_eq!(param("mode"), Some(Value::from("evaluate")));
+    assert_eq!(param("commitSha"), Some(metadata["commitSha"].clone()));
+    let metric = |key: &str| {
+        data["metrics"].as_array().unwrap().iter().find(|m| m["key"] == key).map(|m| m["value"].as_f64().unwrap())
+    };
+    assert_eq!(metric("exact_top3_hit_rate"), Some(1.0));
+    assert_eq!(metric("mean_top3_overlap"), Some(1.0));
+    assert_eq!(metric("races.meet.seoul"), Some(4.0));
+    let tag = |key: &str| data["tags"].as_array().unwrap().iter().find(|t| t["key"] == key).map(|t| t["value"].clone());
+    assert_eq!(tag("kra.run_name"), Some(Value::from("rating-may")));
+    assert_eq!(tag("mlflow.source.git.commit"), Some(metadata["commitSha"].clone()));
+    let artifacts = mlflow.get(&format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}")).await;
+    let names: Vec<&str> = artifacts["files"].as_array().unwrap().iter().filter_map(|f| f["path"].as_str()).collect();
+    assert!(names.contains(&"results.json") && names.contains(&"metadata.json"), "{artifacts}");
+
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("rating-may.summary")).unwrap()).unwrap();
+    assert_eq!(summary["mlflowRunId"], run_id.as_str());
+
+    // The same evaluation again (an operator retry): the finished run is reused, nothing logged twice.
+    let again = evaluator(&dir, &database, &mlflow.url, "rating-may").await;
+    assert!(again.status.success(), "{}", text(&again));
+    let metadata_again: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("runs/rating-may/metadata.json")).unwrap()).unwrap();
+    assert_eq!(metadata_again["mlflowRunId"], run_id.as_str());
+    let history = mlflow
+        .get(&format!("/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=exact_top3_hit_rate"))
+        .await;
+    assert_eq!(history["metrics"].as_array().map(Vec::len), Some(1), "the metric was logged once: {history}");
+}
+
+#[tokio::test]
+async fn an_unreachable_tracking_server_fails_clearly_and_keeps_the_local_artifacts() {
+    let dir = std::env::temp_dir().join(format!("kra-mlflow-{}", support::random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", dir.join("kra.sqlite3").display());
+    kra_day::collected_store(&database).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let output = evaluator(&dir, &database, &format!("http://{closed}"), "offline").await;
+    assert_eq!(output.status.code(), Some(8), "{}", text(&output));
+    assert!(text(&output).contains("failed to look up the experiment in MLflow"), "{}", text(&output));
+    assert!(dir.join("runs/offline/results.json").exists());
+}
