@@ -87,4 +87,33 @@ async fn an_evaluation_run_runs_the_evaluator_and_its_metrics_reach_status() {
     assert!(result.data_snapshot_id.unwrap().starts_with("ds-"));
     assert!(result.commit_sha.is_some());
     assert!(artifacts.join("rating-may/results.json").exists(), "artifacts are named after the EvaluationRun");
+
+    // A challenger compared with the champion: the gate's decision becomes a condition.
+    cluster
+        .create::<EvaluationRun>(json!({
+            "apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun", "metadata": {"name": "random-may"},
+            "spec": {"dataset": {"meet": "seoul", "dateRange": {"from": "2025-05-01", "to": "2025-05-31"}},
+                     "predictor": {"baseline": "Random"}, "seed": 7, "baselineRun": "rating-may"},
+        }))
+        .await;
+    wait_until("the challenger's Job", WAIT, || async { cluster.job_exists("random-may-1").await.then_some(()) }).await;
+    let succeeded = cluster
+        .run_job_here(
+            "random-may-1",
+            &[("kra-db", "url", &database)],
+            &[("KRA_OUTPUT_DIR", artifacts.to_str().unwrap())],
+        )
+        .await;
+    assert!(succeeded, "{}", std::fs::read_to_string(cluster.dir.join("random-may-1.output")).unwrap());
+    let decided = wait_until("the Promoted condition", WAIT, || async {
+        let run = cluster.api::<EvaluationRun>().get("random-may").await.unwrap();
+        run.status?.conditions.into_iter().find(|c| c.type_ == "Promoted")
+    })
+    .await;
+    assert_eq!(
+        (decided.status.as_str(), decided.reason.as_str()),
+        ("False", "InsufficientPairs"),
+        "4 paired races are too few"
+    );
+    assert!(decided.message.contains("4 paired races"), "{}", decided.message);
 }

@@ -65,7 +65,66 @@ impl<'a> ConditionSet<'a> {
         self.all([false, false, true, false, false, true], reason, message);
     }
 
+    /// A condition a worker's result decides (for example `Promoted`).
+    pub fn extra(&mut self, type_: &str, status: bool, reason: &str, message: &str) {
+        self.set(type_, status, reason, message);
+    }
+
     pub fn finish(self) -> Vec<Condition> {
         self.current
+    }
+}
+
+/// Conditions that a worker's result summary decides, beyond the run's own.
+pub trait ResultConditions {
+    /// (type, status, reason, message) of each.
+    fn result_conditions(&self) -> Vec<(&'static str, bool, String, String)> {
+        Vec::new()
+    }
+}
+
+impl ResultConditions for crate::crd::CollectionSummary {}
+
+impl ResultConditions for crate::crd::EvaluationSummary {
+    fn result_conditions(&self) -> Vec<(&'static str, bool, String, String)> {
+        self.promotion
+            .iter()
+            .map(|p| {
+                let message = format!(
+                    "{} paired races: exact top-3 hit rate {:+.4} against the baseline run, McNemar p = {:.4}",
+                    p.paired, p.exact_hit_rate_difference, p.mcnemar_p_value
+                );
+                (super::reasons::PROMOTED, p.promoted, p.reason.clone(), message)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{EvaluationSummary, PromotionDecision};
+
+    #[test]
+    fn a_promotion_decision_becomes_a_condition_with_its_figures() {
+        let summary = EvaluationSummary {
+            promotion: Some(PromotionDecision {
+                promoted: true,
+                reason: "Promoted".into(),
+                paired: 512,
+                exact_hit_rate_difference: 0.031,
+                mcnemar_p_value: 0.012,
+            }),
+            ..Default::default()
+        };
+        let conditions = summary.result_conditions();
+        assert_eq!(conditions.len(), 1);
+        let (type_, status, reason, message) = &conditions[0];
+        assert_eq!((*type_, *status, reason.as_str()), ("Promoted", true, "Promoted"));
+        assert!(
+            message.contains("512 paired races") && message.contains("+0.0310") && message.contains("p = 0.0120"),
+            "{message}"
+        );
+        assert!(EvaluationSummary::default().result_conditions().is_empty(), "no baseline, no condition");
     }
 }

@@ -26,7 +26,15 @@ pub trait RunKind:
     + Sync
     + 'static
 {
-    type Summary: Serialize + DeserializeOwned + Clone + Debug + PartialEq + Send + Sync + 'static;
+    type Summary: Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug
+        + PartialEq
+        + super::conditions::ResultConditions
+        + Send
+        + Sync
+        + 'static;
     /// Lowercase kind, used as a bounded metric label.
     const METRIC_KIND: &'static str;
     /// The binary the worker container runs.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::conditions::ConditionSet;
+use super::conditions::{ConditionSet, ResultConditions};
 use super::reasons;
 use crate::crd::{Attempt, AttemptOutcome, Phase, RetryPolicy, RunControls, RunStatus};
 
@@ -105,7 +105,7 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
 }
 
 /// Decide the status and actions of a run.
-pub fn plan<R: Clone + PartialEq>(input: PlanInput<'_, R>) -> Plan<R> {
+pub fn plan<R: Clone + PartialEq + ResultConditions>(input: PlanInput<'_, R>) -> Plan<R> {
     let now = whole_seconds(input.now);
     let previous = input.status.cloned().unwrap_or_default();
     let mut status = previous.clone();
@@ -235,6 +235,11 @@ pub fn plan<R: Clone + PartialEq>(input: PlanInput<'_, R>) -> Plan<R> {
     }
     status.phase = Some(phase);
     status.start_time = status.attempts.iter().find(|a| a.generation == generation).and_then(|a| a.start_time.clone());
+    if let Some(result) = &status.result {
+        for (type_, value, reason, message) in result.result_conditions() {
+            conds.extra(type_, value, &reason, &message);
+        }
+    }
     status.conditions = conds.finish();
 
     if let Some(ttl) = controls.ttl_seconds_after_finished {
@@ -372,6 +377,8 @@ mod tests {
     use crate::crd::Backoff;
 
     type Summary = u32;
+
+    impl ResultConditions for u32 {}
 
     fn ts(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_750_000_000 + seconds).unwrap()

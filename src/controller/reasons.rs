@@ -7,6 +7,8 @@ pub const STALLED: &str = "Stalled";
 pub const RUNNING: &str = "Running";
 pub const SUCCEEDED: &str = "Succeeded";
 pub const FAILED: &str = "Failed";
+/// Set on an EvaluationRun compared with a baseline run: whether it beats it (the champion gate).
+pub const PROMOTED: &str = "Promoted";
 
 pub const INVALID_SPEC: &str = "InvalidSpec";
 pub const JOB_CREATED: &str = "JobCreated";

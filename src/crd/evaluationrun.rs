@@ -191,6 +191,22 @@ fn default_seed() -> i64 {
     42
 }
 
+/// The champion gate's decision on a run compared with its baseline run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionDecision {
+    /// Whether the run beats its baseline by the promotion rule.
+    pub promoted: bool,
+    /// `Promoted`, `InsufficientPairs`, `NotBetter` or `NotSignificant`.
+    pub reason: String,
+    /// Races scored in both runs.
+    pub paired: i64,
+    /// Exact top-three hit rate of the run minus that of the baseline, on the paired races.
+    pub exact_hit_rate_difference: f64,
+    /// McNemar's test on the paired exact hits.
+    pub mcnemar_p_value: f64,
+}
+
 /// The summary `kra-evaluator` reports when it finishes.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -213,6 +229,9 @@ pub struct EvaluationSummary {
     /// Headline metrics by name (for example `exact_top3_hit_rate`, `mean_top3_overlap`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<BTreeMap<String, f64>>,
+    /// The champion gate's decision, when the run named a baseline run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionDecision>,
     /// One-line human summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -15,7 +15,7 @@ pub use common::{
     Attempt, AttemptOutcome, Backoff, DateRange, Meet, Phase, PodOverrides, RetryPolicy, RunControls, RunStatus,
     SecretKeyRef,
 };
-pub use evaluationrun::{EvaluationRun, EvaluationRunSpec, EvaluationRunStatus, EvaluationSummary};
+pub use evaluationrun::{EvaluationRun, EvaluationRunSpec, EvaluationRunStatus, EvaluationSummary, PromotionDecision};
 pub use krajob::{CollectionSummary, KraAction, KraJob, KraJobSpec, KraJobStatus};
 
 /// The API group of both kinds.

@@ -219,6 +219,7 @@ pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, 
         mlflow_run_id: metadata.mlflow_run_id.clone(),
         artifact_uri: Some(artifacts.to_string()),
         metrics: Some(metrics),
+        promotion: results.comparison.as_ref().map(super::metrics::promotion),
         message: Some(format!(
             "{} races: exact_top3_hit_rate {:.4}, mean_top3_overlap {:.4}",
             m.races, m.exact_top3_hit_rate, m.mean_top3_overlap
@@ -523,6 +524,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         "predictor": metadata.predictor,
         "metrics": results.metrics,
         "comparison": results.comparison,
+        "promotion": results.comparison.as_ref().map(super::metrics::promotion),
         "excluded": dataset.excluded.len(),
     });
     println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());

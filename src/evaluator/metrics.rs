@@ -242,6 +242,34 @@ pub fn compare(run: &[RaceScore], baseline: &[RaceScore], resamples: usize) -> C
     }
 }
 
+/// The least number of paired races the champion gate decides on.
+pub const MIN_PAIRED: usize = 30;
+/// The significance level of the champion gate.
+pub const SIGNIFICANCE: f64 = 0.05;
+
+/// The champion gate: a run is promoted over its baseline when at least [`MIN_PAIRED`] races are
+/// paired, its exact top-three hit rate on them is higher, and McNemar's test on the paired exact
+/// hits gives p < [`SIGNIFICANCE`]. (The leakage check has passed: a run that fails it ends before
+/// scoring.) The gate looks at the north-star metric, not at the top-1 winner.
+pub fn promotion(comparison: &Comparison) -> crate::crd::PromotionDecision {
+    let reason = if comparison.paired < MIN_PAIRED {
+        "InsufficientPairs"
+    } else if comparison.exact_hit_rate_difference <= 0.0 {
+        "NotBetter"
+    } else if comparison.mcnemar_p_value >= SIGNIFICANCE {
+        "NotSignificant"
+    } else {
+        "Promoted"
+    };
+    crate::crd::PromotionDecision {
+        promoted: reason == "Promoted",
+        reason: reason.to_string(),
+        paired: comparison.paired as i64,
+        exact_hit_rate_difference: comparison.exact_hit_rate_difference,
+        mcnemar_p_value: comparison.mcnemar_p_value,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +352,25 @@ mod tests {
         let c = compare(&run, &baseline, 0);
         assert!((c.mcnemar_p_value - 0.0442).abs() < 5e-4, "{}", c.mcnemar_p_value);
         assert_eq!(c.exact_hit_rate_difference, 0.5);
+    }
+
+    #[test]
+    fn the_champion_gate_needs_pairs_a_gain_and_significance() {
+        let pairs = |n: usize, run_hits: usize, base_hits: usize| {
+            let run: Vec<RaceScore> = (0..n)
+                .map(|i| scored(&i.to_string(), if i < run_hits { 3 } else { 0 }, false, ScoreStatus::ScoredOk))
+                .collect();
+            let base: Vec<RaceScore> = (0..n)
+                .map(|i| scored(&i.to_string(), if i >= n - base_hits { 3 } else { 0 }, false, ScoreStatus::ScoredOk))
+                .collect();
+            promotion(&compare(&run, &base, 0))
+        };
+        assert_eq!(pairs(20, 15, 0).reason, "InsufficientPairs");
+        assert_eq!(pairs(40, 5, 10).reason, "NotBetter");
+        assert_eq!(pairs(40, 6, 4).reason, "NotSignificant");
+        let promoted = pairs(40, 15, 2);
+        assert!(promoted.promoted && promoted.reason == "Promoted", "{promoted:?}");
+        assert!(promoted.mcnemar_p_value < 0.05 && promoted.exact_hit_rate_difference > 0.0);
     }
 
     #[test]
