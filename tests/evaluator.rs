@@ -99,6 +99,8 @@ async fn two_runs_on_the_same_inputs_are_byte_identical() {
     let first = std::fs::read(dir.join("runs/first/results.json")).unwrap();
     let second = std::fs::read(dir.join("runs/second/results.json")).unwrap();
     assert_eq!(first, second, "results.json must be byte-identical");
+    let report = std::fs::read(dir.join("runs/first/report.html")).unwrap();
+    assert_eq!(report, std::fs::read(dir.join("runs/second/report.html")).unwrap(), "so is the report");
     let (mut a, mut b) = (read(dir.join("runs/first/metadata.json")), read(dir.join("runs/second/metadata.json")));
     // The comparison names what may differ: the run id and the two timestamps.
     for varying in ["runId", "startedAt", "finishedAt"] {

@@ -82,7 +82,9 @@ async fn every_answer_is_scored_or_counted_never_dropped() {
     assert_eq!(metadata["promptSha256"].as_str().unwrap().len(), 64);
     // The bearer token went to the endpoint, and nowhere else.
     assert!(llm.calls().iter().all(|c| c.1.as_deref() == Some(&format!("Bearer {KEY}"))));
-    let everything = text(&output) + &std::fs::read_to_string(dir.join("runs/llm/results.json")).unwrap();
+    let report = std::fs::read_to_string(dir.join("runs/llm/report.html")).unwrap();
+    assert!(report.contains("Calibration: exact-hit rate by stated confidence"), "stated confidences are charted");
+    let everything = text(&output) + &std::fs::read_to_string(dir.join("runs/llm/results.json")).unwrap() + &report;
     assert!(!everything.contains(KEY));
 }
 

@@ -61,7 +61,10 @@ async fn a_run_is_tracked_in_mlflow_and_a_rerun_duplicates_nothing() {
     assert_eq!(tag("mlflow.source.git.commit"), Some(metadata["commitSha"].clone()));
     let artifacts = mlflow.get(&format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}")).await;
     let names: Vec<&str> = artifacts["files"].as_array().unwrap().iter().filter_map(|f| f["path"].as_str()).collect();
-    assert!(names.contains(&"results.json") && names.contains(&"metadata.json"), "{artifacts}");
+    assert!(
+        names.contains(&"results.json") && names.contains(&"metadata.json") && names.contains(&"report.html"),
+        "{artifacts}"
+    );
 
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("rating-may.summary")).unwrap()).unwrap();

@@ -289,12 +289,14 @@ fn read_baseline(output_dir: &Path, name: &str) -> Result<Vec<RaceScore>, ExitCo
 }
 
 /// Log the run to MLflow; fills the MLflow ids into the metadata. The artifact URI on success.
+#[allow(clippy::too_many_arguments)]
 async fn track(
     args: &RunArgs,
     uri: &str,
     run_name: &str,
     results: &EvaluationResults,
     results_json: &str,
+    report: &str,
     metadata: &mut RunMetadata,
     started_at: jiff::Timestamp,
 ) -> Result<String, super::mlflow::MlflowError> {
@@ -337,6 +339,7 @@ async fn track(
         let files = vec![
             ("results.json", results_json.as_bytes().to_vec()),
             ("metadata.json", (serde_json::to_string_pretty(&*metadata).unwrap_or_default() + "\n").into_bytes()),
+            ("report.html", report.as_bytes().to_vec()),
         ];
         let finished = jiff::Timestamp::now().as_millisecond();
         mlflow.complete(&begun, &params, &run::tracked_metrics(results), &files, finished).await?;
@@ -495,13 +498,17 @@ pub async fn run(cli: Cli) -> ExitCode {
         started_at: started_at.to_string(),
         finished_at: jiff::Timestamp::now().to_string(),
     };
+    let report = super::report::html(&results, COMMIT_SHA, metadata.prompt_version.as_deref());
     let tracking = match &args.mlflow_tracking_uri {
-        Some(uri) => Some(track(args, uri, &run_name, &results, &results_json, &mut metadata, started_at).await),
+        Some(uri) => {
+            Some(track(args, uri, &run_name, &results, &results_json, &report, &mut metadata, started_at).await)
+        }
         None => None,
     };
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all(&directory)?;
         std::fs::write(directory.join("results.json"), &results_json)?;
+        std::fs::write(directory.join("report.html"), &report)?;
         std::fs::write(directory.join("metadata.json"), serde_json::to_string_pretty(&metadata)? + "\n")?;
         Ok(())
     };

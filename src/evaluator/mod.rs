@@ -7,5 +7,6 @@ pub mod llm;
 pub mod metrics;
 pub mod mlflow;
 pub mod predictors;
+pub mod report;
 pub mod run;
 pub mod scoring;

@@ -1,0 +1,233 @@
+//! The run report: one self-contained HTML file (inline SVG, no scripts, no external assets),
+//! built from the results alone so that it is as reproducible as `results.json`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use super::metrics::{Interval, Metrics};
+use super::run::EvaluationResults;
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn pct(value: f64) -> String {
+    format!("{:.1}%", value * 100.0)
+}
+
+fn interval(i: Option<Interval>) -> String {
+    i.map(|i| format!("{} – {}", pct(i.low), pct(i.high))).unwrap_or_else(|| "–".into())
+}
+
+/// A bar chart of rates (0–1) with optional 95% interval whiskers.
+fn bar_chart(title: &str, bars: &[(String, f64, Option<Interval>, usize)]) -> String {
+    if bars.is_empty() {
+        return format!("<h3>{}</h3><p class=\"empty\">No data.</p>", escape(title));
+    }
+    let (width, height, left, bottom, top) = (640.0, 240.0, 48.0, 40.0, 12.0);
+    let plot_h = height - bottom - top;
+    let slot = (width - left - 8.0) / bars.len() as f64;
+    let bar_w = (slot * 0.6).min(48.0);
+    let y = |v: f64| top + plot_h * (1.0 - v.clamp(0.0, 1.0));
+    let mut svg = format!(
+        "<h3>{}</h3><svg viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"{}\">",
+        escape(title),
+        escape(title)
+    );
+    for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
+        let _ = write!(
+            svg,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" class=\"grid\"/><text x=\"{}\" y=\"{:.1}\" class=\"axis\" text-anchor=\"end\">{}</text>",
+            width - 8.0,
+            left - 6.0,
+            y(tick) + 4.0,
+            pct(tick),
+            y = y(tick)
+        );
+    }
+    for (i, (label, value, ci, n)) in bars.iter().enumerate() {
+        let x = left + slot * i as f64 + (slot - bar_w) / 2.0;
+        let _ = write!(
+            svg,
+            "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{bar_w:.1}\" height=\"{:.1}\" class=\"bar\"><title>{}: {} of {n} races</title></rect>",
+            y(*value),
+            (y(0.0) - y(*value)).max(0.0),
+            escape(label),
+            pct(*value)
+        );
+        if let Some(ci) = ci {
+            let cx = x + bar_w / 2.0;
+            let _ = write!(
+                svg,
+                "<line x1=\"{cx:.1}\" x2=\"{cx:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" class=\"whisker\"/>",
+                y(ci.low),
+                y(ci.high)
+            );
+        }
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" class=\"axis\" text-anchor=\"middle\">{}</text>",
+            x + bar_w / 2.0,
+            height - bottom + 16.0,
+            escape(label)
+        );
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\" class=\"axis\" text-anchor=\"middle\">n={n}</text>",
+            x + bar_w / 2.0,
+            height - bottom + 30.0
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn group_bars(groups: Option<&BTreeMap<String, Metrics>>) -> Vec<(String, f64, Option<Interval>, usize)> {
+    groups
+        .into_iter()
+        .flatten()
+        .map(|(k, m)| (k.clone(), m.exact_top3_hit_rate, m.exact_top3_hit_rate_ci95, m.covered))
+        .collect()
+}
+
+/// Stated confidence in tenths against the observed exact-hit rate.
+fn calibration(results: &EvaluationResults) -> String {
+    let mut bins: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    for race in results.races.iter().filter(|r| r.status.covered()) {
+        if let Some(c) = race.confidence {
+            let bin = ((c * 10.0).floor() as usize).min(9);
+            let entry = bins.entry(bin).or_default();
+            entry.0 += 1;
+            entry.1 += usize::from(race.exact_hit);
+        }
+    }
+    if bins.is_empty() {
+        return "<h3>Calibration of the stated confidence</h3><p class=\"empty\">The predictor stated no confidence.</p>".into();
+    }
+    let bars: Vec<(String, f64, Option<Interval>, usize)> = bins
+        .iter()
+        .map(|(bin, (n, hits))| {
+            (format!("{:.1}–{:.1}", *bin as f64 / 10.0, (*bin + 1) as f64 / 10.0), *hits as f64 / *n as f64, None, *n)
+        })
+        .collect();
+    bar_chart("Calibration: exact-hit rate by stated confidence (a calibrated predictor's bars follow the bin)", &bars)
+}
+
+pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&str>) -> String {
+    let m = &results.metrics;
+    let mut page = String::from(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>KRA evaluation report</title><style>\
+         body{font-family:system-ui,sans-serif;max-width:760px;margin:2rem auto;color:#222}\
+         table{border-collapse:collapse;margin:1rem 0}td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}\
+         .bar{fill:#3b6ea8}.whisker{stroke:#111;stroke-width:2}.grid{stroke:#eee}.axis{font-size:11px;fill:#555}\
+         .empty{color:#888}code{background:#f4f4f4;padding:1px 4px}</style></head><body>",
+    );
+    let _ = write!(
+        page,
+        "<h1>Evaluation report</h1><p>Predictor <code>{}</code> on dataset <code>{}</code>, commit <code>{}</code>{}.</p>",
+        escape(&results.predictor.to_string()),
+        escape(&results.data_snapshot_id),
+        escape(commit),
+        prompt_version.map(|v| format!(", prompt <code>{}</code>", escape(v))).unwrap_or_default()
+    );
+    let _ = write!(
+        page,
+        "<table><tr><th>Metric</th><th>Value</th><th>95% interval</th></tr>\
+         <tr><td>exact_top3_hit_rate (all three right)</td><td>{}</td><td>{}</td></tr>\
+         <tr><td>mean_top3_overlap (|predicted ∩ actual| / 3)</td><td>{}</td><td>{}</td></tr>\
+         <tr><td>top1_winner_rate</td><td>{}</td><td></td></tr>\
+         <tr><td>json_valid_rate</td><td>{}</td><td></td></tr>\
+         <tr><td>coverage</td><td>{}</td><td></td></tr>\
+         <tr><td>races (covered)</td><td>{} ({})</td><td></td></tr>\
+         <tr><td>races excluded from the dataset</td><td>{}</td><td></td></tr></table>",
+        pct(m.exact_top3_hit_rate),
+        interval(m.exact_top3_hit_rate_ci95),
+        pct(m.mean_top3_overlap),
+        interval(m.mean_top3_overlap_ci95),
+        pct(m.top1_winner_rate),
+        pct(m.json_valid_rate),
+        pct(m.coverage),
+        m.races,
+        m.covered,
+        results.excluded.len()
+    );
+    if let Some(c) = &results.comparison {
+        let _ = write!(
+            page,
+            "<h2>Against the baseline run</h2><p>{} paired races: exact-hit rate difference {:+.1} pp ({}), mean overlap \
+             difference {:+.1} pp; the run alone hit {} races, the baseline alone {}; McNemar p = {:.4}.</p>",
+            c.paired,
+            c.exact_hit_rate_difference * 100.0,
+            interval(c.exact_hit_rate_difference_ci95),
+            c.mean_overlap_difference * 100.0,
+            c.run_better,
+            c.baseline_better,
+            c.mcnemar_p_value
+        );
+    }
+    page.push_str("<h2>Hit rates</h2>");
+    page.push_str(&bar_chart("Exact-hit rate by month", &group_bars(results.breakdowns.get("month"))));
+    page.push_str(&bar_chart("Exact-hit rate by racecourse", &group_bars(results.breakdowns.get("meet"))));
+    let total = m.covered.max(1) as f64;
+    let distribution: Vec<(String, f64, Option<Interval>, usize)> = m
+        .correct_count_distribution
+        .iter()
+        .map(|(k, n)| (format!("{k} correct"), *n as f64 / total, None, *n))
+        .collect();
+    page.push_str("<h2>Correct horses per race</h2>");
+    page.push_str(&bar_chart("Share of races by number of correct horses", &distribution));
+    page.push_str("<h2>Confidence</h2>");
+    page.push_str(&calibration(results));
+    page.push_str("<h2>Score statuses</h2><table><tr><th>Status</th><th>Races</th></tr>");
+    for (status, n) in &m.status_counts {
+        let _ = write!(page, "<tr><td>{}</td><td>{n}</td></tr>", escape(status));
+    }
+    page.push_str("</table></body></html>\n");
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluator::dataset::{Dataset, DatasetRace};
+    use crate::evaluator::predictors::Predictor;
+    use crate::evaluator::run;
+    use crate::evaluator::scoring::Actual;
+    use serde_json::json;
+
+    fn results() -> EvaluationResults {
+        let races = (0..40)
+            .map(|i| DatasetRace {
+                race_id: format!("202505{:02}_1_{}", 1 + i % 28, i),
+                date: format!("2025-{:02}-01", 5 + i % 2),
+                meet: ["seoul", "busan"][i % 2].into(),
+                race_number: i as i64,
+                distance: Some(1200),
+                input: json!({"runners": (1..=8).map(|c| json!({"chul_no": c, "rating": 50 - c})).collect::<Vec<_>>()}),
+                actual: Actual { placed: if i % 3 == 0 { vec![1, 2, 3] } else { vec![1, 5, 6] }, winners: vec![1] },
+                snapshot_sha256: String::new(),
+                result_sha256: String::new(),
+            })
+            .collect();
+        let dataset = Dataset { snapshot_id: "ds-test".into(), races, excluded: vec![] };
+        run::evaluate(&dataset, &Predictor::Rating, 200, None)
+    }
+
+    #[test]
+    fn the_report_shows_the_figures_and_charts_and_is_stable() {
+        let results = results();
+        let page = html(&results, "abc123", Some("v1.7"));
+        assert!(page.contains("exact_top3_hit_rate") && page.contains("mean_top3_overlap"));
+        assert!(page.contains(&pct(results.metrics.exact_top3_hit_rate)));
+        assert_eq!(
+            page.matches("<svg").count(),
+            3,
+            "month, meet, correct counts (no confidences: no calibration chart)"
+        );
+        assert!(page.contains("Exact-hit rate by month") && page.contains("2025-05") && page.contains("2025-06"));
+        assert!(page.contains("The predictor stated no confidence."));
+        assert!(page.contains("class=\"whisker\""), "intervals are drawn");
+        assert!(!page.contains("<script"), "self-contained, no scripts");
+        assert_eq!(page, html(&results, "abc123", Some("v1.7")), "the same results give the same report");
+    }
+}
