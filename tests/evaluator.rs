@@ -193,3 +193,25 @@ async fn clear_errors_for_missing_data_and_unbuilt_features() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output).contains("failed to read the baseline run \"nobody\""));
 }
+
+#[tokio::test]
+async fn the_evaluator_reads_races_from_postgres() {
+    let postgres = support::postgres::Postgres::start();
+    let url = postgres.database().await;
+    kra_day::collected_store(&url).await;
+    let dir = std::env::temp_dir().join(format!("kra-eval-pg-{}", support::random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut args = vec!["evaluate", "--baseline", "rating", "--run-name", "pg", "--meet", "seoul"];
+    args.extend(DAY);
+    let output = evaluator(&dir, &url, &args).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let results = read(dir.join("runs/pg/results.json"));
+    assert_eq!(results["metrics"]["races"], 4);
+    assert_eq!(results["metrics"]["exact_top3_hit_rate"], 1.0);
+    // The same data in SQLite gives the same dataset id: the id follows content, not the database.
+    let (sqlite_dir, sqlite_url) = collected_day().await;
+    let mut args = vec!["evaluate", "--baseline", "rating", "--run-name", "lite", "--meet", "seoul"];
+    args.extend(DAY);
+    assert!(evaluator(&sqlite_dir, &sqlite_url, &args).await.status.success());
+    assert_eq!(read(sqlite_dir.join("runs/lite/results.json"))["dataSnapshotId"], results["dataSnapshotId"]);
+}
