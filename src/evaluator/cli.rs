@@ -201,17 +201,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// The compact summary for the termination message (read by the operator into EvaluationRun status).
 pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, artifacts: &str) -> String {
     let m = &results.metrics;
-    let metrics = [
-        ("exact_top3_hit_rate", m.exact_top3_hit_rate),
-        ("mean_top3_overlap", m.mean_top3_overlap),
-        ("top1_winner_rate", m.top1_winner_rate),
-        ("json_valid_rate", m.json_valid_rate),
-        ("coverage", m.coverage),
-        ("races", m.races as f64),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let metrics = m.headline().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let summary = EvaluationSummary {
         data_snapshot_id: Some(metadata.data_snapshot_id.clone()),
         prompt_sha256: metadata.prompt_sha256.clone(),

@@ -62,6 +62,21 @@ pub struct Metrics {
     pub status_counts: BTreeMap<String, usize>,
 }
 
+impl Metrics {
+    /// The headline figures by name: what the summary, the status and MLflow carry.
+    pub fn headline(&self) -> [(&'static str, f64); 7] {
+        [
+            ("exact_top3_hit_rate", self.exact_top3_hit_rate),
+            ("mean_top3_overlap", self.mean_top3_overlap),
+            ("top1_winner_rate", self.top1_winner_rate),
+            ("json_valid_rate", self.json_valid_rate),
+            ("contract_error_rate", self.contract_error_rate),
+            ("coverage", self.coverage),
+            ("races", self.races as f64),
+        ]
+    }
+}
+
 fn rate(count: usize, of: usize) -> f64 {
     if of == 0 { 0.0 } else { count as f64 / of as f64 }
 }

@@ -120,15 +120,7 @@ pub fn tracked_metrics(results: &EvaluationResults) -> Vec<super::mlflow::Metric
     use super::mlflow::Metric;
     let mut out = Vec::new();
     let mut headline = |prefix: &str, m: &Metrics| {
-        for (name, value) in [
-            ("exact_top3_hit_rate", m.exact_top3_hit_rate),
-            ("mean_top3_overlap", m.mean_top3_overlap),
-            ("top1_winner_rate", m.top1_winner_rate),
-            ("json_valid_rate", m.json_valid_rate),
-            ("contract_error_rate", m.contract_error_rate),
-            ("coverage", m.coverage),
-            ("races", m.races as f64),
-        ] {
+        for (name, value) in m.headline() {
             out.push(Metric { key: format!("{name}{prefix}"), value });
         }
     };
