@@ -9,6 +9,7 @@ use kra_operator::crd::{EvaluationRun, KraJob, Phase};
 use serde_json::json;
 use support::fake_kra::FakeKra;
 use support::kra_day::{self, Day};
+use support::mlflow::MlflowServer;
 use support::{Cluster, Operator, WAIT, wait_until};
 
 #[tokio::test]
@@ -51,30 +52,28 @@ async fn a_krajob_runs_the_collector_and_its_summary_reaches_status() {
 }
 
 #[tokio::test]
-async fn an_evaluation_run_runs_the_evaluator_and_its_metrics_reach_status() {
+async fn evaluation_runs_track_in_mlflow_and_a_challenger_is_judged_against_its_champion() {
     let cluster = Cluster::start().await;
     let _operator = Operator::start(&cluster).await;
     let database = format!("sqlite://{}", cluster.dir.join("kra.sqlite3").display());
     kra_day::collected_store(&database).await;
-    let artifacts = cluster.dir.join("evaluations");
+    let mlflow = MlflowServer::start(&cluster.dir).await;
+    let run = |name: &str, predictor: &str, baseline: Option<&str>| {
+        let mut spec = json!({
+            "dataset": {"meet": "seoul", "dateRange": {"from": "2025-05-01", "to": "2025-05-31"}},
+            "predictor": {"baseline": predictor}, "seed": 7,
+            "mlflow": {"trackingUri": mlflow.url, "experiment": "e2e"},
+        });
+        if let Some(baseline) = baseline {
+            spec["baselineRun"] = json!(baseline);
+        }
+        json!({"apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun", "metadata": {"name": name}, "spec": spec})
+    };
 
-    cluster
-        .create::<EvaluationRun>(json!({
-            "apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun", "metadata": {"name": "rating-may"},
-            "spec": {"dataset": {"meet": "seoul", "dateRange": {"from": "2025-05-01", "to": "2025-05-31"}},
-                     "predictor": {"baseline": "Rating"}, "seed": 7},
-        }))
-        .await;
+    cluster.create::<EvaluationRun>(run("rating-may", "Rating", None)).await;
     wait_until("the Job", WAIT, || async { cluster.job_exists("rating-may-1").await.then_some(()) }).await;
-    let succeeded = cluster
-        .run_job_here(
-            "rating-may-1",
-            &[("kra-db", "url", &database)],
-            &[("KRA_OUTPUT_DIR", artifacts.to_str().unwrap())],
-        )
-        .await;
+    let succeeded = cluster.run_job_here("rating-may-1", &[("kra-db", "url", &database)], &[]).await;
     assert!(succeeded, "{}", std::fs::read_to_string(cluster.dir.join("rating-may-1.output")).unwrap());
-
     let done = wait_until("Succeeded with a result", WAIT, || async {
         let run = cluster.api::<EvaluationRun>().get("rating-may").await.unwrap();
         run.status.filter(|s| s.phase == Some(Phase::Succeeded) && s.result.is_some())
@@ -86,24 +85,19 @@ async fn an_evaluation_run_runs_the_evaluator_and_its_metrics_reach_status() {
     assert_eq!(metrics["exact_top3_hit_rate"], 1.0);
     assert!(result.data_snapshot_id.unwrap().starts_with("ds-"));
     assert!(result.commit_sha.is_some());
-    assert!(artifacts.join("rating-may/results.json").exists(), "artifacts are named after the EvaluationRun");
+    let run_id = result.mlflow_run_id.expect("the MLflow run id reaches the status");
+    let tracked = mlflow.get(&format!("/api/2.0/mlflow/runs/get?run_id={run_id}")).await;
+    assert_eq!(tracked["run"]["info"]["status"], "FINISHED");
+    assert!(
+        cluster.dir.join("rating-may-1-tmp/kra-evaluations/rating-may/results.json").exists(),
+        "artifacts in the pod's /tmp"
+    );
 
-    // A challenger compared with the champion: the gate's decision becomes a condition.
-    cluster
-        .create::<EvaluationRun>(json!({
-            "apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun", "metadata": {"name": "random-may"},
-            "spec": {"dataset": {"meet": "seoul", "dateRange": {"from": "2025-05-01", "to": "2025-05-31"}},
-                     "predictor": {"baseline": "Random"}, "seed": 7, "baselineRun": "rating-may"},
-        }))
-        .await;
+    // A challenger in its own pod, compared with the champion through MLflow: the gate's
+    // decision becomes a condition.
+    cluster.create::<EvaluationRun>(run("random-may", "Random", Some("rating-may"))).await;
     wait_until("the challenger's Job", WAIT, || async { cluster.job_exists("random-may-1").await.then_some(()) }).await;
-    let succeeded = cluster
-        .run_job_here(
-            "random-may-1",
-            &[("kra-db", "url", &database)],
-            &[("KRA_OUTPUT_DIR", artifacts.to_str().unwrap())],
-        )
-        .await;
+    let succeeded = cluster.run_job_here("random-may-1", &[("kra-db", "url", &database)], &[]).await;
     assert!(succeeded, "{}", std::fs::read_to_string(cluster.dir.join("random-may-1.output")).unwrap());
     let decided = wait_until("the Promoted condition", WAIT, || async {
         let run = cluster.api::<EvaluationRun>().get("random-may").await.unwrap();

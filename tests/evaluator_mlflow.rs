@@ -80,6 +80,38 @@ async fn a_run_is_tracked_in_mlflow_and_a_rerun_duplicates_nothing() {
         .get(&format!("/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=exact_top3_hit_rate"))
         .await;
     assert_eq!(history["metrics"].as_array().map(Vec::len), Some(1), "the metric was logged once: {history}");
+
+    // A challenger in another pod (another output directory) finds its baseline in MLflow.
+    let elsewhere = dir.join("other-pod");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let challenger = tokio::process::Command::new(env!("CARGO_BIN_EXE_kra-evaluator"))
+        .args([
+            "evaluate",
+            "--baseline",
+            "random",
+            "--from",
+            "2025-05-24",
+            "--to",
+            "2025-05-24",
+            "--run-name",
+            "challenger",
+        ])
+        .args([
+            "--baseline-run",
+            "rating-may",
+            "--mlflow-tracking-uri",
+            &mlflow.url,
+            "--mlflow-experiment",
+            "kra-tests",
+        ])
+        .args(["--database-url", &database, "--output-dir", elsewhere.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(challenger.status.success(), "{}", text(&challenger));
+    let compared: Value =
+        serde_json::from_str(&std::fs::read_to_string(elsewhere.join("challenger/results.json")).unwrap()).unwrap();
+    assert_eq!(compared["comparison"]["paired"], 4, "the baseline's scores came from MLflow");
 }
 
 #[tokio::test]

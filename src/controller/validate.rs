@@ -14,6 +14,8 @@ pub const MAX_RANGE_DAYS: i64 = 366;
 /// Where the worker writes its result summary; the kubelet turns it into the termination message.
 pub const SUMMARY_PATH: &str = "/dev/termination-log";
 const PROMPT_DIR: &str = "/etc/kra/prompt";
+/// Where evaluator pods write their artifacts (under the writable /tmp emptyDir).
+pub const WORKER_OUTPUT_DIR: &str = "/tmp/kra-evaluations";
 const RESERVED_LABEL_PREFIX: &str = "kra.dev/";
 
 /// Operator-wide defaults for worker Jobs (from the operator's command line).
@@ -182,7 +184,15 @@ pub fn evaluation_run(
     defaults: &WorkerDefaults,
 ) -> Result<WorkerInvocation, String> {
     let mut problems = Vec::new();
-    let mut args = vec!["evaluate".to_string(), "--run-name".to_string(), name.to_string()];
+    // The root filesystem is read-only: artifacts go to the pod's /tmp (an emptyDir) and, with
+    // tracking configured, to MLflow.
+    let mut args = vec![
+        "evaluate".to_string(),
+        "--run-name".to_string(),
+        name.to_string(),
+        "--output-dir".to_string(),
+        WORKER_OUTPUT_DIR.to_string(),
+    ];
     let dataset = &spec.dataset;
     if let Some(meet) = dataset.meet {
         args.extend(["--meet".to_string(), meet.as_str().to_string()]);

@@ -267,12 +267,37 @@ async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, ExitC
     Ok(dataset)
 }
 
-fn read_baseline(output_dir: &Path, name: &str) -> Result<Vec<RaceScore>, ExitCode> {
+/// The race scores of an earlier run: from the output directory, else (with tracking
+/// configured) from the newest finished MLflow run of that name — pods do not share a disk.
+async fn read_baseline(output_dir: &Path, args: &RunArgs, name: &str) -> Result<Vec<RaceScore>, ExitCode> {
     let path = output_dir.join(name).join("results.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        fail(exit::USAGE, &format!("failed to read the baseline run {name:?} at {}: {e}", path.display()))
-    })?;
-    let value: Value = serde_json::from_str(&text)
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let from_mlflow = match &args.mlflow_tracking_uri {
+                Some(uri) => {
+                    let mlflow = super::mlflow::Mlflow::new(uri, args.mlflow_token.clone())
+                        .map_err(|e| fail(exit::TRACKING, &e.to_string()))?;
+                    mlflow
+                        .finished_results(&args.mlflow_experiment, name)
+                        .await
+                        .map_err(|e| fail(exit::TRACKING, &e.to_string()))?
+                }
+                None => None,
+            };
+            from_mlflow.ok_or_else(|| {
+                fail(
+                    exit::USAGE,
+                    &format!(
+                        "failed to read the baseline run {name:?}: not at {} ({error}){}",
+                        path.display(),
+                        if args.mlflow_tracking_uri.is_some() { " nor finished in MLflow" } else { "" }
+                    ),
+                )
+            })?
+        }
+    };
+    let value: Value = serde_json::from_slice(&text)
         .map_err(|e| fail(exit::USAGE, &format!("the baseline run {name:?} has no readable results: {e}")))?;
     serde_json::from_value(value["races"].clone())
         .map_err(|e| fail(exit::USAGE, &format!("the baseline run {name:?} has no readable race scores: {e}")))
@@ -418,7 +443,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(code) => return code,
     };
     let baseline = match &args.baseline_run {
-        Some(name) => match read_baseline(&cli.output_dir, name) {
+        Some(name) => match read_baseline(&cli.output_dir, args, name).await {
             Ok(scores) => Some(scores),
             Err(code) => return code,
         },

@@ -162,6 +162,42 @@ impl Mlflow {
         }
     }
 
+    /// The `results.json` of the newest finished run named `run_name` in the experiment, if any.
+    pub async fn finished_results(
+        &self,
+        experiment_name: &str,
+        run_name: &str,
+    ) -> Result<Option<Vec<u8>>, MlflowError> {
+        let path = format!(
+            "experiments/get-by-name?experiment_name={}",
+            percent_encoding::utf8_percent_encode(experiment_name, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let (status, experiment) = self.call("look up the experiment", reqwest::Method::GET, &path, None).await?;
+        let Some(experiment_id) = experiment["experiment"]["experiment_id"].as_str().filter(|_| status == 200) else {
+            return Ok(None);
+        };
+        let filter =
+            format!("tags.`kra.run_name` = '{}' and attributes.status = 'FINISHED'", run_name.replace('\'', ""));
+        let body = json!({"experiment_ids": [experiment_id], "filter": filter, "max_results": 1, "order_by": ["attributes.start_time DESC"]});
+        let found = self.ok("search runs", reqwest::Method::POST, "runs/search", Some(body)).await?;
+        let Some(run_id) = found["runs"][0]["info"]["run_id"].as_str() else { return Ok(None) };
+        let url =
+            format!("{}/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/results.json", self.base);
+        let mut request = self.http.get(url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| self.error("download an artifact", e.without_url()))?;
+        if !response.status().is_success() {
+            return Err(self.error(
+                "download an artifact",
+                format!("HTTP {} for results.json of run {run_id}", response.status()),
+            ));
+        }
+        let bytes = response.bytes().await.map_err(|e| self.error("download an artifact", e.without_url()))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
     /// Find the experiment (creating it) and start the run, or find a finished run with the same
     /// results to reuse.
     pub async fn begin(

@@ -187,11 +187,17 @@ impl Cluster {
         };
         let message_path = self.dir.join(format!("{job}.termination-log"));
         let terminal = container.termination_message_path.clone().unwrap_or_default();
+        // Each pod has its own /tmp (an emptyDir): pods share no disk.
+        let pod_tmp = self.dir.join(format!("{job}-tmp"));
         let args: Vec<String> = container
             .args
             .unwrap_or_default()
             .into_iter()
-            .map(|a| if a == terminal { message_path.display().to_string() } else { a })
+            .map(|a| match a.strip_prefix("/tmp/") {
+                _ if a == terminal => message_path.display().to_string(),
+                Some(rest) => pod_tmp.join(rest).display().to_string(),
+                None => a,
+            })
             .collect();
         let mut command = tokio::process::Command::new(binary);
         command
