@@ -435,10 +435,14 @@ async fn metrics_and_health_report_real_state_with_bounded_labels() {
     wait_job(&cluster, "observable-run-name-1").await;
     wait_phase(&cluster, "observable-run-name", Phase::Running).await;
 
-    let metrics = operator.metrics().await;
+    // A reconcile records its duration when it ends, after the status write the test saw.
+    let metrics = wait_until("the reconcile duration to be recorded", WAIT, || async {
+        let metrics = operator.metrics().await;
+        metrics.contains("kra_operator_reconcile_duration_seconds_count{kind=\"krajob\"}").then_some(metrics)
+    })
+    .await;
     assert!(metrics.contains("kra_operator_runs{kind=\"krajob\",phase=\"Running\"} 1"), "{metrics}");
     assert!(metrics.contains("kra_operator_attempts_total{kind=\"krajob\",outcome=\"started\"} 1"), "{metrics}");
-    assert!(metrics.contains("kra_operator_reconcile_duration_seconds_count{kind=\"krajob\"}"));
     assert!(!metrics.contains("observable-run-name"), "object names must not be metric labels");
 
     let detailed: Value =

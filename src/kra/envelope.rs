@@ -279,29 +279,28 @@ fn xml_to_value(text: &str) -> Result<Value, ApiFailure> {
     loop {
         match reader.read_event().map_err(|e| malformed(&e))? {
             Event::Start(start) => {
-                let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+                let name = start.local_name().as_ref().to_string();
                 stack.push(XmlNode { name, children: Vec::new(), text: String::new() });
             }
             Event::Empty(empty) => {
-                let name = String::from_utf8_lossy(empty.local_name().as_ref()).into_owned();
+                let name = empty.local_name().as_ref().to_string();
                 if let Some(parent) = stack.last_mut() {
                     parent.children.push((name, Value::Null));
                 }
             }
             Event::Text(t) => {
-                let decoded = t.decode().map_err(|e| malformed(&e))?;
                 if let Some(node) = stack.last_mut() {
-                    node.text.push_str(&decoded);
+                    node.text.push_str(&t);
                 }
             }
             Event::CData(t) => {
                 if let Some(node) = stack.last_mut() {
-                    node.text.push_str(&String::from_utf8_lossy(&t));
+                    node.text.push_str(&t);
                 }
             }
             Event::GeneralRef(reference) => {
-                let name = reference.decode().map_err(|e| malformed(&e))?;
-                let resolved = match name.as_ref() {
+                let name: &str = &reference;
+                let resolved = match name {
                     "amp" => Some('&'),
                     "lt" => Some('<'),
                     "gt" => Some('>'),
