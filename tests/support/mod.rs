@@ -278,7 +278,11 @@ async fn start_emulator(dir: &Path) -> (PathBuf, Option<Child>) {
 async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for entry in std::fs::read_dir(repo().join("crds")).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        if path.file_name().and_then(|n| n.to_str()) == Some("kustomization.yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
         let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("committed CRD parses");
         let name = crd.metadata.name.clone().unwrap();
         api.patch(&name, &PatchParams::apply("kra-operator-tests").force(), &Patch::Apply(&crd))

@@ -1,0 +1,82 @@
+//! The plain manifests (`config/default`, rendered by kubectl's kustomize): least-privilege RBAC
+//! and a restricted operator pod.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn kubectl() -> PathBuf {
+    std::env::var_os("KRA_TEST_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/kubectl"))
+}
+
+fn rendered() -> Vec<Value> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(kubectl())
+        .arg("kustomize")
+        .arg(root.join("config/default"))
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    serde_saphyr::from_str_multiple::<Value, Vec<Value>>(&text).expect("rendered YAML parses")
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value.as_array().into_iter().flatten().filter_map(Value::as_str).collect()
+}
+
+#[test]
+fn rbac_grants_no_secrets_and_writes_status_only_through_the_subresource() {
+    let objects = rendered();
+    let roles: Vec<&Value> = of_kind(&objects, "ClusterRole").into_iter().chain(of_kind(&objects, "Role")).collect();
+    assert_eq!(roles.len(), 2);
+    for role in roles {
+        for rule in role["rules"].as_array().unwrap() {
+            let resources = strings(&rule["resources"]);
+            let verbs = strings(&rule["verbs"]);
+            assert!(!resources.contains(&"secrets"), "a rule grants Secrets: {rule}");
+            assert!(
+                !resources.contains(&"*") && !verbs.contains(&"*") && !strings(&rule["apiGroups"]).contains(&"*"),
+                "wildcard: {rule}"
+            );
+            if strings(&rule["apiGroups"]).contains(&"kra.dev") {
+                let writes = verbs.iter().any(|v| ["create", "update", "patch", "delete"].contains(v));
+                for resource in &resources {
+                    assert!(
+                        !writes || resource.ends_with("/status"),
+                        "{resource} is written outside its status subresource"
+                    );
+                }
+            }
+        }
+    }
+    let leases = of_kind(&objects, "Role")[0];
+    assert_eq!(strings(&leases["rules"][0]["resources"]), ["leases"], "the Lease is a namespaced grant");
+}
+
+#[test]
+fn the_operator_pod_runs_restricted_with_two_replicas_and_probes() {
+    let objects = rendered();
+    let deployment = of_kind(&objects, "Deployment")[0];
+    assert_eq!(deployment["metadata"]["namespace"], "kra-system");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(strings(&container["securityContext"]["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/livez");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let namespace = of_kind(&objects, "Namespace")[0];
+    assert_eq!(namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
+    assert_eq!(of_kind(&objects, "CustomResourceDefinition").len(), 2, "the CRDs come with the base");
+}
