@@ -31,7 +31,10 @@ impl MlflowServer {
     pub async fn start(dir: &std::path::Path) -> MlflowServer {
         let port = super::free_port();
         let log = std::fs::File::create(dir.join("mlflow.log")).unwrap();
+        // Its own process group: `mlflow server` starts uvicorn workers as children, and killing
+        // the parent alone would leave them running.
         let child = Command::new(binary())
+            .process_group(0)
             .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--workers", "1"])
             .arg("--backend-store-uri")
             .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
@@ -60,6 +63,9 @@ impl MlflowServer {
 
 impl Drop for MlflowServer {
     fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
+        }
         let _ = self.child.start_kill();
     }
 }
