@@ -10,6 +10,7 @@ use kra_operator::crd::CollectionSummary;
 use serde_json::Value;
 use support::fake_kra::{FakeKra, Fault, gateway_error};
 use support::kra_day::{self, Day};
+use support::output_text as text;
 
 const KEY: &str = "Cli%2BTestKey%2FXyZ0987654321%3D%3D";
 const KEY_FORMS: [&str; 4] = [KEY, "Cli+TestKey/XyZ0987654321==", "XyZ0987654321", "Cli%2BTestKey"];
@@ -34,10 +35,6 @@ async fn collector(kra: &FakeKra, dir: &Path, args: &[&str], extra_env: &[(&str,
         command.env(name, value);
     }
     command.output().await.expect("run kra-collector")
-}
-
-fn text(output: &Output) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
 #[tokio::test]

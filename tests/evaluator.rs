@@ -9,6 +9,7 @@ use std::process::Output;
 use kra_operator::crd::EvaluationSummary;
 use serde_json::Value;
 use support::kra_day;
+use support::output_text as text;
 
 /// A store holding one collected Seoul day: 4 races with cards (before) and results (after).
 async fn collected_day() -> (PathBuf, String) {
@@ -20,17 +21,7 @@ async fn collected_day() -> (PathBuf, String) {
 }
 
 async fn evaluator(dir: &Path, url: &str, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_kra-evaluator"))
-        .args(args)
-        .args(["--database-url", url, "--output-dir", dir.join("runs").to_str().unwrap()])
-        .env("KRA_LOG_FORMAT", "json")
-        .output()
-        .await
-        .expect("run kra-evaluator")
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    support::run_evaluator(&dir.join("runs"), url, args, &[]).await
 }
 
 fn read(path: PathBuf) -> Value {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::fake_llm::{FakeLlm, Reply};
 use support::kra_day;
+use support::output_text as text;
 
 const GOOD: &str = r#"{"predicted": [8, 7, 6], "confidence": 0.7, "reasoning": "highest ratings"}"#;
 const KEY: &str = "sk-test-LlmSecret-42";
@@ -27,21 +28,12 @@ async fn setup() -> (PathBuf, String, PathBuf) {
 }
 
 async fn evaluate(dir: &Path, url: &str, prompt: &Path, endpoint: &str, extra: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_kra-evaluator"))
-        .args(["evaluate", "--llm-endpoint", endpoint, "--model", "test-model", "--prompt-version", "v1.7"])
-        .args(["--prompt-file", prompt.to_str().unwrap(), "--from", "2025-05-24", "--to", "2025-05-24"])
-        .args(["--llm-timeout-seconds", "1", "--llm-attempts", "2", "--run-name", "llm"])
-        .args(extra)
-        .args(["--database-url", url, "--output-dir", dir.join("runs").to_str().unwrap()])
-        .env("LLM_API_KEY", KEY)
-        .env("KRA_LOG_FORMAT", "json")
-        .output()
-        .await
-        .expect("run kra-evaluator")
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    let prompt = prompt.to_str().unwrap();
+    let mut args = vec!["evaluate", "--llm-endpoint", endpoint, "--model", "test-model", "--prompt-version", "v1.7"];
+    args.extend(["--prompt-file", prompt, "--from", "2025-05-24", "--to", "2025-05-24"]);
+    args.extend(["--llm-timeout-seconds", "1", "--llm-attempts", "2", "--run-name", "llm"]);
+    args.extend(extra);
+    support::run_evaluator(&dir.join("runs"), url, &args, &[("LLM_API_KEY", KEY)]).await
 }
 
 fn results(dir: &Path) -> Value {

@@ -10,21 +10,15 @@ use std::process::Output;
 use serde_json::Value;
 use support::kra_day;
 use support::mlflow::MlflowServer;
+use support::output_text as text;
 
 async fn evaluator(dir: &Path, url: &str, tracking: &str, name: &str) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_kra-evaluator"))
-        .args(["evaluate", "--baseline", "rating", "--from", "2025-05-24", "--to", "2025-05-24", "--seed", "5"])
-        .args(["--run-name", name, "--mlflow-tracking-uri", tracking, "--mlflow-experiment", "kra-tests"])
-        .args(["--summary-file", dir.join(format!("{name}.summary")).to_str().unwrap()])
-        .args(["--database-url", url, "--output-dir", dir.join("runs").to_str().unwrap()])
-        .env("KRA_LOG_FORMAT", "json")
-        .output()
-        .await
-        .expect("run kra-evaluator")
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    let summary = dir.join(format!("{name}.summary"));
+    let mut args =
+        vec!["evaluate", "--baseline", "rating", "--from", "2025-05-24", "--to", "2025-05-24", "--seed", "5"];
+    args.extend(["--run-name", name, "--mlflow-tracking-uri", tracking, "--mlflow-experiment", "kra-tests"]);
+    args.extend(["--summary-file", summary.to_str().unwrap()]);
+    support::run_evaluator(&dir.join("runs"), url, &args, &[]).await
 }
 
 #[tokio::test]
@@ -84,30 +78,12 @@ async fn a_run_is_tracked_in_mlflow_and_a_rerun_duplicates_nothing() {
     // A challenger in another pod (another output directory) finds its baseline in MLflow.
     let elsewhere = dir.join("other-pod");
     std::fs::create_dir_all(&elsewhere).unwrap();
-    let challenger = tokio::process::Command::new(env!("CARGO_BIN_EXE_kra-evaluator"))
-        .args([
-            "evaluate",
-            "--baseline",
-            "random",
-            "--from",
-            "2025-05-24",
-            "--to",
-            "2025-05-24",
-            "--run-name",
-            "challenger",
-        ])
-        .args([
-            "--baseline-run",
-            "rating-may",
-            "--mlflow-tracking-uri",
-            &mlflow.url,
-            "--mlflow-experiment",
-            "kra-tests",
-        ])
-        .args(["--database-url", &database, "--output-dir", elsewhere.to_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
+    let challenger_args =
+        ["evaluate", "--baseline", "random", "--from", "2025-05-24", "--to", "2025-05-24", "--run-name", "challenger"];
+    let tracking_args =
+        ["--baseline-run", "rating-may", "--mlflow-tracking-uri", &mlflow.url, "--mlflow-experiment", "kra-tests"];
+    let args: Vec<&str> = challenger_args.iter().chain(tracking_args.iter()).copied().collect();
+    let challenger = support::run_evaluator(&elsewhere, &database, &args, &[]).await;
     assert!(challenger.status.success(), "{}", text(&challenger));
     let compared: Value =
         serde_json::from_str(&std::fs::read_to_string(elsewhere.join("challenger/results.json")).unwrap()).unwrap();

@@ -317,6 +317,26 @@ where
     }
 }
 
+/// Run `kra-evaluator` with `args` on the store at `database`, writing artifacts under `output_dir`.
+pub async fn run_evaluator(
+    output_dir: &Path,
+    database: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kra-evaluator"));
+    command.args(args).args(["--database-url", database, "--output-dir"]).arg(output_dir).env("KRA_LOG_FORMAT", "json");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().await.expect("run kra-evaluator")
+}
+
+/// The stdout and stderr of a finished process, as text.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
 pub async fn http_get(url: &str) -> std::io::Result<String> {
     http_get_status(url).await.map(|(_, body)| body)
 }
