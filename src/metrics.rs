@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::crd::{EvaluationRun, KraJob, Phase};
+use crate::crd::{EvaluationRun, KraAction, KraJob, Meet, Phase};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -33,16 +33,22 @@ pub struct KindCategory {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MeetLabel {
+    meet: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindPhase {
     kind: &'static str,
     phase: &'static str,
 }
 
-/// The watched resources, once the controllers run (only on the leader).
+/// The watched resources, once the controllers run (only on the leader): one store per watched
+/// namespace, or one for the whole cluster.
 #[derive(Clone, Debug, Default)]
 pub struct Stores {
-    pub krajobs: Option<Store<KraJob>>,
-    pub evaluation_runs: Option<Store<EvaluationRun>>,
+    pub krajobs: Vec<Store<KraJob>>,
+    pub evaluation_runs: Vec<Store<EvaluationRun>>,
 }
 
 impl Stores {
@@ -50,30 +56,68 @@ impl Stores {
     /// controllers are not running (a standby replica).
     pub fn synced(&self) -> Vec<(&'static str, bool)> {
         use futures::FutureExt;
-        let mut out = Vec::new();
         // Polled once, never awaited: the store's readiness signal wakes only one waiter, the controller.
-        if let Some(store) = &self.krajobs {
-            out.push(("krajobs", store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())));
+        fn ready<K: kube::Resource + Clone>(store: &Store<K>) -> bool
+        where
+            K::DynamicType: std::hash::Hash + Eq + Clone,
+        {
+            store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
         }
-        if let Some(store) = &self.evaluation_runs {
-            out.push(("evaluationruns", store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())));
+        let mut out = Vec::new();
+        if !self.krajobs.is_empty() {
+            out.push(("krajobs", self.krajobs.iter().all(ready)));
+        }
+        if !self.evaluation_runs.is_empty() {
+            out.push(("evaluationruns", self.evaluation_runs.iter().all(ready)));
         }
         out
+    }
+
+    fn krajob_list(&self) -> Vec<Arc<KraJob>> {
+        self.krajobs.iter().flat_map(|s| s.state()).collect()
     }
 
     /// Count runs by kind and phase from the watch caches.
     pub fn phase_counts(&self) -> Vec<(&'static str, Phase, i64)> {
         let mut out = Vec::new();
-        if let Some(store) = &self.krajobs {
-            let phases: Vec<_> = store.state().iter().map(|o| o.status.as_ref().and_then(|s| s.phase)).collect();
+        if !self.krajobs.is_empty() {
+            let phases: Vec<_> = self.krajob_list().iter().map(|o| o.status.as_ref().and_then(|s| s.phase)).collect();
             push_counts(&mut out, "krajob", &phases);
         }
-        if let Some(store) = &self.evaluation_runs {
-            let phases: Vec<_> = store.state().iter().map(|o| o.status.as_ref().and_then(|s| s.phase)).collect();
+        if !self.evaluation_runs.is_empty() {
+            let phases: Vec<_> = self
+                .evaluation_runs
+                .iter()
+                .flat_map(|s| s.state())
+                .map(|o| o.status.as_ref().and_then(|s| s.phase))
+                .collect();
             push_counts(&mut out, "evaluationrun", &phases);
         }
         out
     }
+}
+
+/// The newest race day, per racecourse, whose results a succeeded `KraJob` collected, as the Unix
+/// time of that day's midnight in Asia/Seoul (UTC+9, no daylight saving). The data-freshness SLI.
+pub fn results_collected_through(jobs: &[Arc<KraJob>]) -> Vec<(Meet, i64)> {
+    let mut latest: std::collections::BTreeMap<Meet, jiff::civil::Date> = Default::default();
+    for job in jobs {
+        let succeeded = job.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded);
+        let collects_results = matches!(job.spec.action, KraAction::CollectResults | KraAction::FullPipeline);
+        let last_day = job.spec.date.as_deref().or(job.spec.date_range.as_ref().map(|r| r.to.as_str()));
+        let Some(day) = last_day.and_then(|d| d.parse::<jiff::civil::Date>().ok()) else { continue };
+        if succeeded && collects_results {
+            let entry = latest.entry(job.spec.meet).or_insert(day);
+            *entry = (*entry).max(day);
+        }
+    }
+    latest
+        .into_iter()
+        .filter_map(|(meet, day)| {
+            let midnight = day.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(9))).ok()?;
+            Some((meet, midnight.timestamp().as_second()))
+        })
+        .collect()
 }
 
 fn push_counts(out: &mut Vec<(&'static str, Phase, i64)>, kind: &'static str, phases: &[Option<Phase>]) {
@@ -91,9 +135,24 @@ struct RunsCollector {
 
 impl prometheus_client::collector::Collector for RunsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counts = self.stores.read().map(|s| s.phase_counts()).unwrap_or_default();
+        let (counts, through) = self
+            .stores
+            .read()
+            .map(|s| (s.phase_counts(), results_collected_through(&s.krajob_list())))
+            .unwrap_or_default();
         if counts.is_empty() {
             return Ok(());
+        }
+        if !through.is_empty() {
+            let mut metric = encoder.encode_descriptor(
+                "results_collected_through_timestamp_seconds",
+                "Midnight (Asia/Seoul) of the newest race day whose results a succeeded KraJob collected, by meet.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (meet, seconds) in through {
+                ConstGauge::new(seconds).encode(metric.encode_family(&MeetLabel { meet: meet.as_str() })?)?;
+            }
         }
         let mut metric = encoder.encode_descriptor(
             "runs",
@@ -164,5 +223,42 @@ impl Metrics {
 
     pub fn attempt(&self, kind: &'static str, outcome: &'static str) {
         self.attempts.get_or_create(&KindOutcome { kind, outcome }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(action: &str, meet: &str, day: serde_json::Value, phase: &str) -> Arc<KraJob> {
+        let mut object = serde_json::json!({
+            "apiVersion": "kra.dev/v1alpha1",
+            "kind": "KraJob",
+            "metadata": {"name": "j", "namespace": "ns"},
+            "spec": {"action": action, "meet": meet, "apiKeySecretRef": {"name": "k", "key": "v"}},
+            "status": {"phase": phase},
+        });
+        let spec = object["spec"].as_object_mut().unwrap();
+        match day {
+            serde_json::Value::String(_) => spec.insert("date".into(), day),
+            range => spec.insert("dateRange".into(), range),
+        };
+        Arc::new(serde_json::from_value(object).unwrap())
+    }
+
+    #[test]
+    fn freshness_counts_only_succeeded_result_collections_and_takes_the_newest_day() {
+        let jobs = vec![
+            job("CollectResults", "seoul", "2025-05-24".into(), "Succeeded"),
+            job("FullPipeline", "seoul", serde_json::json!({"from": "2025-05-30", "to": "2025-05-31"}), "Succeeded"),
+            // Newer, but not results, or not succeeded: ignored.
+            job("CollectOdds", "seoul", "2025-06-07".into(), "Succeeded"),
+            job("CollectResults", "seoul", "2025-06-08".into(), "Failed"),
+            job("CollectResults", "busan", "2025-05-23".into(), "Succeeded"),
+            job("CollectRaceCards", "jeju", "2025-05-23".into(), "Succeeded"),
+        ];
+        let through = results_collected_through(&jobs);
+        // 2025-05-31T00:00+09:00 and 2025-05-23T00:00+09:00.
+        assert_eq!(through, vec![(Meet::Seoul, 1_748_617_200), (Meet::Busan, 1_747_926_000)]);
     }
 }

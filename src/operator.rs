@@ -6,27 +6,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::controller::validate::WorkerDefaults;
+use crate::controller::validate::{DefaultMlflow, WorkerDefaults};
 use crate::controller::{self, Context, Scope};
 use crate::crd::{EvaluationRun, KraJob, SecretKeyRef};
 use crate::health::{self, Health, Leadership};
 use crate::leader::{Elector, LeaseSettings, Round};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Stores};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Options of `kra-operator run`. Every option can also be set by its environment variable.
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
-    /// Watch only this namespace; all namespaces when absent.
-    #[arg(long, env = "KRA_WATCH_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (repeat the option or separate them by commas); all
+    /// namespaces when absent.
+    #[arg(long = "namespace", env = "KRA_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     /// Address of the metrics and health endpoints.
     #[arg(long, env = "KRA_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -36,6 +38,12 @@ pub struct RunArgs {
     /// Image pull policy of the worker Jobs.
     #[arg(long, env = "KRA_WORKER_IMAGE_PULL_POLICY")]
     pub worker_image_pull_policy: Option<String>,
+    /// MLflow tracking server of evaluation runs that name none.
+    #[arg(long, env = "KRA_DEFAULT_MLFLOW_TRACKING_URI")]
+    pub default_mlflow_tracking_uri: Option<String>,
+    /// MLflow experiment used with `--default-mlflow-tracking-uri`.
+    #[arg(long, env = "KRA_DEFAULT_MLFLOW_EXPERIMENT", default_value = "kra-evaluations")]
+    pub default_mlflow_experiment: String,
     /// Service account of worker pods when a resource names none.
     #[arg(long, env = "KRA_WORKER_SERVICE_ACCOUNT")]
     pub worker_service_account: Option<String>,
@@ -283,10 +291,6 @@ async fn run_controllers(
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     lost: Option<watch::Receiver<bool>>,
 ) {
-    let scope = match &args.namespace {
-        Some(ns) => Scope::Namespace(ns.clone()),
-        None => Scope::AllNamespaces,
-    };
     let recorder = Recorder::new(
         client.clone(),
         Reporter { controller: "kra-operator".into(), instance: Some(identity.to_string()) },
@@ -299,6 +303,10 @@ async fn run_controllers(
             database_secret: args.default_database_secret.clone(),
             service_account_name: args.worker_service_account.clone(),
             job_managed_by: args.job_managed_by.clone(),
+            mlflow: args.default_mlflow_tracking_uri.as_ref().map(|uri| DefaultMlflow {
+                tracking_uri: uri.clone(),
+                experiment: args.default_mlflow_experiment.clone(),
+            }),
         },
         metrics.clone(),
         recorder,
@@ -310,14 +318,23 @@ async fn run_controllers(
         stop.await;
         let _ = stop_tx.send(true);
     });
-    let (krajobs, krajob_driver) =
-        controller::controller::<KraJob>(ctx.clone(), &scope, shutdown_signal(stop_rx.clone()));
-    let (runs, run_driver) = controller::controller::<EvaluationRun>(ctx, &scope, shutdown_signal(stop_rx));
-    if let Ok(mut stores) = metrics.stores.write() {
-        stores.krajobs = Some(krajobs.clone());
-        stores.evaluation_runs = Some(runs.clone());
+    // One pair of controllers per watched namespace (or one pair for the whole cluster).
+    let mut drivers = Vec::new();
+    let mut stores = Stores::default();
+    for scope in Scope::for_namespaces(&args.namespaces) {
+        let (krajobs, driver) =
+            controller::controller::<KraJob>(ctx.clone(), scope.clone(), shutdown_signal(stop_rx.clone()));
+        stores.krajobs.push(krajobs);
+        drivers.push(driver.boxed());
+        let (runs, driver) =
+            controller::controller::<EvaluationRun>(ctx.clone(), scope, shutdown_signal(stop_rx.clone()));
+        stores.evaluation_runs.push(runs);
+        drivers.push(driver.boxed());
     }
-    tokio::join!(krajob_driver, run_driver);
+    if let Ok(mut shared) = metrics.stores.write() {
+        *shared = stores;
+    }
+    futures::future::join_all(drivers).await;
     if lost.is_some_and(|l| *l.borrow()) {
         tracing::error!("controllers stopped: leadership lost");
     }

@@ -506,3 +506,37 @@ async fn an_evaluation_run_waits_for_its_prompt_and_mounts_it() {
     let owner = &job.metadata.owner_references.unwrap()[0];
     assert_eq!(owner.kind, EvaluationRun::kind(&()));
 }
+
+#[tokio::test]
+async fn a_list_of_namespaces_is_watched_and_nothing_outside_it() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let cluster = Cluster::start().await;
+    let second = format!("{}-b", cluster.namespace);
+    let outside = format!("{}-c", cluster.namespace);
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    for name in [&second, &outside] {
+        let object: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        namespaces.create(&Default::default(), &object).await.expect("create a namespace");
+    }
+    let _operator = Operator::start_with(&cluster, "operator-a", &["--namespace", &second]).await;
+    for namespace in [&cluster.namespace, &second, &outside] {
+        let object: KraJob = serde_json::from_value(krajob("cards", json!({}))).unwrap();
+        Api::<KraJob>::namespaced(cluster.client.clone(), namespace)
+            .create(&Default::default(), &object)
+            .await
+            .expect("create a KraJob");
+    }
+    wait_job(&cluster, "cards-1").await;
+    let second_jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &second);
+    wait_until("the Job in the second watched namespace", WAIT, || async {
+        second_jobs.get_opt("cards-1").await.unwrap()
+    })
+    .await;
+    // Both watched namespaces were served; the third is outside the operator's scope.
+    let outside_api: Api<KraJob> = Api::namespaced(cluster.client.clone(), &outside);
+    assert!(Api::<Job>::namespaced(cluster.client.clone(), &outside).get_opt("cards-1").await.unwrap().is_none());
+    assert!(outside_api.get("cards").await.unwrap().status.is_none(), "an unwatched KraJob gets no status");
+    for name in [&second, &outside] {
+        let _ = namespaces.delete(name, &DeleteParams::default()).await;
+    }
+}

@@ -244,6 +244,17 @@ pub enum Scope {
     Namespace(String),
 }
 
+impl Scope {
+    /// One scope per watched namespace, or the whole cluster when the list is empty.
+    pub fn for_namespaces(namespaces: &[String]) -> Vec<Scope> {
+        if namespaces.is_empty() {
+            vec![Scope::AllNamespaces]
+        } else {
+            namespaces.iter().map(|ns| Scope::Namespace(ns.clone())).collect()
+        }
+    }
+}
+
 fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
@@ -258,7 +269,7 @@ where
 /// future that drives it until `shutdown` resolves.
 pub fn controller<K: RunKind>(
     ctx: Arc<Context>,
-    scope: &Scope,
+    scope: Scope,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> (Store<K>, impl std::future::Future<Output = ()> + Send) {
     let kind = K::kind(&()).to_string();
@@ -268,15 +279,15 @@ pub fn controller<K: RunKind>(
         build::MANAGER,
         build::LABEL_OWNER_KIND
     ));
-    let mut controller = Controller::new(api_for::<K>(&ctx.client, scope), watcher::Config::default().any_semantic())
-        .owns(api_for::<Job>(&ctx.client, scope), owned_jobs.any_semantic())
+    let mut controller = Controller::new(api_for::<K>(&ctx.client, &scope), watcher::Config::default().any_semantic())
+        .owns(api_for::<Job>(&ctx.client, &scope), owned_jobs.any_semantic())
         .graceful_shutdown_on(shutdown);
     if K::REFERENCES_CONFIG_MAPS {
         // A ConfigMap that appears or changes wakes the runs that name it (a prompt created
         // after its EvaluationRun starts the run at once instead of at the next resync).
         let runs = controller.store();
         controller = controller.watches(
-            api_for::<ConfigMap>(&ctx.client, scope),
+            api_for::<ConfigMap>(&ctx.client, &scope),
             watcher::Config::default().any_semantic(),
             move |config_map: ConfigMap| {
                 let namespace = config_map.namespace();

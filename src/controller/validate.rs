@@ -26,6 +26,16 @@ pub struct WorkerDefaults {
     pub database_secret: Option<SecretKeyRef>,
     pub service_account_name: Option<String>,
     pub job_managed_by: Option<String>,
+    /// MLflow tracking used by an `EvaluationRun` that names none (no token: a server that
+    /// needs one is named in the run, with its Secret).
+    pub mlflow: Option<DefaultMlflow>,
+}
+
+/// The operator's default MLflow tracking for evaluation runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefaultMlflow {
+    pub tracking_uri: String,
+    pub experiment: String,
 }
 
 /// What the worker container runs: arguments, environment and extra volumes.
@@ -307,6 +317,13 @@ pub fn evaluation_run(
         if let Some(token) = &mlflow.token_secret_ref {
             env.push(secret_env("MLFLOW_TRACKING_TOKEN", token));
         }
+    } else if let Some(mlflow) = &defaults.mlflow {
+        args.extend([
+            "--mlflow-tracking-uri".into(),
+            mlflow.tracking_uri.clone(),
+            "--mlflow-experiment".into(),
+            mlflow.experiment.clone(),
+        ]);
     }
     args.extend(["--summary-file".into(), SUMMARY_PATH.into()]);
     if let Some(database) =
@@ -496,6 +513,25 @@ mod tests {
         assert_eq!(secret_of(&invocation, "MLFLOW_TRACKING_TOKEN"), ("mlflow".into(), "token".into()));
         assert_eq!(invocation.volumes[0].config_map.as_ref().unwrap().items.as_ref().unwrap()[0].key, "p.md");
         assert_eq!(invocation.mounts[0].read_only, Some(true));
+    }
+
+    #[test]
+    fn the_operator_default_mlflow_applies_only_when_the_run_names_none() {
+        let with_default = WorkerDefaults {
+            mlflow: Some(DefaultMlflow { tracking_uri: "http://default:5000".into(), experiment: "kra".into() }),
+            ..defaults()
+        };
+        let own = evaluation_run("r", &run_spec(), &PromptLookup::Found, &with_default).unwrap();
+        assert!(own.args.windows(2).any(|w| w == ["--mlflow-tracking-uri", "http://mlflow:5000"]), "{:?}", own.args);
+        let mut spec = run_spec();
+        spec.mlflow = None;
+        let defaulted = evaluation_run("r", &spec, &PromptLookup::Found, &with_default).unwrap();
+        for pair in [["--mlflow-tracking-uri", "http://default:5000"], ["--mlflow-experiment", "kra"]] {
+            assert!(defaulted.args.windows(2).any(|w| w == pair), "{pair:?} missing from {:?}", defaulted.args);
+        }
+        assert!(!defaulted.env.iter().any(|e| e.name == "MLFLOW_TRACKING_TOKEN"));
+        let untracked = evaluation_run("r", &spec, &PromptLookup::Found, &defaults()).unwrap();
+        assert!(!untracked.args.iter().any(|a| a == "--mlflow-tracking-uri"));
     }
 
     #[test]
