@@ -25,8 +25,11 @@ enum Command {
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
     Crd {
         /// Write `<name>.yaml` files into this directory instead of printing.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "reference")]
         out_dir: Option<PathBuf>,
+        /// Print the CRD reference (Markdown, docs/reference/crds.md) instead of the CRDs.
+        #[arg(long)]
+        reference: bool,
     },
 }
 
@@ -48,7 +51,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::install_crypto_provider();
     let result = match cli.command {
-        Command::Crd { out_dir } => write_crds(out_dir),
+        Command::Crd { reference: true, .. } => {
+            print!("{}", crd::reference::markdown(&crd::all()));
+            Ok(())
+        }
+        Command::Crd { out_dir, .. } => write_crds(out_dir),
         Command::Run(args) => {
             telemetry::init(cli.log_format);
             tokio::runtime::Builder::new_multi_thread()

@@ -7,6 +7,7 @@ pub mod common;
 pub mod evaluationrun;
 #[allow(clippy::duplicated_attributes)]
 pub mod krajob;
+pub mod reference;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

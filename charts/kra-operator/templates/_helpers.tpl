@@ -1,0 +1,74 @@
+{{/* Full name of the release's objects: the release name, or <release>-kra-operator. */}}
+{{- define "kra-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kra-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "kra-operator.labels" -}}
+{{ include "kra-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "kra-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "kra-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kra-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "kra-operator.workerImage" -}}
+{{- $repository := default .Values.image.repository .Values.worker.image.repository -}}
+{{- $tag := default (default .Chart.AppVersion .Values.image.tag) .Values.worker.image.tag -}}
+{{- printf "%s:%s" $repository $tag -}}
+{{- end -}}
+
+{{/* The namespaces the operator watches; fails on a namespaces mode without any. */}}
+{{- define "kra-operator.watchNamespaces" -}}
+{{- if eq .Values.watch.mode "namespaces" -}}
+{{- if not .Values.watch.namespaces -}}
+{{- fail "watch.mode is namespaces but watch.namespaces is empty: list the namespaces to watch, or use watch.mode=cluster" -}}
+{{- end -}}
+{{- join "," .Values.watch.namespaces -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The operator's permissions on the watched resources, shared by the ClusterRole (cluster mode)
+and the Role of each watched namespace. The custom resources are read-only except their status
+subresource; Secrets are absent on purpose: they reach worker pods by secretKeyRef only.
+*/}}
+{{- define "kra-operator.rules" -}}
+- apiGroups: ["kra.dev"]
+  resources: ["krajobs", "evaluationruns"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["kra.dev"]
+  resources: ["krajobs/status", "evaluationruns/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}

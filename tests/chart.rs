@@ -1,0 +1,301 @@
+//! The Helm chart, rendered by the real `helm template`: least-privilege RBAC in both watch
+//! modes, a restricted operator pod, CRDs from the Rust types kept on uninstall, and monitoring
+//! objects that match the Service, the operator's metrics and the runbook. (`helm lint --strict`
+//! and the Kubernetes schema validation run in scripts/check-chart.)
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use kra_operator::crd::{self, KraJob};
+use kra_operator::metrics::{Metrics, Stores};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "kra-system";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn helm() -> PathBuf {
+    std::env::var_os("KRA_TEST_HELM").map(PathBuf::from).unwrap_or_else(|| root().join(".tools/bin/helm"))
+}
+
+fn template(values: &[&str]) -> Result<Vec<Value>, String> {
+    let mut command = Command::new(helm());
+    command.args(["template", "kra", "charts/kra-operator", "--namespace", NAMESPACE]).current_dir(root());
+    for value in values {
+        if value.ends_with(".yaml") {
+            command.args(["--values", value]);
+        } else {
+            command.args(["--set", value]);
+        }
+    }
+    let output = command.output().expect("run helm template");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let text = String::from_utf8(output.stdout).unwrap();
+    let objects: Vec<Value> = serde_saphyr::from_str_multiple(&text).expect("rendered YAML parses");
+    Ok(objects.into_iter().filter(|o| !o.is_null()).collect())
+}
+
+fn render(values: &[&str]) -> Vec<Value> {
+    template(values).unwrap_or_else(|error| panic!("helm template {values:?} failed: {error}"))
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(objects, kind);
+    assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
+    found[0]
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    value.as_array().into_iter().flatten().filter_map(Value::as_str).collect()
+}
+
+fn env<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    container["env"].as_array()?.iter().find(|e| e["name"] == name)?["value"].as_str()
+}
+
+fn assert_least_privilege(role: &Value) {
+    let name = &role["metadata"]["name"];
+    for rule in role["rules"].as_array().unwrap() {
+        let resources = strings(&rule["resources"]);
+        let verbs = strings(&rule["verbs"]);
+        let groups = strings(&rule["apiGroups"]);
+        assert!(!resources.contains(&"secrets"), "{name} grants Secrets: {rule}");
+        assert!(!resources.contains(&"*") && !verbs.contains(&"*") && !groups.contains(&"*"), "wildcard in {name}: {rule}");
+        assert!(!verbs.contains(&"escalate") && !verbs.contains(&"bind") && !verbs.contains(&"impersonate"));
+        if groups.contains(&"kra.dev") {
+            let writes = verbs.iter().any(|v| ["create", "update", "patch", "delete", "deletecollection"].contains(v));
+            for resource in &resources {
+                assert!(!writes || resource.ends_with("/status"), "{name} writes {resource} outside its status subresource");
+            }
+        }
+    }
+}
+
+fn grants(role: &Value, group: &str, resource: &str, verb: &str) -> bool {
+    role["rules"].as_array().unwrap().iter().any(|rule| {
+        strings(&rule["apiGroups"]).contains(&group)
+            && strings(&rule["resources"]).contains(&resource)
+            && strings(&rule["verbs"]).contains(&verb)
+    })
+}
+
+#[test]
+fn cluster_mode_rbac_grants_no_secrets_and_writes_status_only_through_the_subresource() {
+    let objects = render(&[]);
+    let cluster_role = one(&objects, "ClusterRole");
+    assert_least_privilege(cluster_role);
+    assert!(grants(cluster_role, "kra.dev", "krajobs/status", "patch"));
+    assert!(grants(cluster_role, "kra.dev", "evaluationruns", "watch"));
+    assert!(grants(cluster_role, "batch", "jobs", "create"));
+    let binding = one(&objects, "ClusterRoleBinding");
+    assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+    assert_eq!(binding["subjects"][0]["name"], one(&objects, "ServiceAccount")["metadata"]["name"]);
+
+    // The Lease is the only thing granted in the operator's own namespace, and nothing else.
+    let lease = one(&objects, "Role");
+    assert_least_privilege(lease);
+    assert_eq!(lease["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(lease["rules"].as_array().unwrap().len(), 1);
+    assert!(grants(lease, "coordination.k8s.io", "leases", "update"));
+}
+
+#[test]
+fn namespaced_mode_grants_a_role_per_watched_namespace_and_nothing_cluster_wide() {
+    let objects = render(&["charts/kra-operator/ci/namespaced-values.yaml"]);
+    assert!(of_kind(&objects, "ClusterRole").is_empty() && of_kind(&objects, "ClusterRoleBinding").is_empty());
+    let roles = of_kind(&objects, "Role");
+    let mut namespaces: Vec<&str> = roles.iter().filter_map(|r| r["metadata"]["namespace"].as_str()).collect();
+    namespaces.sort();
+    assert_eq!(namespaces, ["kra-collect", "kra-eval", NAMESPACE]);
+    for role in &roles {
+        assert_least_privilege(role);
+    }
+    for binding in of_kind(&objects, "RoleBinding") {
+        assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE, "{binding}");
+        let bound = roles.iter().any(|r| {
+            r["metadata"]["name"] == binding["roleRef"]["name"]
+                && r["metadata"]["namespace"] == binding["metadata"]["namespace"]
+        });
+        assert!(bound, "{binding} binds a Role missing from its namespace");
+    }
+    // The operator is told the same list, and the worker defaults.
+    let container = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(container, "KRA_WATCH_NAMESPACES"), Some("kra-collect,kra-eval"));
+    assert_eq!(env(container, "KRA_DEFAULT_DATABASE_SECRET"), Some("kra-db/url"));
+    assert_eq!(env(container, "KRA_DEFAULT_MLFLOW_TRACKING_URI"), Some("http://mlflow.mlops:5000"));
+    assert_eq!(env(container, "KRA_DEFAULT_MLFLOW_EXPERIMENT"), Some("kra-evaluations"));
+}
+
+#[test]
+fn namespaced_mode_without_namespaces_is_refused_with_the_key_named() {
+    let error = template(&["watch.mode=namespaces"]).unwrap_err();
+    assert!(error.contains("/watch/namespaces"), "{error}");
+    let error = template(&["watch.mode=everywhere"]).unwrap_err();
+    assert!(error.contains("/watch/mode"), "{error}");
+}
+
+#[test]
+fn the_operator_pod_is_restricted_probed_and_highly_available() {
+    let objects = render(&[]);
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    for forbidden in ["hostNetwork", "hostPID", "hostIPC", "volumes"] {
+        assert!(pod.get(forbidden).is_none(), "the pod sets {forbidden}");
+    }
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let container = &containers[0];
+    let security = &container["securityContext"];
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
+    assert!(security["capabilities"].get("add").is_none());
+    assert!(security.get("privileged").is_none_or(|p| p == false));
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/livez");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(container["resources"]["requests"]["memory"].is_string() && container["resources"]["limits"]["memory"].is_string());
+    assert_eq!(env(container, "KRA_LEADER_ELECTION"), Some("true"));
+    assert_eq!(env(container, "KRA_WATCH_NAMESPACES"), None, "cluster mode watches everything");
+    assert_eq!(env(container, "KRA_WORKER_IMAGE"), Some("ghcr.io/kra-dev/kra-operator:0.1.0"));
+    assert_eq!(env(container, "KRA_HTTP_ADDR"), Some("0.0.0.0:8080"));
+
+    // The PDB and the Service select exactly the operator pods.
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    let pdb = one(&objects, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    for selector in [&pdb["spec"]["selector"]["matchLabels"], &one(&objects, "Service")["spec"]["selector"]] {
+        for (key, value) in selector.as_object().unwrap() {
+            assert_eq!(&pod_labels[key], value, "selector {key} does not match the pod");
+        }
+    }
+}
+
+fn normalized(value: &Value) -> Value {
+    // Helm's YAML round trip turns 2.0 into 2: compare numbers as numbers.
+    match value {
+        Value::Number(n) => json!(n.as_f64().unwrap()),
+        Value::Array(items) => Value::Array(items.iter().map(normalized).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), normalized(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn crds_are_the_generated_ones_installed_by_upgrades_and_kept_on_uninstall() {
+    let objects = render(&[]);
+    let rendered = of_kind(&objects, "CustomResourceDefinition");
+    let generated = crd::all();
+    assert_eq!(rendered.len(), generated.len());
+    for definition in generated {
+        let name = definition.metadata.name.clone().unwrap();
+        let ours = rendered.iter().find(|c| c["metadata"]["name"] == name.as_str()).expect("the chart renders it");
+        assert_eq!(ours["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+        assert_eq!(normalized(&ours["spec"]), normalized(&serde_json::to_value(&definition.spec).unwrap()), "{name}");
+    }
+    assert!(of_kind(&render(&["crds.install=false"]), "CustomResourceDefinition").is_empty());
+    let unkept = render(&["crds.keep=false"]);
+    assert!(of_kind(&unkept, "CustomResourceDefinition").iter().all(|c| c["metadata"]["annotations"].get("helm.sh/resource-policy").is_none()));
+}
+
+/// Every metric name the operator exports, read from its own registry with every family observed.
+fn exported_metric_names() -> Vec<String> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    metrics.observe_reconcile("krajob", std::time::Duration::from_millis(5), Some("read"));
+    metrics.attempt("krajob", "started");
+    metrics.leader.set(1);
+    let job: KraJob = serde_json::from_value(json!({
+        "apiVersion": "kra.dev/v1alpha1", "kind": "KraJob",
+        "metadata": {"name": "j", "namespace": "ns"},
+        "spec": {"action": "CollectResults", "meet": "seoul", "date": "2025-05-24", "apiKeySecretRef": {"name": "k", "key": "v"}},
+        "status": {"phase": "Succeeded"},
+    }))
+    .unwrap();
+    let mut writer = Writer::<KraJob>::default();
+    writer.apply_watcher_event(&watcher::Event::Apply(job));
+    *metrics.stores.write().unwrap() = Stores { krajobs: vec![writer.as_reader()], evaluation_runs: vec![] };
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let _ = Arc::clone(&metrics);
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn alerts_use_exported_metrics_and_each_has_a_runbook_section() {
+    let objects = render(&["charts/kra-operator/ci/everything-values.yaml"]);
+    let rule = one(&objects, "PrometheusRule");
+    let exported = exported_metric_names();
+    let runbook = std::fs::read_to_string(root().join("docs/operations/runbook.md")).expect("the runbook exists");
+    let headings: Vec<String> = runbook.lines().filter_map(|l| l.strip_prefix("## ")).map(|h| h.trim().to_string()).collect();
+    let mut alerts = 0;
+    for group in rule["spec"]["groups"].as_array().unwrap() {
+        for alert in group["rules"].as_array().unwrap() {
+            alerts += 1;
+            let name = alert["alert"].as_str().unwrap();
+            let expr = alert["expr"].as_str().unwrap();
+            let used: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("kra_operator_"))
+                .collect();
+            assert!(!used.is_empty(), "{name} uses no operator metric");
+            for metric in used {
+                assert!(exported.iter().any(|m| m == metric), "{name} uses {metric}, which the operator does not export ({exported:?})");
+            }
+            assert!(headings.iter().any(|h| h == name), "docs/operations/runbook.md has no `## {name}` section");
+            let url = alert["annotations"]["runbook_url"].as_str().unwrap();
+            assert!(url.ends_with(&format!("runbook.md#{}", name.to_lowercase())), "{name}: {url}");
+            assert!(["critical", "warning", "info"].contains(&alert["labels"]["severity"].as_str().unwrap()));
+        }
+    }
+    assert!(alerts >= 6);
+}
+
+#[test]
+fn the_service_monitor_scrapes_the_metrics_service() {
+    let objects = render(&["charts/kra-operator/ci/everything-values.yaml"]);
+    let monitor = one(&objects, "ServiceMonitor");
+    let service = one(&objects, "Service");
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&service["metadata"]["labels"][key], value, "the ServiceMonitor does not select the Service");
+    }
+    let port = monitor["spec"]["endpoints"][0]["port"].as_str().unwrap();
+    assert!(service["spec"]["ports"].as_array().unwrap().iter().any(|p| p["name"] == port));
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    assert!(of_kind(&render(&[]), "ServiceMonitor").is_empty(), "off by default");
+}
+
+#[test]
+fn the_network_policy_allows_dns_the_api_server_and_scrapes_only() {
+    let objects = render(&["charts/kra-operator/ci/everything-values.yaml"]);
+    let policy = one(&objects, "NetworkPolicy");
+    assert_eq!(strings(&policy["spec"]["policyTypes"]), ["Ingress", "Egress"]);
+    let pod_labels = &one(&objects, "Deployment")["spec"]["template"]["metadata"]["labels"];
+    for (key, value) in policy["spec"]["podSelector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&pod_labels[key], value);
+    }
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    let ports: Vec<i64> = egress.iter().flat_map(|r| r["ports"].as_array().unwrap()).filter_map(|p| p["port"].as_i64()).collect();
+    assert_eq!(ports, [53, 53, 443, 6443]);
+    assert_eq!(egress[1]["to"][0]["ipBlock"]["cidr"], "10.96.0.1/32");
+    let ingress = &policy["spec"]["ingress"][0];
+    assert_eq!(ingress["ports"][0]["port"], "http");
+    assert_eq!(ingress["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring");
+}
