@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// MLflow experiment used with `--default-mlflow-tracking-uri`.
     #[arg(long, env = "KRA_DEFAULT_MLFLOW_EXPERIMENT", default_value = "kra-evaluations")]
     pub default_mlflow_experiment: String,
+    /// Base URL of the KRA API for collector Jobs (a mirror or an egress proxy); the
+    /// collector's default (https://apis.data.go.kr/B551015) when absent.
+    #[arg(long, env = "KRA_WORKER_KRA_API_BASE_URL")]
+    pub kra_api_base_url: Option<String>,
     /// Service account of worker pods when a resource names none.
     #[arg(long, env = "KRA_WORKER_SERVICE_ACCOUNT")]
     pub worker_service_account: Option<String>,
@@ -307,6 +311,7 @@ async fn run_controllers(
                 tracking_uri: uri.clone(),
                 experiment: args.default_mlflow_experiment.clone(),
             }),
+            kra_api_base_url: args.kra_api_base_url.clone(),
         },
         metrics.clone(),
         recorder,

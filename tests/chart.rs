@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 
 use kra_operator::crd::{self, KraJob};
 use kra_operator::metrics::{Metrics, Stores};
@@ -71,12 +70,18 @@ fn assert_least_privilege(role: &Value) {
         let verbs = strings(&rule["verbs"]);
         let groups = strings(&rule["apiGroups"]);
         assert!(!resources.contains(&"secrets"), "{name} grants Secrets: {rule}");
-        assert!(!resources.contains(&"*") && !verbs.contains(&"*") && !groups.contains(&"*"), "wildcard in {name}: {rule}");
+        assert!(
+            !resources.contains(&"*") && !verbs.contains(&"*") && !groups.contains(&"*"),
+            "wildcard in {name}: {rule}"
+        );
         assert!(!verbs.contains(&"escalate") && !verbs.contains(&"bind") && !verbs.contains(&"impersonate"));
         if groups.contains(&"kra.dev") {
             let writes = verbs.iter().any(|v| ["create", "update", "patch", "delete", "deletecollection"].contains(v));
             for resource in &resources {
-                assert!(!writes || resource.ends_with("/status"), "{name} writes {resource} outside its status subresource");
+                assert!(
+                    !writes || resource.ends_with("/status"),
+                    "{name} writes {resource} outside its status subresource"
+                );
             }
         }
     }
@@ -135,6 +140,7 @@ fn namespaced_mode_grants_a_role_per_watched_namespace_and_nothing_cluster_wide(
     assert_eq!(env(container, "KRA_DEFAULT_DATABASE_SECRET"), Some("kra-db/url"));
     assert_eq!(env(container, "KRA_DEFAULT_MLFLOW_TRACKING_URI"), Some("http://mlflow.mlops:5000"));
     assert_eq!(env(container, "KRA_DEFAULT_MLFLOW_EXPERIMENT"), Some("kra-evaluations"));
+    assert_eq!(env(container, "KRA_WORKER_KRA_API_BASE_URL"), Some("http://kra-mirror.kra-collect:8080/B551015"));
 }
 
 #[test]
@@ -167,7 +173,10 @@ fn the_operator_pod_is_restricted_probed_and_highly_available() {
     assert!(security.get("privileged").is_none_or(|p| p == false));
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/livez");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert!(container["resources"]["requests"]["memory"].is_string() && container["resources"]["limits"]["memory"].is_string());
+    assert!(
+        container["resources"]["requests"]["memory"].is_string()
+            && container["resources"]["limits"]["memory"].is_string()
+    );
     assert_eq!(env(container, "KRA_LEADER_ELECTION"), Some("true"));
     assert_eq!(env(container, "KRA_WATCH_NAMESPACES"), None, "cluster mode watches everything");
     assert_eq!(env(container, "KRA_WORKER_IMAGE"), Some("ghcr.io/kra-dev/kra-operator:0.1.0"));
@@ -208,7 +217,11 @@ fn crds_are_the_generated_ones_installed_by_upgrades_and_kept_on_uninstall() {
     }
     assert!(of_kind(&render(&["crds.install=false"]), "CustomResourceDefinition").is_empty());
     let unkept = render(&["crds.keep=false"]);
-    assert!(of_kind(&unkept, "CustomResourceDefinition").iter().all(|c| c["metadata"]["annotations"].get("helm.sh/resource-policy").is_none()));
+    assert!(
+        of_kind(&unkept, "CustomResourceDefinition")
+            .iter()
+            .all(|c| c["metadata"]["annotations"].get("helm.sh/resource-policy").is_none())
+    );
 }
 
 /// Every metric name the operator exports, read from its own registry with every family observed.
@@ -230,11 +243,13 @@ fn exported_metric_names() -> Vec<String> {
     *metrics.stores.write().unwrap() = Stores { krajobs: vec![writer.as_reader()], evaluation_runs: vec![] };
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    let _ = Arc::clone(&metrics);
-    text.lines()
+    let mut names: Vec<String> = text
+        .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
-        .collect()
+        .collect();
+    names.dedup();
+    names
 }
 
 #[test]
@@ -243,7 +258,8 @@ fn alerts_use_exported_metrics_and_each_has_a_runbook_section() {
     let rule = one(&objects, "PrometheusRule");
     let exported = exported_metric_names();
     let runbook = std::fs::read_to_string(root().join("docs/operations/runbook.md")).expect("the runbook exists");
-    let headings: Vec<String> = runbook.lines().filter_map(|l| l.strip_prefix("## ")).map(|h| h.trim().to_string()).collect();
+    let headings: Vec<String> =
+        runbook.lines().filter_map(|l| l.strip_prefix("## ")).map(|h| h.trim().to_string()).collect();
     let mut alerts = 0;
     for group in rule["spec"]["groups"].as_array().unwrap() {
         for alert in group["rules"].as_array().unwrap() {
@@ -256,7 +272,10 @@ fn alerts_use_exported_metrics_and_each_has_a_runbook_section() {
                 .collect();
             assert!(!used.is_empty(), "{name} uses no operator metric");
             for metric in used {
-                assert!(exported.iter().any(|m| m == metric), "{name} uses {metric}, which the operator does not export ({exported:?})");
+                assert!(
+                    exported.iter().any(|m| m == metric),
+                    "{name} uses {metric}, which the operator does not export ({exported:?})"
+                );
             }
             assert!(headings.iter().any(|h| h == name), "docs/operations/runbook.md has no `## {name}` section");
             let url = alert["annotations"]["runbook_url"].as_str().unwrap();
@@ -292,7 +311,8 @@ fn the_network_policy_allows_dns_the_api_server_and_scrapes_only() {
         assert_eq!(&pod_labels[key], value);
     }
     let egress = policy["spec"]["egress"].as_array().unwrap();
-    let ports: Vec<i64> = egress.iter().flat_map(|r| r["ports"].as_array().unwrap()).filter_map(|p| p["port"].as_i64()).collect();
+    let ports: Vec<i64> =
+        egress.iter().flat_map(|r| r["ports"].as_array().unwrap()).filter_map(|p| p["port"].as_i64()).collect();
     assert_eq!(ports, [53, 53, 443, 6443]);
     assert_eq!(egress[1]["to"][0]["ipBlock"]["cidr"], "10.96.0.1/32");
     let ingress = &policy["spec"]["ingress"][0];

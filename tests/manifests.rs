@@ -80,3 +80,24 @@ fn the_operator_pod_runs_restricted_with_two_replicas_and_probes() {
     assert_eq!(namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
     assert_eq!(of_kind(&objects, "CustomResourceDefinition").len(), 2, "the CRDs come with the base");
 }
+
+#[test]
+fn the_kind_end_to_end_krajob_is_a_valid_run_with_the_chart_defaults() {
+    use kra_operator::controller::validate::{self, WorkerDefaults};
+    use kra_operator::crd::{KraJob, SecretKeyRef};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/kind/e2e/krajob.yaml")).unwrap();
+    let job: KraJob = serde_saphyr::from_str(&text).expect("the e2e KraJob matches the type");
+    // scripts/kind-e2e installs the chart with worker.database.secretName=kra-db.
+    let defaults = WorkerDefaults {
+        image: "kra-operator:e2e".into(),
+        database_secret: Some(SecretKeyRef { name: "kra-db".into(), key: "url".into() }),
+        ..Default::default()
+    };
+    let invocation = validate::krajob(&job.spec, &defaults).expect("the e2e KraJob is valid");
+    assert_eq!(invocation.args[..3], ["pipeline", "--meet", "seoul"]);
+    let cluster: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(root.join("config/kind/cluster.yaml")).unwrap()).unwrap();
+    assert_eq!(cluster["kind"], "Cluster");
+    assert_eq!(cluster["apiVersion"], "kind.x-k8s.io/v1alpha4");
+}

@@ -29,6 +29,9 @@ pub struct WorkerDefaults {
     /// MLflow tracking used by an `EvaluationRun` that names none (no token: a server that
     /// needs one is named in the run, with its Secret).
     pub mlflow: Option<DefaultMlflow>,
+    /// Base URL of the KRA API for collector Jobs (a mirror or egress proxy); the collector's
+    /// own default (`https://apis.data.go.kr/B551015`) when absent.
+    pub kra_api_base_url: Option<String>,
 }
 
 /// The operator's default MLflow tracking for evaluation runs.
@@ -174,6 +177,9 @@ pub fn krajob(spec: &KraJobSpec, defaults: &WorkerDefaults) -> Result<WorkerInvo
         }
         invocation.args.extend(["--summary-file".to_string(), SUMMARY_PATH.to_string()]);
         invocation.env = vec![secret_env("KRA_API_KEY", &spec.api_key_secret_ref), database];
+        if let Some(url) = &defaults.kra_api_base_url {
+            invocation.env.push(EnvVar { name: "KRA_API_BASE_URL".into(), value: Some(url.clone()), value_from: None });
+        }
     }
     problems_to_result(problems, invocation)
 }
@@ -450,6 +456,16 @@ mod tests {
     fn no_database_anywhere_is_a_problem() {
         let problems = krajob(&spec(), &WorkerDefaults { image: "img".into(), ..Default::default() }).unwrap_err();
         assert!(problems.contains("no database is configured"), "{problems}");
+    }
+
+    #[test]
+    fn the_operator_kra_api_base_url_reaches_the_collector() {
+        let plain = krajob(&spec(), &defaults()).unwrap();
+        assert!(!plain.env.iter().any(|e| e.name == "KRA_API_BASE_URL"));
+        let mirrored = WorkerDefaults { kra_api_base_url: Some("http://kra-mirror:8080/B551015".into()), ..defaults() };
+        let invocation = krajob(&spec(), &mirrored).unwrap();
+        let env = invocation.env.iter().find(|e| e.name == "KRA_API_BASE_URL").expect("the base URL is passed on");
+        assert_eq!(env.value.as_deref(), Some("http://kra-mirror:8080/B551015"));
     }
 
     #[test]

@@ -37,10 +37,18 @@ pub fn markdown(crds: &[CustomResourceDefinition]) -> String {
                 plural = spec.names.plural,
             );
             if let Some(short) = spec.names.short_names.as_ref().filter(|s| !s.is_empty()) {
-                let _ = write!(out, ", short names {}", short.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "));
+                let _ = write!(
+                    out,
+                    ", short names {}",
+                    short.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                );
             }
             if let Some(categories) = spec.names.categories.as_ref().filter(|s| !s.is_empty()) {
-                let _ = write!(out, ", categories {}", categories.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "));
+                let _ = write!(
+                    out,
+                    ", categories {}",
+                    categories.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                );
             }
             out.push_str(".\n\n");
             if let Some(description) = schema["description"].as_str() {
@@ -49,7 +57,13 @@ pub fn markdown(crds: &[CustomResourceDefinition]) -> String {
             if let Some(columns) = version.additional_printer_columns.as_ref().filter(|c| !c.is_empty()) {
                 out.push_str("`kubectl get` columns (`-o wide` adds those of priority 1):\n\n| Column | JSONPath | Priority |\n|---|---|---|\n");
                 for column in columns {
-                    let _ = writeln!(out, "| {} | `{}` | {} |", column.name, column.json_path, column.priority.unwrap_or(0));
+                    let _ = writeln!(
+                        out,
+                        "| {} | `{}` | {} |",
+                        column.name,
+                        column.json_path,
+                        column.priority.unwrap_or(0)
+                    );
                 }
                 out.push('\n');
             }
@@ -73,8 +87,7 @@ fn object_section(out: &mut String, kind: &str, path: &str, node: &Value, depth:
     }
     rules(out, node);
     let Some(properties) = node["properties"].as_object() else { return };
-    let required: Vec<&str> =
-        node["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let required: Vec<&str> = node["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     out.push_str("| Field | Type | Description |\n|---|---|---|\n");
     let mut nested = Vec::new();
     for (name, field) in properties {
@@ -132,7 +145,8 @@ fn details(field: &Value) -> String {
         parts.push(one_line(description));
     }
     if let Some(values) = field["enum"].as_array() {
-        let values: Vec<String> = values.iter().map(|v| format!("`{}`", v.as_str().unwrap_or(&v.to_string()))).collect();
+        let values: Vec<String> =
+            values.iter().map(|v| format!("`{}`", v.as_str().unwrap_or(&v.to_string()))).collect();
         parts.push(format!("One of {}.", values.join(", ")));
     }
     if let Some(default) = field.get("default") {
@@ -155,7 +169,11 @@ fn details(field: &Value) -> String {
         parts.push(format!("Pattern `{pattern}`."));
     }
     for rule in field["x-kubernetes-validations"].as_array().into_iter().flatten() {
-        parts.push(format!("Rule `{}`: {}.", rule["rule"].as_str().unwrap_or_default(), rule["message"].as_str().unwrap_or_default()));
+        parts.push(format!(
+            "Rule `{}`: {}.",
+            rule["rule"].as_str().unwrap_or_default(),
+            rule["message"].as_str().unwrap_or_default()
+        ));
     }
     parts.join(" ").replace('|', "\\|")
 }

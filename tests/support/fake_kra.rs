@@ -61,7 +61,12 @@ pub struct FakeKra {
 
 impl FakeKra {
     pub async fn start() -> FakeKra {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Listen on `addr` (the kind end-to-end job serves the fake to cluster pods from the host).
+    pub async fn start_on(addr: &str) -> FakeKra {
+        let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("failed to listen on {addr}: {e}"));
         let base_url = format!("http://{}/B551015", listener.local_addr().unwrap());
         let state: Arc<Mutex<State>> = Arc::default();
         let server_state = state.clone();
