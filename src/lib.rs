@@ -4,6 +4,7 @@
 pub mod collector;
 pub mod controller;
 pub mod crd;
+pub mod cron;
 pub mod evaluator;
 pub mod health;
 pub mod kra;
