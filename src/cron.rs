@@ -95,7 +95,8 @@ fn parse_field(text: &str, field: &str, min: u32, max: u32, names: &[&str]) -> R
     for part in text.split(',') {
         let (range, step) = match part.split_once('/') {
             Some((range, step)) => {
-                let step: u32 = step.parse().map_err(|_| CronError(format!("{field}: step {step:?} is not a number")))?;
+                let step: u32 =
+                    step.parse().map_err(|_| CronError(format!("{field}: step {step:?} is not a number")))?;
                 if step == 0 {
                     return Err(CronError(format!("{field}: a step of 0 never advances")));
                 }
@@ -132,7 +133,7 @@ impl Cron {
     fn day_matches(&self, date: Date) -> bool {
         let dom = self.days_of_month & (1 << date.day()) != 0;
         let dow = self.days_of_week & (1 << date.weekday().to_sunday_zero_offset()) != 0;
-        if !(self.months & (1 << date.month()) != 0) {
+        if self.months & (1 << date.month()) == 0 {
             return false;
         }
         match (self.dom_restricted, self.dow_restricted) {
@@ -163,8 +164,7 @@ impl Cron {
                     {
                         break 'day;
                     }
-                    let Ok(instant) = tz.to_ambiguous_timestamp(civil).disambiguate(Disambiguation::Compatible)
-                    else {
+                    let Ok(instant) = tz.to_ambiguous_timestamp(civil).disambiguate(Disambiguation::Compatible) else {
                         continue;
                     };
                     if instant > after && best.is_none_or(|(b, _)| instant < b) {
@@ -240,7 +240,10 @@ mod tests {
         assert_eq!(schedule.next_after(at("2025-05-31T23:00:00Z"), &seoul), Some(at("2025-06-30T21:30:00Z")));
         assert_eq!(schedule.next_after(at("2025-12-01T00:00:00Z"), &seoul), Some(at("2025-12-31T21:30:00Z")));
         // The last day of February in a leap year, via day-of-month 29.
-        assert_eq!(cron("0 0 29 2 *").next_after(at("2025-01-01T00:00:00Z"), &TimeZone::UTC), Some(at("2028-02-29T00:00:00Z")));
+        assert_eq!(
+            cron("0 0 29 2 *").next_after(at("2025-01-01T00:00:00Z"), &TimeZone::UTC),
+            Some(at("2028-02-29T00:00:00Z"))
+        );
     }
 
     #[test]
@@ -255,8 +258,12 @@ mod tests {
         let (times, _) = fold.between(at("2025-11-01T12:00:00Z"), at("2025-11-03T12:00:00Z"), &new_york, 10);
         assert_eq!(times, ["2025-11-02T05:30:00Z", "2025-11-03T06:30:00Z"].map(at));
         // Hourly across the fold: every hour exactly once, 01:00 included only the first time.
-        let (hourly, _) = cron("0 * * * *").between(at("2025-11-02T03:30:00Z"), at("2025-11-02T08:30:00Z"), &new_york, 10);
-        assert_eq!(hourly, ["2025-11-02T04:00:00Z", "2025-11-02T05:00:00Z", "2025-11-02T07:00:00Z", "2025-11-02T08:00:00Z"].map(at));
+        let (hourly, _) =
+            cron("0 * * * *").between(at("2025-11-02T03:30:00Z"), at("2025-11-02T08:30:00Z"), &new_york, 10);
+        assert_eq!(
+            hourly,
+            ["2025-11-02T04:00:00Z", "2025-11-02T05:00:00Z", "2025-11-02T07:00:00Z", "2025-11-02T08:00:00Z"].map(at)
+        );
     }
 
     #[test]
@@ -266,7 +273,8 @@ mod tests {
         let (times, _) = schedule.between(at("2025-05-28T00:00:00Z"), at("2025-06-10T00:00:00Z"), &TimeZone::UTC, 10);
         assert_eq!(times, ["2025-05-30T00:00:00Z", "2025-06-01T00:00:00Z", "2025-06-06T00:00:00Z"].map(at));
         // Only weekdays restricted: plain weekdays.
-        let (fridays, _) = cron("0 0 * * 5").between(at("2025-05-28T00:00:00Z"), at("2025-06-10T00:00:00Z"), &TimeZone::UTC, 10);
+        let (fridays, _) =
+            cron("0 0 * * 5").between(at("2025-05-28T00:00:00Z"), at("2025-06-10T00:00:00Z"), &TimeZone::UTC, 10);
         assert_eq!(fridays, ["2025-05-30T00:00:00Z", "2025-06-06T00:00:00Z"].map(at));
     }
 
@@ -303,7 +311,8 @@ mod tests {
     #[test]
     fn an_impossible_date_never_fires_and_a_long_gap_keeps_the_newest() {
         assert_eq!(cron("0 0 31 2 *").next_after(at("2025-01-01T00:00:00Z"), &TimeZone::UTC), None);
-        let (times, dropped) = cron("0 * * * *").between(at("2025-01-01T00:00:00Z"), at("2025-01-02T00:00:00Z"), &TimeZone::UTC, 3);
+        let (times, dropped) =
+            cron("0 * * * *").between(at("2025-01-01T00:00:00Z"), at("2025-01-02T00:00:00Z"), &TimeZone::UTC, 3);
         assert_eq!(times, ["2025-01-01T22:00:00Z", "2025-01-01T23:00:00Z", "2025-01-02T00:00:00Z"].map(at));
         assert_eq!(dropped, 21);
     }

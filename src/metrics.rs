@@ -81,7 +81,8 @@ impl Stores {
     pub fn phase_counts(&self) -> Vec<(&'static str, Phase, i64)> {
         let mut out = Vec::new();
         if !self.krajobs.is_empty() {
-            let phases: Vec<_> = self.krajob_list().iter().map(|o| o.status.as_ref().and_then(|s| s.phase)).collect();
+            let phases: Vec<_> =
+                self.krajob_list().iter().map(|o| o.status.as_ref().and_then(|s| s.run.phase)).collect();
             push_counts(&mut out, "krajob", &phases);
         }
         if !self.evaluation_runs.is_empty() {
@@ -102,7 +103,7 @@ impl Stores {
 pub fn results_collected_through(jobs: &[Arc<KraJob>]) -> Vec<(Meet, i64)> {
     let mut latest: std::collections::BTreeMap<Meet, jiff::civil::Date> = Default::default();
     for job in jobs {
-        let succeeded = job.status.as_ref().and_then(|s| s.phase) == Some(Phase::Succeeded);
+        let succeeded = job.status.as_ref().and_then(|s| s.run.phase) == Some(Phase::Succeeded);
         let collects_results = matches!(job.spec.action, KraAction::CollectResults | KraAction::FullPipeline);
         let last_day = job.spec.date.as_deref().or(job.spec.date_range.as_ref().map(|r| r.to.as_str()));
         let Some(day) = last_day.and_then(|d| d.parse::<jiff::civil::Date>().ok()) else { continue };

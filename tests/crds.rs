@@ -68,5 +68,5 @@ fn the_crd_reference_is_generated_from_the_types() {
     for field in ["`apiKeySecretRef` *", "`raceNumbers`", "`baselineRun`", "`predictor` *"] {
         assert!(generated.contains(field), "{field} missing from the reference");
     }
-    assert!(generated.contains("set exactly one of date and dateRange"));
+    assert!(generated.contains("set exactly one of date, dateRange and schedule"));
 }

@@ -46,7 +46,7 @@ async fn a_krajob_runs_the_collector_and_its_summary_reaches_status() {
         kj.status.filter(|s| s.phase == Some(Phase::Succeeded) && s.result.is_some())
     })
     .await;
-    let result = done.result.unwrap();
+    let result = done.run.result.unwrap();
     assert_eq!((result.races_found, result.races_collected, result.races_failed), (Some(4), Some(4), Some(0)));
     assert!(result.api_calls.unwrap() > 4);
 }

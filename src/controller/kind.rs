@@ -87,7 +87,7 @@ impl RunKind for KraJob {
         &self.spec.run
     }
     fn run_status(&self) -> Option<&RunStatus<Self::Summary>> {
-        self.status.as_ref()
+        self.status.as_ref().map(|s| &s.run)
     }
     fn check_cel(&self) -> Result<(), String> {
         KRAJOB_RULES.with(|rules| check_rules(rules, self))
@@ -170,7 +170,7 @@ mod tests {
         both["date"] = json!("2025-05-24");
         both["dateRange"] = json!({"from": "2025-05-01", "to": "2025-05-02"});
         let error = krajob(both).check_cel().unwrap_err();
-        assert!(error.contains("set exactly one of date and dateRange"), "{error}");
+        assert!(error.contains("set exactly one of date, dateRange and schedule"), "{error}");
 
         let mut reversed = base.clone();
         reversed["dateRange"] = json!({"from": "2025-05-02", "to": "2025-05-01"});

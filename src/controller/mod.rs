@@ -11,6 +11,7 @@ pub mod kind;
 pub mod observe;
 pub mod plan;
 pub mod reasons;
+pub mod scheduler;
 pub mod validate;
 
 use std::collections::HashMap;

@@ -142,7 +142,7 @@ pub fn krajob(spec: &KraJobSpec, defaults: &WorkerDefaults) -> Result<WorkerInvo
         (Some(date), None) => parse_date("date", date, &mut problems).map(|d| (d, d)),
         (None, Some(range)) => parse_range("dateRange", range, Some(MAX_RANGE_DAYS), &mut problems),
         _ => {
-            problems.push("set exactly one of date and dateRange".to_string());
+            problems.push("set exactly one of date, dateRange and schedule".to_string());
             None
         }
     };
@@ -365,6 +365,7 @@ mod tests {
             meet: Meet::Busan,
             date: Some("2025-05-23".into()),
             date_range: None,
+            schedule: None,
             race_numbers: None,
             api_key_secret_ref: secret("kra-api", "serviceKey"),
             database: None,
@@ -430,7 +431,7 @@ mod tests {
             ),
             (
                 Box::new(|s| s.date_range = Some(DateRange { from: "2025-01-01".into(), to: "2025-01-02".into() })),
-                "set exactly one of date and dateRange",
+                "set exactly one of date, dateRange and schedule",
             ),
             (Box::new(|s| s.race_numbers = Some(vec![1, 1])), "raceNumbers: contains duplicates"),
             (Box::new(|s| s.race_numbers = Some(vec![0])), "raceNumbers: 0 is outside 1..20"),

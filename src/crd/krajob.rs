@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DateRange, Meet, RunControls, RunStatus, SecretKeyRef};
+use super::schedule::{Schedule, ScheduleStatus};
 
 /// What a collection run does.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -66,20 +67,27 @@ pub struct DatabaseRef {
     printcolumn(name = "Next attempt", type_ = "date", json_path = ".status.nextAttemptAt", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("has(self.date) != has(self.dateRange)").message("set exactly one of date and dateRange"))]
+#[x_kube(
+    validation = Rule::new("(has(self.date) ? 1 : 0) + (has(self.dateRange) ? 1 : 0) + (has(self.schedule) ? 1 : 0) == 1")
+        .message("set exactly one of date, dateRange and schedule")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct KraJobSpec {
     /// What to collect.
     pub action: KraAction,
     /// Racecourse: `seoul`, `jeju` or `busan` (KRA API codes 1, 2, 3).
     pub meet: Meet,
-    /// A single race day, `YYYY-MM-DD`. Exactly one of `date` and `dateRange` is set.
+    /// A single race day, `YYYY-MM-DD`. Exactly one of `date`, `dateRange` and `schedule` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
     pub date: Option<String>,
-    /// A range of race days. Exactly one of `date` and `dateRange` is set.
+    /// A range of race days. Exactly one of `date`, `dateRange` and `schedule` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_range: Option<DateRange>,
+    /// Run on a schedule: each time it fires, a child `KraJob` collects that run's data window.
+    /// Exactly one of `date`, `dateRange` and `schedule` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
     /// Race numbers to collect. When absent, the collector asks the race plan which races are
     /// actually scheduled that day (never a fixed 1..15).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,4 +129,23 @@ pub struct CollectionSummary {
 }
 
 /// Status of a `KraJob`.
-pub type KraJobStatus = RunStatus<CollectionSummary>;
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KraJobStatus {
+    /// Phase, conditions, attempts and result (a scheduled `KraJob` has no attempts of its own:
+    /// its runs are child `KraJob`s).
+    #[serde(flatten)]
+    pub run: RunStatus<CollectionSummary>,
+    /// The schedule's state, on a scheduled `KraJob`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleStatus>,
+}
+
+/// A `KraJobStatus` reads as its run status (phase, conditions, attempts, result).
+impl std::ops::Deref for KraJobStatus {
+    type Target = RunStatus<CollectionSummary>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.run
+    }
+}

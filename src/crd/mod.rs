@@ -8,6 +8,7 @@ pub mod evaluationrun;
 #[allow(clippy::duplicated_attributes)]
 pub mod krajob;
 pub mod reference;
+pub mod schedule;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -18,6 +19,7 @@ pub use common::{
 };
 pub use evaluationrun::{EvaluationRun, EvaluationRunSpec, EvaluationRunStatus, EvaluationSummary, PromotionDecision};
 pub use krajob::{CollectionSummary, KraAction, KraJob, KraJobSpec, KraJobStatus};
+pub use schedule::{CatchUp, ConcurrencyPolicy, Schedule, ScheduleStatus, ScheduledRun, SkippedRun, Window};
 
 /// The API group of both kinds.
 pub const GROUP: &str = "kra.dev";
