@@ -77,6 +77,10 @@ pub struct RunArgs {
     /// Kueue MultiKueue). The controller tests use it on real clusters to drive Job status themselves.
     #[arg(long, env = "KRA_JOB_MANAGED_BY")]
     pub job_managed_by: Option<String>,
+    /// Read the time from this file (an RFC 3339 timestamp, read on every use) instead of the
+    /// system clock. For tests of schedules only.
+    #[arg(long, hide = true, env = "KRA_TEST_CLOCK_FILE")]
+    pub clock_file: Option<std::path::PathBuf>,
     /// Seconds after which an idle run is looked at again without any watch event.
     #[arg(long, env = "KRA_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
@@ -299,7 +303,7 @@ async fn run_controllers(
         client.clone(),
         Reporter { controller: "kra-operator".into(), instance: Some(identity.to_string()) },
     );
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         WorkerDefaults {
             image: args.worker_image.clone(),
@@ -316,7 +320,11 @@ async fn run_controllers(
         metrics.clone(),
         recorder,
         Duration::from_secs(args.resync_seconds),
-    ));
+    );
+    if let Some(path) = &args.clock_file {
+        ctx.clock = controller::Clock::File(path.clone());
+    }
+    let ctx = Arc::new(ctx);
     // Both controllers stop on the same signal.
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {

@@ -65,6 +65,12 @@ impl<'a> ConditionSet<'a> {
         self.all([false, false, true, false, false, true], reason, message);
     }
 
+    /// A scheduled `KraJob`: ready while its schedule runs and its newest finished run did not
+    /// fail; reconciling while a child run is active.
+    pub fn schedule(&mut self, ready: bool, active: bool, last_failed: bool, reason: &str, message: &str) {
+        self.all([ready, active, false, active, false, last_failed], reason, message);
+    }
+
     /// A condition a worker's result decides (for example `Promoted`).
     pub fn extra(&mut self, type_: &str, status: bool, reason: &str, message: &str) {
         self.set(type_, status, reason, message);

@@ -15,6 +15,10 @@ pub enum Error {
     SuspendJob { job: String, object: String, source: kube::Error },
     #[error("failed to delete finished Job {job} for {object}: {source}")]
     DeleteJob { job: String, object: String, source: kube::Error },
+    #[error("failed to create the scheduled run {run} of {object}: {source}")]
+    CreateRun { run: String, object: String, source: kube::Error },
+    #[error("failed to delete the scheduled run {run} of {object}: {source}")]
+    DeleteRun { run: String, object: String, source: kube::Error },
     #[error("failed to write status of {object}: {source}")]
     WriteStatus { object: String, source: kube::Error },
     #[error("failed to reconcile {object}: metadata.{field} is missing")]
@@ -30,6 +34,8 @@ impl Error {
             Error::ForeignJob { .. } => "foreign_job",
             Error::SuspendJob { .. } => "suspend_job",
             Error::DeleteJob { .. } => "delete_job",
+            Error::CreateRun { .. } => "create_run",
+            Error::DeleteRun { .. } => "delete_run",
             Error::WriteStatus { source, .. } if is_conflict(source) => "status_conflict",
             Error::WriteStatus { .. } => "write_status",
             Error::MissingMetadata { .. } => "missing_metadata",

@@ -41,6 +41,14 @@ pub trait RunKind:
     const WORKER_BINARY: &'static str;
     /// Whether the spec can name ConfigMaps, so the controller watches them.
     const REFERENCES_CONFIG_MAPS: bool = false;
+    /// Whether resources of this kind can own child runs of the same kind (scheduled KraJobs).
+    const HAS_CHILD_RUNS: bool = false;
+
+    /// This resource as a scheduled `KraJob`, reconciled by `recurring` instead of the
+    /// attempt planner.
+    fn as_scheduled(&self) -> Option<&KraJob> {
+        None
+    }
 
     fn run(&self) -> &RunControls;
     fn run_status(&self) -> Option<&RunStatus<Self::Summary>>;
@@ -82,6 +90,11 @@ impl RunKind for KraJob {
     type Summary = crate::crd::CollectionSummary;
     const METRIC_KIND: &'static str = "krajob";
     const WORKER_BINARY: &'static str = "kra-collector";
+    const HAS_CHILD_RUNS: bool = true;
+
+    fn as_scheduled(&self) -> Option<&KraJob> {
+        self.spec.schedule.is_some().then_some(self)
+    }
 
     fn run(&self) -> &RunControls {
         &self.spec.run

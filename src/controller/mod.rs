@@ -11,6 +11,7 @@ pub mod kind;
 pub mod observe;
 pub mod plan;
 pub mod reasons;
+pub mod recurring;
 pub mod scheduler;
 pub mod validate;
 
@@ -48,7 +49,30 @@ pub struct Context {
     pub recorder: Recorder,
     /// How often an idle run is looked at again even without a watch event.
     pub resync: Duration,
+    /// The time schedules, backoffs and conditions are computed at.
+    pub clock: Clock,
     failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Where the reconciler reads the time: the system clock, or (for tests of schedules) a file
+/// holding an RFC 3339 timestamp, read on every use so a test can move time.
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    File(std::path::PathBuf),
+}
+
+impl Clock {
+    pub fn now(&self) -> Timestamp {
+        match self {
+            Clock::System => Timestamp::now(),
+            Clock::File(path) => std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or_else(Timestamp::now),
+        }
+    }
 }
 
 impl Context {
@@ -59,7 +83,7 @@ impl Context {
         recorder: Recorder,
         resync: Duration,
     ) -> Self {
-        Self { client, defaults, metrics, recorder, resync, failures: Mutex::default() }
+        Self { client, defaults, metrics, recorder, resync, clock: Clock::System, failures: Mutex::default() }
     }
 
     fn record_failure(&self, key: &str) -> u32 {
@@ -102,6 +126,9 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
         // The Jobs go with their owner through garbage collection.
         return Ok(Action::await_change());
     }
+    if let Some(parent) = obj.as_scheduled() {
+        return recurring::reconcile(parent, ctx).await;
+    }
     let missing = |field| Error::MissingMetadata { object: object.clone(), field };
     let namespace = obj.namespace().ok_or_else(|| missing("namespace"))?;
     let name = obj.meta().name.clone().ok_or_else(|| missing("name"))?;
@@ -128,7 +155,7 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
         status: obj.run_status(),
         jobs: &observed,
         job_name: &job_name,
-        now: Timestamp::now(),
+        now: ctx.clock.now(),
     });
 
     // Apply.
@@ -283,6 +310,11 @@ pub fn controller<K: RunKind>(
     let mut controller = Controller::new(api_for::<K>(&ctx.client, &scope), watcher::Config::default().any_semantic())
         .owns(api_for::<Job>(&ctx.client, &scope), owned_jobs.any_semantic())
         .graceful_shutdown_on(shutdown);
+    if K::HAS_CHILD_RUNS {
+        // A scheduled KraJob owns its runs (child KraJobs): their progress wakes it.
+        let children = watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID);
+        controller = controller.owns(api_for::<K>(&ctx.client, &scope), children.any_semantic());
+    }
     if K::REFERENCES_CONFIG_MAPS {
         // A ConfigMap that appears or changes wakes the runs that name it (a prompt created
         // after its EvaluationRun starts the run at once instead of at the next resync).

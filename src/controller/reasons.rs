@@ -22,3 +22,13 @@ pub const RETRY_LIMIT_EXCEEDED: &str = "RetryLimitExceeded";
 pub const SUSPENDED: &str = "Suspended";
 pub const RESUMED: &str = "Resumed";
 pub const ATTEMPT_RUNNING: &str = "AttemptRunning";
+
+// Scheduled KraJobs.
+pub const SCHEDULED: &str = "Scheduled";
+pub const RUN_ACTIVE: &str = "RunActive";
+pub const LAST_RUN_FAILED: &str = "LastRunFailed";
+pub const RUN_CREATED: &str = "RunCreated";
+pub const RUN_SKIPPED: &str = "RunSkipped";
+pub const RUN_REPLACED: &str = "RunReplaced";
+pub const RUN_PRUNED: &str = "RunPruned";
+pub const RUNS_WAITING: &str = "RunsWaiting";

@@ -47,8 +47,9 @@ pub struct Child {
 }
 
 impl Child {
-    fn active(&self) -> bool {
-        !matches!(self.phase, Some(Phase::Succeeded | Phase::Failed))
+    /// A run that has not finished (an invalid child never will: it does not block others).
+    pub fn active(&self) -> bool {
+        !matches!(self.phase, Some(Phase::Succeeded | Phase::Failed | Phase::Invalid))
     }
 }
 

@@ -199,10 +199,12 @@ pub enum Phase {
     Suspended,
     /// The spec is invalid; nothing runs until it changes.
     Invalid,
+    /// A scheduled `KraJob` between runs: none of its child runs is active.
+    Scheduled,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 8] = [
         Phase::Pending,
         Phase::Running,
         Phase::BackingOff,
@@ -210,6 +212,7 @@ impl Phase {
         Phase::Failed,
         Phase::Suspended,
         Phase::Invalid,
+        Phase::Scheduled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -221,6 +224,7 @@ impl Phase {
             Phase::Failed => "Failed",
             Phase::Suspended => "Suspended",
             Phase::Invalid => "Invalid",
+            Phase::Scheduled => "Scheduled",
         }
     }
 

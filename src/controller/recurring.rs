@@ -1,0 +1,361 @@
+//! Reconcile of a scheduled `KraJob` (I/O at the edges, decisions in `scheduler`): read the
+//! child runs -> validate -> plan -> create/delete children -> write status -> Events.
+//!
+//! Each run is a child `KraJob` for one data window, owned by the schedule (controller owner
+//! reference) and labelled with its uid, so the attempt machinery (retries, backoff, adoption,
+//! results) is the one every `KraJob` has. Children carry none of the parent's own labels, so a
+//! GitOps tool that tracks the parent by label does not take them for its own.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::conditions::ConditionSet;
+use super::kind::RunKind;
+use super::scheduler::{self, Child};
+use super::{Context, Error, FIELD_MANAGER, error, reasons, validate};
+use crate::crd::{KraJob, KraJobSpec, KraJobStatus, Phase, Schedule};
+use crate::cron::Cron;
+
+/// Label on every child run: the uid of its schedule.
+pub const LABEL_SCHEDULE_UID: &str = "kra.dev/schedule-uid";
+/// Label on every child run: the name of its schedule (when it fits a label value).
+pub const LABEL_SCHEDULE: &str = "kra.dev/schedule";
+/// Annotation on every child run: its scheduled time (RFC 3339).
+pub const ANNOTATION_SCHEDULED_TIME: &str = "kra.dev/scheduled-time";
+
+/// Validate a scheduled spec (pure): the CEL rules, the cron expression, the time zone, and
+/// the spec of the children it would create.
+pub fn validate_schedule(
+    job: &KraJob,
+    defaults: &validate::WorkerDefaults,
+) -> Result<(Schedule, Cron, TimeZone), String> {
+    job.check_cel()?;
+    let Some(schedule) = job.spec.schedule.clone() else { return Err("schedule: missing".into()) };
+    let mut problems = Vec::new();
+    let cron = schedule.cron.parse::<Cron>().map_err(|e| problems.push(format!("schedule.cron: {e}"))).ok();
+    let tz = TimeZone::get(&schedule.time_zone)
+        .map_err(|_| problems.push(format!("schedule.timeZone: {:?} is not an IANA time zone", schedule.time_zone)))
+        .ok();
+    if let (Some(cron), Some(tz)) = (&cron, &tz)
+        && cron.next_after(Timestamp::UNIX_EPOCH, tz).is_none()
+    {
+        problems.push(format!("schedule.cron: {:?} never fires", schedule.cron));
+    }
+    // Each child is this spec with one window: check it as such.
+    let sample = child_spec(&job.spec, &crate::crd::DateRange { from: "2025-01-01".into(), to: "2025-01-01".into() });
+    if let Err(child_problems) = validate::krajob(&sample, defaults) {
+        problems.push(child_problems);
+    }
+    match (cron, tz) {
+        (Some(cron), Some(tz)) if problems.is_empty() => Ok((schedule, cron, tz)),
+        _ => Err(problems.join("; ")),
+    }
+}
+
+/// The spec of one run: the schedule's spec for one data window.
+pub fn child_spec(spec: &KraJobSpec, window: &crate::crd::DateRange) -> KraJobSpec {
+    let mut child = spec.clone();
+    child.schedule = None;
+    child.date = None;
+    child.date_range = Some(window.clone());
+    child.run.suspend = false;
+    child
+}
+
+/// The child `KraJob` of one scheduled run (pure).
+pub fn build_child(parent: &KraJob, name: &str, scheduled: Timestamp, window: &crate::crd::DateRange) -> KraJob {
+    let parent_name = parent.name_any();
+    let uid = parent.uid().unwrap_or_default();
+    let mut labels = BTreeMap::from([
+        (super::build::LABEL_MANAGED_BY.to_string(), super::build::MANAGER.to_string()),
+        (LABEL_SCHEDULE_UID.to_string(), uid.clone()),
+    ]);
+    if parent_name.len() <= 63 {
+        labels.insert(LABEL_SCHEDULE.to_string(), parent_name.clone());
+    }
+    let mut child = KraJob::new(name, child_spec(&parent.spec, window));
+    child.metadata = ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: parent.namespace(),
+        labels: Some(labels),
+        annotations: Some(BTreeMap::from([(ANNOTATION_SCHEDULED_TIME.to_string(), scheduled.to_string())])),
+        owner_references: Some(vec![OwnerReference {
+            api_version: KraJob::api_version(&()).to_string(),
+            kind: KraJob::kind(&()).to_string(),
+            name: parent_name,
+            uid,
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]),
+        ..Default::default()
+    };
+    child
+}
+
+fn as_child(job: &KraJob) -> Option<Child> {
+    let scheduled_time = job.annotations().get(ANNOTATION_SCHEDULED_TIME)?.parse().ok()?;
+    Some(Child {
+        name: job.name_any(),
+        scheduled_time,
+        window: job.spec.date_range.clone()?,
+        phase: job.status.as_ref().and_then(|s| s.run.phase),
+    })
+}
+
+pub async fn reconcile(parent: &KraJob, ctx: &Context) -> Result<Action, Error> {
+    let object = format!("KraJob {}/{}", parent.namespace().unwrap_or_default(), parent.name_any());
+    let missing = |field| Error::MissingMetadata { object: object.clone(), field };
+    let namespace = parent.namespace().ok_or_else(|| missing("namespace"))?;
+    let name = parent.metadata.name.clone().ok_or_else(|| missing("name"))?;
+    let uid = parent.metadata.uid.clone().ok_or_else(|| missing("uid"))?;
+    let generation = parent.metadata.generation.unwrap_or(1);
+    let now = ctx.clock.now();
+    let api: Api<KraJob> = Api::namespaced(ctx.client.clone(), &namespace);
+    let previous = parent.status.clone().unwrap_or_default();
+    let previous_conditions = previous.run.conditions.clone();
+    let mut conditions = ConditionSet::new(&previous_conditions, generation, now);
+    let mut status = KraJobStatus { run: Default::default(), schedule: previous.schedule.clone() };
+    status.run.observed_generation = Some(generation);
+    let mut events: Vec<(&'static str, bool, String)> = Vec::new();
+
+    let (schedule, cron, tz) = match validate_schedule(parent, &ctx.defaults) {
+        Ok(valid) => valid,
+        Err(problems) => {
+            conditions.invalid(&problems);
+            status.run.phase = Some(Phase::Invalid);
+            status.run.conditions = conditions.finish();
+            if previous.run.phase != Some(Phase::Invalid) {
+                events.push((reasons::INVALID_SPEC, true, problems));
+            }
+            write_status(&api, &name, &previous, &status, &object).await?;
+            publish(ctx, parent, &object, events).await;
+            return Ok(Action::requeue(ctx.resync));
+        }
+    };
+
+    let listed = api
+        .list(&ListParams::default().labels(&format!("{LABEL_SCHEDULE_UID}={uid}")))
+        .await
+        .map_err(|source| Error::Read { what: "scheduled runs", object: object.clone(), source })?;
+    let children: Vec<Child> = listed
+        .items
+        .iter()
+        .filter(|c| c.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true)))
+        .filter_map(as_child)
+        .collect();
+    let created = parent.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
+    let plan = scheduler::plan(scheduler::Input {
+        parent: &name,
+        schedule: &schedule,
+        cron: &cron,
+        tz: &tz,
+        suspended: parent.spec.run.suspend,
+        status: previous.schedule.as_ref(),
+        children: &children,
+        created,
+        now,
+    });
+
+    for action in &plan.actions {
+        match action {
+            scheduler::Action::Create { name: child_name, scheduled_time, window } => {
+                let child = build_child(parent, child_name, *scheduled_time, window);
+                let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+                match api.create(&params, &child).await {
+                    Ok(_) => {}
+                    // Created before a restart and not yet listed: the same run, not a second one.
+                    Err(e) if error::is_conflict(&e) => {}
+                    Err(source) => {
+                        return Err(Error::CreateRun { run: child_name.clone(), object: object.clone(), source });
+                    }
+                }
+                events.push((
+                    reasons::RUN_CREATED,
+                    false,
+                    format!("created {child_name} for {} to {} (due {scheduled_time})", window.from, window.to),
+                ));
+            }
+            scheduler::Action::Delete { name: child_name, reason } => {
+                let params =
+                    DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+                match api.delete(child_name, &params).await {
+                    Ok(_) => {}
+                    Err(e) if error::is_not_found(&e) => {}
+                    Err(source) => {
+                        return Err(Error::DeleteRun { run: child_name.clone(), object: object.clone(), source });
+                    }
+                }
+                let event = if *reason == "Replaced" { reasons::RUN_REPLACED } else { reasons::RUN_PRUNED };
+                events.push((event, false, format!("deleted {child_name} ({reason})")));
+            }
+        }
+    }
+    for skipped in &plan.newly_skipped {
+        events.push((
+            reasons::RUN_SKIPPED,
+            true,
+            format!(
+                "skipped the run due {} for {} to {}: {}",
+                skipped.scheduled_time.0, skipped.window.from, skipped.window.to, skipped.reason
+            ),
+        ));
+    }
+    if plan.unlisted > 0 {
+        events.push((
+            reasons::RUN_SKIPPED,
+            true,
+            format!("{} older scheduled times were not looked at (too many due at once)", plan.unlisted),
+        ));
+    }
+
+    // Phase and conditions.
+    let active =
+        plan.status.runs.iter().any(|r| !matches!(r.phase, Some(Phase::Succeeded | Phase::Failed | Phase::Invalid)));
+    let newest_finished =
+        plan.status.runs.iter().rev().find(|r| matches!(r.phase, Some(Phase::Succeeded | Phase::Failed)));
+    let last_failed = newest_finished.is_some_and(|r| r.phase == Some(Phase::Failed));
+    let next = plan.status.next_schedule_time.as_ref().map(|t| t.0.to_string()).unwrap_or_else(|| "never".into());
+    if parent.spec.run.suspend {
+        status.run.phase = Some(Phase::Suspended);
+        conditions.suspended("the schedule is suspended: no run starts");
+    } else {
+        status.run.phase = Some(if active { Phase::Running } else { Phase::Scheduled });
+        let (reason, message) = match (active, last_failed, newest_finished) {
+            (true, _, _) => (reasons::RUN_ACTIVE, format!("a run is active; next run {next}")),
+            (false, true, Some(run)) => {
+                (reasons::LAST_RUN_FAILED, format!("the newest run {} failed; next run {next}", run.name))
+            }
+            _ => (reasons::SCHEDULED, format!("next run {next}")),
+        };
+        conditions.schedule(!last_failed, active, last_failed, reason, &message);
+    }
+    if plan.waiting > 0 {
+        events.push((reasons::RUNS_WAITING, false, format!("{} due run(s) wait for the active run", plan.waiting)));
+    }
+    status.run.conditions = conditions.finish();
+    status.schedule = Some(plan.status.clone());
+    write_status(&api, &name, &previous, &status, &object).await?;
+    publish(ctx, parent, &object, events).await;
+
+    let wait = plan.requeue_after.map_or(ctx.resync, |w| w.min(ctx.resync));
+    Ok(Action::requeue(wait))
+}
+
+async fn write_status(
+    api: &Api<KraJob>,
+    name: &str,
+    previous: &KraJobStatus,
+    status: &KraJobStatus,
+    object: &str,
+) -> Result<(), Error> {
+    if previous == status {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": KraJob::api_version(&()),
+        "kind": KraJob::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::WriteStatus { object: object.to_string(), source })
+}
+
+async fn publish(ctx: &Context, parent: &KraJob, object: &str, events: Vec<(&'static str, bool, String)>) {
+    let reference = parent.object_ref(&());
+    for (reason, warning, note) in events {
+        tracing::info!(object, reason, "{note}");
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: "Schedule".to_string(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(object, reason, "failed to publish event: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn time(text: &str) -> Time {
+        Time(text.parse().unwrap())
+    }
+
+    fn parent() -> KraJob {
+        let mut job: KraJob = serde_json::from_value(json!({
+            "apiVersion": "kra.dev/v1alpha1", "kind": "KraJob",
+            "metadata": {"name": "seoul-results", "namespace": "racing", "uid": "u-1",
+                         "labels": {"app.kubernetes.io/instance": "argo-app"}},
+            "spec": {"action": "CollectResults", "meet": "seoul", "schedule": {"cron": "0 22 * * SAT,SUN"},
+                     "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"},
+                     "retryPolicy": {"limit": 2, "backoff": {"initialSeconds": 60, "factor": 2.0, "maxSeconds": 600}},
+                     "suspend": true},
+        }))
+        .unwrap();
+        job.metadata.creation_timestamp = Some(time("2025-05-23T00:00:00Z"));
+        job
+    }
+
+    #[test]
+    fn a_child_is_the_parents_spec_for_one_window_owned_and_without_the_parents_labels() {
+        let window = crate::crd::DateRange { from: "2025-05-24".into(), to: "2025-05-24".into() };
+        let child =
+            build_child(&parent(), "seoul-results-20250524-2200", "2025-05-24T13:00:00Z".parse().unwrap(), &window);
+        assert_eq!(child.spec.date_range, Some(window));
+        assert!(child.spec.schedule.is_none() && child.spec.date.is_none());
+        assert!(!child.spec.run.suspend, "a run of a schedule is never born suspended");
+        assert_eq!(child.spec.run.retry_policy.limit, 2);
+        let labels = child.labels();
+        assert_eq!(labels[LABEL_SCHEDULE_UID], "u-1");
+        assert_eq!(labels[LABEL_SCHEDULE], "seoul-results");
+        assert!(!labels.contains_key("app.kubernetes.io/instance"), "GitOps tracking labels stay on the parent");
+        let owner = &child.owner_references()[0];
+        assert_eq!((owner.uid.as_str(), owner.controller), ("u-1", Some(true)));
+        assert_eq!(as_child(&child).unwrap().scheduled_time, "2025-05-24T13:00:00Z".parse::<Timestamp>().unwrap());
+    }
+
+    #[test]
+    fn a_bad_schedule_names_each_problem() {
+        let defaults = validate::WorkerDefaults {
+            image: "img".into(),
+            database_secret: Some(crate::crd::SecretKeyRef { name: "db".into(), key: "url".into() }),
+            ..Default::default()
+        };
+        assert!(validate_schedule(&parent(), &defaults).is_ok());
+        let mut bad = parent();
+        let schedule = bad.spec.schedule.as_mut().unwrap();
+        schedule.cron = "0 25 * * *".into();
+        schedule.time_zone = "Asia/Busan".into();
+        let problems = validate_schedule(&bad, &defaults).unwrap_err();
+        assert!(problems.contains("schedule.cron: hour: 25 is outside 0-23"), "{problems}");
+        assert!(problems.contains("schedule.timeZone: \"Asia/Busan\" is not an IANA time zone"), "{problems}");
+        let mut never = parent();
+        never.spec.schedule.as_mut().unwrap().cron = "0 0 30 2 *".into();
+        assert!(validate_schedule(&never, &defaults).unwrap_err().contains("never fires"));
+        let mut both = parent();
+        both.spec.date = Some("2025-05-24".into());
+        assert!(
+            validate_schedule(&both, &defaults)
+                .unwrap_err()
+                .contains("set exactly one of date, dateRange and schedule")
+        );
+        // The children's problems are the schedule's problems.
+        let no_db = validate::WorkerDefaults { image: "img".into(), ..Default::default() };
+        assert!(validate_schedule(&parent(), &no_db).unwrap_err().contains("no database is configured"));
+    }
+}

@@ -1,0 +1,325 @@
+//! Scheduled KraJobs against the Kubernetes API emulator (or a real cluster), with a clock the
+//! test moves: the operator reads the time from a file (`--clock-file`). The clock starts at the
+//! real time (nothing is due before a KraJob's creation) and the test moves it to the fire times
+//! it wants, computed with the same cron evaluation the operator uses (tested on its own in
+//! `src/cron.rs`).
+
+mod support;
+
+use std::path::PathBuf;
+
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan};
+use k8s_openapi::api::batch::v1::Job;
+use kra_operator::controller::scheduler;
+use kra_operator::crd::{KraJob, Phase};
+use kra_operator::cron::Cron;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use support::{Cluster, Operator, WAIT, wait_until};
+
+struct Clock(PathBuf);
+
+impl Clock {
+    fn new(cluster: &Cluster, start: Timestamp) -> Clock {
+        let clock = Clock(cluster.dir.join("clock"));
+        clock.set(start);
+        clock
+    }
+    fn set(&self, now: Timestamp) {
+        std::fs::write(&self.0, now.to_string()).unwrap();
+    }
+}
+
+async fn start(cluster: &Cluster, clock: &Clock) -> Operator {
+    let path = clock.0.to_str().unwrap().to_string();
+    Operator::start_with(cluster, "operator-a", &["--clock-file", &path, "--resync-seconds", "1"]).await
+}
+
+fn seoul() -> TimeZone {
+    TimeZone::get("Asia/Seoul").unwrap()
+}
+
+/// The first `count` fire times of `cron` in `tz` after the real time now.
+fn fires(cron: &str, tz: &TimeZone, count: usize) -> Vec<Timestamp> {
+    let cron: Cron = cron.parse().unwrap();
+    let mut out = vec![cron.next_after(Timestamp::now(), tz).unwrap()];
+    while out.len() < count {
+        out.push(cron.next_after(*out.last().unwrap(), tz).unwrap());
+    }
+    out
+}
+
+fn name_at(parent: &str, at: Timestamp, tz: &TimeZone) -> String {
+    scheduler::child_name(parent, at, tz)
+}
+
+fn scheduled(name: &str, schedule: Value) -> Value {
+    json!({
+        "apiVersion": "kra.dev/v1alpha1", "kind": "KraJob",
+        "metadata": {"name": name},
+        "spec": {
+            "action": "CollectResults", "meet": "seoul", "schedule": schedule,
+            "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"},
+            "retryPolicy": {"limit": 0},
+        },
+    })
+}
+
+async fn get(cluster: &Cluster, name: &str) -> KraJob {
+    cluster.api::<KraJob>().get(name).await.expect("read KraJob")
+}
+
+async fn wait_for<F: Fn(&KraJob) -> bool>(cluster: &Cluster, name: &str, what: &str, check: F) -> KraJob {
+    wait_until(&format!("KraJob {name}: {what}"), WAIT, || async {
+        let job = get(cluster, name).await;
+        check(&job).then_some(job)
+    })
+    .await
+}
+
+fn schedule_status(job: &KraJob) -> &kra_operator::crd::ScheduleStatus {
+    job.status.as_ref().and_then(|s| s.schedule.as_ref()).expect("schedule status")
+}
+
+fn run_names(job: &KraJob) -> Vec<String> {
+    job.status
+        .as_ref()
+        .and_then(|s| s.schedule.as_ref())
+        .map(|s| s.runs.iter().map(|r| r.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+async fn children(cluster: &Cluster) -> Vec<KraJob> {
+    let mut list =
+        cluster.api::<KraJob>().list(&ListParams::default().labels("kra.dev/schedule-uid")).await.unwrap().items;
+    list.sort_by_key(|c| c.name_any());
+    list
+}
+
+async fn wait_job(cluster: &Cluster, name: &str) -> Job {
+    wait_until(&format!("Job {name}"), WAIT, || async { cluster.api::<Job>().get_opt(name).await.unwrap() }).await
+}
+
+const SUMMARY: &str = r#"{"racesFound":10,"racesCollected":10,"racesFailed":0,"rowsWritten":120,"apiCalls":57}"#;
+
+/// Finish a child run's first attempt and wait until the child reports the outcome.
+async fn finish_run(cluster: &Cluster, child: &str, succeeded: bool) {
+    wait_job(cluster, &format!("{child}-1")).await;
+    cluster.finish_job(&format!("{child}-1"), succeeded, Some(SUMMARY)).await;
+    let phase = if succeeded { Phase::Succeeded } else { Phase::Failed };
+    // Finished, or already pruned by its schedule's history limit.
+    wait_until(&format!("KraJob {child} to finish"), WAIT, || async {
+        match cluster.api::<KraJob>().get_opt(child).await.unwrap() {
+            None => Some(()),
+            Some(c) => (c.status.as_ref().and_then(|s| s.run.phase) == Some(phase)).then_some(()),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_seoul_schedule_runs_each_race_day_once_with_its_data_window() {
+    let cluster = Cluster::start().await;
+    let clock = Clock::new(&cluster, Timestamp::now());
+    let _operator = start(&cluster, &clock).await;
+    let cron = "0 22 * * SAT,SUN";
+    let [first, second] = fires(cron, &seoul(), 2)[..] else { unreachable!() };
+    cluster.create::<KraJob>(scheduled("seoul-results", json!({"cron": cron}))).await;
+
+    let idle = wait_for(&cluster, "seoul-results", "scheduled", |j| {
+        j.status.as_ref().and_then(|s| s.run.phase) == Some(Phase::Scheduled)
+    })
+    .await;
+    assert_eq!(schedule_status(&idle).next_schedule_time.as_ref().unwrap().0, first);
+    let ready = idle.status.as_ref().unwrap().run.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True");
+    assert!(children(&cluster).await.is_empty());
+
+    clock.set(first + 30.seconds());
+    let child_name = name_at("seoul-results", first, &seoul());
+    assert!(child_name.ends_with("-2200"), "{child_name}");
+    let running = wait_for(&cluster, "seoul-results", "a run", |j| run_names(j) == [child_name.clone()]).await;
+    assert_eq!(running.status.as_ref().unwrap().run.phase, Some(Phase::Running));
+    let child = get(&cluster, &child_name).await;
+    let window = child.spec.date_range.clone().unwrap();
+    let day = first.to_zoned(seoul()).date().to_string();
+    assert_eq!((window.from.as_str(), window.to.as_str()), (day.as_str(), day.as_str()));
+    assert_eq!(schedule_status(&running).runs[0].window, window);
+    // The child is an ordinary KraJob: it gets its own Job.
+    finish_run(&cluster, &child_name, true).await;
+    let done = wait_for(&cluster, "seoul-results", "last success", |j| {
+        j.status.as_ref().and_then(|s| s.schedule.as_ref()).and_then(|s| s.last_successful_time.clone()).is_some()
+    })
+    .await;
+    assert_eq!(schedule_status(&done).last_successful_time.as_ref().unwrap().0, first);
+    assert_eq!(schedule_status(&done).last_schedule_time.as_ref().unwrap().0, first);
+    assert_eq!(schedule_status(&done).next_schedule_time.as_ref().unwrap().0, second);
+    // Looked at again and again (resync every second), the same day never runs twice.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(children(&cluster).await.len(), 1);
+    // The spec is never written by the operator (no drift for GitOps).
+    assert_eq!(get(&cluster, "seoul-results").await.metadata.generation, Some(1));
+}
+
+#[tokio::test]
+async fn downtime_is_caught_up_oldest_first_without_losing_a_day() {
+    let cluster = Cluster::start().await;
+    let clock = Clock::new(&cluster, Timestamp::now());
+    let mut operator = start(&cluster, &clock).await;
+    let cron = "0 22 * * SAT,SUN";
+    cluster.create::<KraJob>(scheduled("weekend", json!({"cron": cron, "maxCatchUp": 3}))).await;
+    wait_for(&cluster, "weekend", "scheduled", |j| j.status.is_some()).await;
+
+    // Down for two weekends: four race days come due, the newest three are caught up.
+    let due = fires(cron, &seoul(), 4);
+    operator.stop().await;
+    clock.set(due[3] + 2.hours());
+    operator.restart().await;
+    let names: Vec<String> = due[1..].iter().map(|at| name_at("weekend", *at, &seoul())).collect();
+    let first = wait_for(&cluster, "weekend", "the first catch-up run", |j| run_names(j).len() == 1).await;
+    assert_eq!(run_names(&first), names[..1]);
+    let skipped = &schedule_status(&first).skipped;
+    assert_eq!(skipped.len(), 1);
+    let oldest_day = due[0].to_zoned(seoul()).date().to_string();
+    assert_eq!((skipped[0].reason.as_str(), skipped[0].window.from.clone()), ("CatchUpLimit", oldest_day));
+    // Forbid: one at a time, oldest first.
+    finish_run(&cluster, &names[0], true).await;
+    wait_for(&cluster, "weekend", "the second run", |j| run_names(j).len() == 2).await;
+    finish_run(&cluster, &names[1], false).await;
+    let third = wait_for(&cluster, "weekend", "the third run", |j| run_names(j).len() == 3).await;
+    assert_eq!(run_names(&third), names);
+}
+
+#[tokio::test]
+async fn a_daylight_saving_schedule_keeps_local_time_and_local_dates() {
+    let cluster = Cluster::start().await;
+    // The next spring-forward in New York after a week from now.
+    let new_york = TimeZone::get("America/New_York").unwrap();
+    let mut transitions = new_york.following(Timestamp::now() + 168.hours());
+    let gap = loop {
+        let transition = transitions.next().unwrap();
+        if transition.dst().is_dst() {
+            break transition.timestamp();
+        }
+    };
+    // 02:30 does not exist on that day: the run fires at 03:30 daylight time, with that day's
+    // window. The schedule fires on that day and the next only (US spring-forward is the second
+    // Sunday of March, so both days are in one month).
+    let day = gap.to_zoned(new_york.clone()).date();
+    let cron = format!("30 2 {},{} {} *", day.day(), day.day() + 1, day.month());
+    let clock = Clock::new(&cluster, Timestamp::now());
+    let _operator = start(&cluster, &clock).await;
+    cluster
+        .create::<KraJob>(scheduled(
+            "ny",
+            json!({"cron": cron, "timeZone": "America/New_York", "concurrencyPolicy": "Allow"}),
+        ))
+        .await;
+    wait_for(&cluster, "ny", "scheduled", |j| j.status.is_some()).await;
+    clock.set(day.tomorrow().unwrap().at(3, 0, 0, 0).to_zoned(new_york.clone()).unwrap().timestamp());
+    let job = wait_for(&cluster, "ny", "two runs", |j| run_names(j).len() == 2).await;
+    let runs = &schedule_status(&job).runs;
+    assert_eq!(runs[0].name, format!("ny-{}-0330", day.strftime("%Y%m%d")));
+    assert_eq!(runs[0].scheduled_time.0, gap + 30.minutes(), "02:30 shifted by the gap");
+    assert_eq!(runs[0].window.from, day.to_string());
+    assert_eq!(runs[1].name, format!("ny-{}-0230", day.tomorrow().unwrap().strftime("%Y%m%d")));
+    let apart = runs[1].scheduled_time.0.duration_since(runs[0].scheduled_time.0);
+    assert_eq!(apart, jiff::SignedDuration::from_hours(23), "the day after the change is 23 hours later");
+}
+
+#[tokio::test]
+async fn replace_deletes_the_active_run_and_history_limits_prune_finished_ones() {
+    let cluster = Cluster::start().await;
+    let clock = Clock::new(&cluster, Timestamp::now());
+    let _operator = start(&cluster, &clock).await;
+    cluster
+        .create::<KraJob>(scheduled(
+            "hourly",
+            json!({"cron": "0 * * * *", "concurrencyPolicy": "Replace", "successfulRunsHistoryLimit": 1, "failedRunsHistoryLimit": 0}),
+        ))
+        .await;
+    wait_for(&cluster, "hourly", "scheduled", |j| j.status.is_some()).await;
+    let hours = fires("0 * * * *", &seoul(), 4);
+    let hour = |i: usize| name_at("hourly", hours[i], &seoul());
+
+    clock.set(hours[0] + 1.minute());
+    wait_for(&cluster, "hourly", "the first hour", |j| run_names(j) == [hour(0)]).await;
+    // The next hour comes while the first run is still active: it is replaced.
+    clock.set(hours[1] + 1.minute());
+    wait_for(&cluster, "hourly", "the second hour replaces the first", |j| run_names(j) == [hour(1)]).await;
+    wait_until("the replaced run to go", WAIT, || async {
+        cluster.api::<KraJob>().get_opt(&hour(0)).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    finish_run(&cluster, &hour(1), true).await;
+    clock.set(hours[2] + 1.minute());
+    wait_for(&cluster, "hourly", "the third hour", |j| run_names(j) == [hour(1), hour(2)]).await;
+    finish_run(&cluster, &hour(2), true).await;
+    // One success kept: the older is pruned.
+    let pruned = wait_for(&cluster, "hourly", "the second hour pruned", |j| run_names(j) == [hour(2)]).await;
+    assert_eq!(pruned.status.as_ref().unwrap().run.phase, Some(Phase::Scheduled));
+    clock.set(hours[3] + 1.minute());
+    wait_for(&cluster, "hourly", "the fourth hour", |j| run_names(j) == [hour(2), hour(3)]).await;
+    finish_run(&cluster, &hour(3), false).await;
+    // No failure kept.
+    wait_for(&cluster, "hourly", "the failed run pruned", |j| run_names(j) == [hour(2)]).await;
+    wait_until("the pruned run to go", WAIT, || async {
+        cluster.api::<KraJob>().get_opt(&hour(3)).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn suspend_skips_due_runs_and_resume_runs_the_next_one() {
+    let cluster = Cluster::start().await;
+    let clock = Clock::new(&cluster, Timestamp::now());
+    let _operator = start(&cluster, &clock).await;
+    cluster.create::<KraJob>(scheduled("paused", json!({"cron": "0 22 * * *"}))).await;
+    wait_for(&cluster, "paused", "scheduled", |j| j.status.is_some()).await;
+    let days = fires("0 22 * * *", &seoul(), 2);
+
+    let patch = |suspend: bool| json!({"spec": {"suspend": suspend}});
+    let api = cluster.api::<KraJob>();
+    api.patch("paused", &PatchParams::default(), &Patch::Merge(&patch(true))).await.unwrap();
+    let suspended = wait_for(&cluster, "paused", "suspended", |j| {
+        j.status.as_ref().and_then(|s| s.run.phase) == Some(Phase::Suspended)
+    })
+    .await;
+    assert!(schedule_status(&suspended).next_schedule_time.is_none());
+    clock.set(days[0] + 5.minutes());
+    let skipped = wait_for(&cluster, "paused", "a skipped run", |j| {
+        j.status.as_ref().and_then(|s| s.schedule.as_ref()).is_some_and(|s| !s.skipped.is_empty())
+    })
+    .await;
+    assert_eq!(schedule_status(&skipped).skipped[0].reason, "Suspended");
+    assert!(children(&cluster).await.is_empty());
+
+    api.patch("paused", &PatchParams::default(), &Patch::Merge(&patch(false))).await.unwrap();
+    let resumed = wait_for(&cluster, "paused", "resumed", |j| {
+        j.status.as_ref().and_then(|s| s.run.phase) == Some(Phase::Scheduled)
+    })
+    .await;
+    assert_eq!(schedule_status(&resumed).next_schedule_time.as_ref().unwrap().0, days[1]);
+    clock.set(days[1] + 1.minute());
+    let next = wait_for(&cluster, "paused", "the next run", |j| run_names(j).len() == 1).await;
+    assert_eq!(run_names(&next), [name_at("paused", days[1], &seoul())]);
+}
+
+#[tokio::test]
+async fn an_invalid_schedule_is_stalled_with_the_problem_named() {
+    let cluster = Cluster::start().await;
+    let clock = Clock::new(&cluster, Timestamp::now());
+    let _operator = start(&cluster, &clock).await;
+    cluster.create::<KraJob>(scheduled("bad", json!({"cron": "0 22 * * FUNDAY", "timeZone": "Mars/Olympus"}))).await;
+    let bad =
+        wait_for(&cluster, "bad", "invalid", |j| j.status.as_ref().and_then(|s| s.run.phase) == Some(Phase::Invalid))
+            .await;
+    let stalled = bad.status.as_ref().unwrap().run.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!(stalled.status, "True");
+    assert!(stalled.message.contains("schedule.cron: day-of-week: \"FUNDAY\" is not a number"), "{}", stalled.message);
+    assert!(stalled.message.contains("schedule.timeZone: \"Mars/Olympus\""), "{}", stalled.message);
+    // Deleting the schedule deletes its runs through their owner references (no runs here).
+    cluster.api::<KraJob>().delete("bad", &DeleteParams::default()).await.unwrap();
+}
