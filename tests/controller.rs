@@ -130,6 +130,7 @@ async fn a_job_created_just_before_a_crash_is_adopted_not_duplicated() {
         overrides: None,
         invocation: &invocation,
         defaults: &Default::default(),
+        queue: None,
     });
     cluster.api::<Job>().create(&Default::default(), &job).await.unwrap();
     assert!(created.status.is_none());
@@ -539,4 +540,28 @@ async fn a_list_of_namespaces_is_watched_and_nothing_outside_it() {
     for name in [&second, &outside] {
         let _ = namespaces.delete(name, &DeleteParams::default()).await;
     }
+}
+
+#[tokio::test]
+async fn a_queued_run_is_left_to_kueue_for_admission() {
+    let cluster = Cluster::start().await;
+    let _operator = Operator::start(&cluster).await;
+    cluster.create::<KraJob>(krajob("queued", json!({"queue": {"name": "team-a", "priorityClass": "race-day"}}))).await;
+    let job = wait_job(&cluster, "queued-1").await;
+    let labels = job.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels["kueue.x-k8s.io/queue-name"], "team-a");
+    assert_eq!(labels["kueue.x-k8s.io/priority-class"], "race-day");
+    assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true));
+    let waiting = wait_phase(&cluster, "queued", Phase::Pending).await;
+    assert!(condition(&waiting, "Reconciling").message.contains("waits for admission by Kueue queue team-a"));
+
+    // Kueue admits the Job; the operator follows and never suspends it again.
+    let admit = json!({"spec": {"suspend": false}});
+    cluster.api::<Job>().patch("queued-1", &PatchParams::default(), &Patch::Merge(&admit)).await.unwrap();
+    wait_phase(&cluster, "queued", Phase::Running).await;
+    let suspend = json!({"spec": {"suspend": true}});
+    cluster.api::<KraJob>().patch("queued", &PatchParams::default(), &Patch::Merge(&suspend)).await.unwrap();
+    wait_phase(&cluster, "queued", Phase::Suspended).await;
+    let job = cluster.api::<Job>().get("queued-1").await.unwrap();
+    assert_eq!(job.spec.as_ref().unwrap().suspend, Some(false), "the Job's suspend belongs to Kueue");
 }

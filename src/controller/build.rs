@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::validate::{WorkerDefaults, WorkerInvocation};
-use crate::crd::PodOverrides;
+use crate::crd::{PodOverrides, QueueRef};
 
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
@@ -63,7 +63,14 @@ pub struct JobInput<'a> {
     pub overrides: Option<&'a PodOverrides>,
     pub invocation: &'a WorkerInvocation,
     pub defaults: &'a WorkerDefaults,
+    /// The Kueue queue that admits the Job: it is created suspended, with Kueue's labels.
+    pub queue: Option<&'a QueueRef>,
 }
+
+/// Kueue's label naming the LocalQueue of a Job.
+pub const LABEL_KUEUE_QUEUE: &str = "kueue.x-k8s.io/queue-name";
+/// Kueue's label naming the WorkloadPriorityClass of a Job.
+pub const LABEL_KUEUE_PRIORITY: &str = "kueue.x-k8s.io/priority-class";
 
 /// Labels that select every Job of one owner.
 pub fn owner_selector(kind: &str, uid: &str) -> String {
@@ -83,6 +90,12 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
         (LABEL_ATTEMPT.to_string(), input.attempt.to_string()),
         (LABEL_GENERATION.to_string(), input.generation.to_string()),
     ]);
+    if let Some(queue) = input.queue {
+        labels.insert(LABEL_KUEUE_QUEUE.to_string(), queue.name.clone());
+        if let Some(priority) = &queue.priority_class {
+            labels.insert(LABEL_KUEUE_PRIORITY.to_string(), priority.clone());
+        }
+    }
     let mut pod_labels = labels.clone();
     pod_labels.insert(LABEL_JOB.to_string(), name.clone());
     let annotations = overrides.annotations.clone().filter(|a| !a.is_empty());
@@ -134,6 +147,8 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
         spec: Some(JobSpec {
             // Retries are the operator's: one pod per Job, so each retry is a new, named attempt.
             backoff_limit: Some(0),
+            // Kueue admits a queued Job by unsuspending it.
+            suspend: input.queue.map(|_| true),
             active_deadline_seconds: input.active_deadline_seconds,
             managed_by: input.defaults.job_managed_by.clone(),
             template: PodTemplateSpec {
@@ -173,8 +188,13 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
 mod tests {
     use super::*;
     use crate::crd::PodOverrides;
+    use kube::ResourceExt;
 
     fn job(overrides: Option<&PodOverrides>) -> Job {
+        queued(overrides, None)
+    }
+
+    fn queued(overrides: Option<&PodOverrides>, queue: Option<&QueueRef>) -> Job {
         let invocation = WorkerInvocation { args: vec!["collect".into()], ..Default::default() };
         let defaults = WorkerDefaults {
             image: "registry/kra:1".into(),
@@ -196,7 +216,20 @@ mod tests {
             overrides,
             invocation: &invocation,
             defaults: &defaults,
+            queue,
         })
+    }
+
+    #[test]
+    fn a_queued_job_is_created_suspended_with_kueues_labels() {
+        let plain = job(None);
+        assert_eq!(plain.spec.as_ref().unwrap().suspend, None);
+        assert!(!plain.labels().contains_key(LABEL_KUEUE_QUEUE));
+        let queue = QueueRef { name: "team-a".into(), priority_class: Some("race-day".into()) };
+        let queued = queued(None, Some(&queue));
+        assert_eq!(queued.spec.as_ref().unwrap().suspend, Some(true), "Kueue admits it by unsuspending");
+        assert_eq!(queued.labels()[LABEL_KUEUE_QUEUE], "team-a");
+        assert_eq!(queued.labels()[LABEL_KUEUE_PRIORITY], "race-day");
     }
 
     #[test]

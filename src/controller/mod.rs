@@ -180,6 +180,7 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
                     overrides: obj.run().pod_overrides.as_ref(),
                     invocation,
                     defaults: &ctx.defaults,
+                    queue: obj.run().queue.as_ref(),
                 });
                 let job_name = job_name(*attempt);
                 create_job(&jobs, &job, &job_name, &uid, &object).await?;

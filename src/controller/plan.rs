@@ -141,10 +141,26 @@ pub fn plan<R: Clone + PartialEq + ResultConditions>(input: PlanInput<'_, R>) ->
     let phase = if let Some(active) = active {
         let job_suspended =
             input.jobs.iter().any(|job| job.name == active.job_name && job.state == JobState::Suspended);
-        if controls.suspend != job_suspended {
+        // With a Kueue queue, the Job's suspend belongs to Kueue (admission, preemption).
+        let kueue = controls.queue.as_ref();
+        if kueue.is_none() && controls.suspend != job_suspended {
             actions.push(Action::SuspendJob { name: active.job_name.clone(), suspend: controls.suspend });
         }
-        if controls.suspend {
+        if let Some(queue) = kueue.filter(|_| controls.suspend || job_suspended) {
+            if controls.suspend {
+                conds.suspended(&format!(
+                    "attempt {} (Job {}) is left to Kueue queue {}; no new attempt starts",
+                    active.number, active.job_name, queue.name
+                ));
+                Phase::Suspended
+            } else {
+                conds.running(&format!(
+                    "attempt {} (Job {}) waits for admission by Kueue queue {}",
+                    active.number, active.job_name, queue.name
+                ));
+                Phase::Pending
+            }
+        } else if controls.suspend {
             conds.suspended(&format!("attempt {} (Job {}) is suspended", active.number, active.job_name));
             Phase::Suspended
         } else if active.generation != generation {
@@ -402,11 +418,19 @@ mod tests {
         suspend: bool,
         ttl: Option<i32>,
         validity: Result<(), String>,
+        queue: Option<crate::crd::QueueRef>,
     }
 
     impl Default for Case {
         fn default() -> Self {
-            Case { generation: 1, policy: policy(2, 10, 2.0, 100), suspend: false, ttl: None, validity: Ok(()) }
+            Case {
+                generation: 1,
+                policy: policy(2, 10, 2.0, 100),
+                suspend: false,
+                ttl: None,
+                validity: Ok(()),
+                queue: None,
+            }
         }
     }
 
@@ -423,6 +447,7 @@ mod tests {
                     retry_policy: self.policy.clone(),
                     suspend: self.suspend,
                     ttl_seconds_after_finished: self.ttl,
+                    queue: self.queue.clone(),
                     ..Default::default()
                 },
                 validity: self.validity.clone(),
@@ -644,6 +669,28 @@ mod tests {
         let resumed = Case::default().plan(Some(&plan.status), &[job(1, 1, JobState::Suspended)], ts(2));
         assert_eq!(resumed.actions, [Action::SuspendJob { name: "run-1".into(), suspend: false }]);
         assert!(resumed.transitions.iter().any(|t| t.reason == reasons::RESUMED));
+    }
+
+    #[test]
+    fn under_kueue_the_jobs_suspend_is_left_to_kueue() {
+        let queue = Some(crate::crd::QueueRef { name: "team-a".into(), priority_class: None });
+        let queued = Case { queue: queue.clone(), ..Default::default() };
+        let created = queued.plan(None, &[], ts(0));
+        assert_eq!(created.actions, [Action::CreateJob { attempt: 1 }]);
+        // Created suspended, waiting for admission: pending, never unsuspended by the operator.
+        let waiting = queued.plan(Some(&created.status), &[job(1, 1, JobState::Suspended)], ts(1));
+        assert!(waiting.actions.is_empty(), "{:?}", waiting.actions);
+        assert_eq!(waiting.status.phase, Some(Phase::Pending));
+        assert!(condition(&waiting.status, "Reconciling").0 == "True");
+        let admitted = queued.plan(Some(&waiting.status), &[job(1, 1, JobState::Active)], ts(2));
+        assert_eq!(admitted.status.phase, Some(Phase::Running));
+        // spec.suspend does not touch a Kueue-managed Job: it only holds new attempts.
+        let held = Case { suspend: true, queue, ..Default::default() };
+        let plan = held.plan(Some(&admitted.status), &[job(1, 1, JobState::Active)], ts(3));
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+        assert_eq!(plan.status.phase, Some(Phase::Suspended));
+        let preempted = held.plan(Some(&plan.status), &[job(1, 1, JobState::Suspended)], ts(4));
+        assert!(preempted.actions.is_empty(), "{:?}", preempted.actions);
     }
 
     #[test]

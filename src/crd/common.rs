@@ -136,6 +136,24 @@ pub struct RunControls {
     /// Overrides for the worker pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_overrides: Option<PodOverrides>,
+    /// Admit each attempt's Job through a Kueue queue. The Job is created suspended with the
+    /// queue's labels and Kueue decides when it runs; the operator then never changes the Job's
+    /// `suspend` (with `suspend: true` it only stops starting new attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueRef>,
+}
+
+/// A Kueue `LocalQueue` in the run's namespace, and optionally a `WorkloadPriorityClass`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueRef {
+    /// Name of the LocalQueue (label `kueue.x-k8s.io/queue-name`).
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Name of the WorkloadPriorityClass (label `kueue.x-k8s.io/priority-class`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub priority_class: Option<String>,
 }
 
 /// An inclusive range of calendar dates (`YYYY-MM-DD`, Asia/Seoul race days).
