@@ -107,7 +107,12 @@ fn health_follows_the_conditions_the_operator_writes() {
         ),
         (
             "out of retries",
-            resource("KraJob", 1, Some(status("Failed", |c| c.failed("RetryLimitExceeded", "3 attempts failed"))), spec.clone()),
+            resource(
+                "KraJob",
+                1,
+                Some(status("Failed", |c| c.failed("RetryLimitExceeded", "3 attempts failed"))),
+                spec.clone(),
+            ),
             "Degraded",
             "3 attempts failed",
         ),
@@ -137,19 +142,34 @@ fn health_follows_the_conditions_the_operator_writes() {
         ),
         (
             "a schedule between runs",
-            resource("KraJob", 1, Some(status("Scheduled", |c| c.schedule(true, false, false, "Scheduled", "next run 2025-05-25"))), spec.clone()),
+            resource(
+                "KraJob",
+                1,
+                Some(status("Scheduled", |c| c.schedule(true, false, false, "Scheduled", "next run 2025-05-25"))),
+                spec.clone(),
+            ),
             "Healthy",
             "next run",
         ),
         (
             "a schedule with a run active",
-            resource("KraJob", 1, Some(status("Running", |c| c.schedule(true, true, false, "RunActive", "a run is active"))), spec.clone()),
+            resource(
+                "KraJob",
+                1,
+                Some(status("Running", |c| c.schedule(true, true, false, "RunActive", "a run is active"))),
+                spec.clone(),
+            ),
             "Progressing",
             "a run is active",
         ),
         (
             "a schedule whose newest run failed",
-            resource("KraJob", 1, Some(status("Scheduled", |c| c.schedule(false, false, true, "LastRunFailed", "the newest run failed"))), spec.clone()),
+            resource(
+                "KraJob",
+                1,
+                Some(status("Scheduled", |c| c.schedule(false, false, true, "LastRunFailed", "the newest run failed"))),
+                spec.clone(),
+            ),
             "Degraded",
             "the newest run failed",
         ),
@@ -161,23 +181,42 @@ fn health_follows_the_conditions_the_operator_writes() {
     }
     // EvaluationRuns share the script.
     let run_spec = json!({"dataset": {"races": ["20250524_1_1"]}, "predictor": {"baseline": "rating"}});
-    let done = resource("EvaluationRun", 1, Some(status("Succeeded", |c| c.succeeded("attempt 1 succeeded"))), run_spec.clone());
+    let done = resource(
+        "EvaluationRun",
+        1,
+        Some(status("Succeeded", |c| c.succeeded("attempt 1 succeeded"))),
+        run_spec.clone(),
+    );
     assert_eq!(health("EvaluationRun", &done).0, "Healthy");
-    let failed = resource("EvaluationRun", 1, Some(status("Failed", |c| c.failed("RetryLimitExceeded", "gave up"))), run_spec);
+    let failed =
+        resource("EvaluationRun", 1, Some(status("Failed", |c| c.failed("RetryLimitExceeded", "gave up"))), run_spec);
     assert_eq!(health("EvaluationRun", &failed).0, "Degraded");
 }
 
 #[test]
 fn actions_suspend_resume_and_run_a_schedule_now() {
     let (discovery, definitions) = actions("KraJob");
-    let scheduled = resource("KraJob", 1, None, json!({"action": "CollectResults", "meet": "seoul", "schedule": {"cron": "0 22 * * SAT,SUN"}}));
+    let scheduled = resource(
+        "KraJob",
+        1,
+        None,
+        json!({"action": "CollectResults", "meet": "seoul", "schedule": {"cron": "0 22 * * SAT,SUN"}}),
+    );
     let offered = run(&discovery, &scheduled);
     assert_eq!(offered["suspend"]["disabled"], false);
     assert_eq!(offered["resume"]["disabled"], true);
     assert_eq!(offered["run-now"]["disabled"], false);
-    let one_off = resource("KraJob", 1, None, json!({"action": "CollectResults", "meet": "seoul", "date": "2025-05-24", "suspend": true}));
+    let one_off = resource(
+        "KraJob",
+        1,
+        None,
+        json!({"action": "CollectResults", "meet": "seoul", "date": "2025-05-24", "suspend": true}),
+    );
     let offered = run(&discovery, &one_off);
-    assert_eq!((offered["suspend"]["disabled"].clone(), offered["resume"]["disabled"].clone()), (json!(true), json!(false)));
+    assert_eq!(
+        (offered["suspend"]["disabled"].clone(), offered["resume"]["disabled"].clone()),
+        (json!(true), json!(false))
+    );
     assert_eq!(offered["run-now"]["disabled"], true, "run-now is for schedules");
 
     let action = |name: &str| definitions.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone()).unwrap();

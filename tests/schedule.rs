@@ -323,3 +323,25 @@ async fn an_invalid_schedule_is_stalled_with_the_problem_named() {
     // Deleting the schedule deletes its runs through their owner references (no runs here).
     cluster.api::<KraJob>().delete("bad", &DeleteParams::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn run_now_starts_a_run_for_the_current_window_once() {
+    let cluster = Cluster::start().await;
+    let clock = Clock::new(&cluster, Timestamp::now());
+    let _operator = start(&cluster, &clock).await;
+    cluster.create::<KraJob>(scheduled("manual", json!({"cron": "0 22 * * SAT,SUN"}))).await;
+    wait_for(&cluster, "manual", "scheduled", |j| j.status.is_some()).await;
+    let at = Timestamp::now();
+    clock.set(at);
+    let request = at.to_string();
+    let annotate = json!({"metadata": {"annotations": {"kra.dev/run-now": request}}});
+    cluster.api::<KraJob>().patch("manual", &PatchParams::default(), &Patch::Merge(&annotate)).await.unwrap();
+    let expected = format!("{}-now", name_at("manual", at, &seoul()));
+    let started = wait_for(&cluster, "manual", "the requested run", |j| run_names(j) == [expected.clone()]).await;
+    assert_eq!(schedule_status(&started).last_run_now.as_deref(), Some(request.as_str()));
+    let child = get(&cluster, &expected).await;
+    let today = at.to_zoned(seoul()).date().to_string();
+    assert_eq!(child.spec.date_range.unwrap().from, today);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(children(&cluster).await.len(), 1, "one request, one run");
+}

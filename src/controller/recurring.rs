@@ -28,6 +28,9 @@ use crate::cron::Cron;
 pub const LABEL_SCHEDULE_UID: &str = "kra.dev/schedule-uid";
 /// Label on every child run: the name of its schedule (when it fits a label value).
 pub const LABEL_SCHEDULE: &str = "kra.dev/schedule";
+/// Annotation a user (or the Argo CD action `run-now`) sets on a schedule to run the window of
+/// that time at once (RFC 3339); each new value starts one run.
+pub const ANNOTATION_RUN_NOW: &str = "kra.dev/run-now";
 /// Annotation on every child run: its scheduled time (RFC 3339).
 pub const ANNOTATION_SCHEDULED_TIME: &str = "kra.dev/scheduled-time";
 
@@ -161,6 +164,7 @@ pub async fn reconcile(parent: &KraJob, ctx: &Context) -> Result<Action, Error> 
         status: previous.schedule.as_ref(),
         children: &children,
         created,
+        run_now: parent.annotations().get(ANNOTATION_RUN_NOW).map(String::as_str),
         now,
     });
 

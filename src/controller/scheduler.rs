@@ -77,6 +77,9 @@ pub struct Input<'a> {
     pub children: &'a [Child],
     /// When the `KraJob` was created: no run is due before it.
     pub created: Timestamp,
+    /// The `kra.dev/run-now` annotation: a request to run the window of that time at once,
+    /// whatever the schedule and the concurrency policy say. Handled once per value.
+    pub run_now: Option<&'a str>,
     pub now: Timestamp,
 }
 
@@ -119,7 +122,7 @@ fn time(t: &Time) -> Timestamp {
 }
 
 pub fn plan(input: Input<'_>) -> Plan {
-    let Input { parent, schedule, cron, tz, suspended, status, children, created, now } = input;
+    let Input { parent, schedule, cron, tz, suspended, status, children, created, run_now, now } = input;
     let previous = status.cloned().unwrap_or_default();
     let since = previous.last_schedule_time.as_ref().map(time).unwrap_or(created);
     let (due, unlisted) = cron.between(since, now, tz, MAX_DUE);
@@ -185,6 +188,20 @@ pub fn plan(input: Input<'_>) -> Plan {
         last = Some(last.map_or(at, |l| l.max(at)));
     }
 
+    // A run-now request (new value of the annotation): one extra run for the window of its time.
+    let mut last_run_now = previous.last_run_now.clone();
+    if let Some(request) = run_now.filter(|r| previous.last_run_now.as_deref() != Some(*r)) {
+        last_run_now = Some(request.to_string());
+        if let Ok(at) = request.parse::<Timestamp>() {
+            let name = format!("{}-now", child_name(parent, at, tz));
+            if !children.iter().any(|c| c.name == name) {
+                let window = window(schedule, at, tz);
+                actions.push(Action::Create { name: name.clone(), scheduled_time: at, window: window.clone() });
+                started.push((at, name, window));
+            }
+        }
+    }
+
     // History: keep the newest finished runs up to each limit; active runs are never pruned.
     let replaced: Vec<&str> = actions
         .iter()
@@ -248,6 +265,7 @@ pub fn plan(input: Input<'_>) -> Plan {
             last_successful_time: last_successful.map(Time),
             next_schedule_time: next.map(Time),
             runs,
+            last_run_now,
             skipped: all_skipped,
         },
         waiting,
@@ -278,6 +296,7 @@ mod tests {
         status: Option<ScheduleStatus>,
         children: Vec<Child>,
         created: Timestamp,
+        run_now: Option<String>,
     }
 
     impl World {
@@ -290,6 +309,7 @@ mod tests {
                 status: None,
                 children: Vec::new(),
                 created: at(created),
+                run_now: None,
             }
         }
 
@@ -304,6 +324,7 @@ mod tests {
                 status: self.status.as_ref(),
                 children: &self.children,
                 created: self.created,
+                run_now: self.run_now.as_deref(),
                 now: at(now),
             });
             for action in &plan.actions {
@@ -548,6 +569,22 @@ mod tests {
         assert!(created(&resumed).is_empty(), "nothing that came due while suspended runs");
         assert_eq!(resumed.status.next_schedule_time, Some(Time(at("2025-05-23T13:00:00Z"))));
         assert_eq!(created(&world.step("2025-05-23T13:00:00Z")), ["seoul-20250523-2200"]);
+    }
+
+    #[test]
+    fn run_now_starts_one_extra_run_per_request_whatever_the_policy() {
+        let mut world = World::new(schedule("0 22 * * *"), "2025-05-20T00:00:00Z");
+        world.step("2025-05-20T13:00:00Z");
+        assert_eq!(world.children.len(), 1, "the scheduled run is active");
+        world.run_now = Some("2025-05-20T14:30:00Z".into());
+        let plan = world.step("2025-05-20T14:30:05Z");
+        assert_eq!(created(&plan), ["seoul-20250520-2330-now"], "Forbid does not hold an explicit request");
+        assert_eq!(plan.status.last_run_now.as_deref(), Some("2025-05-20T14:30:00Z"));
+        // The same request is handled once; the schedule itself is unchanged.
+        assert!(world.step("2025-05-20T14:31:00Z").actions.is_empty());
+        assert_eq!(world.status.as_ref().unwrap().last_schedule_time, Some(Time(at("2025-05-20T13:00:00Z"))));
+        world.run_now = Some("not a time".into());
+        assert!(created(&world.step("2025-05-20T14:32:00Z")).is_empty());
     }
 
     #[test]

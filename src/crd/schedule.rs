@@ -158,6 +158,9 @@ pub struct ScheduleStatus {
     /// Child runs that exist, oldest first (the active ones and the history kept).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<ScheduledRun>,
+    /// The last `kra.dev/run-now` request handled (the annotation's value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_now: Option<String>,
     /// The most recent scheduled times that were skipped, with the reason (at most 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedRun>,
