@@ -4,6 +4,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use jiff::Timestamp;
 use kube::runtime::reflector::Store;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -30,6 +31,12 @@ pub struct KindOutcome {
 pub struct KindCategory {
     pub kind: &'static str,
     pub category: &'static str,
+}
+
+/// A KRA API key reference (`namespace/secret/key`): as many values as Secrets in use.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabel {
+    key: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,7 +80,8 @@ impl Stores {
         out
     }
 
-    fn krajob_list(&self) -> Vec<Arc<KraJob>> {
+    /// Every watched KraJob.
+    pub fn krajob_list(&self) -> Vec<Arc<KraJob>> {
         self.krajobs.iter().flat_map(|s| s.state()).collect()
     }
 
@@ -121,6 +129,20 @@ pub fn results_collected_through(jobs: &[Arc<KraJob>]) -> Vec<(Meet, i64)> {
         .collect()
 }
 
+/// Today's use of every KRA API key the watched KraJobs name.
+pub fn budget_use(jobs: &[Arc<KraJob>], now: Timestamp) -> Vec<(String, crate::controller::budget::Usage)> {
+    use crate::controller::budget;
+    let keys: std::collections::BTreeSet<String> =
+        jobs.iter().filter(|j| j.spec.schedule.is_none()).map(|j| budget::key_of(j)).collect();
+    let day = budget::kra_day(now);
+    keys.into_iter()
+        .map(|key| {
+            let (usage, _) = budget::usage(jobs, &key, day);
+            (key, usage)
+        })
+        .collect()
+}
+
 fn push_counts(out: &mut Vec<(&'static str, Phase, i64)>, kind: &'static str, phases: &[Option<Phase>]) {
     for phase in Phase::ALL {
         // A run without status yet is about to start: count it as Pending.
@@ -143,6 +165,28 @@ impl prometheus_client::collector::Collector for RunsCollector {
             .unwrap_or_default();
         if counts.is_empty() {
             return Ok(());
+        }
+        let budgets = self.stores.read().map(|s| budget_use(&s.krajob_list(), Timestamp::now())).unwrap_or_default();
+        if !budgets.is_empty() {
+            let mut used = encoder.encode_descriptor(
+                "kra_api_requests_used",
+                "KRA API requests counted against today's quota (Asia/Seoul day), by key (namespace/secret/key).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (key, usage) in &budgets {
+                ConstGauge::new(usage.requests).encode(used.encode_family(&KeyLabel { key: key.clone() })?)?;
+            }
+            let mut active = encoder.encode_descriptor(
+                "kra_api_jobs_active",
+                "Collector Jobs holding a share of a KRA API key's budget, by key.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (key, usage) in &budgets {
+                ConstGauge::new(usage.active_jobs as i64)
+                    .encode(active.encode_family(&KeyLabel { key: key.clone() })?)?;
+            }
         }
         if !through.is_empty() {
             let mut metric = encoder.encode_descriptor(

@@ -77,6 +77,19 @@ pub struct RunArgs {
     /// Kueue MultiKueue). The controller tests use it on real clusters to drive Job status themselves.
     #[arg(long, env = "KRA_JOB_MANAGED_BY")]
     pub job_managed_by: Option<String>,
+    /// Quota of one KRA API key (shared by every KraJob naming the same Secret key): requests
+    /// per second, all its Jobs together.
+    #[arg(long, env = "KRA_API_REQUESTS_PER_SECOND", default_value_t = 5.0)]
+    pub kra_api_requests_per_second: f64,
+    /// Quota of one KRA API key: requests per KRA day (midnight to midnight, Asia/Seoul).
+    #[arg(long, env = "KRA_API_REQUESTS_PER_DAY", default_value_t = 10_000)]
+    pub kra_api_requests_per_day: i64,
+    /// The most requests one attempt is granted.
+    #[arg(long, env = "KRA_API_MAX_REQUESTS_PER_RUN", default_value_t = 5_000)]
+    pub kra_api_max_requests_per_run: i64,
+    /// The most collector Jobs of one key that run at once (each gets an equal share of the rate).
+    #[arg(long, env = "KRA_API_MAX_CONCURRENT_JOBS", default_value_t = 2)]
+    pub kra_api_max_concurrent_jobs: usize,
     /// Read the time from this file (an RFC 3339 timestamp, read on every use) instead of the
     /// system clock. For tests of schedules only.
     #[arg(long, hide = true, env = "KRA_TEST_CLOCK_FILE")]
@@ -127,6 +140,12 @@ async fn wait_for_signal() {
 }
 
 pub async fn run(args: RunArgs, client: Client) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.kra_api_requests_per_second > 0.0
+            && args.kra_api_requests_per_day > 0
+            && args.kra_api_max_requests_per_run > 0,
+        "--kra-api-requests-per-second, --kra-api-requests-per-day and --kra-api-max-requests-per-run must be positive"
+    );
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
@@ -321,6 +340,12 @@ async fn run_controllers(
         recorder,
         Duration::from_secs(args.resync_seconds),
     );
+    ctx.budgets = controller::budget::Budgets::new(controller::budget::Quota {
+        requests_per_second: args.kra_api_requests_per_second,
+        requests_per_day: args.kra_api_requests_per_day,
+        max_requests_per_run: args.kra_api_max_requests_per_run,
+        max_concurrent_jobs: args.kra_api_max_concurrent_jobs.max(1),
+    });
     if let Some(path) = &args.clock_file {
         ctx.clock = controller::Clock::File(path.clone());
     }

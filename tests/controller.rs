@@ -131,6 +131,7 @@ async fn a_job_created_just_before_a_crash_is_adopted_not_duplicated() {
         invocation: &invocation,
         defaults: &Default::default(),
         queue: None,
+        grant: None,
     });
     cluster.api::<Job>().create(&Default::default(), &job).await.unwrap();
     assert!(created.status.is_none());
@@ -564,4 +565,78 @@ async fn a_queued_run_is_left_to_kueue_for_admission() {
     wait_phase(&cluster, "queued", Phase::Suspended).await;
     let job = cluster.api::<Job>().get("queued-1").await.unwrap();
     assert_eq!(job.spec.as_ref().unwrap().suspend, Some(false), "the Job's suspend belongs to Kueue");
+}
+
+fn job_args(job: &Job) -> Vec<String> {
+    job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].args.clone().unwrap_or_default()
+}
+
+fn arg_after(args: &[String], flag: &str) -> Option<String> {
+    args.windows(2).find(|w| w[0] == flag).map(|w| w[1].clone())
+}
+
+#[tokio::test]
+async fn three_krajobs_on_one_api_key_share_its_quota() {
+    let cluster = Cluster::start().await;
+    let budget = [
+        "--kra-api-requests-per-second",
+        "6",
+        "--kra-api-requests-per-day",
+        "250",
+        "--kra-api-max-requests-per-run",
+        "100",
+        "--kra-api-max-concurrent-jobs",
+        "2",
+    ];
+    let operator = Operator::start_with(&cluster, "operator-a", &budget).await;
+    for name in ["one", "two", "three"] {
+        cluster.create::<KraJob>(krajob(name, json!({}))).await;
+    }
+    // A KraJob on another key has a budget of its own.
+    let other = json!({"apiKeySecretRef": {"name": "other-kra-api", "key": "serviceKey"}});
+    cluster.create::<KraJob>(krajob("elsewhere", other)).await;
+    wait_job(&cluster, "elsewhere-1").await;
+
+    // Two Jobs of the shared key run, each with half the rate; the third waits, and says why.
+    let jobs_of_key = || async {
+        let mut running = Vec::new();
+        for name in ["one", "two", "three"] {
+            if let Some(job) = cluster.api::<Job>().get_opt(&format!("{name}-1")).await.unwrap() {
+                running.push((name, job));
+            }
+        }
+        running
+    };
+    wait_until("two Jobs of the shared key", WAIT, || async { (jobs_of_key().await.len() == 2).then_some(()) }).await;
+    let running = jobs_of_key().await;
+    for (_, job) in &running {
+        let args = job_args(job);
+        assert_eq!(arg_after(&args, "--requests-per-second").as_deref(), Some("3"), "{args:?}");
+        assert_eq!(arg_after(&args, "--max-requests").as_deref(), Some("100"), "{args:?}");
+    }
+    let waiting_name = ["one", "two", "three"].into_iter().find(|n| running.iter().all(|(r, _)| r != n)).unwrap();
+    let waiting = wait_phase(&cluster, waiting_name, Phase::Pending).await;
+    let reconciling = condition(&waiting, "Reconciling");
+    assert_eq!(reconciling.reason, "BudgetConcurrency");
+    assert!(reconciling.message.contains("at most 2 at once"), "{}", reconciling.message);
+    let first = get(&cluster, running[0].0).await;
+    let grant = first.status.as_ref().unwrap().attempts[0].request_budget.clone().expect("the grant is in status");
+    assert_eq!((grant.requests, grant.requests_per_second), (100, 3.0));
+
+    // One finishes having used 57 requests: the third starts with what is left of the day
+    // (250 - 57 - 100 running = 93).
+    let summary = r#"{"racesFound":4,"racesCollected":4,"racesFailed":0,"rowsWritten":48,"apiCalls":57}"#;
+    cluster.finish_job(&format!("{}-1", running[0].0), true, Some(summary)).await;
+    let third = wait_job(&cluster, &format!("{waiting_name}-1")).await;
+    assert_eq!(arg_after(&job_args(&third), "--max-requests").as_deref(), Some("93"));
+
+    // The use is visible in the metrics, per key.
+    let key = format!("{}/kra-api/serviceKey", cluster.namespace);
+    let used = wait_until("budget metrics", WAIT, || async {
+        let value = operator.metric_sum("kra_operator_kra_api_requests_used", &[&format!("key=\"{key}\"")]).await;
+        (value == 250.0).then_some(value)
+    })
+    .await;
+    assert_eq!(used, 57.0 + 100.0 + 93.0);
+    assert_eq!(operator.metric_sum("kra_operator_kra_api_jobs_active", &[&format!("key=\"{key}\"")]).await, 2.0);
 }

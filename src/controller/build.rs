@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::validate::{WorkerDefaults, WorkerInvocation};
-use crate::crd::{PodOverrides, QueueRef};
+use crate::crd::{PodOverrides, QueueRef, RequestGrant};
 
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
@@ -65,7 +65,13 @@ pub struct JobInput<'a> {
     pub defaults: &'a WorkerDefaults,
     /// The Kueue queue that admits the Job: it is created suspended, with Kueue's labels.
     pub queue: Option<&'a QueueRef>,
+    /// The attempt's share of the KRA API budget: passed to the collector and kept in an
+    /// annotation, so an adopted Job's grant is known.
+    pub grant: Option<&'a RequestGrant>,
 }
+
+/// Annotation holding a Job's request grant (JSON).
+pub const ANNOTATION_REQUEST_BUDGET: &str = "kra.dev/request-budget";
 
 /// Kueue's label naming the LocalQueue of a Job.
 pub const LABEL_KUEUE_QUEUE: &str = "kueue.x-k8s.io/queue-name";
@@ -98,7 +104,18 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
     }
     let mut pod_labels = labels.clone();
     pod_labels.insert(LABEL_JOB.to_string(), name.clone());
-    let annotations = overrides.annotations.clone().filter(|a| !a.is_empty());
+    let mut annotations = overrides.annotations.clone().unwrap_or_default();
+    let mut args = input.invocation.args.clone();
+    if let Some(grant) = input.grant {
+        annotations.insert(ANNOTATION_REQUEST_BUDGET.to_string(), serde_json::to_string(grant).unwrap_or_default());
+        args.extend([
+            "--requests-per-second".to_string(),
+            grant.requests_per_second.to_string(),
+            "--max-requests".to_string(),
+            grant.requests.to_string(),
+        ]);
+    }
+    let annotations = Some(annotations).filter(|a| !a.is_empty());
 
     let mut volumes =
         vec![Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }];
@@ -111,7 +128,7 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
         image: Some(overrides.image.clone().unwrap_or_else(|| input.defaults.image.clone())),
         image_pull_policy: input.defaults.image_pull_policy.clone(),
         command: Some(vec![input.worker_binary.to_string()]),
-        args: Some(input.invocation.args.clone()),
+        args: Some(args),
         env: Some(input.invocation.env.clone()).filter(|e| !e.is_empty()),
         resources: overrides.resources.clone(),
         volume_mounts: Some(mounts),
@@ -217,6 +234,7 @@ mod tests {
             invocation: &invocation,
             defaults: &defaults,
             queue,
+            grant: None,
         })
     }
 

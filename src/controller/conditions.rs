@@ -55,6 +55,10 @@ impl<'a> ConditionSet<'a> {
     pub fn backing_off(&mut self, message: &str) {
         self.all([false, true, false, false, false, false], BACKING_OFF, message);
     }
+    /// Waiting for something outside the run (the shared request budget) before an attempt.
+    pub fn waiting(&mut self, reason: &str, message: &str) {
+        self.all([false, true, false, false, false, false], reason, message);
+    }
     pub fn suspended(&mut self, message: &str) {
         self.all([false, false, false, false, false, false], SUSPENDED, message);
     }

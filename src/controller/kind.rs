@@ -50,6 +50,11 @@ pub trait RunKind:
         None
     }
 
+    /// The KRA API request budget this resource's attempts draw from, if any.
+    fn budget_key(&self) -> Option<String> {
+        None
+    }
+
     fn run(&self) -> &RunControls;
     fn run_status(&self) -> Option<&RunStatus<Self::Summary>>;
     /// The CEL rules of the CRD, evaluated client-side (they also hold where the CRD installed
@@ -94,6 +99,10 @@ impl RunKind for KraJob {
 
     fn as_scheduled(&self) -> Option<&KraJob> {
         self.spec.schedule.is_some().then_some(self)
+    }
+
+    fn budget_key(&self) -> Option<String> {
+        Some(super::budget::key_of(self))
     }
 
     fn run(&self) -> &RunControls {

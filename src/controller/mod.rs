@@ -4,6 +4,7 @@
 //! validate (pure) -> plan (pure) -> build Jobs (pure) -> apply (create, suspend, delete Jobs) ->
 //! write status (server-side apply on `/status`, one field manager) -> publish Events.
 
+pub mod budget;
 pub mod build;
 pub mod conditions;
 pub mod error;
@@ -33,9 +34,10 @@ use serde_json::json;
 
 pub use error::Error;
 use kind::RunKind;
-use plan::{Action as PlanAction, PlanInput};
+use plan::{Action as PlanAction, Permit, PlanInput};
 use validate::WorkerDefaults;
 
+use crate::crd::Phase;
 use crate::metrics::Metrics;
 
 /// The field manager of every write this operator makes.
@@ -51,6 +53,8 @@ pub struct Context {
     pub resync: Duration,
     /// The time schedules, backoffs and conditions are computed at.
     pub clock: Clock,
+    /// The KRA API request budgets shared by KraJobs of the same key.
+    pub budgets: budget::Budgets,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -83,7 +87,16 @@ impl Context {
         recorder: Recorder,
         resync: Duration,
     ) -> Self {
-        Self { client, defaults, metrics, recorder, resync, clock: Clock::System, failures: Mutex::default() }
+        Self {
+            client,
+            defaults,
+            metrics,
+            recorder,
+            resync,
+            clock: Clock::System,
+            budgets: budget::Budgets::default(),
+            failures: Mutex::default(),
+        }
     }
 
     fn record_failure(&self, key: &str) -> u32 {
@@ -91,6 +104,29 @@ impl Context {
         let count = failures.entry(key.to_string()).or_insert(0);
         *count = count.saturating_add(1);
         *count
+    }
+
+    /// The request budget's answer for a new attempt of a KraJob using `key`, given every
+    /// watched KraJob. Waits while the watches have not synced (the ledger would be incomplete).
+    fn request_permit(&self, key: &str, job: &str, now: Timestamp) -> Permit {
+        let (synced, jobs) = match self.metrics.stores.read() {
+            Ok(stores) => {
+                let watches = stores.synced();
+                (!watches.is_empty() && watches.iter().all(|(_, ready)| *ready), stores.krajob_list())
+            }
+            Err(_) => (false, Vec::new()),
+        };
+        if !synced {
+            return Permit::Wait(budget::Wait {
+                reason: budget::WAIT_CONCURRENCY,
+                message: "waiting for the operator's watches to sync before granting KRA API requests".into(),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        match self.budgets.reserve(key, job, &jobs, now) {
+            Ok(grant) => Permit::Granted(Some(grant)),
+            Err(wait) => Permit::Wait(wait),
+        }
     }
 
     fn clear_failures(&self, key: &str) {
@@ -146,17 +182,30 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     let selector = build::owner_selector(&kind, &uid);
     let observed = observe::observe(&jobs, &pods, &selector, obj.run_status(), &object).await?;
 
-    // Plan.
+    // Plan; when the plan starts an attempt of a kind with a request budget, ask the budget
+    // and plan again with its answer (start with a grant, or wait).
     let job_name = |attempt: i32| build::job_name(&name, attempt);
-    let plan = plan::plan(PlanInput {
-        generation,
-        controls: obj.run(),
-        validity: resolved.as_ref().map(|_| ()).map_err(Clone::clone),
-        status: obj.run_status(),
-        jobs: &observed,
-        job_name: &job_name,
-        now: ctx.clock.now(),
+    let now = ctx.clock.now();
+    let plan_with = |permit: Permit| {
+        plan::plan(PlanInput {
+            generation,
+            controls: obj.run(),
+            validity: resolved.as_ref().map(|_| ()).map_err(Clone::clone),
+            status: obj.run_status(),
+            jobs: &observed,
+            job_name: &job_name,
+            now,
+            permit,
+        })
+    };
+    let mut plan = plan_with(Permit::Granted(None));
+    let starts = plan.actions.iter().find_map(|a| match a {
+        PlanAction::CreateJob { attempt } => Some(*attempt),
+        _ => None,
     });
+    if let (Some(attempt), Some(key)) = (starts, obj.budget_key()) {
+        plan = plan_with(ctx.request_permit(&key, &format!("{namespace}/{}", job_name(attempt)), now));
+    }
 
     // Apply.
     let api_version = K::api_version(&()).to_string();
@@ -181,6 +230,12 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
                     invocation,
                     defaults: &ctx.defaults,
                     queue: obj.run().queue.as_ref(),
+                    grant: plan
+                        .status
+                        .attempts
+                        .iter()
+                        .find(|a| a.number == *attempt)
+                        .and_then(|a| a.request_budget.as_ref()),
                 });
                 let job_name = job_name(*attempt);
                 create_job(&jobs, &job, &job_name, &uid, &object).await?;
@@ -315,6 +370,25 @@ pub fn controller<K: RunKind>(
         // A scheduled KraJob owns its runs (child KraJobs): their progress wakes it.
         let children = watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID);
         controller = controller.owns(api_for::<K>(&ctx.client, &scope), children.any_semantic());
+    }
+    if K::HAS_CHILD_RUNS {
+        // A run that stops holding a share of its API key's budget (finished, or backing off)
+        // wakes the runs waiting for that budget at once, instead of at their next retry.
+        let runs = controller.store();
+        controller = controller.watches(
+            api_for::<K>(&ctx.client, &scope),
+            watcher::Config::default().any_semantic(),
+            move |changed: K| {
+                let released = changed.run_status().and_then(|s| s.phase).is_some_and(|p| p != Phase::Running);
+                let Some(key) = changed.budget_key().filter(|_| released) else { return Vec::new() };
+                runs.state()
+                    .into_iter()
+                    .filter(|run| run.run_status().and_then(|s| s.phase) == Some(Phase::Pending))
+                    .filter(|run| run.budget_key().as_deref() == Some(key.as_str()))
+                    .map(|run| ObjectRef::from_obj(run.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        );
     }
     if K::REFERENCES_CONFIG_MAPS {
         // A ConfigMap that appears or changes wakes the runs that name it (a prompt created

@@ -5,8 +5,8 @@
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
 use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::build::{CONTAINER, LABEL_ATTEMPT, LABEL_GENERATION, LABEL_JOB};
@@ -139,6 +139,10 @@ pub async fn observe<R: DeserializeOwned>(
             created: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
             state,
             summary,
+            request_budget: job
+                .annotations()
+                .get(super::build::ANNOTATION_REQUEST_BUDGET)
+                .and_then(|text| serde_json::from_str(text).ok()),
         });
     }
     if let Some(status) = status {
@@ -151,6 +155,7 @@ pub async fn observe<R: DeserializeOwned>(
                     created: None,
                     state: JobState::Missing,
                     summary: None,
+                    request_budget: None,
                 });
             }
         }

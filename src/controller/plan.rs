@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{ConditionSet, ResultConditions};
 use super::reasons;
-use crate::crd::{Attempt, AttemptOutcome, Phase, RetryPolicy, RunControls, RunStatus};
+use crate::crd::{Attempt, AttemptOutcome, Phase, RequestGrant, RetryPolicy, RunControls, RunStatus};
 
 /// The state of one of the run's Jobs, as read from the API.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +42,8 @@ pub struct ObservedJob<R> {
     /// The worker's result summary, read once the Job has finished: `Err` holds why the
     /// termination message could not be read as a summary.
     pub summary: Option<Result<R, String>>,
+    /// The request grant the Job was created with (its `kra.dev/request-budget` annotation).
+    pub request_budget: Option<RequestGrant>,
 }
 
 /// Something the apply step must do.
@@ -80,6 +82,18 @@ pub struct PlanInput<'a, R> {
     pub jobs: &'a [ObservedJob<R>],
     pub job_name: &'a dyn Fn(i32) -> String,
     pub now: Timestamp,
+    /// Whether a new attempt may start now: the shared request budget's answer (KraJobs), or
+    /// always for kinds without one.
+    pub permit: Permit,
+}
+
+/// The request budget's answer for a new attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Permit {
+    /// Start, with this grant recorded in the attempt (None: the kind has no budget).
+    Granted(Option<RequestGrant>),
+    /// Wait: the budget has no room yet.
+    Wait(super::budget::Wait),
 }
 
 /// The wait before retry `retry` (1-based): `min(initial * factor^(retry-1), max)`.
@@ -211,12 +225,15 @@ pub fn plan<R: Clone + PartialEq + ResultConditions>(input: PlanInput<'_, R>) ->
                             &mut status,
                             &mut actions,
                             &mut conds,
-                            next_number,
-                            generation,
-                            now,
-                            input.job_name,
-                        );
-                        Phase::Running
+                            &mut requeue,
+                            Start {
+                                number: next_number,
+                                generation,
+                                now,
+                                job_name: input.job_name,
+                                permit: &input.permit,
+                            },
+                        )
                     } else {
                         status.next_attempt_at = Some(Time(next_at));
                         conds.backing_off(&format!("{why}; attempt {next_number} starts at {next_at}"));
@@ -236,10 +253,13 @@ pub fn plan<R: Clone + PartialEq + ResultConditions>(input: PlanInput<'_, R>) ->
                 conds.suspended("suspended before the first attempt");
                 Phase::Suspended
             }
-            None => {
-                start_attempt(&mut status, &mut actions, &mut conds, next_number, generation, now, input.job_name);
-                Phase::Running
-            }
+            None => start_attempt(
+                &mut status,
+                &mut actions,
+                &mut conds,
+                &mut requeue,
+                Start { number: next_number, generation, now, job_name: input.job_name, permit: &input.permit },
+            ),
         }
     };
 
@@ -277,16 +297,32 @@ pub fn plan<R: Clone + PartialEq + ResultConditions>(input: PlanInput<'_, R>) ->
     Plan { status, actions, transitions, requeue_after: requeue }
 }
 
+struct Start<'a> {
+    number: i32,
+    generation: i64,
+    now: Timestamp,
+    job_name: &'a dyn Fn(i32) -> String,
+    permit: &'a Permit,
+}
+
+/// Start the next attempt, or wait when the request budget has no room for it.
 fn start_attempt<R>(
     status: &mut RunStatus<R>,
     actions: &mut Vec<Action>,
     conds: &mut ConditionSet,
-    number: i32,
-    generation: i64,
-    now: Timestamp,
-    job_name: &dyn Fn(i32) -> String,
-) {
+    requeue: &mut Option<Duration>,
+    start: Start<'_>,
+) -> Phase {
+    let Start { number, generation, now, job_name, permit } = start;
     let name = job_name(number);
+    let grant = match permit {
+        Permit::Granted(grant) => grant.clone(),
+        Permit::Wait(wait) => {
+            conds.waiting(wait.reason, &format!("attempt {number} is {}", wait.message));
+            earliest(requeue, wait.retry_after);
+            return Phase::Pending;
+        }
+    };
     conds.running(&format!("attempt {number} (Job {name}) is running"));
     status.attempts.push(Attempt {
         number,
@@ -297,8 +333,10 @@ fn start_attempt<R>(
         outcome: AttemptOutcome::Running,
         reason: None,
         message: None,
+        request_budget: grant,
     });
     actions.push(Action::CreateJob { attempt: number });
+    Phase::Running
 }
 
 /// Fold what was observed of the Jobs into the recorded attempts: adopt Jobs that status does
@@ -323,6 +361,7 @@ fn merge_observations<R: Clone>(
                 outcome: AttemptOutcome::Running,
                 reason: None,
                 message: None,
+                request_budget: job.request_budget.clone(),
             });
             transitions.push(Transition {
                 reason: reasons::JOB_ADOPTED,
@@ -409,7 +448,15 @@ mod tests {
     }
 
     fn job(attempt: i32, generation: i64, state: JobState) -> ObservedJob<Summary> {
-        ObservedJob { name: name(attempt), attempt, generation, created: Some(ts(0)), state, summary: None }
+        ObservedJob {
+            name: name(attempt),
+            attempt,
+            generation,
+            created: Some(ts(0)),
+            state,
+            summary: None,
+            request_budget: None,
+        }
     }
 
     struct Case {
@@ -419,6 +466,7 @@ mod tests {
         ttl: Option<i32>,
         validity: Result<(), String>,
         queue: Option<crate::crd::QueueRef>,
+        permit: Permit,
     }
 
     impl Default for Case {
@@ -430,6 +478,7 @@ mod tests {
                 ttl: None,
                 validity: Ok(()),
                 queue: None,
+                permit: Permit::Granted(None),
             }
         }
     }
@@ -455,6 +504,7 @@ mod tests {
                 jobs,
                 job_name: &name,
                 now,
+                permit: self.permit.clone(),
             })
         }
     }
@@ -669,6 +719,26 @@ mod tests {
         let resumed = Case::default().plan(Some(&plan.status), &[job(1, 1, JobState::Suspended)], ts(2));
         assert_eq!(resumed.actions, [Action::SuspendJob { name: "run-1".into(), suspend: false }]);
         assert!(resumed.transitions.iter().any(|t| t.reason == reasons::RESUMED));
+    }
+
+    #[test]
+    fn an_attempt_waits_for_the_request_budget_and_records_its_grant() {
+        let wait = super::super::budget::Wait {
+            reason: "BudgetConcurrency",
+            message: "waiting for the KRA API budget of k".into(),
+            retry_after: Duration::from_secs(10),
+        };
+        let waiting = Case { permit: Permit::Wait(wait), ..Default::default() }.plan(None, &[], ts(0));
+        assert!(waiting.actions.is_empty());
+        assert!(waiting.status.attempts.is_empty(), "no attempt is recorded before it starts");
+        assert_eq!(waiting.status.phase, Some(Phase::Pending));
+        assert_eq!(condition(&waiting.status, "Reconciling"), ("True", "BudgetConcurrency"));
+        assert_eq!(waiting.requeue_after, Some(Duration::from_secs(10)));
+        let grant = RequestGrant { day: "2025-05-24".into(), requests: 100, requests_per_second: 2.5 };
+        let granted = Case { permit: Permit::Granted(Some(grant.clone())), ..Default::default() };
+        let plan = granted.plan(Some(&waiting.status), &[], ts(5));
+        assert_eq!(plan.actions, [Action::CreateJob { attempt: 1 }]);
+        assert_eq!(plan.status.attempts[0].request_budget, Some(grant));
     }
 
     #[test]

@@ -287,6 +287,21 @@ pub struct Attempt {
     /// Human-readable detail of a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The share of the KRA API key's quota granted to this attempt (KraJobs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_budget: Option<RequestGrant>,
+}
+
+/// KRA API requests granted to one attempt from its key's shared quota.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestGrant {
+    /// The KRA day (Asia/Seoul) the requests count against, `YYYY-MM-DD`.
+    pub day: String,
+    /// Requests the attempt may make.
+    pub requests: i64,
+    /// Requests per second the attempt may make.
+    pub requests_per_second: f64,
 }
 
 /// Observed state of a run: phase, conditions, attempts and the worker's result summary.

@@ -14,8 +14,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use common::{
-    Attempt, AttemptOutcome, Backoff, DateRange, Meet, Phase, PodOverrides, QueueRef, RetryPolicy, RunControls,
-    RunStatus, SecretKeyRef,
+    Attempt, AttemptOutcome, Backoff, DateRange, Meet, Phase, PodOverrides, QueueRef, RequestGrant, RetryPolicy,
+    RunControls, RunStatus, SecretKeyRef,
 };
 pub use evaluationrun::{EvaluationRun, EvaluationRunSpec, EvaluationRunStatus, EvaluationSummary, PromotionDecision};
 pub use krajob::{CollectionSummary, KraAction, KraJob, KraJobSpec, KraJobStatus};

@@ -1,0 +1,281 @@
+//! The KRA API request budget shared by every `KraJob` that uses the same API key (the same
+//! Secret key reference): the operator grants each attempt a share before its Job starts, so
+//! that all of them together stay within the key's quota, whichever run at once.
+//!
+//! - **Per second:** at most `maxConcurrentJobs` Jobs of one key run at once, each limited to
+//!   `requestsPerSecond / maxConcurrentJobs`, so their sum never exceeds the key's rate.
+//! - **Per day** (the KRA day, midnight to midnight in Asia/Seoul): each attempt is granted at
+//!   most `maxRequestsPerRun` requests from what is left of the day's quota. An attempt counts
+//!   its grant while it runs, and what it reported using (`apiCalls`) once it finished.
+//!
+//! The collector enforces its grant itself (`--requests-per-second`, `--max-requests`). Grants
+//! are recorded in each attempt's status, so the ledger survives restarts: it is rebuilt from
+//! the watched `KraJob`s, plus the grants made since that the watch has not shown yet.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use jiff::tz::{self, TimeZone};
+
+use crate::crd::{AttemptOutcome, KraJob, RequestGrant};
+
+/// The quota of one KRA API key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quota {
+    pub requests_per_second: f64,
+    pub requests_per_day: i64,
+    pub max_requests_per_run: i64,
+    pub max_concurrent_jobs: usize,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            requests_per_second: 5.0,
+            requests_per_day: 10_000,
+            max_requests_per_run: 5_000,
+            max_concurrent_jobs: 2,
+        }
+    }
+}
+
+/// Why an attempt cannot start yet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wait {
+    pub reason: &'static str,
+    pub message: String,
+    pub retry_after: Duration,
+}
+
+pub const WAIT_CONCURRENCY: &str = "BudgetConcurrency";
+pub const WAIT_DAILY_QUOTA: &str = "BudgetExhausted";
+
+/// The KRA day (Asia/Seoul) of a time.
+pub fn kra_day(at: Timestamp) -> Date {
+    at.to_zoned(TimeZone::fixed(tz::offset(9))).date()
+}
+
+fn next_kra_midnight(at: Timestamp) -> Timestamp {
+    let tomorrow = kra_day(at).tomorrow().unwrap_or(kra_day(at));
+    tomorrow.to_zoned(TimeZone::fixed(tz::offset(9))).map(|z| z.timestamp()).unwrap_or(at)
+}
+
+/// The key's use on one day: Jobs running now, and requests counted against the day.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub active_jobs: usize,
+    pub requests: i64,
+}
+
+/// The budget key of a KraJob: `<namespace>/<secret>/<key>` of its API key reference.
+pub fn key_of(job: &KraJob) -> String {
+    let secret = &job.spec.api_key_secret_ref;
+    format!("{}/{}/{}", job.metadata.namespace.as_deref().unwrap_or_default(), secret.name, secret.key)
+}
+
+/// The use of `key` on `day`, from the recorded attempts of every KraJob (pure). Returns the
+/// usage and the Job names it counted.
+pub fn usage(jobs: &[Arc<KraJob>], key: &str, day: Date) -> (Usage, Vec<String>) {
+    let day = day.to_string();
+    let mut usage = Usage::default();
+    let mut counted = Vec::new();
+    for job in jobs.iter().filter(|j| j.spec.schedule.is_none() && key_of(j) == key) {
+        let Some(status) = &job.status else { continue };
+        let last = status.run.attempts.iter().map(|a| a.number).max();
+        for attempt in &status.run.attempts {
+            let Some(grant) = &attempt.request_budget else { continue };
+            counted.push(attempt.job_name.clone());
+            if grant.day != day {
+                continue;
+            }
+            if attempt.outcome == AttemptOutcome::Running {
+                usage.active_jobs += 1;
+                usage.requests += grant.requests;
+            } else {
+                // A finished attempt counts what it used: the summary of the last attempt says
+                // so; an earlier one counts its whole grant.
+                let reported = (Some(attempt.number) == last)
+                    .then(|| status.run.result.as_ref().and_then(|r| r.api_calls))
+                    .flatten();
+                usage.requests += reported.map_or(grant.requests, |used| used.min(grant.requests).max(0));
+            }
+        }
+    }
+    (usage, counted)
+}
+
+/// Decide a grant for one more attempt (pure).
+pub fn decide(quota: &Quota, key: &str, used: &Usage, now: Timestamp) -> Result<RequestGrant, Wait> {
+    let day = kra_day(now);
+    if used.active_jobs >= quota.max_concurrent_jobs {
+        return Err(Wait {
+            reason: WAIT_CONCURRENCY,
+            message: format!(
+                "waiting for the KRA API budget of {key}: {} Job(s) of this key run, at most {} at once",
+                used.active_jobs, quota.max_concurrent_jobs
+            ),
+            retry_after: Duration::from_secs(10),
+        });
+    }
+    let left = quota.requests_per_day - used.requests;
+    if left <= 0 {
+        let reset = next_kra_midnight(now);
+        return Err(Wait {
+            reason: WAIT_DAILY_QUOTA,
+            message: format!(
+                "waiting for the KRA API budget of {key}: {} of {} requests used on {day}; it resets at {reset}",
+                used.requests, quota.requests_per_day
+            ),
+            retry_after: Duration::from_secs(reset.duration_since(now).as_secs().max(1) as u64),
+        });
+    }
+    let share = quota.requests_per_second / quota.max_concurrent_jobs.max(1) as f64;
+    Ok(RequestGrant {
+        day: day.to_string(),
+        requests: left.min(quota.max_requests_per_run),
+        // Three decimals: enough precision, and a stable status.
+        requests_per_second: (share * 1000.0).floor() / 1000.0,
+    })
+}
+
+/// The budgets of all keys: the quota, and grants made but not yet seen in a watched status.
+#[derive(Debug, Default)]
+pub struct Budgets {
+    pub quota: Quota,
+    pending: Mutex<HashMap<String, (String, RequestGrant, Timestamp)>>,
+}
+
+impl Budgets {
+    pub fn new(quota: Quota) -> Self {
+        Budgets { quota, pending: Mutex::default() }
+    }
+
+    /// Grant (or refuse) the attempt whose Job is `job` (namespace/name), given every watched
+    /// KraJob. Atomic across concurrent reconciles; asking again for the same Job returns the
+    /// same grant.
+    pub fn reserve(&self, key: &str, job: &str, jobs: &[Arc<KraJob>], now: Timestamp) -> Result<RequestGrant, Wait> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, grant, _)) = pending.get(job) {
+            return Ok(grant.clone());
+        }
+        let day = kra_day(now);
+        let (mut used, counted) = usage(jobs, key, day);
+        // Grants the watch already shows are in `used`; forget them. Keep the others (ten
+        // minutes at most: a Job that was never created leaves no trace).
+        pending.retain(|name, (_, _, at)| {
+            let shown = counted.iter().any(|c| name.ends_with(&format!("/{c}")));
+            !shown && now.duration_since(*at).as_secs() < 600
+        });
+        for (pending_key, grant, _) in pending.values() {
+            if pending_key == key && grant.day == day.to_string() {
+                used.active_jobs += 1;
+                used.requests += grant.requests;
+            }
+        }
+        let grant = decide(&self.quota, key, &used, now)?;
+        pending.insert(job.to_string(), (key.to_string(), grant.clone(), now));
+        Ok(grant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn quota() -> Quota {
+        Quota { requests_per_second: 6.0, requests_per_day: 250, max_requests_per_run: 100, max_concurrent_jobs: 2 }
+    }
+
+    fn job(name: &str, secret: &str, attempts: serde_json::Value, api_calls: Option<i64>) -> Arc<KraJob> {
+        let mut status = json!({"attempts": attempts});
+        if let Some(calls) = api_calls {
+            status["result"] = json!({"apiCalls": calls});
+        }
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "kra.dev/v1alpha1", "kind": "KraJob",
+                "metadata": {"name": name, "namespace": "racing"},
+                "spec": {"action": "CollectResults", "meet": "seoul", "date": "2025-05-24",
+                         "apiKeySecretRef": {"name": secret, "key": "serviceKey"}},
+                "status": status,
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn attempt(number: i32, outcome: &str, day: &str, requests: i64) -> serde_json::Value {
+        json!({"number": number, "jobName": format!("j-{number}"), "generation": 1, "outcome": outcome,
+               "requestBudget": {"day": day, "requests": requests, "requestsPerSecond": 3.0}})
+    }
+
+    #[test]
+    fn the_kra_day_turns_at_midnight_in_seoul() {
+        assert_eq!(kra_day(at("2025-05-24T14:59:59Z")).to_string(), "2025-05-24");
+        assert_eq!(kra_day(at("2025-05-24T15:00:00Z")).to_string(), "2025-05-25");
+    }
+
+    #[test]
+    fn running_attempts_count_their_grant_and_finished_ones_what_they_used() {
+        let jobs = vec![
+            job("a", "kra-api", json!([attempt(1, "Running", "2025-05-24", 100)]), None),
+            job(
+                "b",
+                "kra-api",
+                json!([attempt(1, "Failed", "2025-05-24", 100), attempt(2, "Succeeded", "2025-05-24", 100)]),
+                Some(57),
+            ),
+            job("old", "kra-api", json!([attempt(1, "Succeeded", "2025-05-23", 100)]), Some(90)),
+            job("other-key", "another-key", json!([attempt(1, "Running", "2025-05-24", 100)]), None),
+        ];
+        let (used, counted) = usage(&jobs, "racing/kra-api/serviceKey", "2025-05-24".parse().unwrap());
+        assert_eq!(used, Usage { active_jobs: 1, requests: 100 + 100 + 57 });
+        assert_eq!(counted.len(), 4, "every grant of the key, any day");
+    }
+
+    #[test]
+    fn grants_split_the_rate_and_stop_at_the_daily_quota() {
+        let q = quota();
+        let now = at("2025-05-24T03:00:00Z");
+        let grant = decide(&q, "k", &Usage { active_jobs: 1, requests: 0 }, now).unwrap();
+        assert_eq!(grant, RequestGrant { day: "2025-05-24".into(), requests: 100, requests_per_second: 3.0 });
+        let small = decide(&q, "k", &Usage { active_jobs: 0, requests: 200 }, now).unwrap();
+        assert_eq!(small.requests, 50, "what is left of the day");
+        let busy = decide(&q, "k", &Usage { active_jobs: 2, requests: 0 }, now).unwrap_err();
+        assert_eq!(busy.reason, WAIT_CONCURRENCY);
+        let spent = decide(&q, "k", &Usage { active_jobs: 0, requests: 250 }, now).unwrap_err();
+        assert_eq!(spent.reason, WAIT_DAILY_QUOTA);
+        assert!(spent.message.contains("250 of 250 requests used on 2025-05-24"), "{}", spent.message);
+        // Midnight in Seoul is 15:00 UTC: twelve hours away.
+        assert_eq!(spent.retry_after, Duration::from_secs(12 * 3600));
+    }
+
+    #[test]
+    fn concurrent_reservations_see_each_other_until_the_watch_shows_them() {
+        let budgets = Budgets::new(quota());
+        let now = at("2025-05-24T03:00:00Z");
+        let key = "racing/kra-api/serviceKey";
+        let first = budgets.reserve(key, "racing/a-1", &[], now).unwrap();
+        assert_eq!(budgets.reserve(key, "racing/a-1", &[], now).unwrap(), first, "asking again is the same grant");
+        budgets.reserve(key, "racing/b-1", &[], now).unwrap();
+        let third = budgets.reserve(key, "racing/c-1", &[], now).unwrap_err();
+        assert_eq!(third.reason, WAIT_CONCURRENCY);
+        // Another key is another budget.
+        assert!(budgets.reserve("racing/other/serviceKey", "racing/d-1", &[], now).is_ok());
+        // Once the watch shows a finished a-1, its pending grant is replaced by what it used.
+        let mut finished =
+            (*job("a", "kra-api", json!([attempt(1, "Succeeded", "2025-05-24", 100)]), Some(10))).clone();
+        finished.status.as_mut().unwrap().run.attempts[0].job_name = "a-1".into();
+        let shown = vec![Arc::new(finished)];
+        let granted = budgets.reserve(key, "racing/c-1", &shown, now).unwrap();
+        // Used: a-1 10 (finished) + b-1 100 (pending) = 110; 140 left, capped at 100 per run.
+        assert_eq!(granted.requests, 100);
+    }
+}
