@@ -76,12 +76,17 @@ fn assert_least_privilege(role: &Value) {
         );
         assert!(!verbs.contains(&"escalate") && !verbs.contains(&"bind") && !verbs.contains(&"impersonate"));
         if groups.contains(&"kra.dev") {
-            let writes = verbs.iter().any(|v| ["create", "update", "patch", "delete", "deletecollection"].contains(v));
+            // A spec is never written: update and patch only on status subresources. KraJobs are
+            // created and deleted as the runs of schedules; nothing else is.
+            let updates = verbs.iter().any(|v| ["update", "patch"].contains(v));
+            let creates = verbs.iter().any(|v| ["create", "delete"].contains(v));
+            assert!(!verbs.contains(&"deletecollection"), "{name}: {rule}");
             for resource in &resources {
                 assert!(
-                    !writes || resource.ends_with("/status"),
-                    "{name} writes {resource} outside its status subresource"
+                    !updates || resource.ends_with("/status"),
+                    "{name} updates {resource} outside its status subresource"
                 );
+                assert!(!creates || *resource == "krajobs", "{name} creates or deletes {resource}");
             }
         }
     }
@@ -96,11 +101,15 @@ fn grants(role: &Value, group: &str, resource: &str, verb: &str) -> bool {
 }
 
 #[test]
-fn cluster_mode_rbac_grants_no_secrets_and_writes_status_only_through_the_subresource() {
+fn cluster_mode_rbac_grants_no_secrets_and_never_writes_a_spec() {
     let objects = render(&[]);
     let cluster_role = one(&objects, "ClusterRole");
     assert_least_privilege(cluster_role);
     assert!(grants(cluster_role, "kra.dev", "krajobs/status", "patch"));
+    assert!(grants(cluster_role, "kra.dev", "krajobs", "create"), "scheduled runs are child KraJobs");
+    assert!(
+        !grants(cluster_role, "kra.dev", "krajobs", "patch") && !grants(cluster_role, "kra.dev", "krajobs", "update")
+    );
     assert!(grants(cluster_role, "kra.dev", "evaluationruns", "watch"));
     assert!(grants(cluster_role, "batch", "jobs", "create"));
     let binding = one(&objects, "ClusterRoleBinding");
@@ -181,6 +190,8 @@ fn the_operator_pod_is_restricted_probed_and_highly_available() {
     assert_eq!(env(container, "KRA_WATCH_NAMESPACES"), None, "cluster mode watches everything");
     assert_eq!(env(container, "KRA_WORKER_IMAGE"), Some("ghcr.io/kra-dev/kra-operator:0.1.0"));
     assert_eq!(env(container, "KRA_HTTP_ADDR"), Some("0.0.0.0:8080"));
+    assert_eq!(env(container, "KRA_API_REQUESTS_PER_DAY"), Some("10000"));
+    assert_eq!(env(container, "KRA_API_REQUESTS_PER_SECOND"), Some("5"));
 
     // The PDB and the Service select exactly the operator pods.
     let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];

@@ -33,7 +33,7 @@ fn strings(value: &Value) -> Vec<&str> {
 }
 
 #[test]
-fn rbac_grants_no_secrets_and_writes_status_only_through_the_subresource() {
+fn rbac_grants_no_secrets_and_never_writes_a_spec() {
     let objects = rendered();
     let roles: Vec<&Value> = of_kind(&objects, "ClusterRole").into_iter().chain(of_kind(&objects, "Role")).collect();
     assert_eq!(roles.len(), 2);
@@ -47,12 +47,15 @@ fn rbac_grants_no_secrets_and_writes_status_only_through_the_subresource() {
                 "wildcard: {rule}"
             );
             if strings(&rule["apiGroups"]).contains(&"kra.dev") {
-                let writes = verbs.iter().any(|v| ["create", "update", "patch", "delete"].contains(v));
+                // A spec is never written; KraJobs are created and deleted as scheduled runs.
+                let updates = verbs.iter().any(|v| ["update", "patch"].contains(v));
+                let creates = verbs.iter().any(|v| ["create", "delete"].contains(v));
                 for resource in &resources {
                     assert!(
-                        !writes || resource.ends_with("/status"),
-                        "{resource} is written outside its status subresource"
+                        !updates || resource.ends_with("/status"),
+                        "{resource} is updated outside its status subresource"
                     );
+                    assert!(!creates || *resource == "krajobs", "{resource} is created or deleted");
                 }
             }
         }
