@@ -44,6 +44,7 @@ async fn samples_apply_and_get_shows_printer_columns() {
         "krajob.kra.dev/seoul-preprocess",
         "krajob.kra.dev/jeju-enrich",
         "krajob.kra.dev/seoul-full-pipeline",
+        "krajob.kra.dev/seoul-results",
         "evaluationrun.kra.dev/rating-baseline-2025-10",
         "evaluationrun.kra.dev/prompt-v1-7-holdout",
     ] {
@@ -62,7 +63,7 @@ async fn samples_apply_and_get_shows_printer_columns() {
         "{table}"
     );
     let short = run(&cluster, &["get", "kj", "-o", "name"]);
-    assert_eq!(short.lines().count(), 6, "{short}");
+    assert_eq!(short.lines().count(), 7, "{short}");
     let runs = run(&cluster, &["get", "evalrun"]);
     assert!(runs.lines().next().unwrap().starts_with("NAME") && runs.contains("Improve"), "{runs}");
 }

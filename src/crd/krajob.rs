@@ -65,6 +65,13 @@ pub struct DatabaseRef {
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Started", type_ = "date", json_path = ".status.startTime", priority = "1"),
     printcolumn(name = "Next attempt", type_ = "date", json_path = ".status.nextAttemptAt", priority = "1"),
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule.cron", priority = "1"),
+    printcolumn(
+        name = "Last schedule",
+        type_ = "date",
+        json_path = ".status.schedule.lastScheduleTime",
+        priority = "1"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(
