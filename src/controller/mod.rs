@@ -281,26 +281,36 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
         }
         events.push((transition.reason, transition.warning, transition.note.clone()));
     }
-    let reference = obj.object_ref(&());
+    publish_events(ctx, &obj.object_ref(&()), &object, "Reconcile", events).await;
+
+    Ok(match plan.requeue_after {
+        Some(wait) => Action::requeue(wait.min(ctx.resync)),
+        None => Action::requeue(ctx.resync),
+    })
+}
+
+/// Log and publish Events `(reason, warning, note)` about one object.
+async fn publish_events(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    object: &str,
+    action: &str,
+    events: Vec<(&'static str, bool, String)>,
+) {
     for (reason, warning, note) in events {
         tracing::info!(object, reason, "{note}");
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.to_string(),
             note: Some(note),
-            action: "Reconcile".to_string(),
+            action: action.to_string(),
             secondary: None,
         };
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(error) = ctx.recorder.publish(&event, reference).await {
             // An Event is a courtesy; a failure to publish one must not fail the reconcile.
             tracing::warn!(object, reason, "failed to publish event: {error}");
         }
     }
-
-    Ok(match plan.requeue_after {
-        Some(wait) => Action::requeue(wait.min(ctx.resync)),
-        None => Action::requeue(ctx.resync),
-    })
 }
 
 /// Create an attempt's Job. A Job of that name that already exists is adopted when this run

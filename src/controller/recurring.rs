@@ -13,7 +13,6 @@ use jiff::tz::TimeZone;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -275,20 +274,7 @@ async fn write_status(
 }
 
 async fn publish(ctx: &Context, parent: &KraJob, object: &str, events: Vec<(&'static str, bool, String)>) {
-    let reference = parent.object_ref(&());
-    for (reason, warning, note) in events {
-        tracing::info!(object, reason, "{note}");
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.to_string(),
-            note: Some(note),
-            action: "Schedule".to_string(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(object, reason, "failed to publish event: {error}");
-        }
-    }
+    super::publish_events(ctx, &parent.object_ref(&()), object, "Schedule", events).await;
 }
 
 #[cfg(test)]
