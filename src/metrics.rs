@@ -220,6 +220,8 @@ pub struct Metrics {
     pub reconcile_duration: Family<KindLabel, Histogram>,
     pub attempts: Family<KindOutcome, Counter>,
     pub leader: Gauge,
+    /// The configured daily quota of one KRA API key (requests per KRA day).
+    pub kra_api_daily_quota: Gauge,
     pub stores: Arc<RwLock<Stores>>,
 }
 
@@ -233,6 +235,7 @@ impl Metrics {
             }),
             attempts: Family::default(),
             leader: Gauge::default(),
+            kra_api_daily_quota: Gauge::default(),
             stores: Arc::default(),
         };
         let registry = registry.sub_registry_with_prefix("kra_operator");
@@ -253,6 +256,11 @@ impl Metrics {
             metrics.attempts.clone(),
         );
         registry.register("leader", "1 while this replica holds the leader Lease.", metrics.leader.clone());
+        registry.register(
+            "kra_api_daily_quota_requests",
+            "The configured quota of one KRA API key, in requests per KRA day (Asia/Seoul).",
+            metrics.kra_api_daily_quota.clone(),
+        );
         registry.register_collector(Box::new(RunsCollector { stores: metrics.stores.clone() }));
         Arc::new(metrics)
     }

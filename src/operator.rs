@@ -149,6 +149,7 @@ pub async fn run(args: RunArgs, client: Client) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
+    metrics.kra_api_daily_quota.set(args.kra_api_requests_per_day);
     let health = Health::new(
         client.clone(),
         registry,
