@@ -201,16 +201,7 @@ pub async fn reconcile(parent: &KraJob, ctx: &Context) -> Result<Action, Error> 
             }
         }
     }
-    for skipped in &plan.newly_skipped {
-        events.push((
-            reasons::RUN_SKIPPED,
-            true,
-            format!(
-                "skipped the run due {} for {} to {}: {}",
-                skipped.scheduled_time.0, skipped.window.from, skipped.window.to, skipped.reason
-            ),
-        ));
-    }
+    events.extend(skip_events(&plan.newly_skipped));
     if plan.unlisted > 0 {
         events.push((
             reasons::RUN_SKIPPED,
@@ -250,6 +241,38 @@ pub async fn reconcile(parent: &KraJob, ctx: &Context) -> Result<Action, Error> 
 
     let wait = plan.requeue_after.map_or(ctx.resync, |w| w.min(ctx.resync));
     Ok(Action::requeue(wait))
+}
+
+/// Events for skipped runs: one each when there are few, one summary by reason when a long
+/// downtime skipped many (no storm of Events).
+fn skip_events(skipped: &[crate::crd::SkippedRun]) -> Vec<(&'static str, bool, String)> {
+    const ONE_EACH: usize = 5;
+    if skipped.len() <= ONE_EACH {
+        return skipped
+            .iter()
+            .map(|s| {
+                let note = format!(
+                    "skipped the run due {} for {} to {}: {}",
+                    s.scheduled_time.0, s.window.from, s.window.to, s.reason
+                );
+                (reasons::RUN_SKIPPED, true, note)
+            })
+            .collect();
+    }
+    let mut by_reason: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in skipped {
+        *by_reason.entry(s.reason.as_str()).or_default() += 1;
+    }
+    let counts: Vec<String> = by_reason.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+    let (first, last) = (&skipped[0], &skipped[skipped.len() - 1]);
+    let note = format!(
+        "skipped {} runs due from {} to {} ({}); the newest are listed in status.schedule.skipped",
+        skipped.len(),
+        first.scheduled_time.0,
+        last.scheduled_time.0,
+        counts.join(", ")
+    );
+    vec![(reasons::RUN_SKIPPED, true, note)]
 }
 
 async fn write_status(
@@ -317,6 +340,26 @@ mod tests {
         let owner = &child.owner_references()[0];
         assert_eq!((owner.uid.as_str(), owner.controller), ("u-1", Some(true)));
         assert_eq!(as_child(&child).unwrap().scheduled_time, "2025-05-24T13:00:00Z".parse::<Timestamp>().unwrap());
+    }
+
+    #[test]
+    fn many_skipped_runs_make_one_event() {
+        let skipped = |n: usize, reason: &str| crate::crd::SkippedRun {
+            scheduled_time: Time(Timestamp::from_second(1_748_000_000 + 3600 * n as i64).unwrap()),
+            window: crate::crd::DateRange { from: "2025-05-23".into(), to: "2025-05-23".into() },
+            reason: reason.into(),
+        };
+        let few: Vec<_> = (0..3).map(|n| skipped(n, "DeadlineExceeded")).collect();
+        assert_eq!(skip_events(&few).len(), 3);
+        let many: Vec<_> =
+            (0..400).map(|n| skipped(n, if n < 390 { "CatchUpLimit" } else { "DeadlineExceeded" })).collect();
+        let events = skip_events(&many);
+        assert_eq!(events.len(), 1);
+        assert!(
+            events[0].2.contains("skipped 400 runs") && events[0].2.contains("390 CatchUpLimit, 10 DeadlineExceeded"),
+            "{}",
+            events[0].2
+        );
     }
 
     #[test]
