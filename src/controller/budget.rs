@@ -77,17 +77,26 @@ pub fn key_of(job: &KraJob) -> String {
 }
 
 /// The use of `key` on `day`, from the recorded attempts of every KraJob (pure). Returns the
-/// usage and the Job names it counted.
+/// usage and the Jobs it counted (`namespace/name`).
 pub fn usage(jobs: &[Arc<KraJob>], key: &str, day: Date) -> (Usage, Vec<String>) {
     let day = day.to_string();
     let mut usage = Usage::default();
     let mut counted = Vec::new();
-    for job in jobs.iter().filter(|j| j.spec.schedule.is_none() && key_of(j) == key) {
+    // Compared field by field: this runs over every watched KraJob for every grant.
+    let mut parts = key.splitn(3, '/');
+    let (namespace, secret, secret_key) = (parts.next(), parts.next(), parts.next());
+    let same_key = |job: &KraJob| {
+        let reference = &job.spec.api_key_secret_ref;
+        namespace == Some(job.metadata.namespace.as_deref().unwrap_or_default())
+            && secret == Some(reference.name.as_str())
+            && secret_key == Some(reference.key.as_str())
+    };
+    for job in jobs.iter().filter(|j| j.spec.schedule.is_none() && same_key(j)) {
         let Some(status) = &job.status else { continue };
         let last = status.run.attempts.iter().map(|a| a.number).max();
         for attempt in &status.run.attempts {
             let Some(grant) = &attempt.request_budget else { continue };
-            counted.push(attempt.job_name.clone());
+            counted.push(format!("{}/{}", job.metadata.namespace.as_deref().unwrap_or_default(), attempt.job_name));
             if grant.day != day {
                 continue;
             }
@@ -165,10 +174,8 @@ impl Budgets {
         let (mut used, counted) = usage(jobs, key, day);
         // Grants the watch already shows are in `used`; forget them. Keep the others (ten
         // minutes at most: a Job that was never created leaves no trace).
-        pending.retain(|name, (_, _, at)| {
-            let shown = counted.iter().any(|c| name.ends_with(&format!("/{c}")));
-            !shown && now.duration_since(*at).as_secs() < 600
-        });
+        let shown: std::collections::HashSet<&str> = counted.iter().map(String::as_str).collect();
+        pending.retain(|name, (_, _, at)| !shown.contains(name.as_str()) && now.duration_since(*at).as_secs() < 600);
         for (pending_key, grant, _) in pending.values() {
             if pending_key == key && grant.day == day.to_string() {
                 used.active_jobs += 1;
