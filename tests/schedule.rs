@@ -345,3 +345,28 @@ async fn run_now_starts_a_run_for_the_current_window_once() {
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(children(&cluster).await.len(), 1, "one request, one run");
 }
+
+#[tokio::test]
+async fn a_window_crosses_the_month_boundary() {
+    let cluster = Cluster::start().await;
+    let clock = Clock::new(&cluster, Timestamp::now());
+    let _operator = start(&cluster, &clock).await;
+    // 06:00 Seoul on the 1st of each month collects the last two days of the month before.
+    let cron = "0 6 1 * *";
+    cluster
+        .create::<KraJob>(scheduled("month-end", json!({"cron": cron, "window": {"offsetDays": -2, "days": 2}})))
+        .await;
+    wait_for(&cluster, "month-end", "scheduled", |j| j.status.is_some()).await;
+    let first = fires(cron, &seoul(), 1)[0];
+    clock.set(first + 1.minute());
+    let name = name_at("month-end", first, &seoul());
+    let job = wait_for(&cluster, "month-end", "the run", |j| run_names(j) == [name.clone()]).await;
+    let window = &schedule_status(&job).runs[0].window;
+    let first_day = first.to_zoned(seoul()).date();
+    assert_eq!(first_day.day(), 1);
+    let from = first_day.checked_sub(2.days()).unwrap();
+    let to = first_day.yesterday().unwrap();
+    assert_eq!((window.from.clone(), window.to.clone()), (from.to_string(), to.to_string()));
+    assert_ne!(from.month(), first_day.month(), "the window is in the previous month");
+    assert_eq!(get(&cluster, &name).await.spec.date_range.as_ref(), Some(window));
+}
