@@ -43,6 +43,8 @@ pub trait RunKind:
     const REFERENCES_CONFIG_MAPS: bool = false;
     /// Whether resources of this kind can own child runs of the same kind (scheduled KraJobs).
     const HAS_CHILD_RUNS: bool = false;
+    /// Whether attempts draw from a shared request budget (`budget_key`).
+    const HAS_REQUEST_BUDGET: bool = false;
 
     /// This resource as a scheduled `KraJob`, reconciled by `recurring` instead of the
     /// attempt planner.
@@ -96,6 +98,7 @@ impl RunKind for KraJob {
     const METRIC_KIND: &'static str = "krajob";
     const WORKER_BINARY: &'static str = "kra-collector";
     const HAS_CHILD_RUNS: bool = true;
+    const HAS_REQUEST_BUDGET: bool = true;
 
     fn as_scheduled(&self) -> Option<&KraJob> {
         self.spec.schedule.is_some().then_some(self)

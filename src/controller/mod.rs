@@ -381,7 +381,7 @@ pub fn controller<K: RunKind>(
         let children = watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID);
         controller = controller.owns(api_for::<K>(&ctx.client, &scope), children.any_semantic());
     }
-    if K::HAS_CHILD_RUNS {
+    if K::HAS_REQUEST_BUDGET {
         // A run that stops holding a share of its API key's budget (finished, or backing off)
         // wakes the runs waiting for that budget at once, instead of at their next retry.
         let runs = controller.store();

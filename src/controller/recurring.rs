@@ -211,8 +211,7 @@ pub async fn reconcile(parent: &KraJob, ctx: &Context) -> Result<Action, Error> 
     }
 
     // Phase and conditions.
-    let active =
-        plan.status.runs.iter().any(|r| !matches!(r.phase, Some(Phase::Succeeded | Phase::Failed | Phase::Invalid)));
+    let active = plan.status.runs.iter().any(|r| scheduler::is_active(r.phase));
     let newest_finished =
         plan.status.runs.iter().rev().find(|r| matches!(r.phase, Some(Phase::Succeeded | Phase::Failed)));
     let last_failed = newest_finished.is_some_and(|r| r.phase == Some(Phase::Failed));

@@ -47,10 +47,15 @@ pub struct Child {
 }
 
 impl Child {
-    /// A run that has not finished (an invalid child never will: it does not block others).
     pub fn active(&self) -> bool {
-        !matches!(self.phase, Some(Phase::Succeeded | Phase::Failed | Phase::Invalid))
+        is_active(self.phase)
     }
+}
+
+/// Whether a run in this phase has not finished (an invalid child never will: it does not
+/// block the others).
+pub fn is_active(phase: Option<Phase>) -> bool {
+    !matches!(phase, Some(Phase::Succeeded | Phase::Failed | Phase::Invalid))
 }
 
 #[derive(Clone, Debug, PartialEq)]
