@@ -162,10 +162,12 @@ pub struct QueueRef {
 #[x_kube(validation = Rule::new("self.to >= self.from").message("dateRange.to must not be before dateRange.from"))]
 pub struct DateRange {
     /// First race day, `YYYY-MM-DD`.
-    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    // The length bound is what the API server's CEL cost estimate needs: without it, the range
+    // rule inside the status's unbounded lists exceeds the CRD's validation budget.
+    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), length(max = 10))]
     pub from: String,
     /// Last race day, `YYYY-MM-DD`, inclusive.
-    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), length(max = 10))]
     pub to: String,
 }
 
