@@ -104,16 +104,14 @@ async fn a_job_created_just_before_a_crash_is_adopted_not_duplicated() {
     // The operator created the Job and died before recording it: build exactly that Job while
     // no operator runs, and leave the status empty.
     let created: KraJob = cluster.create(krajob("adopt", json!({}))).await;
-    let invocation = kra_operator::controller::validate::krajob(
-        &created.spec,
-        &kra_operator::controller::validate::WorkerDefaults {
-            image: "kra-test/worker:0".into(),
-            database_secret: Some(kra_operator::crd::SecretKeyRef { name: "kra-db".into(), key: "url".into() }),
-            job_managed_by: (!cluster.emulated).then(|| support::MANAGED_BY.to_string()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    // The operator's own defaults (image, database, managedBy), as the harness starts it.
+    let defaults = kra_operator::controller::validate::WorkerDefaults {
+        image: "kra-test/worker:0".into(),
+        database_secret: Some(kra_operator::crd::SecretKeyRef { name: "kra-db".into(), key: "url".into() }),
+        job_managed_by: (!cluster.emulated).then(|| support::MANAGED_BY.to_string()),
+        ..Default::default()
+    };
+    let invocation = kra_operator::controller::validate::krajob(&created.spec, &defaults).unwrap();
     let uid = created.uid().unwrap();
     let job = build::build_job(&build::JobInput {
         owner: build::Owner {
@@ -129,7 +127,7 @@ async fn a_job_created_just_before_a_crash_is_adopted_not_duplicated() {
         active_deadline_seconds: None,
         overrides: None,
         invocation: &invocation,
-        defaults: &Default::default(),
+        defaults: &defaults,
         queue: None,
         grant: None,
     });

@@ -1,24 +1,12 @@
-//! kubectl (1.35) against the API under test: the samples apply as they are, and
-//! `kubectl get` shows the printer columns.
+//! kubectl (1.35) against the API under test: every sample applies server-side as it is, a second
+//! apply changes nothing, and `kubectl get` shows the printer columns.
 
 mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::Cluster;
-
-fn kubectl() -> PathBuf {
-    if let Some(path) = std::env::var_os("KRA_TEST_KUBECTL") {
-        return PathBuf::from(path);
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/kubectl");
-    assert!(
-        local.exists(),
-        "kubectl not found: run scripts/test (it installs .tools/bin/kubectl) or set KRA_TEST_KUBECTL"
-    );
-    local
-}
+use support::{Cluster, kubectl};
 
 fn run(cluster: &Cluster, args: &[&str]) -> String {
     let output = Command::new(kubectl())
@@ -36,7 +24,7 @@ fn run(cluster: &Cluster, args: &[&str]) -> String {
 async fn samples_apply_and_get_shows_printer_columns() {
     let cluster = Cluster::start().await;
     let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/samples");
-    let applied = run(&cluster, &["apply", "-f", samples.to_str().unwrap()]);
+    let applied = run(&cluster, &["apply", "--server-side", "-f", samples.to_str().unwrap()]);
     for kind in [
         "krajob.kra.dev/seoul-collect-race-cards",
         "krajob.kra.dev/busan-collect-results",
@@ -48,10 +36,14 @@ async fn samples_apply_and_get_shows_printer_columns() {
         "evaluationrun.kra.dev/rating-baseline-2025-10",
         "evaluationrun.kra.dev/prompt-v1-7-holdout",
     ] {
-        assert!(applied.contains(&format!("{kind} created")), "{kind} not created: {applied}");
+        assert!(applied.contains(&format!("{kind} serverside-applied")), "{kind} not applied: {applied}");
     }
-    let again = run(&cluster, &["apply", "-f", samples.to_str().unwrap()]);
-    assert!(again.contains("krajob.kra.dev/seoul-full-pipeline unchanged"), "{again}");
+    let versions =
+        run(&cluster, &["get", "krajobs,evaluationruns", "-o", "jsonpath={.items[*].metadata.resourceVersion}"]);
+    run(&cluster, &["apply", "--server-side", "-f", samples.to_str().unwrap()]);
+    let again =
+        run(&cluster, &["get", "krajobs,evaluationruns", "-o", "jsonpath={.items[*].metadata.resourceVersion}"]);
+    assert_eq!(versions, again, "a second server-side apply of the same samples wrote them");
 
     let table = run(&cluster, &["get", "krajobs"]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
@@ -64,6 +56,11 @@ async fn samples_apply_and_get_shows_printer_columns() {
     );
     let short = run(&cluster, &["get", "kj", "-o", "name"]);
     assert_eq!(short.lines().count(), 7, "{short}");
+    let both = run(&cluster, &["get", "krajobs,evaluationruns"]);
+    assert!(
+        both.contains("krajob.kra.dev/seoul-results") && both.contains("evaluationrun.kra.dev/prompt-v1-7-holdout"),
+        "{both}"
+    );
     let runs = run(&cluster, &["get", "evalrun"]);
     assert!(runs.lines().next().unwrap().starts_with("NAME") && runs.contains("Improve"), "{runs}");
 }

@@ -1,9 +1,13 @@
 //! Test harness for the controller tests.
 //!
-//! By default each test starts its own Kubernetes API emulator (`tests/emulator/kube_emulator.py`).
-//! With `KRA_TEST_KUBECONFIG=/path/to/kubeconfig` the same tests run against that real cluster
-//! instead: each test works in a namespace of its own, and the operator hands its Jobs to a
-//! non-existent Job controller (`spec.managedBy`) so the test can drive their status.
+//! The tests run on a real Kubernetes API server: the one `KRA_TEST_KUBECONFIG` names (the test
+//! command starts one with `scripts/control-plane up` and sets it), or else the developer's
+//! `scripts/control-plane up` in its default place. Each test works in a namespace of its own, and
+//! the operator hands its Jobs to a non-existent Job controller (`spec.managedBy`) so the test can
+//! drive their status. The operator runs as the chart's ServiceAccount with exactly the RBAC that
+//! `helm template charts/kra-operator` renders (`KRA_TEST_RBAC=namespaces`, the default, or
+//! `cluster`). `KRA_TEST_EMULATOR=1` runs the same tests on the Python API emulator
+//! (`tests/emulator/kube_emulator.py`) instead.
 //!
 //! The operator under test is the real `kra-operator` binary, run as a child process, so a test
 //! can kill it (a crash), stop it (SIGTERM) and start it again.
@@ -21,19 +25,76 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 pub const MANAGED_BY: &str = "kra.dev/test-driver";
-pub const WAIT: Duration = Duration::from_secs(20);
+/// How long a test waits for a condition: generous, because a real API server on two shared
+/// cores, serving many tests at once, is slow.
+pub const WAIT: Duration = Duration::from_secs(60);
 
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// kubectl: `KRA_TEST_KUBECTL`, or the one the test command installs in `.tools/bin`.
+pub fn kubectl() -> PathBuf {
+    tool("KRA_TEST_KUBECTL", "kubectl")
+}
+
+/// helm: `KRA_TEST_HELM`, or the one the test command installs in `.tools/bin`.
+pub fn helm() -> PathBuf {
+    tool("KRA_TEST_HELM", "helm")
+}
+
+fn tool(variable: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(variable) {
+        return PathBuf::from(path);
+    }
+    let local = repo().join(".tools/bin").join(name);
+    assert!(local.exists(), "{name} not found: run scripts/test (it installs .tools/bin/{name}) or set {variable}");
+    local
+}
+
+/// The kubeconfig of the real API server the tests use, or None for the emulator.
+fn real_kubeconfig() -> Option<PathBuf> {
+    if std::env::var_os("KRA_TEST_EMULATOR").is_some_and(|v| v == "1") {
+        return None;
+    }
+    if let Some(path) = std::env::var_os("KRA_TEST_KUBECONFIG") {
+        return Some(PathBuf::from(path));
+    }
+    let local = repo().join(".tools/control-plane/run/kubeconfig");
+    assert!(
+        local.exists(),
+        "no Kubernetes API server for the tests: run scripts/test, or start one with `scripts/control-plane up`, \
+         or set KRA_TEST_KUBECONFIG (a real cluster) or KRA_TEST_EMULATOR=1 (the Python emulator)"
+    );
+    Some(local)
+}
+
+/// Which RBAC the chart renders for the operator under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RbacMode {
+    /// `watch.mode=namespaces`: a Role in each watched namespace.
+    Namespaces,
+    /// `watch.mode=cluster`: one ClusterRole.
+    Cluster,
+}
+
+impl RbacMode {
+    pub fn from_env() -> RbacMode {
+        match std::env::var("KRA_TEST_RBAC").as_deref() {
+            Ok("cluster") => RbacMode::Cluster,
+            Ok("namespaces") | Err(_) => RbacMode::Namespaces,
+            Ok(other) => panic!("KRA_TEST_RBAC must be namespaces or cluster, not {other:?}"),
+        }
+    }
 }
 
 fn scratch_dir(prefix: &str) -> PathBuf {
@@ -65,8 +126,8 @@ impl Cluster {
     pub async fn start() -> Cluster {
         kra_operator::telemetry::install_crypto_provider();
         let dir = scratch_dir("kra-test");
-        let (kubeconfig, emulator) = match std::env::var_os("KRA_TEST_KUBECONFIG") {
-            Some(path) => (PathBuf::from(path), None),
+        let (kubeconfig, emulator) = match real_kubeconfig() {
+            Some(path) => (path, None),
             None => start_emulator(&dir).await,
         };
         let emulated = emulator.is_some();
@@ -93,10 +154,12 @@ impl Cluster {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// Write counts of the emulator (None on a real cluster).
+    /// Writes per resource (`{"jobs": 3, ...}`) made so far in this test's namespace by anyone but
+    /// the test itself: from the emulator's counters, or on the real API server from its audit log
+    /// (`scripts/control-plane` records every write). None on a cluster without that log.
     pub async fn write_counts(&self) -> Option<Value> {
         if !self.emulated {
-            return None;
+            return self.audited_writes();
         }
         let url = std::fs::read_to_string(self.dir.join("emulator-url")).ok()?;
         let body = http_get(&format!("{url}/_emulator/stats")).await.ok()?;
@@ -227,6 +290,81 @@ impl Cluster {
         output.status.success()
     }
 
+    /// Count the writes of the audit log of `scripts/control-plane` in this namespace, leaving out the
+    /// test's own (made as the admin).
+    fn audited_writes(&self) -> Option<Value> {
+        let log = std::env::var_os("KRA_TEST_AUDIT_LOG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.kubeconfig.parent().unwrap().join("logs/audit.log"));
+        let text = std::fs::read_to_string(log).ok()?;
+        let mut counts = serde_json::Map::new();
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
+            let object = &event["objectRef"];
+            if object["namespace"] != json!(self.namespace) || event["user"]["username"] == json!(ADMIN_USER) {
+                continue;
+            }
+            let resource = object["resource"].as_str().unwrap_or_default().to_string();
+            let count = counts.entry(resource).or_insert(json!(0));
+            *count = json!(count.as_u64().unwrap() + 1);
+        }
+        for resource in ["krajobs", "evaluationruns", "jobs", "events", "leases"] {
+            counts.entry(resource.to_string()).or_insert(json!(0));
+        }
+        Some(Value::Object(counts))
+    }
+
+    /// A kubeconfig for the operator: the chart's ServiceAccount (release `release`, installed in
+    /// this namespace), bound to exactly the RBAC `helm template` renders for `watched`
+    /// namespaces (or the whole cluster), with a token from the TokenRequest API.
+    pub async fn operator_kubeconfig(&self, release: &str, watched: &[String], mode: RbacMode) -> PathBuf {
+        let mut args = vec![
+            "template".to_string(),
+            release.to_string(),
+            repo().join("charts/kra-operator").display().to_string(),
+            "--namespace".into(),
+            self.namespace.clone(),
+            "--show-only".into(),
+            "templates/serviceaccount.yaml".into(),
+            "--show-only".into(),
+            "templates/rbac.yaml".into(),
+        ];
+        match mode {
+            RbacMode::Cluster => args.extend(["--set".into(), "watch.mode=cluster".into()]),
+            RbacMode::Namespaces => {
+                args.extend(["--set".into(), "watch.mode=namespaces".into()]);
+                args.extend(["--set".into(), format!("watch.namespaces={{{}}}", watched.join(","))]);
+            }
+        }
+        let output = std::process::Command::new(helm()).args(&args).output().expect("run helm template");
+        assert!(output.status.success(), "helm template failed: {}", String::from_utf8_lossy(&output.stderr));
+        let objects: Vec<Value> =
+            serde_saphyr::from_str_multiple(&String::from_utf8_lossy(&output.stdout)).expect("rendered RBAC parses");
+        let mut service_account = None;
+        for object in objects.into_iter().filter(|o| !o.is_null()) {
+            if object["kind"] == "ServiceAccount" {
+                service_account = object["metadata"]["name"].as_str().map(String::from);
+            }
+            apply_rendered(&self.client, &object).await;
+        }
+        let service_account = service_account.expect("the chart renders a ServiceAccount");
+        let request = serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 86400}})).unwrap();
+        let token = Api::<ServiceAccount>::namespaced(self.client.clone(), &self.namespace)
+            .create_token_request(&service_account, &PostParams::default(), &request)
+            .await
+            .expect("request a token for the chart's ServiceAccount")
+            .status
+            .expect("a token")
+            .token;
+        let mut config = Kubeconfig::read_from(&self.kubeconfig).expect("read the admin kubeconfig");
+        for named in &mut config.auth_infos {
+            named.auth_info = Some(AuthInfo { token: Some(token.clone().into()), ..Default::default() });
+        }
+        let path = self.dir.join(format!("kubeconfig-{release}"));
+        std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+        path
+    }
+
     pub async fn job_exists(&self, name: &str) -> bool {
         self.api::<Job>().get_opt(name).await.expect("read job").is_some()
     }
@@ -272,6 +410,33 @@ async fn start_emulator(dir: &Path) -> (PathBuf, Option<Child>) {
     )
     .unwrap();
     (kubeconfig, Some(child))
+}
+
+/// The admin of `scripts/control-plane` (its static token); the harness acts as this user.
+const ADMIN_USER: &str = "kra-test-admin";
+
+/// Server-side apply one object the chart rendered (the RBAC kinds and the ServiceAccount).
+async fn apply_rendered(client: &Client, object: &Value) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let name = object["metadata"]["name"].as_str().expect("a rendered name").to_string();
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+    let params = PatchParams::apply("kra-operator-tests").force();
+    let patch = Patch::Apply(object);
+    let result = match object["kind"].as_str().unwrap_or_default() {
+        "ServiceAccount" => {
+            Api::<ServiceAccount>::namespaced(client.clone(), &namespace).patch(&name, &params, &patch).await.map(drop)
+        }
+        "Role" => Api::<Role>::namespaced(client.clone(), &namespace).patch(&name, &params, &patch).await.map(drop),
+        "RoleBinding" => {
+            Api::<RoleBinding>::namespaced(client.clone(), &namespace).patch(&name, &params, &patch).await.map(drop)
+        }
+        "ClusterRole" => Api::<ClusterRole>::all(client.clone()).patch(&name, &params, &patch).await.map(drop),
+        "ClusterRoleBinding" => {
+            Api::<ClusterRoleBinding>::all(client.clone()).patch(&name, &params, &patch).await.map(drop)
+        }
+        other => panic!("the chart's RBAC template rendered an unexpected {other}"),
+    };
+    result.unwrap_or_else(|e| panic!("apply the chart's {} {name}: {e}", object["kind"]));
 }
 
 /// Install the committed CRDs (crds/), so the tests also prove those files work.
@@ -391,12 +556,19 @@ impl Operator {
             args.extend(["--job-managed-by".to_string(), MANAGED_BY.to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        let kubeconfig = if cluster.emulated {
+            cluster.kubeconfig.clone()
+        } else {
+            let watched: Vec<String> =
+                args.windows(2).filter(|w| w[0] == "--namespace").map(|w| w[1].clone()).collect();
+            cluster.operator_kubeconfig(&cluster.namespace, &watched, RbacMode::from_env()).await
+        };
         let mut operator = Operator {
             child: None,
             port: free_port(),
             identity: identity.to_string(),
             args,
-            kubeconfig: cluster.kubeconfig.clone(),
+            kubeconfig,
             log: cluster.dir.join(format!("{identity}.log")),
             starts: 0,
         };
@@ -460,6 +632,12 @@ impl Operator {
         }
     }
 
+    /// Start the stopped process again and wait until it is ready (leading or standing by).
+    pub async fn start_again(&mut self) {
+        self.spawn();
+        self.wait_ready().await;
+    }
+
     pub async fn restart(&mut self) {
         self.spawn();
         self.wait_ready().await;
@@ -486,5 +664,64 @@ impl Operator {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A control plane of the test's own (`scripts/control-plane up` in a scratch folder), for the
+/// tests that install cluster-wide objects from an empty cluster (the chart, config/default);
+/// stopped when dropped.
+pub struct PrivateControlPlane {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl PrivateControlPlane {
+    pub fn start() -> PrivateControlPlane {
+        let dir = scratch_dir("kra-control-plane");
+        let output = std::process::Command::new("bash")
+            .arg(repo().join("scripts/control-plane"))
+            .arg("up")
+            .env("KRA_CONTROL_PLANE_DIR", &dir)
+            .output()
+            .expect("run scripts/control-plane up");
+        assert!(
+            output.status.success(),
+            "scripts/control-plane up failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        PrivateControlPlane { kubeconfig: dir.join("kubeconfig"), dir }
+    }
+
+    /// Run a command (kubectl or helm) against this control plane.
+    pub fn run(&self, program: &Path, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(program)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .current_dir(repo())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
+    }
+
+    /// Like `run`, and fail the test unless the command succeeds; its stdout.
+    pub fn ok(&self, program: &Path, args: &[&str]) -> String {
+        let output = self.run(program, args);
+        assert!(
+            output.status.success(),
+            "{} {args:?} failed: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for PrivateControlPlane {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(repo().join("scripts/control-plane"))
+            .arg("down")
+            .env("KRA_CONTROL_PLANE_DIR", &self.dir)
+            .status();
     }
 }

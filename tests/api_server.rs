@@ -1,0 +1,279 @@
+//! What only a real Kubernetes API server can prove (the one `scripts/control-plane` starts, see
+//! tests/support): the CRDs pass the real apiextensions validation and its CEL rules refuse bad
+//! objects at `kubectl apply`, `kubectl explain` reads the published OpenAPI, status written by
+//! server-side apply keeps its field ownership beside other managers, RBAC refuses what the
+//! chart does not grant, the garbage collector removes a KraJob's Jobs, and leader election runs
+//! on the real Lease API.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kra_operator::crd::{KraJob, Phase};
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+use serde_json::{Value, json};
+use support::{Cluster, Operator, RbacMode, WAIT, kubectl, wait_until};
+
+/// Run kubectl as the test's admin in the test namespace, with `input` on stdin.
+fn kubectl_in(cluster: &Cluster, args: &[&str], input: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(kubectl())
+        .args(args)
+        .args(["--namespace", &cluster.namespace])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child.stdin.take().unwrap().write_all(input.unwrap_or_default().as_bytes()).unwrap();
+    child.wait_with_output().expect("kubectl finishes")
+}
+
+fn kubectl_ok(cluster: &Cluster, args: &[&str], input: Option<&str>) -> String {
+    let output = kubectl_in(cluster, args, input);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "kubectl {args:?} failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+fn real(cluster: &Cluster) {
+    assert!(!cluster.emulated, "this test needs a real API server (unset KRA_TEST_EMULATOR)");
+}
+
+fn krajob_manifest(name: &str, spec: Value) -> String {
+    json!({"apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "metadata": {"name": name}, "spec": spec}).to_string()
+}
+
+fn cards_spec() -> Value {
+    json!({
+        "action": "CollectRaceCards",
+        "meet": "seoul",
+        "date": "2025-05-24",
+        "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"},
+    })
+}
+
+#[tokio::test]
+async fn the_server_enforces_the_crd_schema_and_its_cel_rules_at_apply() {
+    let cluster = Cluster::start().await;
+    real(&cluster);
+    // Two of date, dateRange and schedule: the CRD's CEL rule refuses it, with its own message.
+    let mut spec = cards_spec();
+    spec["dateRange"] = json!({"from": "2025-05-01", "to": "2025-05-02"});
+    let refused = kubectl_in(&cluster, &["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("both", spec)));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "the server accepted a KraJob with both date and dateRange");
+    assert!(stderr.contains("set exactly one of date, dateRange and schedule"), "{stderr}");
+
+    // A nested rule: a range that ends before it starts.
+    let mut spec = cards_spec();
+    spec.as_object_mut().unwrap().remove("date");
+    spec["dateRange"] = json!({"from": "2025-05-02", "to": "2025-05-01"});
+    let refused = kubectl_in(&cluster, &["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("back", spec)));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("dateRange.to must not be before dateRange.from"));
+
+    // The structural schema: an enum value outside the list and an unknown field.
+    let mut spec = cards_spec();
+    spec["meet"] = json!("tokyo");
+    let refused = kubectl_in(&cluster, &["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("tokyo", spec)));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("spec.meet"), "the error names the field");
+    let mut spec = cards_spec();
+    spec["colour"] = json!("blue");
+    let refused = kubectl_in(&cluster, &["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("colour", spec)));
+    assert!(!refused.status.success(), "server-side apply refuses an unknown field (strict field validation)");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("colour"));
+
+    // The valid object is accepted, and the server filled in the schema's defaults.
+    kubectl_ok(&cluster, &["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("good", cards_spec())));
+    let stored: Value =
+        serde_json::from_str(&kubectl_ok(&cluster, &["get", "krajob", "good", "-o", "json"], None)).unwrap();
+    assert!(stored["spec"]["retryPolicy"].is_object(), "the CRD's default retry policy was applied: {stored}");
+}
+
+#[tokio::test]
+async fn kubectl_explain_prints_the_field_descriptions_from_the_published_openapi() {
+    let cluster = Cluster::start().await;
+    real(&cluster);
+    let explained = wait_until("the CRD's OpenAPI to be published", WAIT, || async {
+        let output = kubectl_in(&cluster, &["explain", "krajob.spec.schedule"], None);
+        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    })
+    .await;
+    assert!(explained.contains("GROUP:      kra.dev"), "{explained}");
+    for field in ["cron", "timeZone", "window", "concurrencyPolicy", "catchUp"] {
+        assert!(explained.contains(field), "kubectl explain omits {field}: {explained}");
+    }
+    let cron = kubectl_ok(&cluster, &["explain", "krajob.spec.schedule.cron"], None);
+    assert!(cron.contains("DESCRIPTION"), "{cron}");
+    assert!(cron.lines().skip_while(|l| !l.starts_with("DESCRIPTION")).nth(1).is_some_and(|l| !l.trim().is_empty()));
+    let run = kubectl_ok(&cluster, &["explain", "evaluationrun.spec.predictor"], None);
+    assert!(run.contains("baseline") && run.contains("llm"), "{run}");
+}
+
+#[tokio::test]
+async fn status_written_by_server_side_apply_keeps_its_fields_beside_other_managers() {
+    let cluster = Cluster::start().await;
+    real(&cluster);
+    let _operator = Operator::start(&cluster).await;
+    // Argo CD applies the spec server-side under its own field manager.
+    let manifest = krajob_manifest("owned", cards_spec());
+    let argo = ["apply", "--server-side", "--field-manager", "argocd-controller", "-f", "-"];
+    kubectl_ok(&cluster, &argo, Some(&manifest));
+    let jobs: Api<KraJob> = cluster.api();
+    let running = wait_until("the operator to record a running attempt", WAIT, || async {
+        let job = jobs.get("owned").await.unwrap();
+        (job.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)).then_some(job)
+    })
+    .await;
+    let status_owner = running
+        .managed_fields()
+        .iter()
+        .find(|entry| entry.subresource.as_deref() == Some("status"))
+        .expect("a managedFields entry for the status subresource");
+    assert_eq!(status_owner.manager.as_deref(), Some("kra-operator"));
+    assert_eq!(status_owner.operation.as_deref(), Some("Apply"));
+
+    // A user labels the object with kubectl (a third manager): no conflict, status untouched.
+    kubectl_ok(&cluster, &["label", "krajob", "owned", "team=racing"], None);
+    let labelled = jobs.get("owned").await.unwrap();
+    assert_eq!(labelled.labels().get("team").map(String::as_str), Some("racing"));
+    assert_eq!(labelled.status, running.status, "a label patch changed the operator's status");
+
+    // Argo CD's next sync of the same spec is a no-op: nothing to write, no drift.
+    let before = labelled.resource_version();
+    kubectl_ok(&cluster, &argo, Some(&manifest));
+    let after = jobs.get("owned").await.unwrap();
+    assert_eq!(after.resource_version(), before, "re-applying the same spec wrote the object");
+    let diff = kubectl_in(
+        &cluster,
+        &["diff", "--server-side", "--field-manager", "argocd-controller", "-f", "-"],
+        Some(&manifest),
+    );
+    assert_eq!(diff.status.code(), Some(0), "kubectl diff reports drift: {}", String::from_utf8_lossy(&diff.stdout));
+}
+
+/// A client acting as the operator does: the chart's ServiceAccount with the chart's RBAC.
+async fn operator_client(cluster: &Cluster, release: &str, mode: RbacMode) -> Client {
+    let path = cluster.operator_kubeconfig(release, std::slice::from_ref(&cluster.namespace), mode).await;
+    let config = Config::from_custom_kubeconfig(Kubeconfig::read_from(&path).unwrap(), &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test]
+async fn the_chart_rbac_refuses_secrets_and_spec_writes_in_both_watch_modes() {
+    let cluster = Cluster::start().await;
+    real(&cluster);
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "kra-api"}, "stringData": {"serviceKey": "s3cret"}}))
+            .unwrap();
+    cluster.api::<Secret>().create(&PostParams::default(), &secret).await.unwrap();
+    cluster.create::<KraJob>(serde_json::from_str(&krajob_manifest("mine", cards_spec())).unwrap()).await;
+    for (release, mode) in [("scoped", RbacMode::Namespaces), ("wide", RbacMode::Cluster)] {
+        let client = operator_client(&cluster, &format!("{}-{release}", cluster.namespace), mode).await;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &cluster.namespace);
+        let refused = secrets.get("kra-api").await.expect_err("the operator read a Secret");
+        assert!(matches!(&refused, kube::Error::Api(status) if status.code == 403), "{mode:?}: {refused}");
+        let refused = secrets.list(&Default::default()).await.expect_err("the operator listed Secrets");
+        assert!(matches!(&refused, kube::Error::Api(status) if status.code == 403), "{mode:?}: {refused}");
+        // It reads KraJobs and may create them (scheduled runs), but never replaces a spec.
+        let krajobs: Api<KraJob> = Api::namespaced(client.clone(), &cluster.namespace);
+        let mut mine = krajobs.get("mine").await.expect("the operator reads KraJobs");
+        mine.spec.race_numbers = Some(vec![1]);
+        let refused = krajobs.replace("mine", &PostParams::default(), &mine).await.expect_err("a spec write");
+        assert!(matches!(&refused, kube::Error::Api(status) if status.code == 403), "{mode:?}: {refused}");
+    }
+    // In namespaces mode nothing outside the watched namespaces is granted.
+    let client = operator_client(&cluster, &format!("{}-scoped", cluster.namespace), RbacMode::Namespaces).await;
+    let elsewhere: Api<KraJob> = Api::namespaced(client, "default");
+    assert!(matches!(elsewhere.list(&Default::default()).await, Err(kube::Error::Api(s)) if s.code == 403));
+}
+
+#[tokio::test]
+async fn the_garbage_collector_removes_a_scheduled_krajobs_runs_and_their_jobs() {
+    let cluster = Cluster::start().await;
+    real(&cluster);
+    let _operator = Operator::start(&cluster).await;
+    // Every minute, catching up the runs missed in the last hour: runs exist at once.
+    let spec = json!({
+        "action": "CollectResults",
+        "meet": "seoul",
+        "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"},
+        "schedule": {"cron": "* * * * *", "timeZone": "Asia/Seoul", "concurrencyPolicy": "Allow",
+                     "catchUp": "All", "maxCatchUp": 2, "startingDeadlineSeconds": 3600},
+    });
+    let parent: KraJob = cluster.create(serde_json::from_str(&krajob_manifest("nightly", spec)).unwrap()).await;
+    let children = wait_until("the scheduled runs and their Jobs", WAIT, || async {
+        let children: Vec<KraJob> = cluster
+            .api::<KraJob>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|k| k.owner_references().iter().any(|o| Some(&o.uid) == parent.uid().as_ref()))
+            .collect();
+        let jobs = cluster.api::<Job>().list(&Default::default()).await.unwrap().items;
+        (!children.is_empty() && jobs.len() >= children.len()).then_some(children)
+    })
+    .await;
+    cluster.api::<KraJob>().delete("nightly", &DeleteParams::background()).await.unwrap();
+    wait_until("the garbage collector to remove the runs and their Jobs", WAIT, || async {
+        let krajobs = cluster.api::<KraJob>().list(&Default::default()).await.unwrap().items;
+        let jobs = cluster.api::<Job>().list(&Default::default()).await.unwrap().items;
+        (krajobs.is_empty() && jobs.is_empty()).then_some(())
+    })
+    .await;
+    assert!(!children.is_empty());
+}
+
+async fn holder(cluster: &Cluster) -> Option<String> {
+    let lease = cluster.api::<Lease>().get_opt("kra-operator-leader").await.unwrap()?;
+    lease.spec?.holder_identity.filter(|h| !h.is_empty())
+}
+
+#[tokio::test]
+async fn leadership_moves_on_the_real_lease_api_after_a_crash_and_at_once_after_sigterm() {
+    let cluster = Cluster::start().await;
+    real(&cluster);
+    // The harness runs replicas with a 3 s Lease renewed every second.
+    let lease_duration = Duration::from_secs(3);
+    let mut first = Operator::start_with(&cluster, "replica-a", &[]).await;
+    first.wait_leader().await;
+    let mut second = Operator::start_with(&cluster, "replica-b", &[]).await;
+    assert_eq!(holder(&cluster).await.as_deref(), Some("replica-a"));
+    assert!(!second.is_leader().await, "two leaders at once");
+
+    // A crash: the Lease is not released; the standby takes over once it expires.
+    let killed = Instant::now();
+    first.kill().await;
+    second.wait_leader().await;
+    let failover = killed.elapsed();
+    assert_eq!(holder(&cluster).await.as_deref(), Some("replica-b"));
+    println!("failover after SIGKILL: {} ms (Lease {} s)", failover.as_millis(), lease_duration.as_secs());
+
+    // A graceful stop with nobody waiting: the leader clears the Lease's holder on its way out.
+    second.stop().await;
+    assert_eq!(holder(&cluster).await, None, "SIGTERM did not release the Lease");
+
+    // With a standby waiting, a graceful stop hands over without waiting for the Lease to expire.
+    first.restart().await;
+    second.start_again().await;
+    let stopped = Instant::now();
+    first.stop().await;
+    second.wait_leader().await;
+    println!("handover after SIGTERM: {} ms", stopped.elapsed().as_millis());
+    let lease = cluster.api::<Lease>().get("kra-operator-leader").await.unwrap().spec.unwrap();
+    assert_eq!(lease.holder_identity.as_deref(), Some("replica-b"));
+    assert!(lease.lease_transitions.unwrap_or(0) >= 3, "three changes of leader: {lease:?}");
+}

@@ -1,0 +1,113 @@
+//! Installing the operator on a real, empty API server (a control plane of each test's own):
+//! `helm install`, `helm upgrade` with a CRD change and `helm uninstall` (the CRDs, and so the
+//! users' resources, are kept); `kubectl apply -k config/default`; the kind end-to-end manifests.
+//! No kubelet runs, so nothing waits for the operator's pods (`--wait` is not used).
+
+mod support;
+
+use serde_json::Value;
+use support::{PrivateControlPlane, helm, kubectl, repo};
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).expect("kubectl prints JSON")
+}
+
+fn printer_columns(plane: &PrivateControlPlane) -> Vec<String> {
+    let crd = json(&plane.ok(&kubectl(), &["get", "crd", "krajobs.kra.dev", "-o", "json"]));
+    crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn helm_installs_upgrades_the_crds_and_uninstalls_keeping_them() {
+    let plane = PrivateControlPlane::start();
+    // An older release of the chart: its KraJob CRD has no printer columns.
+    let old = plane.dir.join("old-chart");
+    let copied =
+        std::process::Command::new("cp").arg("-r").arg(repo().join("charts/kra-operator")).arg(&old).status().unwrap();
+    assert!(copied.success());
+    let crd_path = old.join("files/crds/krajobs.kra.dev.yaml");
+    let mut crd: Value = serde_saphyr::from_str(&std::fs::read_to_string(&crd_path).unwrap()).unwrap();
+    crd["spec"]["versions"][0].as_object_mut().unwrap().remove("additionalPrinterColumns");
+    std::fs::write(&crd_path, serde_json::to_string_pretty(&crd).unwrap()).unwrap();
+
+    let install = ["install", "kra", old.to_str().unwrap(), "--namespace", "kra-system", "--create-namespace"];
+    plane.ok(&helm(), &install);
+    plane.ok(
+        &kubectl(),
+        &["wait", "--for", "condition=Established", "crd/krajobs.kra.dev", "crd/evaluationruns.kra.dev"],
+    );
+    assert!(printer_columns(&plane).is_empty(), "the old chart's CRD was installed");
+    let deployment =
+        json(&plane.ok(&kubectl(), &["-n", "kra-system", "get", "deployment", "kra-kra-operator", "-o", "json"]));
+    assert_eq!(deployment["spec"]["template"]["spec"]["serviceAccountName"], "kra-kra-operator");
+    plane.ok(
+        &kubectl(),
+        &["-n", "kra-system", "get", "serviceaccount/kra-kra-operator", "clusterrole/kra-kra-operator"],
+    );
+    // The admission of the real server accepts the chart's restricted pod in a restricted namespace.
+    plane.ok(
+        &kubectl(),
+        &["apply", "--server-side", "-f", "config/samples/krajob-collect-race-cards.yaml", "-n", "default"],
+    );
+
+    // Upgrading to this chart upgrades the CRD (Helm's crds/ folder never would).
+    plane.ok(&helm(), &["upgrade", "kra", "charts/kra-operator", "--namespace", "kra-system"]);
+    let columns = printer_columns(&plane);
+    assert!(columns.iter().any(|c| c == "Phase"), "helm upgrade left the old CRD: {columns:?}");
+    let history = plane.ok(&helm(), &["history", "kra", "--namespace", "kra-system", "-o", "json"]);
+    assert_eq!(json(&history).as_array().unwrap().len(), 2);
+
+    // Uninstalling removes the operator, keeps the CRDs and the users' KraJobs.
+    plane.ok(&helm(), &["uninstall", "kra", "--namespace", "kra-system"]);
+    let left = plane.run(&kubectl(), &["-n", "kra-system", "get", "deployment", "kra-kra-operator"]);
+    assert!(!left.status.success(), "the Deployment outlived helm uninstall");
+    plane.ok(&kubectl(), &["get", "crd", "krajobs.kra.dev", "evaluationruns.kra.dev"]);
+    let kept = plane.ok(&kubectl(), &["-n", "default", "get", "krajobs", "-o", "name"]);
+    assert_eq!(kept.trim(), "krajob.kra.dev/seoul-collect-race-cards");
+}
+
+#[test]
+fn config_default_and_the_kind_manifests_apply_to_a_real_server() {
+    let plane = PrivateControlPlane::start();
+    let applied = plane.ok(&kubectl(), &["apply", "--server-side", "-k", "config/default"]);
+    for object in [
+        "namespace/kra-system",
+        "customresourcedefinition.apiextensions.k8s.io/krajobs.kra.dev",
+        "serviceaccount/kra-operator",
+        "deployment.apps/kra-operator",
+    ] {
+        assert!(applied.contains(object), "{object} missing from: {applied}");
+    }
+    plane.ok(&kubectl(), &["wait", "--for", "condition=Established", "crd/krajobs.kra.dev"]);
+    let namespace = json(&plane.ok(&kubectl(), &["get", "namespace", "kra-system", "-o", "json"]));
+    assert_eq!(namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
+    // The real server's Pod Security admission would refuse a Deployment whose pods break the
+    // restricted profile: a dry run of a pod from its template proves they pass.
+    let deployment =
+        json(&plane.ok(&kubectl(), &["-n", "kra-system", "get", "deployment", "kra-operator", "-o", "json"]));
+    let mut pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "template-check", "namespace": "kra-system"}});
+    pod["spec"] = deployment["spec"]["template"]["spec"].clone();
+    let pod_file = plane.dir.join("pod.json");
+    std::fs::write(&pod_file, pod.to_string()).unwrap();
+    let dry_run = plane.run(&kubectl(), &["create", "--dry-run=server", "-f", pod_file.to_str().unwrap()]);
+    assert!(
+        dry_run.status.success(),
+        "the restricted profile refuses the operator pod: {}",
+        String::from_utf8_lossy(&dry_run.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&dry_run.stderr).contains("violate"),
+        "{}",
+        String::from_utf8_lossy(&dry_run.stderr)
+    );
+
+    plane.ok(&kubectl(), &["create", "namespace", "kra-e2e"]);
+    let e2e = plane.ok(&kubectl(), &["apply", "--server-side", "-f", "config/kind/e2e"]);
+    assert!(e2e.contains("krajob.kra.dev/e2e-full-pipeline serverside-applied"), "{e2e}");
+    assert!(e2e.contains("deployment.apps/postgres serverside-applied"), "{e2e}");
+}
