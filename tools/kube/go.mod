@@ -2,8 +2,8 @@
 // (scripts/control-plane). k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces
 // them with ./staging paths, which a consumer does not inherit: each staging module is mapped
 // here to the published v0.36.x that matches Kubernetes v1.36.x (kubernetes/kubernetes#79384).
-// To move to another patch release, change every v1.36.3/v0.36.3 below together (and KUBE_VERSION
-// in scripts/control-plane), then run `GOTOOLCHAIN=local go mod tidy` here.
+// To move to another patch release, change every v1.36.3/v0.36.3 below together, then run
+// `GOTOOLCHAIN=local go mod tidy` here (scripts/control-plane reads the version from this file).
 module kra.dev/tools/kube
 
 go 1.26.0
