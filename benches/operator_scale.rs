@@ -1,9 +1,11 @@
-//! Scale benchmark: N KraJobs created at once against the Kubernetes API emulator.
+//! Scale benchmark: N KraJobs created at once against a real Kubernetes API server (a control
+//! plane of the benchmark's own, started by `scripts/control-plane`).
 //!
 //! For each N it measures the time from a KraJob's create request to the arrival of the watch
-//! event of its first Job (p50, p99, max), the operator's peak RSS and CPU seconds, and the
-//! emulator's CPU seconds. A second run has the benchmark create each Job itself right after
-//! its KraJob, with no operator: that is the emulator's own ceiling to compare against.
+//! event of its first Job (p50, p99, max), the operator's peak RSS and CPU seconds, the API
+//! server's CPU seconds, and the requests the API server served by verb and resource (from its
+//! own `/metrics`). A second run has the benchmark create each Job itself right after its KraJob,
+//! with no operator: that is the API server's own ceiling to compare against.
 //!
 //! Run: `cargo bench --bench operator_scale` (N defaults to 100 and 1000; set KRA_BENCH_N=100,500).
 
@@ -20,7 +22,7 @@ use kra_operator::crd::KraJob;
 use kube::api::PostParams;
 use kube::runtime::watcher;
 use serde_json::json;
-use support::{Cluster, Operator};
+use support::{Cluster, Operator, PrivateControlPlane};
 
 const IN_FLIGHT: usize = 32;
 
@@ -62,19 +64,43 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 struct Outcome {
     latencies: Vec<Duration>,
     wall: Duration,
-    emulator_cpu: f64,
+    server_cpu: f64,
     operator: Option<(f64, f64)>,
+    requests: Vec<(String, f64)>,
+}
+
+/// The API server's `apiserver_request_total`, summed by verb and resource (with subresource).
+async fn request_counts(cluster: &Cluster) -> HashMap<String, f64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = cluster.client.request_text(request).await.expect("read the API server's /metrics");
+    let mut counts = HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            let start = line.find(&format!("{name}=\"")).map(|i| i + name.len() + 2)?;
+            line[start..].split('"').next().map(str::to_string)
+        };
+        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else { continue };
+        let resource = match label("subresource").filter(|s| !s.is_empty()) {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource,
+        };
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *counts.entry(format!("{verb} {resource}")).or_default() += value;
+    }
+    counts
 }
 
 async fn run(n: usize, with_operator: bool) -> Outcome {
-    let cluster = Cluster::start().await;
+    let plane = PrivateControlPlane::start();
+    let server_pid = plane.pid("kube-apiserver");
+    let cluster = Cluster::start_on(plane.kubeconfig.clone()).await;
     // Every KraJob names the same API key: lift that key's budget (at most 2 Jobs at once by
     // default) so the benchmark measures reconciling, while every grant still scans the ledger.
     let unlimited = ["--kra-api-max-concurrent-jobs", "1000000", "--kra-api-requests-per-day", "1000000000000"];
     let operator =
         if with_operator { Some(Operator::start_with(&cluster, "operator-a", &unlimited).await) } else { None };
-    let emulator_pid = cluster.emulator_pid().expect("the benchmark runs on the emulator");
-    let (emulator_cpu_before, _) = process_usage(emulator_pid);
+    let (server_cpu_before, _) = process_usage(server_pid);
+    let requests_before = request_counts(&cluster).await;
     let operator_cpu_before = operator.as_ref().and_then(|o| o.pid()).map(|pid| process_usage(pid).0).unwrap_or(0.0);
 
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -128,19 +154,29 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     }
     let wall = started.elapsed();
     watch.abort();
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let mut latencies: Vec<Duration> = sent
         .iter()
         .filter_map(|(i, at)| seen.get(&format!("bench-{i}-1")).map(|job_at| job_at.saturating_duration_since(*at)))
         .collect();
     assert_eq!(latencies.len(), n, "not every KraJob got its Job within 10 minutes");
     latencies.sort();
-    let emulator_cpu = process_usage(emulator_pid).0 - emulator_cpu_before;
+    let server_cpu = process_usage(server_pid).0 - server_cpu_before;
     let operator_usage = operator.as_ref().and_then(|o| o.pid()).map(|pid| {
         let (cpu, rss) = process_usage(pid);
         (cpu - operator_cpu_before, rss)
     });
-    Outcome { latencies, wall, emulator_cpu, operator: operator_usage }
+    let mut requests: Vec<(String, f64)> = request_counts(&cluster)
+        .await
+        .into_iter()
+        .map(|(key, after)| {
+            let delta = after - requests_before.get(&key).copied().unwrap_or(0.0);
+            (key, delta)
+        })
+        .filter(|(key, delta)| *delta >= 1.0 && !key.contains("leases"))
+        .collect();
+    requests.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Outcome { latencies, wall, server_cpu, operator: operator_usage, requests }
 }
 
 fn main() {
@@ -150,7 +186,7 @@ fn main() {
         .unwrap_or_else(|| vec![100, 1000]);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!(
-        "| N | mode | create→Job p50 | p99 | max | all Jobs after | operator CPU s | operator peak RSS | emulator CPU s |"
+        "| N | mode | create→Job p50 | p99 | max | all Jobs after | operator CPU s | operator peak RSS | API server CPU s |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
@@ -168,8 +204,11 @@ fn main() {
                 ms(percentile(&outcome.latencies, 0.99)),
                 ms(*outcome.latencies.last().unwrap()),
                 outcome.wall.as_secs_f64(),
-                outcome.emulator_cpu,
+                outcome.server_cpu,
             );
+            let requests: Vec<String> =
+                outcome.requests.iter().map(|(key, count)| format!("{key} {count:.0}")).collect();
+            println!("|   | requests served (verb resource count) | {} |", requests.join(", "));
         }
     }
 }

@@ -43,10 +43,6 @@ fn kubectl_ok(cluster: &Cluster, args: &[&str], input: Option<&str>) -> String {
     stdout
 }
 
-fn real(cluster: &Cluster) {
-    assert!(!cluster.emulated, "this test needs a real API server (unset KRA_TEST_EMULATOR)");
-}
-
 fn krajob_manifest(name: &str, spec: Value) -> String {
     json!({"apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "metadata": {"name": name}, "spec": spec}).to_string()
 }
@@ -63,7 +59,6 @@ fn cards_spec() -> Value {
 #[tokio::test]
 async fn the_server_enforces_the_crd_schema_and_its_cel_rules_at_apply() {
     let cluster = Cluster::start().await;
-    real(&cluster);
     // Two of date, dateRange and schedule: the CRD's CEL rule refuses it, with its own message.
     let mut spec = cards_spec();
     spec["dateRange"] = json!({"from": "2025-05-01", "to": "2025-05-02"});
@@ -102,7 +97,6 @@ async fn the_server_enforces_the_crd_schema_and_its_cel_rules_at_apply() {
 #[tokio::test]
 async fn kubectl_explain_prints_the_field_descriptions_from_the_published_openapi() {
     let cluster = Cluster::start().await;
-    real(&cluster);
     let explained = wait_until("the CRD's OpenAPI to be published", WAIT, || async {
         let output = kubectl_in(&cluster, &["explain", "krajob.spec.schedule"], None);
         output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
@@ -122,7 +116,6 @@ async fn kubectl_explain_prints_the_field_descriptions_from_the_published_openap
 #[tokio::test]
 async fn status_written_by_server_side_apply_keeps_its_fields_beside_other_managers() {
     let cluster = Cluster::start().await;
-    real(&cluster);
     let _operator = Operator::start(&cluster).await;
     // Argo CD applies the spec server-side under its own field manager.
     let manifest = krajob_manifest("owned", cards_spec());
@@ -173,7 +166,6 @@ async fn operator_client(cluster: &Cluster, release: &str, mode: RbacMode) -> Cl
 #[tokio::test]
 async fn the_chart_rbac_refuses_secrets_and_spec_writes_in_both_watch_modes() {
     let cluster = Cluster::start().await;
-    real(&cluster);
     let secret: Secret =
         serde_json::from_value(json!({"metadata": {"name": "kra-api"}, "stringData": {"serviceKey": "s3cret"}}))
             .unwrap();
@@ -202,7 +194,6 @@ async fn the_chart_rbac_refuses_secrets_and_spec_writes_in_both_watch_modes() {
 #[tokio::test]
 async fn the_garbage_collector_removes_a_scheduled_krajobs_runs_and_their_jobs() {
     let cluster = Cluster::start().await;
-    real(&cluster);
     let _operator = Operator::start(&cluster).await;
     // Every minute, catching up the runs missed in the last hour: runs exist at once.
     let spec = json!({
@@ -245,7 +236,6 @@ async fn holder(cluster: &Cluster) -> Option<String> {
 #[tokio::test]
 async fn leadership_moves_on_the_real_lease_api_after_a_crash_and_at_once_after_sigterm() {
     let cluster = Cluster::start().await;
-    real(&cluster);
     // The harness runs replicas with a 3 s Lease renewed every second.
     let lease_duration = Duration::from_secs(3);
     let mut first = Operator::start_with(&cluster, "replica-a", &[]).await;

@@ -1,4 +1,4 @@
-//! Scheduled KraJobs against the Kubernetes API emulator (or a real cluster), with a clock the
+//! Scheduled KraJobs against a real Kubernetes API server (see tests/support), with a clock the
 //! test moves: the operator reads the time from a file (`--clock-file`). The clock starts at the
 //! real time (nothing is due before a KraJob's creation) and the test moves it to the fire times
 //! it wants, computed with the same cron evaluation the operator uses (tested on its own in

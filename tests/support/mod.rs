@@ -6,8 +6,7 @@
 //! the operator hands its Jobs to a non-existent Job controller (`spec.managedBy`) so the test can
 //! drive their status. The operator runs as the chart's ServiceAccount with exactly the RBAC that
 //! `helm template charts/kra-operator` renders (`KRA_TEST_RBAC=namespaces`, the default, or
-//! `cluster`). `KRA_TEST_EMULATOR=1` runs the same tests on the Python API emulator
-//! (`tests/emulator/kube_emulator.py`) instead.
+//! `cluster`).
 //!
 //! The operator under test is the real `kra-operator` binary, run as a child process, so a test
 //! can kill it (a crash), stop it (SIGTERM) and start it again.
@@ -61,21 +60,18 @@ fn tool(variable: &str, name: &str) -> PathBuf {
     local
 }
 
-/// The kubeconfig of the real API server the tests use, or None for the emulator.
-fn real_kubeconfig() -> Option<PathBuf> {
-    if std::env::var_os("KRA_TEST_EMULATOR").is_some_and(|v| v == "1") {
-        return None;
-    }
+/// The kubeconfig of the API server the tests use.
+fn test_kubeconfig() -> PathBuf {
     if let Some(path) = std::env::var_os("KRA_TEST_KUBECONFIG") {
-        return Some(PathBuf::from(path));
+        return PathBuf::from(path);
     }
     let local = repo().join(".tools/control-plane/run/kubeconfig");
     assert!(
         local.exists(),
         "no Kubernetes API server for the tests: run scripts/test, or start one with `scripts/control-plane up`, \
-         or set KRA_TEST_KUBECONFIG (a real cluster) or KRA_TEST_EMULATOR=1 (the Python emulator)"
+         or set KRA_TEST_KUBECONFIG (another cluster)"
     );
-    Some(local)
+    local
 }
 
 /// Which RBAC the chart renders for the operator under test.
@@ -117,20 +113,18 @@ pub struct Cluster {
     pub client: Client,
     pub kubeconfig: PathBuf,
     pub namespace: String,
-    pub emulated: bool,
-    emulator: Option<Child>,
     pub dir: PathBuf,
 }
 
 impl Cluster {
     pub async fn start() -> Cluster {
+        Self::start_on(test_kubeconfig()).await
+    }
+
+    /// A namespace of the test's own on the API server `kubeconfig` names.
+    pub async fn start_on(kubeconfig: PathBuf) -> Cluster {
         kra_operator::telemetry::install_crypto_provider();
         let dir = scratch_dir("kra-test");
-        let (kubeconfig, emulator) = match real_kubeconfig() {
-            Some(path) => (path, None),
-            None => start_emulator(&dir).await,
-        };
-        let emulated = emulator.is_some();
         let config = Config::from_custom_kubeconfig(
             Kubeconfig::read_from(&kubeconfig).expect("read the test kubeconfig"),
             &KubeConfigOptions::default(),
@@ -144,7 +138,7 @@ impl Cluster {
             .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap())
             .await
             .expect("create the test namespace");
-        Cluster { client, kubeconfig, namespace, emulated, emulator, dir }
+        Cluster { client, kubeconfig, namespace, dir }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -155,15 +149,28 @@ impl Cluster {
     }
 
     /// Writes per resource (`{"jobs": 3, ...}`) made so far in this test's namespace by anyone but
-    /// the test itself: from the emulator's counters, or on the real API server from its audit log
-    /// (`scripts/control-plane` records every write). None on a cluster without that log.
-    pub async fn write_counts(&self) -> Option<Value> {
-        if !self.emulated {
-            return self.audited_writes();
+    /// the test itself, from the API server's audit log (`scripts/control-plane` records every
+    /// write). None on a cluster without that log.
+    pub fn write_counts(&self) -> Option<Value> {
+        let log = std::env::var_os("KRA_TEST_AUDIT_LOG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.kubeconfig.parent().unwrap().join("logs/audit.log"));
+        let text = std::fs::read_to_string(log).ok()?;
+        let mut counts = serde_json::Map::new();
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
+            let object = &event["objectRef"];
+            if object["namespace"] != json!(self.namespace) || event["user"]["username"] == json!(ADMIN_USER) {
+                continue;
+            }
+            let resource = object["resource"].as_str().unwrap_or_default().to_string();
+            let count = counts.entry(resource).or_insert(json!(0));
+            *count = json!(count.as_u64().unwrap() + 1);
         }
-        let url = std::fs::read_to_string(self.dir.join("emulator-url")).ok()?;
-        let body = http_get(&format!("{url}/_emulator/stats")).await.ok()?;
-        serde_json::from_str::<Value>(&body).ok().map(|v| v["writes"].clone())
+        for resource in ["krajobs", "evaluationruns", "jobs", "events", "leases"] {
+            counts.entry(resource.to_string()).or_insert(json!(0));
+        }
+        Some(Value::Object(counts))
     }
 
     /// Create an object from JSON in the test namespace.
@@ -290,30 +297,6 @@ impl Cluster {
         output.status.success()
     }
 
-    /// Count the writes of the audit log of `scripts/control-plane` in this namespace, leaving out the
-    /// test's own (made as the admin).
-    fn audited_writes(&self) -> Option<Value> {
-        let log = std::env::var_os("KRA_TEST_AUDIT_LOG")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.kubeconfig.parent().unwrap().join("logs/audit.log"));
-        let text = std::fs::read_to_string(log).ok()?;
-        let mut counts = serde_json::Map::new();
-        for line in text.lines() {
-            let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
-            let object = &event["objectRef"];
-            if object["namespace"] != json!(self.namespace) || event["user"]["username"] == json!(ADMIN_USER) {
-                continue;
-            }
-            let resource = object["resource"].as_str().unwrap_or_default().to_string();
-            let count = counts.entry(resource).or_insert(json!(0));
-            *count = json!(count.as_u64().unwrap() + 1);
-        }
-        for resource in ["krajobs", "evaluationruns", "jobs", "events", "leases"] {
-            counts.entry(resource.to_string()).or_insert(json!(0));
-        }
-        Some(Value::Object(counts))
-    }
-
     /// A kubeconfig for the operator: the chart's ServiceAccount (release `release`, installed in
     /// this namespace), bound to exactly the RBAC `helm template` renders for `watched`
     /// namespaces (or the whole cluster), with a token from the TokenRequest API.
@@ -368,48 +351,6 @@ impl Cluster {
     pub async fn job_exists(&self, name: &str) -> bool {
         self.api::<Job>().get_opt(name).await.expect("read job").is_some()
     }
-}
-
-impl Cluster {
-    /// Process id of the emulator (None on a real cluster).
-    pub fn emulator_pid(&self) -> Option<u32> {
-        self.emulator.as_ref().and_then(|c| c.id())
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(child) = self.emulator.as_mut() {
-            let _ = child.start_kill();
-        }
-    }
-}
-
-async fn start_emulator(dir: &Path) -> (PathBuf, Option<Child>) {
-    let ready = dir.join("emulator-url");
-    let python = std::env::var("KRA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let child = Command::new(python)
-        .arg(repo().join("tests/emulator/kube_emulator.py"))
-        .args(["--port", "0", "--ready-file"])
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("emulator.log")).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the Kubernetes API emulator (python3)");
-    let url = wait_until("the emulator to listen", Duration::from_secs(10), || async {
-        std::fs::read_to_string(&ready).ok()
-    })
-    .await;
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: tester\n  user: {{}}\ncontexts:\n- name: emulator\n  context: {{cluster: emulator, user: tester}}\ncurrent-context: emulator\n"
-        ),
-    )
-    .unwrap();
-    (kubeconfig, Some(child))
 }
 
 /// The admin of `scripts/control-plane` (its static token); the harness acts as this user.
@@ -552,17 +493,10 @@ impl Operator {
             "--worker-image".into(),
             "kra-test/worker:0".into(),
         ];
-        if !cluster.emulated {
-            args.extend(["--job-managed-by".to_string(), MANAGED_BY.to_string()]);
-        }
+        args.extend(["--job-managed-by".to_string(), MANAGED_BY.to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let kubeconfig = if cluster.emulated {
-            cluster.kubeconfig.clone()
-        } else {
-            let watched: Vec<String> =
-                args.windows(2).filter(|w| w[0] == "--namespace").map(|w| w[1].clone()).collect();
-            cluster.operator_kubeconfig(&cluster.namespace, &watched, RbacMode::from_env()).await
-        };
+        let watched: Vec<String> = args.windows(2).filter(|w| w[0] == "--namespace").map(|w| w[1].clone()).collect();
+        let kubeconfig = cluster.operator_kubeconfig(&cluster.namespace, &watched, RbacMode::from_env()).await;
         let mut operator = Operator {
             child: None,
             port: free_port(),
@@ -713,6 +647,16 @@ impl PrivateControlPlane {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl PrivateControlPlane {
+    /// The process id of one of its processes (`etcd`, `kube-apiserver`, `kube-controller-manager`).
+    pub fn pid(&self, name: &str) -> u32 {
+        let pids = std::fs::read_to_string(self.dir.join("pids")).expect("the control plane's pids file");
+        pids.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the control plane's pids file"))
     }
 }
 
