@@ -111,3 +111,50 @@ fn config_default_and_the_kind_manifests_apply_to_a_real_server() {
     assert!(e2e.contains("krajob.kra.dev/e2e-full-pipeline serverside-applied"), "{e2e}");
     assert!(e2e.contains("deployment.apps/postgres serverside-applied"), "{e2e}");
 }
+
+/// Processes whose command line mentions `dir` (what a failed start must not leave behind).
+fn processes_under(dir: &std::path::Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let cmdline = std::fs::read(entry.ok()?.path().join("cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            text.contains(&needle).then_some(text)
+        })
+        .collect()
+}
+
+fn failed_start(dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let mut command = std::process::Command::new("bash");
+    command.arg(repo().join("scripts/control-plane")).arg("up").env("KRA_CONTROL_PLANE_DIR", dir);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    assert!(!output.status.success(), "scripts/control-plane up succeeded with {env:?}");
+    String::from_utf8_lossy(&output.stderr).trim().to_string()
+}
+
+#[test]
+fn a_control_plane_that_cannot_start_says_which_step_failed_and_leaves_no_process() {
+    let scratch = std::env::temp_dir().join(format!("kra-cp-fail-{}", support::random_suffix()));
+    // A port already in use: the API server cannot bind it.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let dir = scratch.join("busy-port");
+    let message = failed_start(&dir, &[("KRA_CONTROL_PLANE_API_PORT", &port)]);
+    let log = dir.join("logs/kube-apiserver.log");
+    assert_eq!(message, format!("scripts/control-plane: starting kube-apiserver: it exited; read {}", log.display()));
+    assert!(std::fs::read_to_string(&log).unwrap().contains("address already in use"));
+    assert_eq!(processes_under(&dir), Vec::<String>::new(), "a failed start left processes behind");
+
+    // An API server that never becomes ready within the deadline.
+    let dir = scratch.join("never-ready");
+    let message = failed_start(&dir, &[("KRA_CONTROL_PLANE_TIMEOUT", "0")]);
+    assert!(message.starts_with("scripts/control-plane: starting "), "{message}");
+    assert!(message.contains("not ready within 0 s; read ") && message.ends_with(".log"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert_eq!(processes_under(&dir), Vec::<String>::new(), "a failed start left processes behind");
+    let _ = std::fs::remove_dir_all(&scratch);
+}
