@@ -286,10 +286,20 @@ pub fn plan<R: Clone + PartialEq + ResultConditions>(input: PlanInput<'_, R>) ->
                 continue;
             }
             let expires = ended + SignedDuration::from_secs(i64::from(ttl));
-            if now >= expires {
+            // Outcome before cleanup: a Job is evidence until the status that was read (so already
+            // written) records its attempt's outcome. The reconcile that first sees the finished
+            // Job only records it; the next one (the status write's own watch event, or the short
+            // requeue) deletes. A crash or a failed write in between loses nothing, reruns nothing.
+            let recorded = previous
+                .attempts
+                .iter()
+                .any(|a| a.number == attempt.number && a.outcome == attempt.outcome && a.end_time.is_some());
+            if now < expires {
+                earliest(&mut requeue, until(now, expires));
+            } else if recorded {
                 actions.push(Action::DeleteJob { name: attempt.job_name.clone() });
             } else {
-                earliest(&mut requeue, until(now, expires));
+                earliest(&mut requeue, Duration::from_secs(1));
             }
         }
     }
@@ -777,6 +787,29 @@ mod tests {
         let gone = case.plan(Some(&due.status), &[], ts(80));
         assert!(gone.actions.is_empty());
         assert_eq!(gone.status.phase, Some(Phase::Succeeded));
+    }
+
+    #[test]
+    fn a_finished_job_is_deleted_only_after_a_written_status_records_its_outcome() {
+        // TTL 0: due at once. The reconcile that sees the Job finish must not delete it.
+        let case = Case { ttl: Some(0), ..Default::default() };
+        let running = case.plan(None, &[], ts(0)).status;
+        let done = [job(1, 1, JobState::Succeeded { at: ts(10) })];
+        let seen = case.plan(Some(&running), &done, ts(10));
+        assert!(seen.actions.is_empty(), "deleted before the outcome was written: {:?}", seen.actions);
+        assert_eq!(seen.status.attempts[0].outcome, AttemptOutcome::Succeeded);
+        assert_eq!(seen.requeue_after, Some(Duration::from_secs(1)), "cleanup comes right after the write");
+        // The status write failed (or the operator died): the next reconcile reads the old status
+        // again and again records before deleting; the Job is still there.
+        let retried = case.plan(Some(&running), &done, ts(11));
+        assert!(retried.actions.is_empty());
+        // Once the recorded outcome is read back, the Job goes, and nothing is run again.
+        let cleaned = case.plan(Some(&seen.status), &done, ts(12));
+        assert_eq!(cleaned.actions, [Action::DeleteJob { name: "run-1".into() }]);
+        let gone = case.plan(Some(&cleaned.status), &[], ts(13));
+        assert!(gone.actions.is_empty(), "{:?}", gone.actions);
+        assert_eq!(gone.status.attempts.len(), 1);
+        assert_eq!(gone.status.attempts[0].outcome, AttemptOutcome::Succeeded);
     }
 
     #[test]
