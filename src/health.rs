@@ -15,8 +15,8 @@ use kube::Client;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
+use crate::controller::stores::Stores;
 use crate::crd::GROUP;
-use crate::metrics::Stores;
 
 /// How long the election loop may go quiet before the process counts as wedged.
 const LIVENESS_HORIZON: Duration = Duration::from_secs(60);

@@ -2,7 +2,7 @@
 //! controllers, and graceful shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -13,12 +13,13 @@ use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::controller::stores::Stores;
 use crate::controller::validate::{DefaultMlflow, WorkerDefaults};
 use crate::controller::{self, Context, Scope};
 use crate::crd::{EvaluationRun, KraJob, SecretKeyRef};
 use crate::health::{self, Health, Leadership};
 use crate::leader::{Elector, LeaseSettings, Round};
-use crate::metrics::{Metrics, Stores};
+use crate::metrics::Metrics;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -148,12 +149,13 @@ pub async fn run(args: RunArgs, client: Client) -> anyhow::Result<()> {
     );
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let mut registry = Registry::default();
-    let metrics = Metrics::new(&mut registry);
+    let stores: Arc<RwLock<Stores>> = Arc::default();
+    let metrics = Metrics::new(&mut registry, stores.clone());
     metrics.kra_api_daily_quota.set(args.kra_api_requests_per_day);
     let health = Health::new(
         client.clone(),
         registry,
-        metrics.stores.clone(),
+        stores.clone(),
         VERSION,
         Leadership {
             enabled: args.leader_election,
@@ -189,16 +191,15 @@ pub async fn run(args: RunArgs, client: Client) -> anyhow::Result<()> {
         )
     });
 
+    let shared = Shared { client: client.clone(), metrics: metrics.clone(), stores, identity: identity.clone() };
     let result = match &elector {
-        Some(elector) => {
-            lead_when_elected(elector, &args, &client, &metrics, &health, &identity, stop_rx.clone()).await
-        }
+        Some(elector) => lead_when_elected(elector, &args, &shared, &health, stop_rx.clone()).await,
         None => {
             health.beat();
             if let Ok(mut l) = health.leadership.write() {
                 l.leader = true;
             }
-            run_controllers(&args, &client, &metrics, &identity, shutdown_signal(stop_rx.clone()), None).await;
+            run_controllers(&args, &shared, shutdown_signal(stop_rx.clone()), None).await;
             Ok(())
         }
     };
@@ -218,12 +219,11 @@ pub async fn run(args: RunArgs, client: Client) -> anyhow::Result<()> {
 async fn lead_when_elected(
     elector: &Elector,
     args: &RunArgs,
-    client: &Client,
-    metrics: &Arc<Metrics>,
+    shared: &Shared,
     health: &Arc<Health>,
-    identity: &str,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let (metrics, identity) = (&shared.metrics, shared.identity.as_str());
     let renew = elector.settings().renew_interval;
     loop {
         if *stop.borrow() {
@@ -302,7 +302,7 @@ async fn lead_when_elected(
             }
         }
     };
-    let controllers = run_controllers(args, client, metrics, identity, stop_controllers, Some(lost_rx));
+    let controllers = run_controllers(args, shared, stop_controllers, Some(lost_rx));
     let (renewed, ()) = tokio::join!(renewals, controllers);
     metrics.leader.set(0);
     if let Ok(mut l) = health.leadership.write() {
@@ -311,14 +311,22 @@ async fn lead_when_elected(
     renewed
 }
 
+/// What the operator's tasks share: the API client, the metrics, the watch caches of the running
+/// controllers, and this replica's identity.
+struct Shared {
+    client: Client,
+    metrics: Arc<Metrics>,
+    stores: Arc<RwLock<Stores>>,
+    identity: String,
+}
+
 async fn run_controllers(
     args: &RunArgs,
-    client: &Client,
-    metrics: &Arc<Metrics>,
-    identity: &str,
+    shared: &Shared,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
     lost: Option<watch::Receiver<bool>>,
 ) {
+    let (client, identity) = (&shared.client, shared.identity.as_str());
     let recorder = Recorder::new(
         client.clone(),
         Reporter { controller: "kra-operator".into(), instance: Some(identity.to_string()) },
@@ -337,7 +345,8 @@ async fn run_controllers(
             }),
             kra_api_base_url: args.kra_api_base_url.clone(),
         },
-        metrics.clone(),
+        shared.metrics.clone(),
+        shared.stores.clone(),
         recorder,
         Duration::from_secs(args.resync_seconds),
     );
@@ -370,14 +379,14 @@ async fn run_controllers(
         stores.evaluation_runs.push(runs);
         drivers.push(driver.boxed());
     }
-    if let Ok(mut shared) = metrics.stores.write() {
-        *shared = stores;
+    if let Ok(mut current) = shared.stores.write() {
+        *current = stores;
     }
     futures::future::join_all(drivers).await;
     if lost.is_some_and(|l| *l.borrow()) {
         tracing::error!("controllers stopped: leadership lost");
     }
-    if let Ok(mut stores) = metrics.stores.write() {
+    if let Ok(mut stores) = shared.stores.write() {
         *stores = Default::default();
     }
 }

@@ -5,9 +5,11 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::{Arc, RwLock};
 
+use kra_operator::controller::stores::Stores;
 use kra_operator::crd::{self, KraJob};
-use kra_operator::metrics::{Metrics, Stores};
+use kra_operator::metrics::Metrics;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -238,7 +240,8 @@ fn crds_are_the_generated_ones_installed_by_upgrades_and_kept_on_uninstall() {
 /// Every metric name the operator exports, read from its own registry with every family observed.
 fn exported_metric_names() -> Vec<String> {
     let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::new(&mut registry);
+    let stores: Arc<RwLock<Stores>> = Arc::default();
+    let metrics = Metrics::new(&mut registry, stores.clone());
     metrics.observe_reconcile("krajob", std::time::Duration::from_millis(5), Some("read"));
     metrics.attempt("krajob", "started");
     metrics.leader.set(1);
@@ -251,7 +254,7 @@ fn exported_metric_names() -> Vec<String> {
     .unwrap();
     let mut writer = Writer::<KraJob>::default();
     writer.apply_watcher_event(&watcher::Event::Apply(job));
-    *metrics.stores.write().unwrap() = Stores { krajobs: vec![writer.as_reader()], evaluation_runs: vec![] };
+    *stores.write().unwrap() = Stores { krajobs: vec![writer.as_reader()], evaluation_runs: vec![] };
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     let mut names: Vec<String> = text

@@ -14,10 +14,11 @@ pub mod plan;
 pub mod reasons;
 pub mod recurring;
 pub mod scheduler;
+pub mod stores;
 pub mod validate;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -39,6 +40,7 @@ use validate::WorkerDefaults;
 
 use crate::crd::Phase;
 use crate::metrics::Metrics;
+use stores::Stores;
 
 /// The field manager of every write this operator makes.
 pub const FIELD_MANAGER: &str = "kra-operator";
@@ -48,6 +50,8 @@ pub struct Context {
     pub client: Client,
     pub defaults: WorkerDefaults,
     pub metrics: Arc<Metrics>,
+    /// The watch caches of the running controllers (the budget reads every watched KraJob).
+    pub stores: Arc<RwLock<Stores>>,
     pub recorder: Recorder,
     /// How often an idle run is looked at again even without a watch event.
     pub resync: Duration,
@@ -84,6 +88,7 @@ impl Context {
         client: Client,
         defaults: WorkerDefaults,
         metrics: Arc<Metrics>,
+        stores: Arc<RwLock<Stores>>,
         recorder: Recorder,
         resync: Duration,
     ) -> Self {
@@ -91,6 +96,7 @@ impl Context {
             client,
             defaults,
             metrics,
+            stores,
             recorder,
             resync,
             clock: Clock::System,
@@ -109,7 +115,7 @@ impl Context {
     /// The request budget's answer for a new attempt of a KraJob using `key`, given every
     /// watched KraJob. Waits while the watches have not synced (the ledger would be incomplete).
     fn request_permit(&self, key: &str, job: &str, now: Timestamp) -> Permit {
-        let (synced, jobs) = match self.metrics.stores.read() {
+        let (synced, jobs) = match self.stores.read() {
             Ok(stores) => {
                 let watches = stores.synced();
                 (!watches.is_empty() && watches.iter().all(|(_, ready)| *ready), stores.krajob_list())

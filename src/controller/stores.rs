@@ -1,0 +1,163 @@
+//! The watch caches of the controllers (one store per watched namespace and kind), and what is
+//! computed from them: readiness, run counts, data freshness and the KRA API budgets in use.
+
+use std::sync::{Arc, RwLock};
+
+use jiff::Timestamp;
+use kube::runtime::reflector::Store;
+
+use super::budget;
+use crate::crd::{EvaluationRun, KraAction, KraJob, Meet, Phase};
+use crate::metrics::{RunsSnapshot, RunsSource};
+
+/// The watched resources, once the controllers run (only on the leader): one store per watched
+/// namespace, or one for the whole cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Stores {
+    pub krajobs: Vec<Store<KraJob>>,
+    pub evaluation_runs: Vec<Store<EvaluationRun>>,
+}
+
+impl Stores {
+    /// Whether each watch has completed its initial list, by resource plural. Empty when the
+    /// controllers are not running (a standby replica).
+    pub fn synced(&self) -> Vec<(&'static str, bool)> {
+        use futures::FutureExt;
+        // Polled once, never awaited: the store's readiness signal wakes only one waiter, the controller.
+        fn ready<K: kube::Resource + Clone>(store: &Store<K>) -> bool
+        where
+            K::DynamicType: std::hash::Hash + Eq + Clone,
+        {
+            store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
+        }
+        let mut out = Vec::new();
+        if !self.krajobs.is_empty() {
+            out.push(("krajobs", self.krajobs.iter().all(ready)));
+        }
+        if !self.evaluation_runs.is_empty() {
+            out.push(("evaluationruns", self.evaluation_runs.iter().all(ready)));
+        }
+        out
+    }
+
+    /// Every watched KraJob.
+    pub fn krajob_list(&self) -> Vec<Arc<KraJob>> {
+        self.krajobs.iter().flat_map(|s| s.state()).collect()
+    }
+
+    /// Count runs by kind and phase from the watch caches.
+    pub fn phase_counts(&self) -> Vec<(&'static str, Phase, i64)> {
+        let mut out = Vec::new();
+        if !self.krajobs.is_empty() {
+            let phases: Vec<_> =
+                self.krajob_list().iter().map(|o| o.status.as_ref().and_then(|s| s.run.phase)).collect();
+            push_counts(&mut out, "krajob", &phases);
+        }
+        if !self.evaluation_runs.is_empty() {
+            let phases: Vec<_> = self
+                .evaluation_runs
+                .iter()
+                .flat_map(|s| s.state())
+                .map(|o| o.status.as_ref().and_then(|s| s.phase))
+                .collect();
+            push_counts(&mut out, "evaluationrun", &phases);
+        }
+        out
+    }
+}
+
+/// The newest race day, per racecourse, whose results a succeeded `KraJob` collected, as the Unix
+/// time of that day's midnight in Asia/Seoul (UTC+9, no daylight saving). The data-freshness SLI.
+pub fn results_collected_through(jobs: &[Arc<KraJob>]) -> Vec<(Meet, i64)> {
+    let mut latest: std::collections::BTreeMap<Meet, jiff::civil::Date> = Default::default();
+    for job in jobs {
+        let succeeded = job.status.as_ref().and_then(|s| s.run.phase) == Some(Phase::Succeeded);
+        let collects_results = matches!(job.spec.action, KraAction::CollectResults | KraAction::FullPipeline);
+        let last_day = job.spec.date.as_deref().or(job.spec.date_range.as_ref().map(|r| r.to.as_str()));
+        let Some(day) = last_day.and_then(|d| d.parse::<jiff::civil::Date>().ok()) else { continue };
+        if succeeded && collects_results {
+            let entry = latest.entry(job.spec.meet).or_insert(day);
+            *entry = (*entry).max(day);
+        }
+    }
+    latest
+        .into_iter()
+        .filter_map(|(meet, day)| {
+            let midnight = day.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(9))).ok()?;
+            Some((meet, midnight.timestamp().as_second()))
+        })
+        .collect()
+}
+
+/// Today's use of every KRA API key the watched KraJobs name.
+pub fn budget_use(jobs: &[Arc<KraJob>], now: Timestamp) -> Vec<(String, budget::Usage)> {
+    let keys: std::collections::BTreeSet<String> =
+        jobs.iter().filter(|j| j.spec.schedule.is_none()).map(|j| budget::key_of(j)).collect();
+    let day = budget::kra_day(now);
+    keys.into_iter()
+        .map(|key| {
+            let (usage, _) = budget::usage(jobs, &key, day);
+            (key, usage)
+        })
+        .collect()
+}
+
+fn push_counts(out: &mut Vec<(&'static str, Phase, i64)>, kind: &'static str, phases: &[Option<Phase>]) {
+    for phase in Phase::ALL {
+        // A run without status yet is about to start: count it as Pending.
+        let count = phases.iter().filter(|p| p.unwrap_or(Phase::Pending) == phase).count();
+        out.push((kind, phase, count as i64));
+    }
+}
+
+impl RunsSource for RwLock<Stores> {
+    fn runs_snapshot(&self) -> RunsSnapshot {
+        let Ok(stores) = self.read() else { return RunsSnapshot::default() };
+        let jobs = stores.krajob_list();
+        RunsSnapshot {
+            phases: stores.phase_counts(),
+            results_through: results_collected_through(&jobs),
+            budgets: budget_use(&jobs, Timestamp::now())
+                .into_iter()
+                .map(|(key, usage)| (key, usage.requests, usage.active_jobs as i64))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(action: &str, meet: &str, day: serde_json::Value, phase: &str) -> Arc<KraJob> {
+        let mut object = serde_json::json!({
+            "apiVersion": "kra.dev/v1alpha1",
+            "kind": "KraJob",
+            "metadata": {"name": "j", "namespace": "ns"},
+            "spec": {"action": action, "meet": meet, "apiKeySecretRef": {"name": "k", "key": "v"}},
+            "status": {"phase": phase},
+        });
+        let spec = object["spec"].as_object_mut().unwrap();
+        match day {
+            serde_json::Value::String(_) => spec.insert("date".into(), day),
+            range => spec.insert("dateRange".into(), range),
+        };
+        Arc::new(serde_json::from_value(object).unwrap())
+    }
+
+    #[test]
+    fn freshness_counts_only_succeeded_result_collections_and_takes_the_newest_day() {
+        let jobs = vec![
+            job("CollectResults", "seoul", "2025-05-24".into(), "Succeeded"),
+            job("FullPipeline", "seoul", serde_json::json!({"from": "2025-05-30", "to": "2025-05-31"}), "Succeeded"),
+            // Newer, but not results, or not succeeded: ignored.
+            job("CollectOdds", "seoul", "2025-06-07".into(), "Succeeded"),
+            job("CollectResults", "seoul", "2025-06-08".into(), "Failed"),
+            job("CollectResults", "busan", "2025-05-23".into(), "Succeeded"),
+            job("CollectRaceCards", "jeju", "2025-05-23".into(), "Succeeded"),
+        ];
+        let through = results_collected_through(&jobs);
+        // 2025-05-31T00:00+09:00 and 2025-05-23T00:00+09:00.
+        assert_eq!(through, vec![(Meet::Seoul, 1_748_617_200), (Meet::Busan, 1_747_926_000)]);
+    }
+}
