@@ -38,7 +38,7 @@ pub struct Health {
     registry: Registry,
     version: &'static str,
     heartbeat: RwLock<Instant>,
-    pub leadership: RwLock<Leadership>,
+    leadership: RwLock<Leadership>,
     /// The controllers' watch caches (set only while leading).
     stores: Arc<RwLock<Stores>>,
 }
@@ -64,6 +64,37 @@ impl Health {
     /// Called by the election loop after every round, successful or not.
     pub fn beat(&self) {
         *self.heartbeat.write().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn update_leadership(&self, change: impl FnOnce(&mut Leadership)) {
+        change(&mut self.leadership.write().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// This replica leads (elected, or running without leader election).
+    pub fn became_leader(&self, identity: &str) {
+        self.update_leadership(|l| {
+            l.leader = true;
+            l.holder = Some(identity.to_string());
+            l.last_error = None;
+        });
+    }
+
+    /// This replica stopped leading (its controllers have stopped).
+    pub fn stopped_leading(&self) {
+        self.update_leadership(|l| l.leader = false);
+    }
+
+    /// A standby's round: the Lease was read, `holder` holds it.
+    pub fn following(&self, holder: Option<String>) {
+        self.update_leadership(|l| {
+            l.holder = holder;
+            l.last_error = None;
+        });
+    }
+
+    /// A round that could not read or write the Lease.
+    pub fn lease_error(&self, error: String) {
+        self.update_leadership(|l| l.last_error = Some(error));
     }
 
     fn live(&self) -> bool {

@@ -196,9 +196,7 @@ pub async fn run(args: RunArgs, client: Client) -> anyhow::Result<()> {
         Some(elector) => lead_when_elected(elector, &args, &shared, &health, stop_rx.clone()).await,
         None => {
             health.beat();
-            if let Ok(mut l) = health.leadership.write() {
-                l.leader = true;
-            }
+            health.became_leader(&identity);
             run_controllers(&args, &shared, shutdown_signal(stop_rx.clone()), None).await;
             Ok(())
         }
@@ -233,17 +231,10 @@ async fn lead_when_elected(
         health.beat();
         match round {
             Ok(Round::Leader) => break,
-            Ok(Round::Follower { holder }) => {
-                if let Ok(mut l) = health.leadership.write() {
-                    l.holder = holder;
-                    l.last_error = None;
-                }
-            }
+            Ok(Round::Follower { holder }) => health.following(holder),
             Err(error) => {
                 tracing::warn!("{error}");
-                if let Ok(mut l) = health.leadership.write() {
-                    l.last_error = Some(error.to_string());
-                }
+                health.lease_error(error.to_string());
             }
         }
         let mut stop = stop.clone();
@@ -254,11 +245,7 @@ async fn lead_when_elected(
     }
     tracing::info!(identity, "acquired the leader Lease");
     metrics.leader.set(1);
-    if let Ok(mut l) = health.leadership.write() {
-        l.leader = true;
-        l.holder = Some(identity.to_string());
-        l.last_error = None;
-    }
+    health.became_leader(identity);
 
     // The controllers stop when shutdown is requested or the Lease is lost.
     let (lost_tx, lost_rx) = watch::channel(false);
@@ -305,9 +292,7 @@ async fn lead_when_elected(
     let controllers = run_controllers(args, shared, stop_controllers, Some(lost_rx));
     let (renewed, ()) = tokio::join!(renewals, controllers);
     metrics.leader.set(0);
-    if let Ok(mut l) = health.leadership.write() {
-        l.leader = false;
-    }
+    health.stopped_leading();
     renewed
 }
 
