@@ -364,10 +364,27 @@ async fn run_controllers(
         stores.evaluation_runs.push(runs);
         drivers.push(driver.boxed());
     }
+    let watches = stores.clone();
     if let Ok(mut current) = shared.stores.write() {
         *current = stores;
     }
-    futures::future::join_all(drivers).await;
+    let drivers = futures::future::join_all(drivers);
+    tokio::pin!(drivers);
+    let mut stopping = stop_rx.clone();
+    tokio::select! {
+        _ = &mut drivers => {}
+        _ = stopping.wait_for(|s| *s) => {
+            // kube-runtime holds a controller's reconciles until its store has synced, and a
+            // graceful shutdown stops the watch that would sync it: stopped before the initial
+            // list, a controller would wait forever. No reconcile can have started then, so the
+            // controllers are dropped; once synced, in-flight reconciles are let finish.
+            if watches.synced().iter().all(|(_, ready)| *ready) {
+                drivers.await;
+            } else {
+                tracing::info!("stopping before the watches synced");
+            }
+        }
+    }
     if lost.is_some_and(|l| *l.borrow()) {
         tracing::error!("controllers stopped: leadership lost");
     }

@@ -634,3 +634,20 @@ async fn three_krajobs_on_one_api_key_share_its_quota() {
     assert_eq!(used, 57.0 + 100.0 + 93.0);
     assert_eq!(operator.metric_sum("kra_operator_kra_api_jobs_active", &[&format!("key=\"{key}\"")]).await, 2.0);
 }
+
+#[tokio::test]
+async fn a_sigterm_before_the_watches_sync_stops_the_operator() {
+    let cluster = Cluster::start().await;
+    // The operator leads (its Lease is in the test namespace) but may not list KraJobs in the
+    // second namespace it watches: that watch never syncs. SIGTERM must still stop it.
+    let forbidden = format!("{}-forbidden", cluster.namespace);
+    let granted = [cluster.namespace.clone()];
+    let mut operator =
+        Operator::start_granted(&cluster, "replica-a", &["--namespace", &forbidden], Some(&granted)).await;
+    operator.wait_leader().await;
+    let (code, body) = support::http_get_status(&operator.url("/readyz")).await.unwrap();
+    assert_eq!(code, 503, "a leader whose watches have not synced is not ready: {body}");
+    // Operator::stop fails the test unless the process exits within 15 s of SIGTERM.
+    operator.stop().await;
+    assert!(operator.logs().contains("stopping before the watches synced"), "{}", operator.logs());
+}

@@ -478,6 +478,20 @@ impl Operator {
     }
 
     pub async fn start_with(cluster: &Cluster, identity: &str, extra: &[&str]) -> Operator {
+        let operator = Self::start_granted(cluster, identity, extra, None).await;
+        operator.wait_ready().await;
+        operator
+    }
+
+    /// Start the operator without waiting for it to be ready, its RBAC rendered for `granted`
+    /// namespaces in `watch.mode=namespaces` (None: for the namespaces it watches, in the mode
+    /// `KRA_TEST_RBAC` names).
+    pub async fn start_granted(
+        cluster: &Cluster,
+        identity: &str,
+        extra: &[&str],
+        granted: Option<&[String]>,
+    ) -> Operator {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--namespace".into(),
@@ -496,7 +510,10 @@ impl Operator {
         args.extend(["--job-managed-by".to_string(), MANAGED_BY.to_string()]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let watched: Vec<String> = args.windows(2).filter(|w| w[0] == "--namespace").map(|w| w[1].clone()).collect();
-        let kubeconfig = cluster.operator_kubeconfig(&cluster.namespace, &watched, RbacMode::from_env()).await;
+        let kubeconfig = match granted {
+            Some(namespaces) => cluster.operator_kubeconfig(&cluster.namespace, namespaces, RbacMode::Namespaces).await,
+            None => cluster.operator_kubeconfig(&cluster.namespace, &watched, RbacMode::from_env()).await,
+        };
         let mut operator = Operator {
             child: None,
             port: free_port(),
@@ -507,7 +524,6 @@ impl Operator {
             starts: 0,
         };
         operator.spawn();
-        operator.wait_ready().await;
         operator
     }
 
