@@ -70,3 +70,23 @@ fn the_crd_reference_is_generated_from_the_types() {
     }
     assert!(generated.contains("set exactly one of date, dateRange and schedule"));
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_crd_output_without_an_error() {
+    use std::io::Read;
+    // The CRDs are larger than a pipe's buffer, so the command is still writing when the reader
+    // goes away (as with `kra-operator crd | head`).
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kra-operator"))
+        .arg("crd")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut start = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut start).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {:?}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(String::from_utf8_lossy(&start).starts_with("---"));
+}

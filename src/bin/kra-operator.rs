@@ -33,10 +33,22 @@ enum Command {
     },
 }
 
+/// Print to stdout. A reader that stops early (`kra-operator crd | head`) closes the pipe: that
+/// ends the output, it is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(error).context("failed to write to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
 fn write_crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let Some(dir) = out_dir else {
-        print!("{}", crd::all_yaml().context("failed to render the CRDs")?);
-        return Ok(());
+        return print_stdout(&crd::all_yaml().context("failed to render the CRDs")?);
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
     for definition in crd::all() {
@@ -51,10 +63,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::install_crypto_provider();
     let result = match cli.command {
-        Command::Crd { reference: true, .. } => {
-            print!("{}", crd::reference::markdown(&crd::all()));
-            Ok(())
-        }
+        Command::Crd { reference: true, .. } => print_stdout(&crd::reference::markdown(&crd::all())),
         Command::Crd { out_dir, .. } => write_crds(out_dir),
         Command::Run(args) => {
             telemetry::init(cli.log_format);
