@@ -8,6 +8,25 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::reasons::*;
 
+/// The most bytes of a condition message, an Event note or an attempt's message. Values copied
+/// from a spec or from a worker are cut to this, so no input can grow a status or an Event
+/// without bound.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `text` cut to at most [`MAX_MESSAGE_BYTES`] (on a character boundary), with a marker saying
+/// how long it was. Short text is returned as it is.
+pub fn bounded(text: &str) -> String {
+    if text.len() <= MAX_MESSAGE_BYTES {
+        return text.to_string();
+    }
+    let marker = format!(" … [truncated: {} bytes in all]", text.len());
+    let mut end = MAX_MESSAGE_BYTES - marker.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &text[..end])
+}
+
 pub struct ConditionSet<'a> {
     previous: &'a [Condition],
     generation: i64,
@@ -32,7 +51,7 @@ impl<'a> ConditionSet<'a> {
             type_: type_.to_string(),
             status: status.to_string(),
             reason: reason.to_string(),
-            message: message.to_string(),
+            message: bounded(message),
             last_transition_time,
             observed_generation: Some(self.generation),
         });
@@ -113,6 +132,23 @@ impl ResultConditions for crate::crd::EvaluationSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary_with_a_marker() {
+        assert_eq!(bounded("short"), "short");
+        let exact = "a".repeat(MAX_MESSAGE_BYTES);
+        assert_eq!(bounded(&exact), exact);
+        let long = format!("bad value {}", "x".repeat(100_000));
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES, "{}", cut.len());
+        assert!(cut.starts_with("bad value xxx") && cut.ends_with("[truncated: 100010 bytes in all]"), "{cut}");
+        // Three-byte characters: the cut never splits one.
+        let korean = "경마".repeat(1000);
+        let cut = bounded(&korean);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES);
+        assert!(cut.contains("[truncated: 6000 bytes in all]"));
+        assert_eq!(bounded(&cut), cut, "bounding is idempotent, so a status does not churn");
+    }
     use crate::crd::{EvaluationSummary, PromotionDecision};
 
     #[test]

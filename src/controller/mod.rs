@@ -304,6 +304,7 @@ async fn publish_events(
     events: Vec<(&'static str, bool, String)>,
 ) {
     for (reason, warning, note) in events {
+        let note = conditions::bounded(&note);
         tracing::info!(object, reason, "{note}");
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },

@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::conditions::{ConditionSet, ResultConditions};
+use super::conditions::{ConditionSet, ResultConditions, bounded};
 use super::reasons;
 use crate::crd::{Attempt, AttemptOutcome, Phase, RequestGrant, RetryPolicy, RunControls, RunStatus};
 
@@ -399,7 +399,7 @@ fn merge_observations<R: Clone>(
                 attempt.outcome = AttemptOutcome::Failed;
                 attempt.end_time = Some(Time(whole_seconds(*at)));
                 attempt.reason = Some(reason.clone());
-                attempt.message = Some(message.clone());
+                attempt.message = Some(bounded(message));
                 transitions.push(Transition {
                     reason: reasons::ATTEMPT_FAILED,
                     warning: true,
@@ -426,10 +426,10 @@ fn merge_observations<R: Clone>(
             Some(Ok(summary)) => status.result = Some(summary.clone()),
             Some(Err(problem)) => {
                 let note = format!("result summary unreadable: {problem}");
-                attempt.message = Some(match attempt.message.take() {
+                attempt.message = Some(bounded(&match attempt.message.take() {
                     Some(existing) => format!("{existing}; {note}"),
                     None => note,
-                });
+                }));
             }
             None => {}
         }
@@ -787,6 +787,21 @@ mod tests {
         let gone = case.plan(Some(&due.status), &[], ts(80));
         assert!(gone.actions.is_empty());
         assert_eq!(gone.status.phase, Some(Phase::Succeeded));
+    }
+
+    #[test]
+    fn a_huge_invalid_value_is_echoed_in_bounded_messages_only() {
+        let problem = format!("spec.endpoint {} is not a URL", "x".repeat(100_000));
+        let case = Case { validity: Err(problem), ..Default::default() };
+        let plan = case.plan(None, &[], ts(0));
+        assert_eq!(plan.status.phase, Some(Phase::Invalid));
+        for condition in &plan.status.conditions {
+            assert!(condition.message.len() <= 1024, "{} is {} bytes", condition.type_, condition.message.len());
+        }
+        let stalled = plan.status.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+        assert!(stalled.message.starts_with("spec.endpoint xxx") && stalled.message.contains("truncated"));
+        let status_bytes = serde_json::to_vec(&plan.status).unwrap().len();
+        assert!(status_bytes < 16 * 1024, "status of {status_bytes} bytes");
     }
 
     #[test]
