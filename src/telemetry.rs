@@ -10,6 +10,13 @@ pub enum LogFormat {
     Text,
 }
 
+/// The log format when none is given: text for a person at a terminal, JSON for a log pipeline
+/// (a Pod's stderr is never a terminal).
+pub fn default_log_format(choice: Option<LogFormat>) -> LogFormat {
+    use std::io::IsTerminal;
+    choice.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json })
+}
+
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

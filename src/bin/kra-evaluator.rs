@@ -9,7 +9,7 @@ use kra_operator::telemetry;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::install_crypto_provider();
-    telemetry::init(kra_operator::collector::cli::default_log_format(cli.log_format));
+    telemetry::init(telemetry::default_log_format(cli.log_format));
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime.block_on(cli::run(cli)),
         Err(error) => {

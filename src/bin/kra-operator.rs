@@ -11,9 +11,9 @@ use kra_operator::{crd, operator, telemetry};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Log format.
-    #[arg(long, env = "KRA_LOG_FORMAT", value_enum, default_value_t, global = true)]
-    log_format: telemetry::LogFormat,
+    /// Log format (default: text at a terminal, JSON otherwise).
+    #[arg(long, env = "KRA_LOG_FORMAT", value_enum, global = true)]
+    log_format: Option<telemetry::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
         Command::Crd { reference: true, .. } => print_stdout(&crd::reference::markdown(&crd::all())),
         Command::Crd { out_dir, .. } => write_crds(out_dir),
         Command::Run(args) => {
-            telemetry::init(cli.log_format);
+            telemetry::init(telemetry::default_log_format(cli.log_format));
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

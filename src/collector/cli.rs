@@ -259,11 +259,6 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// The log format when none is given: text for a person, JSON for a log pipeline.
-pub fn default_log_format(choice: Option<LogFormat>) -> LogFormat {
-    choice.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Text } else { LogFormat::Json })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
