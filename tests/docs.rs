@@ -207,3 +207,18 @@ fn the_readme_test_command_is_the_one_ci_runs() {
     assert!(commands(&readme).iter().any(|c| c == "bash scripts/test"), "the README gives `bash scripts/test`");
     assert!(ci.contains("scripts/test"), ".ci/run calls scripts/test");
 }
+
+#[test]
+fn each_binary_help_says_what_that_binary_does() {
+    for (binary, words) in [
+        (env!("CARGO_BIN_EXE_kra-operator"), "Kubernetes operator"),
+        (env!("CARGO_BIN_EXE_kra-collector"), "Collect Korea Racing Authority race data"),
+        (env!("CARGO_BIN_EXE_kra-evaluator"), "Evaluate top-three predictors"),
+    ] {
+        let output = Command::new(binary).arg("--help").output().unwrap();
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        let header = help.lines().next().unwrap_or_default();
+        assert!(header.starts_with(words), "{binary}: {header}");
+    }
+}
