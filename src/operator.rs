@@ -43,7 +43,7 @@ pub struct RunArgs {
     #[arg(long, env = "KRA_DEFAULT_MLFLOW_TRACKING_URI")]
     pub default_mlflow_tracking_uri: Option<String>,
     /// MLflow experiment used with `--default-mlflow-tracking-uri`.
-    #[arg(long, env = "KRA_DEFAULT_MLFLOW_EXPERIMENT", default_value = "kra-evaluations")]
+    #[arg(long, env = "KRA_DEFAULT_MLFLOW_EXPERIMENT", default_value = crate::crd::evaluationrun::DEFAULT_MLFLOW_EXPERIMENT)]
     pub default_mlflow_experiment: String,
     /// Base URL of the KRA API for collector Jobs (a mirror or an egress proxy); the
     /// collector's default (https://apis.data.go.kr/B551015) when absent.

@@ -150,7 +150,10 @@ fn namespaced_mode_grants_a_role_per_watched_namespace_and_nothing_cluster_wide(
     assert_eq!(env(container, "KRA_WATCH_NAMESPACES"), Some("kra-collect,kra-eval"));
     assert_eq!(env(container, "KRA_DEFAULT_DATABASE_SECRET"), Some("kra-db/url"));
     assert_eq!(env(container, "KRA_DEFAULT_MLFLOW_TRACKING_URI"), Some("http://mlflow.mlops:5000"));
-    assert_eq!(env(container, "KRA_DEFAULT_MLFLOW_EXPERIMENT"), Some("kra-evaluations"));
+    assert_eq!(
+        env(container, "KRA_DEFAULT_MLFLOW_EXPERIMENT"),
+        Some(kra_operator::crd::evaluationrun::DEFAULT_MLFLOW_EXPERIMENT)
+    );
     assert_eq!(env(container, "KRA_WORKER_KRA_API_BASE_URL"), Some("http://kra-mirror.kra-collect:8080/B551015"));
 }
 
@@ -332,4 +335,12 @@ fn the_network_policy_allows_dns_the_api_server_and_scrapes_only() {
     let ingress = &policy["spec"]["ingress"][0];
     assert_eq!(ingress["ports"][0]["port"], "http");
     assert_eq!(ingress["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "monitoring");
+}
+
+#[test]
+fn the_chart_default_mlflow_experiment_is_the_one_the_crd_and_the_evaluator_default_to() {
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(root().join("charts/kra-operator/values.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(values["worker"]["mlflow"]["experiment"], kra_operator::crd::evaluationrun::DEFAULT_MLFLOW_EXPERIMENT);
 }

@@ -130,8 +130,12 @@ pub struct MlflowTracking {
     pub token_secret_ref: Option<SecretKeyRef>,
 }
 
+/// The MLflow experiment of every run that names none: the CRD's default, the evaluator's and
+/// the operator's (and the chart's `worker.mlflow.experiment`).
+pub const DEFAULT_MLFLOW_EXPERIMENT: &str = "kra-prompt-evaluation";
+
 fn default_experiment() -> String {
-    "kra-prompt-evaluation".to_string()
+    DEFAULT_MLFLOW_EXPERIMENT.to_string()
 }
 
 /// Spec of an `EvaluationRun`.

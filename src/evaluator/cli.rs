@@ -113,7 +113,7 @@ pub struct RunArgs {
     #[arg(long, env = "MLFLOW_TRACKING_URI")]
     pub mlflow_tracking_uri: Option<String>,
     /// MLflow experiment.
-    #[arg(long, default_value = "kra-prompt-evaluation")]
+    #[arg(long, default_value = crate::crd::evaluationrun::DEFAULT_MLFLOW_EXPERIMENT)]
     pub mlflow_experiment: String,
     /// Bearer token for the MLflow server.
     #[arg(long, env = "MLFLOW_TRACKING_TOKEN", hide_env_values = true)]
