@@ -47,7 +47,7 @@ async fn samples_apply_and_get_shows_printer_columns() {
 
     let table = run(&cluster, &["get", "krajobs"]);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "ACTION", "MEET", "PHASE", "READY", "AGE"]);
+    assert_eq!(header, ["NAME", "ACTION", "MEET", "DATE", "FROM", "TO", "PHASE", "READY", "AGE"]);
     assert!(
         table
             .lines()
@@ -61,6 +61,21 @@ async fn samples_apply_and_get_shows_printer_columns() {
         both.contains("krajob.kra.dev/seoul-results") && both.contains("evaluationrun.kra.dev/prompt-v1-7-holdout"),
         "{both}"
     );
+    let cards = run(&cluster, &["get", "krajob", "seoul-collect-race-cards"]);
+    assert!(cards.lines().nth(1).is_some_and(|l| l.contains("2025-05-24")), "the data date is shown: {cards}");
     let runs = run(&cluster, &["get", "evalrun"]);
-    assert!(runs.lines().next().unwrap().starts_with("NAME") && runs.contains("Improve"), "{runs}");
+    let header = runs.lines().next().unwrap();
+    assert!(header.contains("PHASE") && header.contains("EXACT TOP3") && header.contains("PROMOTED"), "{header}");
+    assert!(runs.contains("Improve"), "{runs}");
+    // The headline metric and the promotion decision, once a run reports them.
+    let result = r#"{"status": {"phase": "Succeeded", "result": {"metrics": {"exact_top3_hit_rate": 0.125}, "promotion": {"promoted": true, "reason": "Promoted", "paired": 40, "exactHitRateDifference": 0.05, "mcnemarPValue": 0.01}}}}"#;
+    run(
+        &cluster,
+        &["patch", "evalrun", "rating-baseline-2025-10", "--subresource", "status", "--type", "merge", "-p", result],
+    );
+    let finished = run(&cluster, &["get", "evalrun", "rating-baseline-2025-10"]);
+    let row: Vec<&str> = finished.lines().nth(1).unwrap().split_whitespace().collect();
+    for shown in ["Succeeded", "0.125", "true"] {
+        assert!(row.contains(&shown), "{shown} missing: {finished}");
+    }
 }

@@ -155,6 +155,8 @@ fn default_experiment() -> String {
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Exact top3", type_ = "number", json_path = ".status.result.metrics.exact_top3_hit_rate"),
+    printcolumn(name = "Promoted", type_ = "boolean", json_path = ".status.result.promotion.promoted"),
     printcolumn(name = "Snapshot", type_ = "string", json_path = ".status.result.dataSnapshotId", priority = "1"),
     printcolumn(name = "MLflow run", type_ = "string", json_path = ".status.result.mlflowRunId", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
