@@ -68,11 +68,30 @@ pub trait RunsSource: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 struct RunsCollector {
     source: Arc<dyn RunsSource>,
+    max_key_series: usize,
 }
+
+/// At most `max` keys keep a series of their own (those with the most requests today, then by
+/// name); the rest are summed under the key `other`, so the number of series stays bounded
+/// whatever the KraJobs name.
+pub fn cap_key_series(mut budgets: Vec<(String, i64, i64)>, max: usize) -> Vec<(String, i64, i64)> {
+    if budgets.len() <= max {
+        return budgets;
+    }
+    budgets.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let rest = budgets.split_off(max);
+    let (requests, jobs) = rest.iter().fold((0, 0), |(r, j), (_, requests, jobs)| (r + requests, j + jobs));
+    budgets.push((OTHER_KEY.to_string(), requests, jobs));
+    budgets
+}
+
+/// The key label of the keys beyond the series limit.
+pub const OTHER_KEY: &str = "other";
 
 impl prometheus_client::collector::Collector for RunsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let RunsSnapshot { phases: counts, results_through: through, budgets } = self.source.runs_snapshot();
+        let budgets = cap_key_series(budgets, self.max_key_series);
         if counts.is_empty() {
             return Ok(());
         }
@@ -133,8 +152,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Register every metric family, the run gauges read from `runs` at each scrape.
-    pub fn new(registry: &mut Registry, runs: Arc<dyn RunsSource>) -> Arc<Self> {
+    /// Register every metric family, the run gauges read from `runs` at each scrape, with at
+    /// most `max_key_series` KRA API keys labelled by name (the rest as `other`).
+    pub fn new(registry: &mut Registry, runs: Arc<dyn RunsSource>, max_key_series: usize) -> Arc<Self> {
         let metrics = Metrics {
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
@@ -168,7 +188,7 @@ impl Metrics {
             "The configured quota of one KRA API key, in requests per KRA day (Asia/Seoul).",
             metrics.kra_api_daily_quota.clone(),
         );
-        registry.register_collector(Box::new(RunsCollector { source: runs }));
+        registry.register_collector(Box::new(RunsCollector { source: runs, max_key_series }));
         Arc::new(metrics)
     }
 
@@ -183,5 +203,23 @@ impl Metrics {
 
     pub fn attempt(&self, kind: &'static str, outcome: &'static str) {
         self.attempts.get_or_create(&KindOutcome { kind, outcome }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_beyond_the_limit_are_summed_under_other() {
+        let budgets: Vec<(String, i64, i64)> = (0..50).map(|i| (format!("ns/secret-{i:02}/key"), i, 1)).collect();
+        let capped = cap_key_series(budgets.clone(), 20);
+        assert_eq!(capped.len(), 21, "20 keys and other");
+        assert_eq!(capped[0], ("ns/secret-49/key".to_string(), 49, 1), "the busiest keys keep their series");
+        let other = capped.last().unwrap();
+        assert_eq!(other.0, OTHER_KEY);
+        assert_eq!(other.1, (0..30).sum::<i64>(), "the rest's requests add up");
+        assert_eq!(other.2, 30);
+        assert_eq!(cap_key_series(budgets[..5].to_vec(), 20).len(), 5, "under the limit nothing changes");
     }
 }

@@ -91,6 +91,10 @@ pub struct RunArgs {
     /// The most collector Jobs of one key that run at once (each gets an equal share of the rate).
     #[arg(long, env = "KRA_API_MAX_CONCURRENT_JOBS", default_value_t = 2)]
     pub kra_api_max_concurrent_jobs: usize,
+    /// The most KRA API keys that get metric series of their own (the busiest); the others are
+    /// summed under the key `other`.
+    #[arg(long, env = "KRA_METRICS_MAX_API_KEYS", default_value_t = 20)]
+    pub metrics_max_api_keys: usize,
     /// Read the time from this file (an RFC 3339 timestamp, read on every use) instead of the
     /// system clock. For tests of schedules only.
     #[arg(long, hide = true, env = "KRA_TEST_CLOCK_FILE")]
@@ -150,7 +154,7 @@ pub async fn run(args: RunArgs, client: Client) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let mut registry = Registry::default();
     let stores: Arc<RwLock<Stores>> = Arc::default();
-    let metrics = Metrics::new(&mut registry, stores.clone());
+    let metrics = Metrics::new(&mut registry, stores.clone(), args.metrics_max_api_keys);
     metrics.kra_api_daily_quota.set(args.kra_api_requests_per_day);
     let health = Health::new(
         client.clone(),

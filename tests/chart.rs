@@ -244,7 +244,7 @@ fn crds_are_the_generated_ones_installed_by_upgrades_and_kept_on_uninstall() {
 fn exported_metric_names() -> Vec<String> {
     let mut registry = prometheus_client::registry::Registry::default();
     let stores: Arc<RwLock<Stores>> = Arc::default();
-    let metrics = Metrics::new(&mut registry, stores.clone());
+    let metrics = Metrics::new(&mut registry, stores.clone(), 20);
     metrics.observe_reconcile("krajob", std::time::Duration::from_millis(5), Some("read"));
     metrics.attempt("krajob", "started");
     metrics.leader.set(1);
