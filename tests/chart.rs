@@ -155,6 +155,7 @@ fn namespaced_mode_grants_a_role_per_watched_namespace_and_nothing_cluster_wide(
         Some(kra_operator::crd::evaluationrun::DEFAULT_MLFLOW_EXPERIMENT)
     );
     assert_eq!(env(container, "KRA_WORKER_KRA_API_BASE_URL"), Some("http://kra-mirror.kra-collect:8080/B551015"));
+    assert_eq!(env(container, "KRA_METRICS_MAX_API_KEYS"), Some("20"), "the metric series limit reaches the operator");
 }
 
 #[test]
