@@ -67,6 +67,7 @@ struct Outcome {
     server_cpu: f64,
     operator: Option<(f64, f64)>,
     requests: Vec<(String, f64)>,
+    jobs_at_end: usize,
 }
 
 /// The API server's `apiserver_request_total`, summed by verb and resource (with subresource).
@@ -154,6 +155,8 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     }
     let wall = started.elapsed();
     watch.abort();
+    // Every attempt is one Job: more Jobs than KraJobs would be a run started twice.
+    let jobs_at_end = cluster.api::<Job>().list(&Default::default()).await.expect("list the Jobs").items.len();
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     let mut latencies: Vec<Duration> = sent
         .iter()
@@ -176,7 +179,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
         .filter(|(key, delta)| *delta >= 1.0 && !key.contains("leases"))
         .collect();
     requests.sort_by(|a, b| b.1.total_cmp(&a.1));
-    Outcome { latencies, wall, server_cpu, operator: operator_usage, requests }
+    Outcome { latencies, wall, server_cpu, operator: operator_usage, requests, jobs_at_end }
 }
 
 fn main() {
@@ -209,6 +212,7 @@ fn main() {
             let requests: Vec<String> =
                 outcome.requests.iter().map(|(key, count)| format!("{key} {count:.0}")).collect();
             println!("|   | requests served (verb resource count) | {} |", requests.join(", "));
+            println!("|   | Jobs at the end | {} for {n} KraJobs |", outcome.jobs_at_end);
         }
     }
 }
