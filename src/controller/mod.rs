@@ -26,10 +26,11 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -52,6 +53,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The watch caches of the running controllers (the budget reads every watched KraJob).
     pub stores: Arc<RwLock<Stores>>,
+    /// The Jobs of this operator, as the controllers' Job watches see them: reconciles read
+    /// their attempts' Jobs here instead of listing them.
+    pub job_cache: JobCache,
     pub recorder: Recorder,
     /// How often an idle run is looked at again even without a watch event.
     pub resync: Duration,
@@ -97,6 +101,7 @@ impl Context {
             defaults,
             metrics,
             stores,
+            job_cache: JobCache::default(),
             recorder,
             resync,
             clock: Clock::System,
@@ -185,12 +190,12 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let kind = K::kind(&()).to_string();
-    let selector = build::owner_selector(&kind, &uid);
-    let observed = observe::observe(&jobs, &pods, &selector, obj.run_status(), &object).await?;
+    let job_name = |attempt: i32| build::job_name(&name, attempt);
+    let cached = ctx.job_cache.owned_by(&kind, &uid);
+    let observed = observe::observe(&jobs, &pods, cached, &uid, obj.run_status(), &job_name, &object).await?;
 
     // Plan; when the plan starts an attempt of a kind with a request budget, ask the budget
     // and plan again with its answer (start with a grant, or wait).
-    let job_name = |attempt: i32| build::job_name(&name, attempt);
     let now = ctx.clock.now();
     let plan_with = |permit: Permit| {
         plan::plan(PlanInput {
@@ -356,6 +361,33 @@ impl Scope {
     }
 }
 
+/// The Job caches of every running controller (one per kind and watched namespace), read by
+/// owner. Filled by the controllers' Job watches; never listed from the API server.
+#[derive(Clone, Default)]
+pub struct JobCache {
+    stores: Arc<RwLock<Vec<Store<Job>>>>,
+}
+
+impl JobCache {
+    fn add(&self, store: Store<Job>) {
+        self.stores.write().unwrap_or_else(|p| p.into_inner()).push(store);
+    }
+
+    /// The cached Jobs of one run (by its kind and UID, from the owner labels).
+    pub fn owned_by(&self, kind: &str, uid: &str) -> Vec<Arc<Job>> {
+        let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
+        stores
+            .iter()
+            .flat_map(|store| store.state())
+            .filter(|job| {
+                let labels = job.labels();
+                labels.get(build::LABEL_OWNER_UID).map(String::as_str) == Some(uid)
+                    && labels.get(build::LABEL_OWNER_KIND).map(String::as_str) == Some(kind)
+            })
+            .collect()
+    }
+}
+
 fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
@@ -380,8 +412,14 @@ pub fn controller<K: RunKind>(
         build::MANAGER,
         build::LABEL_OWNER_KIND
     ));
+    // The Job watch both wakes the owners of changed Jobs and fills the cache reconciles read.
+    let (jobs_reader, jobs_writer) = reflector::store();
+    let job_events = reflector(jobs_writer, watcher(api_for::<Job>(&ctx.client, &scope), owned_jobs.any_semantic()))
+        .default_backoff()
+        .touched_objects();
+    ctx.job_cache.add(jobs_reader);
     let mut controller = Controller::new(api_for::<K>(&ctx.client, &scope), watcher::Config::default().any_semantic())
-        .owns(api_for::<Job>(&ctx.client, &scope), owned_jobs.any_semantic())
+        .owns_stream(job_events)
         .graceful_shutdown_on(shutdown);
     if K::HAS_CHILD_RUNS {
         // A scheduled KraJob owns its runs (child KraJobs): their progress wakes it.

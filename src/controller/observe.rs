@@ -2,6 +2,8 @@
 //! may lag behind a Job created a moment ago), map each to a [`JobState`], and read the worker's
 //! result summary from the pod's termination message once a Job has finished.
 
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -9,7 +11,7 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::build::{CONTAINER, LABEL_ATTEMPT, LABEL_GENERATION, LABEL_JOB};
+use super::build::{CONTAINER, LABEL_ATTEMPT, LABEL_GENERATION, LABEL_JOB, LABEL_OWNER_UID};
 use super::error::Error;
 use super::plan::{JobState, ObservedJob};
 use crate::crd::{AttemptOutcome, RunStatus};
@@ -96,27 +98,44 @@ async fn read_summary<R: DeserializeOwned>(
     Ok(message.and_then(|m| parse_summary(&m)))
 }
 
-/// Observe every Job of one run. Attempts that status records as running but whose Job is
-/// gone come back as [`JobState::Missing`].
+/// Observe every Job of one run, from the controller's Job cache (`cached`, the Jobs of the run
+/// as the watch last saw them). The cache may lag behind a Job just created or deleted: an
+/// attempt that status records as running but the cache does not hold is looked up once on the
+/// API server, and only a Job the server does not have either comes back as
+/// [`JobState::Missing`]. So a stale cache can delay an observation, never invent a deletion.
 pub async fn observe<R: DeserializeOwned>(
     jobs: &Api<Job>,
     pods: &Api<Pod>,
-    selector: &str,
+    cached: Vec<Arc<Job>>,
+    owner_uid: &str,
     status: Option<&RunStatus<R>>,
+    job_name: &(dyn Fn(i32) -> String + Sync),
     object: &str,
 ) -> Result<Vec<ObservedJob<R>>, Error> {
-    let list = jobs.list(&ListParams::default().labels(selector)).await.map_err(|source| Error::Read {
-        what: "Jobs",
-        object: object.to_string(),
-        source,
-    })?;
+    let mut items: Vec<Job> = cached.iter().map(|job| Job::clone(job)).collect();
+    let running: Vec<i32> = status
+        .map(|s| s.attempts.iter().filter(|a| a.outcome == AttemptOutcome::Running).map(|a| a.number).collect())
+        .unwrap_or_default();
+    for number in running {
+        let name = job_name(number);
+        if items.iter().any(|job| job.metadata.name.as_deref() == Some(name.as_str())) {
+            continue;
+        }
+        let found = jobs.get_opt(&name).await.map_err(|source| Error::Read {
+            what: "a Job missing from the cache",
+            object: object.to_string(),
+            source,
+        })?;
+        // A Job of that name that is not this run's (no owner label of ours) is not its attempt.
+        items.extend(found.filter(|job| job.labels().get(LABEL_OWNER_UID).map(String::as_str) == Some(owner_uid)));
+    }
     let recorded_running = |number: i32| {
         status.is_some_and(|s| s.attempts.iter().any(|a| a.number == number && a.outcome == AttemptOutcome::Running))
     };
     let recorded = |number: i32| status.is_some_and(|s| s.attempts.iter().any(|a| a.number == number));
 
     let mut observed = Vec::new();
-    for job in &list.items {
+    for job in &items {
         let labels = job.metadata.labels.as_ref();
         let number = labels.and_then(|l| l.get(LABEL_ATTEMPT)).and_then(|v| v.parse::<i32>().ok());
         let generation = labels.and_then(|l| l.get(LABEL_GENERATION)).and_then(|v| v.parse::<i64>().ok());
