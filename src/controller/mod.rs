@@ -55,7 +55,9 @@ pub struct Context {
     pub stores: Arc<RwLock<Stores>>,
     /// The Jobs of this operator, as the controllers' Job watches see them: reconciles read
     /// their attempts' Jobs here instead of listing them.
-    pub job_cache: JobCache,
+    pub job_cache: OwnedCache<Job>,
+    /// The worker Pods of this operator (their termination messages carry the result summary).
+    pub pod_cache: OwnedCache<Pod>,
     pub recorder: Recorder,
     /// How often an idle run is looked at again even without a watch event.
     pub resync: Duration,
@@ -101,7 +103,8 @@ impl Context {
             defaults,
             metrics,
             stores,
-            job_cache: JobCache::default(),
+            job_cache: OwnedCache::default(),
+            pod_cache: OwnedCache::default(),
             recorder,
             resync,
             clock: Clock::System,
@@ -192,7 +195,8 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     let kind = K::kind(&()).to_string();
     let job_name = |attempt: i32| build::job_name(&name, attempt);
     let cached = ctx.job_cache.owned_by(&kind, &uid);
-    let observed = observe::observe(&jobs, &pods, cached, &uid, obj.run_status(), &job_name, &object).await?;
+    let sources = observe::Sources { jobs: &jobs, pods: &pods, pod_cache: &ctx.pod_cache };
+    let observed = observe::observe(&sources, cached, &uid, obj.run_status(), &job_name, &object).await?;
 
     // Plan; when the plan starts an attempt of a kind with a request budget, ask the budget
     // and plan again with its answer (start with a grant, or wait).
@@ -361,30 +365,40 @@ impl Scope {
     }
 }
 
-/// The Job caches of every running controller (one per kind and watched namespace), read by
-/// owner. Filled by the controllers' Job watches; never listed from the API server.
-#[derive(Clone, Default)]
-pub struct JobCache {
-    stores: Arc<RwLock<Vec<Store<Job>>>>,
+/// The caches of one child kind (Jobs, or worker Pods) of every running controller (one per
+/// kind and watched namespace), read by owner. Filled by the controllers' watches; never listed
+/// from the API server.
+pub struct OwnedCache<T: Resource<DynamicType = ()> + Clone + 'static> {
+    stores: Arc<RwLock<Vec<Store<T>>>>,
 }
 
-impl JobCache {
-    fn add(&self, store: Store<Job>) {
+impl<T: Resource<DynamicType = ()> + Clone + 'static> Default for OwnedCache<T> {
+    fn default() -> Self {
+        Self { stores: Arc::default() }
+    }
+}
+
+impl<T: Resource<DynamicType = ()> + Clone + 'static> OwnedCache<T> {
+    fn add(&self, store: Store<T>) {
         self.stores.write().unwrap_or_else(|p| p.into_inner()).push(store);
     }
 
-    /// The cached Jobs of one run (by its kind and UID, from the owner labels).
-    pub fn owned_by(&self, kind: &str, uid: &str) -> Vec<Arc<Job>> {
+    /// The cached objects whose labels hold every `(key, value)` given.
+    pub fn labelled(&self, wanted: &[(&str, &str)]) -> Vec<Arc<T>> {
         let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
         stores
             .iter()
             .flat_map(|store| store.state())
-            .filter(|job| {
-                let labels = job.labels();
-                labels.get(build::LABEL_OWNER_UID).map(String::as_str) == Some(uid)
-                    && labels.get(build::LABEL_OWNER_KIND).map(String::as_str) == Some(kind)
+            .filter(|object| {
+                let labels = object.labels();
+                wanted.iter().all(|(key, value)| labels.get(*key).map(String::as_str) == Some(*value))
             })
             .collect()
+    }
+
+    /// The cached Jobs (or Pods) of one run, by its kind and UID (the owner labels).
+    pub fn owned_by(&self, kind: &str, uid: &str) -> Vec<Arc<T>> {
+        self.labelled(&[(build::LABEL_OWNER_UID, uid), (build::LABEL_OWNER_KIND, kind)])
     }
 }
 
@@ -463,8 +477,25 @@ pub fn controller<K: RunKind>(
             },
         );
     }
+    // The worker Pods, watched (by this operator's labels) only to cache their termination
+    // messages: a Pod change wakes nobody, the Job's own change does.
+    let worker_pods = watcher::Config::default().labels(&format!(
+        "{}={},{}={kind}",
+        build::LABEL_MANAGED_BY,
+        build::MANAGER,
+        build::LABEL_OWNER_KIND
+    ));
+    let (pods_reader, pods_writer) = reflector::store();
+    ctx.pod_cache.add(pods_reader);
+    let pod_watch = reflector(pods_writer, watcher(api_for::<Pod>(&ctx.client, &scope), worker_pods.any_semantic()))
+        .default_backoff()
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(kind = K::METRIC_KIND, "worker pod watch: {error}");
+            }
+        });
     let store = controller.store();
-    let driver = controller.run(reconcile::<K>, error_policy::<K>, ctx).for_each(|result| async move {
+    let reconciles = controller.run(reconcile::<K>, error_policy::<K>, ctx).for_each(|result| async move {
         if let Err(error) = result {
             match &error {
                 kube::runtime::controller::Error::ReconcilerFailed(..) => {}
@@ -472,5 +503,10 @@ pub fn controller<K: RunKind>(
             }
         }
     });
+    // The Pod watch lives as long as the controller (which ends on shutdown).
+    let driver = async move {
+        futures::pin_mut!(reconciles, pod_watch);
+        futures::future::select(reconciles, pod_watch).await;
+    };
     (store, driver)
 }

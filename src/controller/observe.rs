@@ -78,24 +78,51 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
+/// Where observations come from: the API (for what a cache does not hold yet) and the worker
+/// Pod cache.
+pub struct Sources<'a> {
+    pub jobs: &'a Api<Job>,
+    pub pods: &'a Api<Pod>,
+    pub pod_cache: &'a super::OwnedCache<Pod>,
+}
+
+/// The termination message of a Job's newest worker Pod, if its container has terminated.
+fn termination_message<'p>(pods: impl Iterator<Item = &'p Pod>) -> Option<String> {
+    let newest = pods.max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    let terminated = newest
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == CONTAINER)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?;
+    Some(terminated.message.clone().unwrap_or_default())
+}
+
+/// The result summary of a finished Job: from the Pod cache when it already shows the worker
+/// terminated, else (the Pod watch lags behind the Job's) from a LIST of the Job's Pods.
 async fn read_summary<R: DeserializeOwned>(
-    pods: &Api<Pod>,
+    sources: &Sources<'_>,
     job: &str,
     object: &str,
 ) -> Result<Option<Result<R, String>>, Error> {
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{LABEL_JOB}={job}")))
-        .await
-        .map_err(|source| Error::Read { what: "worker pods", object: object.to_string(), source })?;
-    let newest = list.items.iter().max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-    let message = newest
-        .and_then(|pod| pod.status.as_ref())
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|statuses| statuses.iter().find(|c| c.name == CONTAINER))
-        .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.terminated.as_ref())
-        .and_then(|t| t.message.clone());
-    Ok(message.and_then(|m| parse_summary(&m)))
+    let cached = sources.pod_cache.labelled(&[(LABEL_JOB, job)]);
+    let message = match termination_message(cached.iter().map(|pod| pod.as_ref())) {
+        Some(message) => Some(message),
+        None => {
+            let list = sources
+                .pods
+                .list(&ListParams::default().labels(&format!("{LABEL_JOB}={job}")))
+                .await
+                .map_err(|source| Error::Read { what: "worker pods", object: object.to_string(), source })?;
+            termination_message(list.items.iter())
+        }
+    };
+    Ok(message.filter(|m| !m.is_empty()).and_then(|m| parse_summary(&m)))
 }
 
 /// Observe every Job of one run, from the controller's Job cache (`cached`, the Jobs of the run
@@ -104,8 +131,7 @@ async fn read_summary<R: DeserializeOwned>(
 /// API server, and only a Job the server does not have either comes back as
 /// [`JobState::Missing`]. So a stale cache can delay an observation, never invent a deletion.
 pub async fn observe<R: DeserializeOwned>(
-    jobs: &Api<Job>,
-    pods: &Api<Pod>,
+    sources: &Sources<'_>,
     cached: Vec<Arc<Job>>,
     owner_uid: &str,
     status: Option<&RunStatus<R>>,
@@ -121,7 +147,7 @@ pub async fn observe<R: DeserializeOwned>(
         if items.iter().any(|job| job.metadata.name.as_deref() == Some(name.as_str())) {
             continue;
         }
-        let found = jobs.get_opt(&name).await.map_err(|source| Error::Read {
+        let found = sources.jobs.get_opt(&name).await.map_err(|source| Error::Read {
             what: "a Job missing from the cache",
             object: object.to_string(),
             source,
@@ -147,7 +173,7 @@ pub async fn observe<R: DeserializeOwned>(
         let finished = matches!(state, JobState::Succeeded { .. } | JobState::Failed { .. });
         // Read the summary once: when the outcome is about to be recorded.
         let summary = if finished && (recorded_running(attempt) || !recorded(attempt)) {
-            read_summary(pods, &name, object).await?
+            read_summary(sources, &name, object).await?
         } else {
             None
         };

@@ -194,10 +194,18 @@ impl Cluster {
         let uid = current.metadata.uid.clone().unwrap();
         let pods: Api<Pod> = self.api();
         let pod_name = format!("{job}-pod-{}", random_suffix());
+        // The Job controller gives a Job's pods its template's labels, and the job-name label.
+        let mut labels = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        labels.insert("batch.kubernetes.io/job-name".into(), job.to_string());
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {
                 "name": pod_name,
-                "labels": {"kra.dev/job": job, "batch.kubernetes.io/job-name": job},
+                "labels": labels,
                 "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": uid, "controller": true}],
             },
             "spec": {
