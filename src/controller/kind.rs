@@ -70,9 +70,16 @@ pub trait RunKind:
     /// read; the inner is an invalid spec.
     fn resolve(
         &self,
-        client: &Client,
+        refs: &References<'_>,
         defaults: &WorkerDefaults,
     ) -> impl Future<Output = Result<Result<WorkerInvocation, String>, Error>> + Send;
+}
+
+/// Where what a spec refers to is read: the ConfigMap cache of the controllers' watch, and the
+/// API for a ConfigMap the cache does not hold (yet).
+pub struct References<'a> {
+    pub client: &'a Client,
+    pub config_maps: &'a super::OwnedCache<ConfigMap>,
 }
 
 /// The CEL rules of a kind's CRD, compiled once per thread: generating the schema and compiling
@@ -119,7 +126,7 @@ impl RunKind for KraJob {
     }
     async fn resolve(
         &self,
-        _client: &Client,
+        _refs: &References<'_>,
         defaults: &WorkerDefaults,
     ) -> Result<Result<WorkerInvocation, String>, Error> {
         Ok(validate::krajob(&self.spec, defaults))
@@ -146,31 +153,37 @@ impl RunKind for EvaluationRun {
     }
     async fn resolve(
         &self,
-        client: &Client,
+        refs: &References<'_>,
         defaults: &WorkerDefaults,
     ) -> Result<Result<WorkerInvocation, String>, Error> {
         let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
         let name = self.metadata.name.as_deref().unwrap_or_default();
+        let has_key = |cm: &ConfigMap, key: &str| {
+            let found = cm.data.as_ref().is_some_and(|d| d.contains_key(key))
+                || cm.binary_data.as_ref().is_some_and(|d| d.contains_key(key));
+            if found { PromptLookup::Found } else { PromptLookup::KeyMissing }
+        };
         let lookup = match &self.spec.prompt {
             None => PromptLookup::NotNeeded,
-            Some(prompt) => {
-                let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-                match config_maps.get(&prompt.config_map_name).await {
-                    Ok(cm) => {
-                        let has_key = cm.data.as_ref().is_some_and(|d| d.contains_key(&prompt.key))
-                            || cm.binary_data.as_ref().is_some_and(|d| d.contains_key(&prompt.key));
-                        if has_key { PromptLookup::Found } else { PromptLookup::KeyMissing }
-                    }
-                    Err(e) if is_not_found(&e) => PromptLookup::ConfigMapMissing,
-                    Err(source) => {
-                        return Err(Error::Read {
-                            what: "prompt ConfigMap",
-                            object: format!("EvaluationRun {namespace}/{name}"),
-                            source,
-                        });
+            Some(prompt) => match refs.config_maps.get(namespace, &prompt.config_map_name) {
+                // The watch may not have seen a ConfigMap created a moment ago: ask the API
+                // before calling it missing (or without the key).
+                Some(cm) if has_key(&cm, &prompt.key) == PromptLookup::Found => PromptLookup::Found,
+                _ => {
+                    let config_maps: Api<ConfigMap> = Api::namespaced(refs.client.clone(), namespace);
+                    match config_maps.get(&prompt.config_map_name).await {
+                        Ok(cm) => has_key(&cm, &prompt.key),
+                        Err(e) if is_not_found(&e) => PromptLookup::ConfigMapMissing,
+                        Err(source) => {
+                            return Err(Error::Read {
+                                what: "prompt ConfigMap",
+                                object: format!("EvaluationRun {namespace}/{name}"),
+                                source,
+                            });
+                        }
                     }
                 }
-            }
+            },
         };
         Ok(validate::evaluation_run(name, &self.spec, &lookup, defaults))
     }

@@ -58,6 +58,8 @@ pub struct Context {
     pub job_cache: OwnedCache<Job>,
     /// The worker Pods of this operator (their termination messages carry the result summary).
     pub pod_cache: OwnedCache<Pod>,
+    /// The ConfigMaps of the watched namespaces (prompts of EvaluationRuns).
+    pub config_map_cache: OwnedCache<ConfigMap>,
     pub recorder: Recorder,
     /// How often an idle run is looked at again even without a watch event.
     pub resync: Duration,
@@ -105,6 +107,7 @@ impl Context {
             stores,
             job_cache: OwnedCache::default(),
             pod_cache: OwnedCache::default(),
+            config_map_cache: OwnedCache::default(),
             recorder,
             resync,
             clock: Clock::System,
@@ -188,7 +191,10 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     // Read and validate.
     let resolved = match obj.check_cel() {
         Err(problems) => Err(problems),
-        Ok(()) => obj.resolve(&ctx.client, &ctx.defaults).await?,
+        Ok(()) => {
+            let refs = kind::References { client: &ctx.client, config_maps: &ctx.config_map_cache };
+            obj.resolve(&refs, &ctx.defaults).await?
+        }
     };
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -396,6 +402,13 @@ impl<T: Resource<DynamicType = ()> + Clone + 'static> OwnedCache<T> {
             .collect()
     }
 
+    /// The cached object `namespace/name`.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
+        let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
+        let key = ObjectRef::new(name).within(namespace);
+        stores.iter().find_map(|store| store.get(&key))
+    }
+
     /// The cached Jobs (or Pods) of one run, by its kind and UID (the owner labels).
     pub fn owned_by(&self, kind: &str, uid: &str) -> Vec<Arc<T>> {
         self.labelled(&[(build::LABEL_OWNER_UID, uid), (build::LABEL_OWNER_KIND, kind)])
@@ -463,19 +476,23 @@ pub fn controller<K: RunKind>(
         // A ConfigMap that appears or changes wakes the runs that name it (a prompt created
         // after its EvaluationRun starts the run at once instead of at the next resync).
         let runs = controller.store();
-        controller = controller.watches(
-            api_for::<ConfigMap>(&ctx.client, &scope),
-            watcher::Config::default().any_semantic(),
-            move |config_map: ConfigMap| {
-                let namespace = config_map.namespace();
-                let name = config_map.name_any();
-                runs.state()
-                    .into_iter()
-                    .filter(|run| run.namespace() == namespace && run.config_map_refs().contains(&name.as_str()))
-                    .map(|run| ObjectRef::from_obj(run.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        );
+        let (config_maps_reader, config_maps_writer) = reflector::store();
+        ctx.config_map_cache.add(config_maps_reader);
+        let config_map_events = reflector(
+            config_maps_writer,
+            watcher(api_for::<ConfigMap>(&ctx.client, &scope), watcher::Config::default().any_semantic()),
+        )
+        .default_backoff()
+        .touched_objects();
+        controller = controller.watches_stream(config_map_events, move |config_map: ConfigMap| {
+            let namespace = config_map.namespace();
+            let name = config_map.name_any();
+            runs.state()
+                .into_iter()
+                .filter(|run| run.namespace() == namespace && run.config_map_refs().contains(&name.as_str()))
+                .map(|run| ObjectRef::from_obj(run.as_ref()))
+                .collect::<Vec<_>>()
+        });
     }
     // The worker Pods, watched (by this operator's labels) only to cache their termination
     // messages: a Pod change wakes nobody, the Job's own change does.
