@@ -433,12 +433,9 @@ pub fn controller<K: RunKind>(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> (Store<K>, impl std::future::Future<Output = ()> + Send) {
     let kind = K::kind(&()).to_string();
-    let owned_jobs = watcher::Config::default().labels(&format!(
-        "{}={},{}={kind}",
-        build::LABEL_MANAGED_BY,
-        build::MANAGER,
-        build::LABEL_OWNER_KIND
-    ));
+    // This operator's Jobs of this kind, and their Pods (which carry the Job template's labels).
+    let ours = format!("{}={},{}={kind}", build::LABEL_MANAGED_BY, build::MANAGER, build::LABEL_OWNER_KIND);
+    let owned_jobs = watcher::Config::default().labels(&ours);
     // The Job watch both wakes the owners of changed Jobs and fills the cache reconciles read.
     let (jobs_reader, jobs_writer) = reflector::store();
     let job_events = reflector(jobs_writer, watcher(api_for::<Job>(&ctx.client, &scope), owned_jobs.any_semantic()))
@@ -496,12 +493,7 @@ pub fn controller<K: RunKind>(
     }
     // The worker Pods, watched (by this operator's labels) only to cache their termination
     // messages: a Pod change wakes nobody, the Job's own change does.
-    let worker_pods = watcher::Config::default().labels(&format!(
-        "{}={},{}={kind}",
-        build::LABEL_MANAGED_BY,
-        build::MANAGER,
-        build::LABEL_OWNER_KIND
-    ));
+    let worker_pods = watcher::Config::default().labels(&ours);
     let (pods_reader, pods_writer) = reflector::store();
     ctx.pod_cache.add(pods_reader);
     let pod_watch = reflector(pods_writer, watcher(api_for::<Pod>(&ctx.client, &scope), worker_pods.any_semantic()))
