@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
@@ -18,30 +17,7 @@ use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use serde_json::{Value, json};
-use support::{Cluster, Operator, RbacMode, WAIT, kubectl, wait_until};
-
-/// Run kubectl as the test's admin in the test namespace, with `input` on stdin.
-fn kubectl_in(cluster: &Cluster, args: &[&str], input: Option<&str>) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(kubectl())
-        .args(args)
-        .args(["--namespace", &cluster.namespace])
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child.stdin.take().unwrap().write_all(input.unwrap_or_default().as_bytes()).unwrap();
-    child.wait_with_output().expect("kubectl finishes")
-}
-
-fn kubectl_ok(cluster: &Cluster, args: &[&str], input: Option<&str>) -> String {
-    let output = kubectl_in(cluster, args, input);
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "kubectl {args:?} failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
-    stdout
-}
+use support::{Cluster, Operator, RbacMode, WAIT, wait_until};
 
 fn krajob_manifest(name: &str, spec: Value) -> String {
     json!({"apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "metadata": {"name": name}, "spec": spec}).to_string()
@@ -62,7 +38,7 @@ async fn the_server_enforces_the_crd_schema_and_its_cel_rules_at_apply() {
     // Two of date, dateRange and schedule: the CRD's CEL rule refuses it, with its own message.
     let mut spec = cards_spec();
     spec["dateRange"] = json!({"from": "2025-05-01", "to": "2025-05-02"});
-    let refused = kubectl_in(&cluster, &["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("both", spec)));
+    let refused = cluster.kubectl(&["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("both", spec)));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "the server accepted a KraJob with both date and dateRange");
     assert!(stderr.contains("set exactly one of date, dateRange and schedule"), "{stderr}");
@@ -71,26 +47,26 @@ async fn the_server_enforces_the_crd_schema_and_its_cel_rules_at_apply() {
     let mut spec = cards_spec();
     spec.as_object_mut().unwrap().remove("date");
     spec["dateRange"] = json!({"from": "2025-05-02", "to": "2025-05-01"});
-    let refused = kubectl_in(&cluster, &["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("back", spec)));
+    let refused = cluster.kubectl(&["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("back", spec)));
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("dateRange.to must not be before dateRange.from"));
 
     // The structural schema: an enum value outside the list and an unknown field.
     let mut spec = cards_spec();
     spec["meet"] = json!("tokyo");
-    let refused = kubectl_in(&cluster, &["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("tokyo", spec)));
+    let refused = cluster.kubectl(&["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("tokyo", spec)));
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("spec.meet"), "the error names the field");
     let mut spec = cards_spec();
     spec["colour"] = json!("blue");
-    let refused = kubectl_in(&cluster, &["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("colour", spec)));
+    let refused = cluster.kubectl(&["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("colour", spec)));
     assert!(!refused.status.success(), "server-side apply refuses an unknown field (strict field validation)");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("colour"));
 
     // The valid object is accepted, and the server filled in the schema's defaults.
-    kubectl_ok(&cluster, &["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("good", cards_spec())));
+    cluster.kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(&krajob_manifest("good", cards_spec())));
     let stored: Value =
-        serde_json::from_str(&kubectl_ok(&cluster, &["get", "krajob", "good", "-o", "json"], None)).unwrap();
+        serde_json::from_str(&cluster.kubectl_ok(&["get", "krajob", "good", "-o", "json"], None)).unwrap();
     assert!(stored["spec"]["retryPolicy"].is_object(), "the CRD's default retry policy was applied: {stored}");
 }
 
@@ -98,7 +74,7 @@ async fn the_server_enforces_the_crd_schema_and_its_cel_rules_at_apply() {
 async fn kubectl_explain_prints_the_field_descriptions_from_the_published_openapi() {
     let cluster = Cluster::start().await;
     let explained = wait_until("the CRD's OpenAPI to be published", WAIT, || async {
-        let output = kubectl_in(&cluster, &["explain", "krajob.spec.schedule"], None);
+        let output = cluster.kubectl(&["explain", "krajob.spec.schedule"], None);
         output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     })
     .await;
@@ -106,10 +82,10 @@ async fn kubectl_explain_prints_the_field_descriptions_from_the_published_openap
     for field in ["cron", "timeZone", "window", "concurrencyPolicy", "catchUp"] {
         assert!(explained.contains(field), "kubectl explain omits {field}: {explained}");
     }
-    let cron = kubectl_ok(&cluster, &["explain", "krajob.spec.schedule.cron"], None);
+    let cron = cluster.kubectl_ok(&["explain", "krajob.spec.schedule.cron"], None);
     assert!(cron.contains("DESCRIPTION"), "{cron}");
     assert!(cron.lines().skip_while(|l| !l.starts_with("DESCRIPTION")).nth(1).is_some_and(|l| !l.trim().is_empty()));
-    let run = kubectl_ok(&cluster, &["explain", "evaluationrun.spec.predictor"], None);
+    let run = cluster.kubectl_ok(&["explain", "evaluationrun.spec.predictor"], None);
     assert!(run.contains("baseline") && run.contains("llm"), "{run}");
 }
 
@@ -120,7 +96,7 @@ async fn status_written_by_server_side_apply_keeps_its_fields_beside_other_manag
     // Argo CD applies the spec server-side under its own field manager.
     let manifest = krajob_manifest("owned", cards_spec());
     let argo = ["apply", "--server-side", "--field-manager", "argocd-controller", "-f", "-"];
-    kubectl_ok(&cluster, &argo, Some(&manifest));
+    cluster.kubectl_ok(&argo, Some(&manifest));
     let jobs: Api<KraJob> = cluster.api();
     let running = wait_until("the operator to record a running attempt", WAIT, || async {
         let job = jobs.get("owned").await.unwrap();
@@ -136,21 +112,18 @@ async fn status_written_by_server_side_apply_keeps_its_fields_beside_other_manag
     assert_eq!(status_owner.operation.as_deref(), Some("Apply"));
 
     // A user labels the object with kubectl (a third manager): no conflict, status untouched.
-    kubectl_ok(&cluster, &["label", "krajob", "owned", "team=racing"], None);
+    cluster.kubectl_ok(&["label", "krajob", "owned", "team=racing"], None);
     let labelled = jobs.get("owned").await.unwrap();
     assert_eq!(labelled.labels().get("team").map(String::as_str), Some("racing"));
     assert_eq!(labelled.status, running.status, "a label patch changed the operator's status");
 
     // Argo CD's next sync of the same spec is a no-op: nothing to write, no drift.
     let before = labelled.resource_version();
-    kubectl_ok(&cluster, &argo, Some(&manifest));
+    cluster.kubectl_ok(&argo, Some(&manifest));
     let after = jobs.get("owned").await.unwrap();
     assert_eq!(after.resource_version(), before, "re-applying the same spec wrote the object");
-    let diff = kubectl_in(
-        &cluster,
-        &["diff", "--server-side", "--field-manager", "argocd-controller", "-f", "-"],
-        Some(&manifest),
-    );
+    let diff =
+        cluster.kubectl(&["diff", "--server-side", "--field-manager", "argocd-controller", "-f", "-"], Some(&manifest));
     assert_eq!(diff.status.code(), Some(0), "kubectl diff reports drift: {}", String::from_utf8_lossy(&diff.stdout));
 }
 

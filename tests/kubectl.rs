@@ -4,27 +4,14 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use support::{Cluster, kubectl};
-
-fn run(cluster: &Cluster, args: &[&str]) -> String {
-    let output = Command::new(kubectl())
-        .args(args)
-        .args(["--namespace", &cluster.namespace])
-        .env("KUBECONFIG", &cluster.kubeconfig)
-        .output()
-        .expect("run kubectl");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "kubectl {args:?} failed: {}{}", stdout, String::from_utf8_lossy(&output.stderr));
-    stdout
-}
+use support::Cluster;
 
 #[tokio::test]
 async fn samples_apply_and_get_shows_printer_columns() {
     let cluster = Cluster::start().await;
     let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/samples");
-    let applied = run(&cluster, &["apply", "--server-side", "-f", samples.to_str().unwrap()]);
+    let applied = cluster.kubectl_ok(&["apply", "--server-side", "-f", samples.to_str().unwrap()], None);
     for kind in [
         "krajob.kra.dev/seoul-collect-race-cards",
         "krajob.kra.dev/busan-collect-results",
@@ -38,14 +25,14 @@ async fn samples_apply_and_get_shows_printer_columns() {
     ] {
         assert!(applied.contains(&format!("{kind} serverside-applied")), "{kind} not applied: {applied}");
     }
-    let versions =
-        run(&cluster, &["get", "krajobs,evaluationruns", "-o", "jsonpath={.items[*].metadata.resourceVersion}"]);
-    run(&cluster, &["apply", "--server-side", "-f", samples.to_str().unwrap()]);
-    let again =
-        run(&cluster, &["get", "krajobs,evaluationruns", "-o", "jsonpath={.items[*].metadata.resourceVersion}"]);
+    let versions = cluster
+        .kubectl_ok(&["get", "krajobs,evaluationruns", "-o", "jsonpath={.items[*].metadata.resourceVersion}"], None);
+    cluster.kubectl_ok(&["apply", "--server-side", "-f", samples.to_str().unwrap()], None);
+    let again = cluster
+        .kubectl_ok(&["get", "krajobs,evaluationruns", "-o", "jsonpath={.items[*].metadata.resourceVersion}"], None);
     assert_eq!(versions, again, "a second server-side apply of the same samples wrote them");
 
-    let table = run(&cluster, &["get", "krajobs"]);
+    let table = cluster.kubectl_ok(&["get", "krajobs"], None);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "ACTION", "MEET", "DATE", "FROM", "TO", "PHASE", "READY", "AGE"]);
     assert!(
@@ -54,26 +41,25 @@ async fn samples_apply_and_get_shows_printer_columns() {
             .any(|l| l.starts_with("seoul-full-pipeline") && l.contains("FullPipeline") && l.contains("seoul")),
         "{table}"
     );
-    let short = run(&cluster, &["get", "kj", "-o", "name"]);
+    let short = cluster.kubectl_ok(&["get", "kj", "-o", "name"], None);
     assert_eq!(short.lines().count(), 7, "{short}");
-    let both = run(&cluster, &["get", "krajobs,evaluationruns"]);
+    let both = cluster.kubectl_ok(&["get", "krajobs,evaluationruns"], None);
     assert!(
         both.contains("krajob.kra.dev/seoul-results") && both.contains("evaluationrun.kra.dev/prompt-v1-7-holdout"),
         "{both}"
     );
-    let cards = run(&cluster, &["get", "krajob", "seoul-collect-race-cards"]);
+    let cards = cluster.kubectl_ok(&["get", "krajob", "seoul-collect-race-cards"], None);
     assert!(cards.lines().nth(1).is_some_and(|l| l.contains("2025-05-24")), "the data date is shown: {cards}");
-    let runs = run(&cluster, &["get", "evalrun"]);
+    let runs = cluster.kubectl_ok(&["get", "evalrun"], None);
     let header = runs.lines().next().unwrap();
     assert!(header.contains("PHASE") && header.contains("EXACT TOP3") && header.contains("PROMOTED"), "{header}");
     assert!(runs.contains("Improve"), "{runs}");
     // The headline metric and the promotion decision, once a run reports them.
     let result = r#"{"status": {"phase": "Succeeded", "result": {"metrics": {"exact_top3_hit_rate": 0.125}, "promotion": {"promoted": true, "reason": "Promoted", "paired": 40, "exactHitRateDifference": 0.05, "mcnemarPValue": 0.01}}}}"#;
-    run(
-        &cluster,
-        &["patch", "evalrun", "rating-baseline-2025-10", "--subresource", "status", "--type", "merge", "-p", result],
-    );
-    let finished = run(&cluster, &["get", "evalrun", "rating-baseline-2025-10"]);
+    let patch =
+        ["patch", "evalrun", "rating-baseline-2025-10", "--subresource", "status", "--type", "merge", "-p", result];
+    cluster.kubectl_ok(&patch, None);
+    let finished = cluster.kubectl_ok(&["get", "evalrun", "rating-baseline-2025-10"], None);
     let row: Vec<&str> = finished.lines().nth(1).unwrap().split_whitespace().collect();
     for shown in ["Succeeded", "0.125", "true"] {
         assert!(row.contains(&shown), "{shown} missing: {finished}");

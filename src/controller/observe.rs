@@ -1,6 +1,7 @@
-//! The read step for a run's Jobs: list them straight from the API (never from a cache that
-//! may lag behind a Job created a moment ago), map each to a [`JobState`], and read the worker's
-//! result summary from the pod's termination message once a Job has finished.
+//! The read step for a run's Jobs: take them from the controller's Job cache (checking on the API
+//! server any running attempt the cache does not hold, since it may lag behind), map each to a
+//! [`JobState`], and read the worker's result summary from the pod's termination message once a
+//! Job has finished.
 
 use std::sync::Arc;
 

@@ -356,6 +356,34 @@ impl Cluster {
         path
     }
 
+    /// Run kubectl as the test's admin in the test namespace, with `input` on stdin.
+    pub fn kubectl(&self, args: &[&str], input: Option<&str>) -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new(kubectl())
+            .args(args)
+            .args(["--namespace", &self.namespace])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child.stdin.take().unwrap().write_all(input.unwrap_or_default().as_bytes()).unwrap();
+        child.wait_with_output().expect("kubectl finishes")
+    }
+
+    /// Like `kubectl`, and fail the test unless it succeeds; its stdout.
+    pub fn kubectl_ok(&self, args: &[&str], input: Option<&str>) -> String {
+        let output = self.kubectl(args, input);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
     pub async fn job_exists(&self, name: &str) -> bool {
         self.api::<Job>().get_opt(name).await.expect("read job").is_some()
     }
