@@ -1,113 +1,318 @@
-//! From a custom resource to its status, with the real workers: the operator creates the Job,
-//! the test stands in for the kubelet (it runs the Job's own command, arguments and
-//! secret-referenced environment, then reports the exit status and termination message), and
-//! the worker's summary must arrive in the resource's status.
+//! The whole system on one machine, with nothing patched by hand: the operator creates Jobs, the
+//! control plane's real Job controller creates their Pods, a local node (tests/support/local_node.rs)
+//! binds them and runs their containers as the locally built `kra-collector` and `kra-evaluator`
+//! against a fake KRA API serving a generated season (tests/support/season.rs), PostgreSQL and a
+//! real MLflow server, and reports the Pods' status as a kubelet would. The Job controller then
+//! finishes the Jobs, and the operator reads the outcome into the resource's status.
 
 mod support;
 
+#[path = "support/local_node.rs"]
+mod local_node;
+
+use std::sync::Arc;
+
+use jiff::civil::Date;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kra_operator::crd::{EvaluationRun, KraJob, Phase};
-use serde_json::json;
-use support::fake_kra::FakeKra;
-use support::kra_day::{self, Day};
+use kra_operator::store::Store;
+use kube::api::{ListParams, PostParams};
+use local_node::{LocalNode, NodeConfig};
+use serde_json::{Value, json};
+use support::fake_kra::{FakeKra, Fault};
 use support::mlflow::MlflowServer;
-use support::{Cluster, Operator, WAIT, wait_until};
+use support::postgres::Postgres;
+use support::season::{self, Meet, Season};
+use support::{Cluster, Operator, WORKER_IMAGE, wait_until};
 
-#[tokio::test]
-async fn a_krajob_runs_the_collector_and_its_summary_reaches_status() {
-    let cluster = Cluster::start().await;
-    let _operator = Operator::start(&cluster).await;
-    let kra = FakeKra::start().await;
-    kra_day::serve_before(&kra, &Day::default());
-    let database = format!("sqlite://{}", cluster.dir.join("kra.sqlite3").display());
+const SERVICE_KEY: &str = "e2e-service-key";
+/// Long enough for a worker to run on two busy cores.
+const RUN_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 
-    cluster
-        .create::<KraJob>(json!({
-            "apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "metadata": {"name": "seoul-cards"},
-            "spec": {"action": "CollectRaceCards", "meet": "seoul", "date": "2025-05-24",
-                     "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"}},
-        }))
-        .await;
-    wait_until("the Job", WAIT, || async { cluster.job_exists("seoul-cards-1").await.then_some(()) }).await;
-    let succeeded = cluster
-        .run_job_here(
-            "seoul-cards-1",
-            &[("kra-api", "serviceKey", "e2e-service-key"), ("kra-db", "url", &database)],
-            &[("KRA_API_BASE_URL", &kra.base_url), ("KRA_REQUESTS_PER_SECOND", "1000")],
+struct Stack {
+    cluster: Cluster,
+    _operator: Operator,
+    node: LocalNode,
+    kra: FakeKra,
+    season: Arc<Season>,
+    database: String,
+    _postgres: Postgres,
+}
+
+fn today_in_seoul() -> Date {
+    jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::get("Asia/Seoul").unwrap()).date()
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        let cluster = Cluster::start().await;
+        let postgres = Postgres::start();
+        let database = postgres.database().await;
+        let kra = FakeKra::start().await;
+        let season = Arc::new(Season::generate(7, today_in_seoul(), 2, 2));
+        kra.source(season.clone());
+        for (name, key, value) in [("kra-api", "serviceKey", SERVICE_KEY), ("kra-db", "url", database.as_str())] {
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": name}, "stringData": {key: value},
+            }))
+            .unwrap();
+            cluster.api::<Secret>().create(&PostParams::default(), &secret).await.expect("create a Secret");
+        }
+        let node = LocalNode::start(
+            cluster.client.clone(),
+            NodeConfig {
+                name: format!("local-{}", cluster.namespace),
+                namespace: Some(cluster.namespace.clone()),
+                selector: "app.kubernetes.io/managed-by=kra-operator".into(),
+                images: vec![WORKER_IMAGE.into()],
+                binaries: vec![
+                    ("kra-collector".into(), env!("CARGO_BIN_EXE_kra-collector").into()),
+                    ("kra-evaluator".into(), env!("CARGO_BIN_EXE_kra-evaluator").into()),
+                ],
+                dir: cluster.dir.join("node"),
+                base_env: vec![("KRA_LOG_FORMAT".into(), "json".into())],
+            },
+        )
+        .await
+        .expect("start the local node");
+        let operator = Operator::start_for_job_controller(
+            &cluster,
+            &["--kra-api-base-url", &kra.base_url, "--kra-api-requests-per-second", "1000"],
         )
         .await;
-    assert!(succeeded, "{}", std::fs::read_to_string(cluster.dir.join("seoul-cards-1.output")).unwrap());
-    assert!(
-        kra.requests().iter().all(|r| r.param("serviceKey") == Some("e2e-service-key")),
-        "the key came from the Secret reference"
-    );
+        Stack { cluster, _operator: operator, node, kra, season, database, _postgres: postgres }
+    }
 
-    let done = wait_until("Succeeded with a result", WAIT, || async {
-        let kj = cluster.api::<KraJob>().get("seoul-cards").await.unwrap();
-        kj.status.filter(|s| s.phase == Some(Phase::Succeeded) && s.result.is_some())
+    /// The first race day of `meet` after today: every race of it is still to be run.
+    fn next_race_day(&self, meet: Meet) -> Date {
+        let today = today_in_seoul();
+        self.season.race_days(meet).into_iter().find(|d| *d > today).expect("a race day ahead")
+    }
+
+    async fn create(&self, kind: &str, name: &str, spec: Value) {
+        let object = json!({"apiVersion": "kra.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec});
+        match kind {
+            "KraJob" => drop(self.cluster.create::<KraJob>(object).await),
+            _ => drop(self.cluster.create::<EvaluationRun>(object).await),
+        }
+    }
+
+    /// Wait for a KraJob to end; its status, with the worker's logs when it did not succeed.
+    async fn finished_krajob(&self, name: &str) -> KraJob {
+        let done = wait_until(&format!("KraJob {name} to finish"), RUN_WAIT, || async {
+            let job = self.cluster.api::<KraJob>().get(name).await.unwrap();
+            let phase = job.status.as_ref().and_then(|s| s.run.phase);
+            matches!(phase, Some(Phase::Succeeded | Phase::Failed)).then_some(job)
+        })
+        .await;
+        done
+    }
+
+    async fn finished_run(&self, name: &str) -> EvaluationRun {
+        wait_until(&format!("EvaluationRun {name} to finish"), RUN_WAIT, || async {
+            let run = self.cluster.api::<EvaluationRun>().get(name).await.unwrap();
+            let phase = run.status.as_ref().and_then(|s| s.phase);
+            matches!(phase, Some(Phase::Succeeded | Phase::Failed)).then_some(run)
+        })
+        .await
+    }
+
+    /// Every worker log of this test, for a failure message.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(&self.node.dir).into_iter().flatten().flatten() {
+            let log = std::fs::read_to_string(entry.path().join("container.log")).unwrap_or_default();
+            out.push_str(&format!("--- {}\n{log}\n", entry.file_name().to_string_lossy()));
+        }
+        out
+    }
+
+    async fn pods(&self) -> Vec<Pod> {
+        self.cluster.api::<Pod>().list(&ListParams::default()).await.unwrap().items
+    }
+}
+
+fn collect(action: &str, meet: Meet, from: Date, to: Date) -> Value {
+    json!({
+        "action": action, "meet": meet.name(),
+        "dateRange": {"from": from.to_string(), "to": to.to_string()},
+        "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"},
+        "retryPolicy": {"limit": 0},
     })
-    .await;
-    let result = done.run.result.unwrap();
-    assert_eq!((result.races_found, result.races_collected, result.races_failed), (Some(4), Some(4), Some(0)));
-    assert!(result.api_calls.unwrap() > 4);
+}
+
+fn succeeded(job: &KraJob) -> bool {
+    job.status.as_ref().and_then(|s| s.run.phase) == Some(Phase::Succeeded)
 }
 
 #[tokio::test]
-async fn evaluation_runs_track_in_mlflow_and_a_challenger_is_judged_against_its_champion() {
-    let cluster = Cluster::start().await;
-    let _operator = Operator::start(&cluster).await;
-    let database = format!("sqlite://{}", cluster.dir.join("kra.sqlite3").display());
-    kra_day::collected_store(&database).await;
-    let mlflow = MlflowServer::start(&cluster.dir).await;
-    let run = |name: &str, predictor: &str, baseline: Option<&str>| {
+async fn a_krajob_collects_cards_results_and_odds_into_postgresql_through_the_job_controller() {
+    let stack = Stack::start().await;
+    let day = stack.next_race_day(Meet::Seoul);
+    let races = stack.season.races(day, Meet::Seoul).len() as i64;
+
+    stack.create("KraJob", "cards", collect("CollectRaceCards", Meet::Seoul, day, day)).await;
+    let cards = stack.finished_krajob("cards").await;
+    assert!(succeeded(&cards), "{:?}\n{}", cards.status, stack.logs());
+    let result = cards.status.as_ref().unwrap().run.result.clone().expect("the collector's summary in status");
+    assert_eq!((result.races_found, result.races_collected, result.races_failed), (Some(races), Some(races), Some(0)));
+    assert!(
+        stack.kra.requests().iter().all(|r| r.param("serviceKey") == Some(SERVICE_KEY)),
+        "the key came from the Secret"
+    );
+
+    // The Pod was the Job controller's, bound to the local node and reported as a kubelet would.
+    let pods = stack.pods().await;
+    let pod = pods
+        .iter()
+        .find(|p| p.metadata.labels.as_ref().unwrap().get("job-name").map(String::as_str) == Some("cards-1"));
+    let pod = pod.expect("the Job controller's pod, with its job-name label");
+    assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some(stack.node.name.as_str()));
+    let status = pod.status.as_ref().unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Succeeded"));
+    let terminated = status.container_statuses.as_ref().unwrap()[0].state.as_ref().unwrap().terminated.clone().unwrap();
+    assert_eq!((terminated.exit_code, terminated.reason.as_deref()), (0, Some("Completed")));
+    assert!(
+        terminated.message.unwrap_or_default().contains("racesCollected"),
+        "the summary came as the termination message"
+    );
+    let job = stack.cluster.api::<Job>().get("cards-1").await.unwrap();
+    assert_eq!(job.status.unwrap().succeeded, Some(1), "the Job controller counted the pod");
+
+    // The races run in the fake world; then their results and odds.
+    stack.season.run_through(day);
+    stack.create("KraJob", "results", collect("CollectResults", Meet::Seoul, day, day)).await;
+    let results = stack.finished_krajob("results").await;
+    assert!(succeeded(&results), "{:?}\n{}", results.status, stack.logs());
+    stack.create("KraJob", "odds", collect("CollectOdds", Meet::Seoul, day, day)).await;
+    let odds = stack.finished_krajob("odds").await;
+    assert!(succeeded(&odds), "{:?}\n{}", odds.status, stack.logs());
+
+    let store = Store::open(&stack.database).await.unwrap();
+    let stored = store.races_between(Some(1), &day.to_string(), &day.to_string()).await.unwrap();
+    assert_eq!(stored.len() as i64, races);
+    assert!(stored.iter().all(|r| r.results.len() == 1), "every race has its result");
+    assert!(
+        stored.iter().all(|r| r.snapshots.iter().any(|(_, _, _, after_cutoff)| !after_cutoff)),
+        "cards collected a day ahead are before their cutoff"
+    );
+    assert!(store.count("race_odds").await.unwrap() > races * 8, "odds of every race");
+}
+
+#[tokio::test]
+async fn a_failing_worker_is_retried_by_the_operator_as_a_new_job() {
+    let stack = Stack::start().await;
+    let day = stack.next_race_day(Meet::Busan);
+    // The first attempt finds the race plan unavailable (every retry of its client answered 500).
+    stack.kra.faults(season::PLAN, vec![Fault::Status { code: 500, retry_after: None }; 4]);
+    let mut spec = collect("CollectRaceCards", Meet::Busan, day, day);
+    spec["retryPolicy"] = json!({"limit": 2, "backoff": {"initialSeconds": 1, "factor": 2.0, "maxSeconds": 4}});
+    stack.create("KraJob", "busan", spec).await;
+
+    let done = stack.finished_krajob("busan").await;
+    assert!(succeeded(&done), "{:?}\n{}", done.status, stack.logs());
+    let status = done.status.unwrap();
+    let attempts = &status.run.attempts;
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0].job_name, "busan-1");
+    assert_eq!(attempts[1].job_name, "busan-2");
+    let first = stack.cluster.api::<Job>().get("busan-1").await.unwrap().status.unwrap();
+    assert_eq!(first.failed, Some(1), "the Job controller failed the first Job (backoffLimit 0)");
+    let races = stack.season.races(day, Meet::Busan).len() as i64;
+    assert_eq!(status.run.result.unwrap().races_collected, Some(races));
+}
+
+#[tokio::test]
+async fn evaluation_runs_on_collected_races_are_tracked_in_mlflow_and_the_champion_gate_decides() {
+    let stack = Stack::start().await;
+    let mlflow = MlflowServer::start(&stack.cluster.dir).await;
+    // Two weekends of Seoul cards collected before their cutoff, then the races run.
+    let days: Vec<Date> =
+        stack.season.race_days(Meet::Seoul).into_iter().filter(|d| *d > today_in_seoul()).take(4).collect();
+    let (from, to) = (days[0], *days.last().unwrap());
+    stack.create("KraJob", "cards", collect("CollectRaceCards", Meet::Seoul, from, to)).await;
+    let cards = stack.finished_krajob("cards").await;
+    assert!(succeeded(&cards), "{:?}\n{}", cards.status, stack.logs());
+    stack.season.run_through(to);
+    stack.create("KraJob", "results", collect("CollectResults", Meet::Seoul, from, to)).await;
+    let results = stack.finished_krajob("results").await;
+    assert!(succeeded(&results), "{:?}\n{}", results.status, stack.logs());
+    let races: usize = days.iter().map(|d| stack.season.races(*d, Meet::Seoul).len()).sum();
+
+    let run = |predictor: &str, baseline: Option<&str>| {
         let mut spec = json!({
-            "dataset": {"meet": "seoul", "dateRange": {"from": "2025-05-01", "to": "2025-05-31"}},
+            "dataset": {"meet": "seoul", "dateRange": {"from": from.to_string(), "to": to.to_string()}},
             "predictor": {"baseline": predictor}, "seed": 7,
             "mlflow": {"trackingUri": mlflow.url, "experiment": "e2e"},
         });
         if let Some(baseline) = baseline {
             spec["baselineRun"] = json!(baseline);
         }
-        json!({"apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun", "metadata": {"name": name}, "spec": spec})
+        spec
     };
-
-    cluster.create::<EvaluationRun>(run("rating-may", "Rating", None)).await;
-    wait_until("the Job", WAIT, || async { cluster.job_exists("rating-may-1").await.then_some(()) }).await;
-    let succeeded = cluster.run_job_here("rating-may-1", &[("kra-db", "url", &database)], &[]).await;
-    assert!(succeeded, "{}", std::fs::read_to_string(cluster.dir.join("rating-may-1.output")).unwrap());
-    let done = wait_until("Succeeded with a result", WAIT, || async {
-        let run = cluster.api::<EvaluationRun>().get("rating-may").await.unwrap();
-        run.status.filter(|s| s.phase == Some(Phase::Succeeded) && s.result.is_some())
-    })
-    .await;
-    let result = done.result.unwrap();
+    stack.create("EvaluationRun", "rating", run("Rating", None)).await;
+    let rating = stack.finished_run("rating").await;
+    let status = rating.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{:?}\n{}", status, stack.logs());
+    let result = status.result.clone().unwrap();
     let metrics = result.metrics.unwrap();
-    assert_eq!(metrics["races"], 4.0);
-    assert_eq!(metrics["exact_top3_hit_rate"], 1.0);
-    assert!(result.data_snapshot_id.unwrap().starts_with("ds-"));
-    assert!(result.commit_sha.is_some());
+    assert_eq!(metrics["races"], races as f64, "every collected race is evaluated");
+    let hit_rate = metrics["exact_top3_hit_rate"];
+    assert!(hit_rate > 0.0 && hit_rate < 1.0, "a rating baseline on a plausible season hits sometimes: {hit_rate}");
     let run_id = result.mlflow_run_id.expect("the MLflow run id reaches the status");
     let tracked = mlflow.get(&format!("/api/2.0/mlflow/runs/get?run_id={run_id}")).await;
     assert_eq!(tracked["run"]["info"]["status"], "FINISHED");
-    assert!(
-        cluster.dir.join("rating-may-1-tmp/kra-evaluations/rating-may/results.json").exists(),
-        "artifacts in the pod's /tmp"
-    );
 
-    // A challenger in its own pod, compared with the champion through MLflow: the gate's
-    // decision becomes a condition.
-    cluster.create::<EvaluationRun>(run("random-may", "Random", Some("rating-may"))).await;
-    wait_until("the challenger's Job", WAIT, || async { cluster.job_exists("random-may-1").await.then_some(()) }).await;
-    let succeeded = cluster.run_job_here("random-may-1", &[("kra-db", "url", &database)], &[]).await;
-    assert!(succeeded, "{}", std::fs::read_to_string(cluster.dir.join("random-may-1.output")).unwrap());
-    let decided = wait_until("the Promoted condition", WAIT, || async {
-        let run = cluster.api::<EvaluationRun>().get("random-may").await.unwrap();
-        run.status?.conditions.into_iter().find(|c| c.type_ == "Promoted")
+    stack.create("EvaluationRun", "random", run("Random", Some("rating"))).await;
+    let random = stack.finished_run("random").await;
+    let status = random.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{:?}\n{}", status, stack.logs());
+    let decided = status.conditions.iter().find(|c| c.type_ == "Promoted").expect("the Promoted condition");
+    assert_eq!(decided.status, "False");
+    assert!(
+        ["NotBetter", "NotSignificant"].contains(&decided.reason.as_str()),
+        "{races} paired races are enough for the gate to decide on: {decided:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_scheduled_krajob_runs_its_child_through_the_job_controller() {
+    let stack = Stack::start().await;
+    // Every minute, the results of the seven days before: two Seoul race days, already run.
+    stack
+        .create(
+            "KraJob",
+            "weekly",
+            json!({
+                "action": "CollectResults", "meet": "seoul",
+                "schedule": {"cron": "* * * * *", "timeZone": "Asia/Seoul", "window": {"offsetDays": -7, "days": 7},
+                             "concurrencyPolicy": "Forbid"},
+                "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"},
+                "retryPolicy": {"limit": 0},
+            }),
+        )
+        .await;
+    let child = wait_until("the schedule's first child run", RUN_WAIT, || async {
+        let parent = stack.cluster.api::<KraJob>().get("weekly").await.unwrap();
+        parent.status?.schedule?.runs.first().map(|r| r.name.clone())
     })
     .await;
-    assert_eq!(
-        (decided.status.as_str(), decided.reason.as_str()),
-        ("False", "InsufficientPairs"),
-        "4 paired races are too few"
+    let done = stack.finished_krajob(&child).await;
+    assert!(succeeded(&done), "{:?}\n{}", done.status, stack.logs());
+    let today = today_in_seoul();
+    let week_ago = today.checked_sub(jiff::Span::new().days(7)).unwrap();
+    let expected: i64 = stack
+        .season
+        .race_days(Meet::Seoul)
+        .into_iter()
+        .filter(|d| (week_ago..today).contains(d))
+        .map(|d| stack.season.races(d, Meet::Seoul).len() as i64)
+        .sum();
+    let result = done.status.unwrap().run.result.unwrap();
+    // A run that fired just after midnight has a window one day later: a day's races either way.
+    assert!(
+        result.races_collected.unwrap_or(0) >= expected.min(9),
+        "the past race days' results were collected: {result:?} (expected about {expected})"
     );
-    assert!(decided.message.contains("4 paired races"), "{}", decided.message);
 }

@@ -43,6 +43,17 @@ impl Recorded {
 /// Rows served when every (parameter, value) pair matches the request.
 type Served = (Vec<(String, String)>, Vec<Value>);
 
+/// Rows computed per request (a generated season), consulted before the rows given with
+/// [`FakeKra::rows`]; and control requests to `/_fake/...`, for a fake world that moves on.
+pub trait Source: Send + Sync {
+    /// The rows for a request to `path` (`API214_1/RaceDetailResult_1`), or None for the given rows.
+    fn rows(&self, path: &str, query: &[(String, String)]) -> Option<Vec<Value>>;
+    /// The answer to `/_fake/<path>`, or None for 404.
+    fn control(&self, _path: &str, _query: &[(String, String)]) -> Option<String> {
+        None
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Per endpoint path.
@@ -51,6 +62,7 @@ struct State {
     xml: Vec<String>,
     page_cap: Option<usize>,
     requests: Vec<Recorded>,
+    source: Option<Arc<dyn Source>>,
 }
 
 #[derive(Clone)]
@@ -95,6 +107,11 @@ impl FakeKra {
         served.push((matching, rows));
     }
 
+    /// Answer requests from `source` first.
+    pub fn source(&self, source: Arc<dyn Source>) {
+        self.state.lock().unwrap().source = Some(source);
+    }
+
     /// Faults for the next requests to `path`, in order.
     pub fn faults(&self, path: &str, faults: Vec<Fault>) {
         self.state.lock().unwrap().faults.entry(path.to_string()).or_default().extend(faults);
@@ -136,6 +153,7 @@ async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
     let line = head.lines().next().unwrap_or_default().to_string();
     let target = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let control = path.strip_prefix("/_fake/").map(String::from);
     let path = path.trim_start_matches("/B551015/").to_string();
     let query: Vec<(String, String)> = query
         .split('&')
@@ -146,6 +164,22 @@ async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
         })
         .collect();
 
+    if let Some(control) = control {
+        let source = state.lock().unwrap().source.clone();
+        let answer = source.and_then(|s| s.control(&control, &query));
+        let (status, body) = match answer {
+            Some(body) => (200, body),
+            None => (404, format!("no control request {control}")),
+        };
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = socket.write_all(head.as_bytes()).await;
+        let _ = socket.write_all(body.as_bytes()).await;
+        let _ = socket.shutdown().await;
+        return;
+    }
     let (fault, response) = {
         let mut state = state.lock().unwrap();
         state.requests.push(Recorded { path: path.clone(), query: query.clone(), raw_line: line });
@@ -153,14 +187,17 @@ async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
         let page_no: usize = query.iter().find(|(k, _)| k == "pageNo").and_then(|(_, v)| v.parse().ok()).unwrap_or(1);
         let asked: usize = query.iter().find(|(k, _)| k == "numOfRows").and_then(|(_, v)| v.parse().ok()).unwrap_or(10);
         let size = state.page_cap.map_or(asked, |cap| asked.min(cap));
-        let rows: Vec<Value> = state
-            .data
-            .get(&path)
-            .into_iter()
-            .flatten()
-            .filter(|(matching, _)| matching.iter().all(|m| query.contains(m)))
-            .flat_map(|(_, rows)| rows.clone())
-            .collect();
+        let generated = state.source.as_ref().and_then(|s| s.rows(&path, &query));
+        let rows: Vec<Value> = generated.unwrap_or_else(|| {
+            state
+                .data
+                .get(&path)
+                .into_iter()
+                .flatten()
+                .filter(|(matching, _)| matching.iter().all(|m| query.contains(m)))
+                .flat_map(|(_, rows)| rows.clone())
+                .collect()
+        });
         let total = rows.len();
         let page: Vec<Value> = rows.into_iter().skip((page_no - 1) * size).take(size).collect();
         let body = if state.xml.contains(&path) {

@@ -2,9 +2,11 @@
 //!
 //! The tests run on a real Kubernetes API server: the one `KRA_TEST_KUBECONFIG` names (the test
 //! command starts one with `scripts/control-plane up` and sets it), or else the developer's
-//! `scripts/control-plane up` in its default place. Each test works in a namespace of its own, and
-//! the operator hands its Jobs to a non-existent Job controller (`spec.managedBy`) so the test can
-//! drive their status. The operator runs as the chart's ServiceAccount with exactly the RBAC that
+//! `scripts/control-plane up` in its default place. Each test works in a namespace of its own.
+//! The controller tests have the operator hand its Jobs to another manager than the control
+//! plane's Job controller (`spec.managedBy`), so the test can drive their status; the end-to-end
+//! tests leave them to the real Job controller and run their Pods on a local node
+//! (`local_node.rs`). The operator runs as the chart's ServiceAccount with exactly the RBAC that
 //! `helm template charts/kra-operator` renders (`KRA_TEST_RBAC=namespaces`, the default, or
 //! `cluster`).
 //!
@@ -18,6 +20,7 @@ pub mod fake_llm;
 pub mod kra_day;
 pub mod mlflow;
 pub mod postgres;
+pub mod season;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -33,6 +36,8 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 pub const MANAGED_BY: &str = "kra.dev/test-driver";
+/// The worker image the operator under test puts in its Jobs (a local node runs it).
+pub const WORKER_IMAGE: &str = "kra-test/worker:0";
 /// How long a test waits for a condition: generous, because a real API server on two shared
 /// cores, serving many tests at once, is slow.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -528,6 +533,24 @@ impl Operator {
         extra: &[&str],
         granted: Option<&[String]>,
     ) -> Operator {
+        Self::launch(cluster, identity, extra, granted, Some(MANAGED_BY)).await
+    }
+
+    /// Start the operator with its Jobs left to the control plane's real Job controller (for a
+    /// local node to run their Pods), and wait until it is ready.
+    pub async fn start_for_job_controller(cluster: &Cluster, extra: &[&str]) -> Operator {
+        let operator = Self::launch(cluster, "operator-a", extra, None, None).await;
+        operator.wait_ready().await;
+        operator
+    }
+
+    async fn launch(
+        cluster: &Cluster,
+        identity: &str,
+        extra: &[&str],
+        granted: Option<&[String]>,
+        managed_by: Option<&str>,
+    ) -> Operator {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--namespace".into(),
@@ -541,9 +564,11 @@ impl Operator {
             "--default-database-secret".into(),
             "kra-db/url".into(),
             "--worker-image".into(),
-            "kra-test/worker:0".into(),
+            WORKER_IMAGE.into(),
         ];
-        args.extend(["--job-managed-by".to_string(), MANAGED_BY.to_string()]);
+        if let Some(managed_by) = managed_by {
+            args.extend(["--job-managed-by".to_string(), managed_by.to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let watched: Vec<String> = args.windows(2).filter(|w| w[0] == "--namespace").map(|w| w[1].clone()).collect();
         let kubeconfig = match granted {
