@@ -263,6 +263,13 @@ async fn evaluation_runs_on_collected_races_are_tracked_in_mlflow_and_the_champi
     let run_id = result.mlflow_run_id.expect("the MLflow run id reaches the status");
     let tracked = mlflow.get(&format!("/api/2.0/mlflow/runs/get?run_id={run_id}")).await;
     assert_eq!(tracked["run"]["info"]["status"], "FINISHED");
+    let artifacts = std::fs::read_dir(&stack.node.dir)
+        .unwrap()
+        .flatten()
+        .filter(|pod| pod.file_name().to_string_lossy().contains("_rating-1-"))
+        .map(|pod| pod.path().join("volumes/tmp/kra-evaluations/rating/results.json"))
+        .find(|path| path.exists());
+    assert!(artifacts.is_some(), "the evaluator's artifacts are in the pod's /tmp volume");
 
     stack.create("EvaluationRun", "random", run("Random", Some("rating"))).await;
     let random = stack.finished_run("random").await;

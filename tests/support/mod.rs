@@ -256,60 +256,6 @@ impl Cluster {
         jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&status)).await.expect("patch job status");
     }
 
-    /// Stand in for the kubelet: run the attempt's Job here — its command, its arguments, its
-    /// environment with each `secretKeyRef` resolved from `secrets` (secret name, key, value) —
-    /// then finish the Job with the exit status and the summary the worker wrote to its
-    /// termination-message path. `extra_env` is added (the fake API's URL, for instance).
-    pub async fn run_job_here(&self, job: &str, secrets: &[(&str, &str, &str)], extra_env: &[(&str, &str)]) -> bool {
-        let spec = self.api::<Job>().get(job).await.expect("job to run").spec.unwrap();
-        let container = spec.template.spec.unwrap().containers.remove(0);
-        let binary = match container.command.as_ref().and_then(|c| c.first()).map(String::as_str) {
-            Some("kra-collector") => env!("CARGO_BIN_EXE_kra-collector"),
-            Some("kra-evaluator") => env!("CARGO_BIN_EXE_kra-evaluator"),
-            other => panic!("unexpected worker command {other:?}"),
-        };
-        let message_path = self.dir.join(format!("{job}.termination-log"));
-        let terminal = container.termination_message_path.clone().unwrap_or_default();
-        // Each pod has its own /tmp (an emptyDir): pods share no disk.
-        let pod_tmp = self.dir.join(format!("{job}-tmp"));
-        let args: Vec<String> = container
-            .args
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| match a.strip_prefix("/tmp/") {
-                _ if a == terminal => message_path.display().to_string(),
-                Some(rest) => pod_tmp.join(rest).display().to_string(),
-                None => a,
-            })
-            .collect();
-        let mut command = tokio::process::Command::new(binary);
-        command
-            .args(&args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KRA_LOG_FORMAT", "json");
-        for variable in container.env.unwrap_or_default() {
-            let value = match (variable.value, variable.value_from.and_then(|v| v.secret_key_ref)) {
-                (Some(value), _) => value,
-                (None, Some(selector)) => secrets
-                    .iter()
-                    .find(|(name, key, _)| *name == selector.name && *key == selector.key)
-                    .map(|(_, _, value)| value.to_string())
-                    .unwrap_or_else(|| panic!("no secret {}/{} for {}", selector.name, selector.key, variable.name)),
-                (None, None) => continue,
-            };
-            command.env(variable.name, value);
-        }
-        for (name, value) in extra_env {
-            command.env(name, value);
-        }
-        let output = command.output().await.expect("run the worker");
-        let message = std::fs::read_to_string(&message_path).ok();
-        std::fs::write(self.dir.join(format!("{job}.output")), [output.stdout, output.stderr].concat()).unwrap();
-        self.finish_job(job, output.status.success(), message.as_deref()).await;
-        output.status.success()
-    }
-
     /// A kubeconfig for the operator: the chart's ServiceAccount (release `release`, installed in
     /// this namespace), bound to exactly the RBAC `helm template` renders for `watched`
     /// namespaces (or the whole cluster), with a token from the TokenRequest API.
