@@ -363,7 +363,7 @@ fn race(rng: &mut Rng, stable: &[Horse], jockey_skill: &[f64], number: i64) -> R
         .filter(|(_, r)| !r.scratched)
         .map(|(i, r)| {
             let ability = stable[r.horse].ability;
-            (ability + jockey_skill[r.jockey] - 0.05 * (r.burden - 55.0) + 0.7 * rng.normal(), i)
+            (ability + jockey_skill[r.jockey] - 0.05 * (r.burden - 55.0) + 0.8 * rng.normal(), i)
         })
         .collect();
     performance.sort_by(|a, b| b.0.total_cmp(&a.0));
