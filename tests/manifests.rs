@@ -13,12 +13,11 @@ fn kubectl() -> PathBuf {
 }
 
 fn rendered() -> Vec<Value> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let output = Command::new(kubectl())
-        .arg("kustomize")
-        .arg(root.join("config/default"))
-        .output()
-        .expect("run kubectl kustomize");
+    render(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/default"))
+}
+
+fn render(dir: &std::path::Path) -> Vec<Value> {
+    let output = Command::new(kubectl()).arg("kustomize").arg(dir).output().expect("run kubectl kustomize");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).unwrap();
     serde_saphyr::from_str_multiple::<Value, Vec<Value>>(&text).expect("rendered YAML parses")
@@ -103,4 +102,32 @@ fn the_kind_end_to_end_krajob_is_a_valid_run_with_the_chart_defaults() {
         serde_saphyr::from_str(&std::fs::read_to_string(root.join("config/kind/cluster.yaml")).unwrap()).unwrap();
     assert_eq!(cluster["kind"], "Cluster");
     assert_eq!(cluster["apiVersion"], "kind.x-k8s.io/v1alpha4");
+}
+
+#[test]
+fn the_worker_image_follows_the_operator_image_a_user_sets() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let copy = std::env::temp_dir().join(format!("kra-manifests-{}", std::process::id()));
+    let base = copy.join("config/default");
+    std::fs::create_dir_all(&base).unwrap();
+    for entry in std::fs::read_dir(root.join("config/default")).unwrap().flatten() {
+        std::fs::copy(entry.path(), base.join(entry.file_name())).unwrap();
+    }
+    std::fs::create_dir_all(copy.join("crds")).unwrap();
+    for entry in std::fs::read_dir(root.join("crds")).unwrap().flatten() {
+        std::fs::copy(entry.path(), copy.join("crds").join(entry.file_name())).unwrap();
+    }
+    // What `kustomize edit set image` writes.
+    let mut kustomization = std::fs::read_to_string(base.join("kustomization.yaml")).unwrap();
+    kustomization.push_str(
+        "images:\n  - name: ghcr.io/kra-dev/kra-operator\n    newName: registry.example/kra\n    newTag: \"7\"\n",
+    );
+    std::fs::write(base.join("kustomization.yaml"), kustomization).unwrap();
+    let objects = render(&base);
+    std::fs::remove_dir_all(&copy).unwrap();
+    let deployment = of_kind(&objects, "Deployment")[0];
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.example/kra:7");
+    let worker = container["env"].as_array().unwrap().iter().find(|e| e["name"] == "KRA_WORKER_IMAGE").unwrap();
+    assert_eq!(worker["value"], "registry.example/kra:7", "worker Jobs run the image the operator runs");
 }
