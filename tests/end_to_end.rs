@@ -98,15 +98,14 @@ impl Stack {
         }
     }
 
-    /// Wait for a KraJob to end; its status, with the worker's logs when it did not succeed.
+    /// Wait for a KraJob to end (Succeeded or Failed).
     async fn finished_krajob(&self, name: &str) -> KraJob {
-        let done = wait_until(&format!("KraJob {name} to finish"), RUN_WAIT, || async {
+        wait_until(&format!("KraJob {name} to finish"), RUN_WAIT, || async {
             let job = self.cluster.api::<KraJob>().get(name).await.unwrap();
             let phase = job.status.as_ref().and_then(|s| s.run.phase);
             matches!(phase, Some(Phase::Succeeded | Phase::Failed)).then_some(job)
         })
-        .await;
-        done
+        .await
     }
 
     async fn finished_run(&self, name: &str) -> EvaluationRun {
@@ -322,4 +321,54 @@ async fn a_scheduled_krajob_runs_its_child_through_the_job_controller() {
         result.races_collected.unwrap_or(0) >= expected.min(9),
         "the past race days' results were collected: {result:?} (expected about {expected})"
     );
+}
+
+#[tokio::test]
+async fn the_job_controller_enforces_the_deadline_and_the_local_node_stops_the_deleted_pod() {
+    let stack = Stack::start().await;
+    let day = stack.next_race_day(Meet::Seoul);
+    // The race plan takes a minute to answer; the attempt may take three seconds.
+    stack.kra.faults(season::PLAN, vec![Fault::Delay(std::time::Duration::from_secs(60))]);
+    let mut spec = collect("CollectRaceCards", Meet::Seoul, day, day);
+    spec["activeDeadlineSeconds"] = json!(3);
+    stack.create("KraJob", "slow", spec).await;
+
+    let done = stack.finished_krajob("slow").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.run.phase, Some(Phase::Failed), "{status:?}");
+    let job = stack.cluster.api::<Job>().get("slow-1").await.unwrap();
+    let failed = job.status.unwrap().conditions.unwrap_or_default();
+    assert!(
+        failed
+            .iter()
+            .any(|c| c.type_ == "Failed" && c.status == "True" && c.reason.as_deref() == Some("DeadlineExceeded")),
+        "the Job controller failed the Job at its deadline: {failed:?}"
+    );
+    // The Job controller deleted the running pod; the local node stopped its process and then
+    // removed the pod, as a kubelet does.
+    wait_until("the deleted pod to be gone", RUN_WAIT, || async {
+        let pods = stack.pods().await;
+        pods.iter().all(|p| p.metadata.name.as_deref().is_none_or(|n| !n.starts_with("slow-1-"))).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pod_of_an_image_the_local_node_does_not_know_waits_with_err_image_pull() {
+    let stack = Stack::start().await;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "unknown-image", "labels": {"app.kubernetes.io/managed-by": "kra-operator"}},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "worker", "image": "elsewhere/other:1", "command": ["kra-collector"]}]},
+    }))
+    .unwrap();
+    stack.cluster.api::<Pod>().create(&PostParams::default(), &pod).await.unwrap();
+    let waiting = wait_until("the ErrImagePull waiting reason", RUN_WAIT, || async {
+        let pod = stack.cluster.api::<Pod>().get("unknown-image").await.unwrap();
+        let statuses = pod.status?.container_statuses?;
+        statuses.first()?.state.as_ref()?.waiting.clone()
+    })
+    .await;
+    assert_eq!(waiting.reason.as_deref(), Some("ErrImagePull"));
+    let message = waiting.message.unwrap_or_default();
+    assert!(message.contains("elsewhere/other:1") && message.contains(WORKER_IMAGE), "{message}");
 }

@@ -177,11 +177,12 @@ async fn agent(client: Client, config: Arc<NodeConfig>) {
         let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
         match spec.node_name.as_deref() {
             None | Some("") => {
-                if pod.metadata.deletion_timestamp.is_none() && bound.insert(uid.clone()) {
-                    if let Err(error) = bind(&api, &name, &config.name).await {
-                        eprintln!("local node {}: binding pod {namespace}/{name}: {error}", config.name);
-                        bound.remove(&uid);
-                    }
+                if pod.metadata.deletion_timestamp.is_none()
+                    && bound.insert(uid.clone())
+                    && let Err(error) = bind(&api, &name, &config.name).await
+                {
+                    eprintln!("local node {}: binding pod {namespace}/{name}: {error}", config.name);
+                    bound.remove(&uid);
                 }
             }
             Some(node) if node == config.name => {
@@ -270,7 +271,7 @@ async fn run_pod(client: &Client, config: &NodeConfig, pod: &Pod, stop: &Notify)
     let name = pod.metadata.name.clone().unwrap_or_default();
     let Some(container) = spec.containers.first().cloned() else { return false };
     let image = container.image.clone().unwrap_or_default();
-    if !config.images.iter().any(|known| *known == image) {
+    if !config.images.contains(&image) {
         let message = format!(
             "local node {}: image \"{image}\" is not one it runs (it runs {}: the locally built {})",
             config.name,
@@ -480,7 +481,7 @@ async fn prepare(
     std::fs::write(&termination_log, b"").map_err(io("creating the termination-message file".into()))?;
     mounts.push((termination_path, termination_log.clone()));
     // Longest mount path first, so /tmp/a maps before /tmp.
-    mounts.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
     let local = |value: &str| map_paths(value, &mounts);
 
     let mut env: Vec<(String, String)> = Vec::new();
@@ -522,10 +523,10 @@ fn map_paths(value: &str, mounts: &[(String, PathBuf)]) -> String {
     if let Some(mapped) = map_one(value) {
         return mapped;
     }
-    if let Some((key, rest)) = value.split_once('=') {
-        if let Some(mapped) = map_one(rest) {
-            return format!("{key}={mapped}");
-        }
+    if let Some((key, rest)) = value.split_once('=')
+        && let Some(mapped) = map_one(rest)
+    {
+        return format!("{key}={mapped}");
     }
     value.to_string()
 }
