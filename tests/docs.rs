@@ -222,3 +222,19 @@ fn each_binary_help_says_what_that_binary_does() {
         assert!(header.starts_with(words), "{binary}: {header}");
     }
 }
+
+#[test]
+fn each_binary_version_names_the_commit_it_was_built_from() {
+    for (binary, name) in [
+        (env!("CARGO_BIN_EXE_kra-operator"), "kra-operator"),
+        (env!("CARGO_BIN_EXE_kra-collector"), "kra-collector"),
+        (env!("CARGO_BIN_EXE_kra-evaluator"), "kra-evaluator"),
+    ] {
+        let output = Command::new(binary).arg("--version").output().unwrap();
+        assert!(output.status.success());
+        let version = String::from_utf8_lossy(&output.stdout);
+        let expected =
+            format!("{name} {} (commit {})\n", env!("CARGO_PKG_VERSION"), kra_operator::evaluator::run::COMMIT_SHA);
+        assert_eq!(version, expected);
+    }
+}

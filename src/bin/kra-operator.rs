@@ -9,7 +9,7 @@ use kra_operator::{crd, operator, telemetry};
 
 /// Kubernetes operator for KRA race-data collection (KraJob) and evaluation (EvaluationRun).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version = env!("KRA_VERSION"), about)]
 struct Cli {
     /// Log format (default: text at a terminal, JSON otherwise).
     #[arg(long, env = "KRA_LOG_FORMAT", value_enum, global = true)]

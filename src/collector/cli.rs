@@ -17,7 +17,7 @@ use crate::telemetry::LogFormat;
 
 /// Collect Korea Racing Authority race data (data.go.kr B551015) into a database.
 #[derive(Parser, Debug)]
-#[command(name = "kra-collector", version)]
+#[command(name = "kra-collector", version = env!("KRA_VERSION"))]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

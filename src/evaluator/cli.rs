@@ -18,7 +18,7 @@ use crate::telemetry::LogFormat;
 
 /// Evaluate top-three predictors on stored KRA races, reproducibly.
 #[derive(Parser, Debug)]
-#[command(name = "kra-evaluator", version)]
+#[command(name = "kra-evaluator", version = env!("KRA_VERSION"))]
 pub struct Cli {
     /// Database: `postgres://…` or `sqlite://…`. Without it, the collector's SQLite file in --data-dir.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
