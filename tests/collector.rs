@@ -108,6 +108,17 @@ async fn a_day_collects_the_races_the_plan_lists_never_a_fixed_fifteen() {
 }
 
 #[tokio::test]
+async fn a_day_whose_plan_is_unavailable_fails_without_counting_races_it_never_found() {
+    let h = Harness::sqlite().await;
+    h.kra.faults(kra_day::PLAN, vec![Fault::Status { code: 500, retry_after: None }; 2]);
+    let summary = h.run(&[Stage::Cards], None, morning()).await;
+    assert!(!summary.succeeded(), "{summary:#?}");
+    assert_eq!((summary.races_found, summary.races_collected, summary.races_failed), (0, 0, 1), "{summary:#?}");
+    assert!(summary.message.contains("0 collected"), "{}", summary.message);
+    assert_eq!(summary.failures[0].race_id, "20250524_1_*", "the failure names the day");
+}
+
+#[tokio::test]
 async fn collecting_the_same_day_twice_changes_nothing() {
     let h = Harness::sqlite().await;
     kra_day::serve_before(&h.kra, &Day::default());

@@ -156,3 +156,20 @@ async fn the_service_key_appears_in_no_output_log_error_or_stored_row() {
         assert!(!everything.contains(form), "the key leaked as {form:?}");
     }
 }
+
+#[tokio::test]
+async fn a_data_directory_it_cannot_write_is_a_usage_error_naming_the_ways_out() {
+    let kra = FakeKra::start().await;
+    let dir = scratch();
+    // A folder under a regular file cannot be made, even by root.
+    std::fs::write(dir.join("data"), "not a folder").unwrap();
+    let output = collector(&kra, &dir, &["collect", "--meet", "seoul", "--date", "2025-05-24"], &[]).await;
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let message = text(&output);
+    assert!(
+        message.contains(&format!("failed to create the data directory {}", dir.join("data").display())),
+        "{message}"
+    );
+    assert!(message.contains("mount a writable volume") && message.contains("set DATABASE_URL"), "{message}");
+    assert!(kra.requests().is_empty(), "nothing is asked of the API before the store is ready");
+}

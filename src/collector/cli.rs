@@ -128,6 +128,18 @@ impl From<MeetArg> for Meet {
 
 /// Exit codes: 0 every race collected; 1 some races failed; 2 bad usage or configuration;
 /// 3 stopped by the KRA API (key rejected, quota or run budget spent); 4 database failure.
+/// Why the embedded database's folder cannot be made, and the three ways out.
+fn data_dir_problem(dir: &std::path::Path, error: &std::io::Error) -> String {
+    let shown = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    format!(
+        "failed to create the data directory {} ({error}); without DATABASE_URL the collector keeps an SQLite \
+         file there: mount a writable volume at {}, choose another folder with --data-dir (KRA_DATA_DIR), or \
+         set DATABASE_URL",
+        shown.display(),
+        shown.display()
+    )
+}
+
 pub mod exit {
     pub const RACES_FAILED: u8 = 1;
     pub const USAGE: u8 = 2;
@@ -187,10 +199,15 @@ pub async fn run(cli: Cli) -> ExitCode {
     let url = match &global.database_url {
         Some(url) => url.clone(),
         None => {
-            if let Err(error) = std::fs::create_dir_all(&global.data_dir) {
-                return usage(&format!("failed to create {}: {error}", global.data_dir.display()));
+            let file = global.data_dir.join("kra.sqlite3");
+            // The folder may exist and still be read-only (an image's folder on a read-only root):
+            // SQLite would only say "unable to open database file".
+            let writable = std::fs::create_dir_all(&global.data_dir)
+                .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(&file));
+            if let Err(error) = writable {
+                return usage(&data_dir_problem(&global.data_dir, &error));
             }
-            format!("sqlite://{}", global.data_dir.join("kra.sqlite3").display())
+            format!("sqlite://{}", file.display())
         }
     };
     let store = match Store::open(&url).await {

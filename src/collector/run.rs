@@ -155,7 +155,10 @@ impl<'a> Collector<'a> {
         self.summary.api_calls = stats.total() as i64;
         self.summary.api_calls_by_endpoint = stats.by_endpoint();
         self.summary.races_failed = self.failed_races.len() as i64;
-        self.summary.races_collected = self.summary.races_found - self.summary.races_failed;
+        // A day whose race plan is unavailable fails as `<date>_<meet>_*`: it found no race, so
+        // it takes none away from the collected count.
+        let failed_races = self.failed_races.iter().filter(|id| !id.ends_with("_*")).count() as i64;
+        self.summary.races_collected = (self.summary.races_found - failed_races).max(0);
         self.summary.message = match &self.summary.stopped {
             Some(reason) => format!("stopped: {reason}"),
             None => format!(
