@@ -31,6 +31,10 @@ struct Args {
     /// Where Pod folders, volumes and logs go.
     #[arg(long)]
     dir: PathBuf,
+    /// Run the Pods as podman containers of this local image (from `scripts/image`) instead of
+    /// local processes.
+    #[arg(long)]
+    podman_image: Option<String>,
     /// The Pods it binds and runs.
     #[arg(long, default_value = "app.kubernetes.io/managed-by=kra-operator")]
     selector: String,
@@ -53,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         binaries,
         dir: std::path::absolute(&args.dir)?,
         base_env: vec![("KRA_LOG_FORMAT".into(), "json".into())],
+        podman_image: args.podman_image,
     };
     let _node = local_node::LocalNode::start(client, config).await?;
     eprintln!("local node {} running Pods as local processes", args.name);

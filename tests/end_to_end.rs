@@ -46,6 +46,11 @@ fn today_in_seoul() -> Date {
 
 impl Stack {
     async fn start() -> Stack {
+        Self::start_with(false).await
+    }
+
+    /// `processes`: run the worker Pods as local processes even where podman runs the image.
+    async fn start_with(processes: bool) -> Stack {
         let cluster = Cluster::start().await;
         let postgres = Postgres::start();
         let database = postgres.database().await;
@@ -59,6 +64,15 @@ impl Stack {
             .unwrap();
             cluster.api::<Secret>().create(&PostParams::default(), &secret).await.expect("create a Secret");
         }
+        // The worker Pods run as containers of the image `scripts/image` built, where podman
+        // can run it (KRA_TEST_LOCAL_NODE=process runs them as local processes instead).
+        let image = std::env::var("KRA_TEST_IMAGE")
+            .unwrap_or_else(|_| format!("localhost/kra-operator:{}", env!("CARGO_PKG_VERSION")));
+        let podman_image = match std::env::var("KRA_TEST_LOCAL_NODE").as_deref() {
+            _ if processes => None,
+            Ok("process") => None,
+            _ => local_node::podman_runs(&image).await.then_some(image),
+        };
         let node = LocalNode::start(
             cluster.client.clone(),
             NodeConfig {
@@ -72,6 +86,7 @@ impl Stack {
                 ],
                 dir: cluster.dir.join("node"),
                 base_env: vec![("KRA_LOG_FORMAT".into(), "json".into())],
+                podman_image,
             },
         )
         .await
@@ -170,6 +185,10 @@ async fn a_krajob_collects_cards_results_and_odds_into_postgresql_through_the_jo
     assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some(stack.node.name.as_str()));
     let status = pod.status.as_ref().unwrap();
     assert_eq!(status.phase.as_deref(), Some("Succeeded"));
+    let container_id = status.container_statuses.as_ref().unwrap()[0].container_id.clone().unwrap_or_default();
+    let runtime = if stack.node.runs_containers() { "podman://" } else { "process://" };
+    assert!(container_id.starts_with(runtime), "{container_id}: the image ran under the Pod's spec where podman runs");
+    eprintln!("worker pods ran as {runtime}");
     let terminated = status.container_statuses.as_ref().unwrap()[0].state.as_ref().unwrap().terminated.clone().unwrap();
     assert_eq!((terminated.exit_code, terminated.reason.as_deref()), (0, Some("Completed")));
     assert!(
@@ -201,7 +220,8 @@ async fn a_krajob_collects_cards_results_and_odds_into_postgresql_through_the_jo
 
 #[tokio::test]
 async fn a_failing_worker_is_retried_by_the_operator_as_a_new_job() {
-    let stack = Stack::start().await;
+    // This one runs its workers as local processes, so both ways of the local node are tested.
+    let stack = Stack::start_with(true).await;
     let day = stack.next_race_day(Meet::Busan);
     // The first attempt finds the race plan unavailable (every retry of its client answered 500).
     stack.kra.faults(season::PLAN, vec![Fault::Status { code: 500, retry_after: None }; 4]);

@@ -15,8 +15,13 @@
 //! - a Pod being deleted gets SIGTERM, then SIGKILL after its grace period (at most 5 s here), its
 //!   final status, and then the kubelet's deletion with grace period 0.
 //!
-//! What it does not do: isolation (user, read-only root, capabilities: the process runs as the
-//! test's user), resource limits, probes, init containers, more than one container, restarts.
+//! With `podman_image` set it runs each Pod as a podman container of that image instead (the
+//! image `scripts/image` builds), with the Pod's user, read-only root, capabilities and
+//! no-new-privileges, its resolved environment, and its volumes and termination-message file
+//! mounted where the Pod says: then the real image runs under the real Pod spec.
+//!
+//! What it does not do: isolation as a process (user, read-only root and capabilities apply only
+//! to containers), resource limits, probes, init containers, more than one container, restarts.
 
 #![allow(dead_code)]
 
@@ -58,20 +63,61 @@ pub struct NodeConfig {
     pub dir: PathBuf,
     /// Environment every process gets before the Pod's own (for example `KRA_LOG_FORMAT`).
     pub base_env: Vec<(String, String)>,
+    /// Run each Pod as a podman container of this local image (built by `scripts/image`), under
+    /// the Pod's security context; None: as a local process of `binaries`.
+    pub podman_image: Option<String>,
+}
+
+/// podman as it works on these machines (../shared/docs/toolchain.md): vfs storage, runc,
+/// cgroupfs, and open-file limits under the machine's hard limit.
+pub fn podman() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("podman");
+    command.args(["--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
+    command
+}
+
+/// Whether podman can run `image` here (a container that prints the binary's version).
+pub async fn podman_runs(image: &str) -> bool {
+    let probe = podman()
+        .args(["run", "--rm", "--network", "host", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"])
+        .args([image, "--version"])
+        .output()
+        .await;
+    matches!(probe, Ok(output) if output.status.success())
 }
 
 pub struct LocalNode {
     pub name: String,
     pub dir: PathBuf,
+    containers: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for LocalNode {
     fn drop(&mut self) {
-        // Aborting the agent drops its JoinSet, whose tasks drop their children (kill_on_drop).
+        // Aborting the agent drops its JoinSet, whose tasks drop their children (kill_on_drop);
+        // containers outlive their podman client, so they are removed by this node's label.
         self.task.abort();
+        if self.containers {
+            let filter = format!("label={NODE_LABEL}={}", self.name);
+            let listed = std::process::Command::new("podman")
+                .args(["--storage-driver", "vfs", "ps", "--all", "--quiet", "--filter", &filter])
+                .output();
+            let ids: Vec<String> = listed
+                .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
+                .unwrap_or_default();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("podman")
+                    .args(["--storage-driver", "vfs", "--runtime", "runc", "rm", "--force", "--time", "0"])
+                    .args(&ids)
+                    .output();
+            }
+        }
     }
 }
+
+/// The label of every container a node starts: its name.
+const NODE_LABEL: &str = "kra.dev/local-node";
 
 impl LocalNode {
     /// Register the Node and start binding and running Pods.
@@ -80,8 +126,14 @@ impl LocalNode {
         register(&client, &config.name).await?;
         let name = config.name.clone();
         let dir = config.dir.clone();
+        let containers = config.podman_image.is_some();
         let task = tokio::spawn(agent(client, Arc::new(config)));
-        Ok(LocalNode { name, dir, task })
+        Ok(LocalNode { name, dir, containers, task })
+    }
+
+    /// Whether it runs Pods as podman containers (else as local processes).
+    pub fn runs_containers(&self) -> bool {
+        self.containers
     }
 
     /// The combined stdout and stderr of a Pod's container, as far as it has run here.
@@ -296,8 +348,10 @@ async fn run_pod(client: &Client, config: &NodeConfig, pod: &Pod, stop: &Notify)
         }
     };
     let started_at = now();
+    let container_id = std::sync::Mutex::new(String::new());
     let terminated = |code: i32, reason: &str, message: String| {
         let phase = if code == 0 { "Succeeded" } else { "Failed" };
+        let id = container_id.lock().unwrap().clone();
         json!({
             "phase": phase, "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
             "startTime": started_at,
@@ -306,21 +360,10 @@ async fn run_pod(client: &Client, config: &NodeConfig, pod: &Pod, stop: &Notify)
                            {"type": "ContainersReady", "status": "False", "reason": "PodCompleted"},
                            {"type": "Ready", "status": "False", "reason": "PodCompleted"}],
             "containerStatuses": [{"name": container.name, "image": image, "imageID": "", "ready": false,
-                                   "restartCount": 0, "started": false,
+                                   "restartCount": 0, "started": false, "containerID": id,
                                    "state": {"terminated": {"exitCode": code, "reason": reason, "message": message,
                                                             "startedAt": started_at, "finishedAt": now()}}}],
         })
-    };
-    let Some(binary) = container
-        .command
-        .as_ref()
-        .and_then(|c| c.first())
-        .and_then(|command| config.binaries.iter().find(|(name, _)| name == command))
-        .map(|(_, path)| path.clone())
-    else {
-        let message = format!("exec: {:?}: executable file not found on local node {}", container.command, config.name);
-        patch_status(client, pod, terminated(128, "StartError", message)).await;
-        return false;
     };
     let log_path = dir.join("container.log");
     let log = match std::fs::File::create(&log_path).and_then(|f| Ok((f.try_clone()?, f))) {
@@ -330,26 +373,54 @@ async fn run_pod(client: &Client, config: &NodeConfig, pod: &Pod, stop: &Notify)
             return false;
         }
     };
-    let mut command = tokio::process::Command::new(&binary);
-    command
-        .args(&prepared.args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(config.base_env.iter().cloned())
-        .envs(prepared.env.iter().cloned())
-        .current_dir(&prepared.working_dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.0)
-        .stderr(log.1)
-        .kill_on_drop(true);
+    let container_name = format!("kra-{}-{name}", config.name);
+    let mut command = match &config.podman_image {
+        Some(local_image) => {
+            match podman_command(config, pod, &container, &prepared, local_image, &container_name, &dir) {
+                Ok(command) => command,
+                Err(message) => {
+                    patch_status(client, pod, terminated(128, "StartError", message)).await;
+                    return false;
+                }
+            }
+        }
+        None => {
+            let Some(binary) = container
+                .command
+                .as_ref()
+                .and_then(|c| c.first())
+                .and_then(|command| config.binaries.iter().find(|(name, _)| name == command))
+                .map(|(_, path)| path.clone())
+            else {
+                let message =
+                    format!("exec: {:?}: executable file not found on local node {}", container.command, config.name);
+                patch_status(client, pod, terminated(128, "StartError", message)).await;
+                return false;
+            };
+            let mut command = tokio::process::Command::new(&binary);
+            command
+                .args(&prepared.args)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs(config.base_env.iter().cloned())
+                .envs(prepared.env.iter().cloned())
+                .current_dir(&prepared.working_dir);
+            command
+        }
+    };
+    command.stdin(std::process::Stdio::null()).stdout(log.0).stderr(log.1).kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
-            patch_status(client, pod, terminated(128, "StartError", format!("starting {}: {error}", binary.display())))
-                .await;
+            patch_status(client, pod, terminated(128, "StartError", format!("starting the container: {error}"))).await;
             return false;
         }
     };
+    let id = match &config.podman_image {
+        Some(_) => format!("podman://{container_name}"),
+        None => format!("process://{}", child.id().unwrap_or(0)),
+    };
+    *container_id.lock().unwrap() = id.clone();
     patch_status(
         client,
         pod,
@@ -359,7 +430,7 @@ async fn run_pod(client: &Client, config: &NodeConfig, pod: &Pod, stop: &Notify)
             "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Initialized", "status": "True"},
                            {"type": "ContainersReady", "status": "True"}, {"type": "Ready", "status": "True"}],
             "containerStatuses": [{"name": container.name, "image": image, "imageID": "", "ready": true,
-                                   "restartCount": 0, "started": true, "containerID": format!("local://{}", child.id().unwrap_or(0)),
+                                   "restartCount": 0, "started": true, "containerID": id,
                                    "state": {"running": {"startedAt": started_at}}}],
         }),
     )
@@ -371,7 +442,11 @@ async fn run_pod(client: &Client, config: &NodeConfig, pod: &Pod, stop: &Notify)
         _ = stop.notified() => {
             deleting = true;
             let grace = spec.termination_grace_period_seconds.map_or(MAX_GRACE, |s| Duration::from_secs(s.max(0) as u64)).min(MAX_GRACE);
-            if let Some(pid) = child.id() {
+            if config.podman_image.is_some() {
+                // SIGTERM to the container, SIGKILL after the grace period.
+                let seconds = grace.as_secs().to_string();
+                let _ = podman().args(["stop", "--time", &seconds, &container_name]).output().await;
+            } else if let Some(pid) = child.id() {
                 let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
             }
             match tokio::time::timeout(grace, child.wait()).await {
@@ -397,8 +472,73 @@ async fn run_pod(client: &Client, config: &NodeConfig, pod: &Pod, stop: &Notify)
         message = log_tail(&log_path);
     }
     let reason = if code == 0 { "Completed" } else { "Error" };
+    let _ = std::fs::remove_file(dir.join("container.env"));
     patch_status(client, pod, terminated(code, reason, message)).await;
     deleting
+}
+
+/// `podman run` of the Pod's container: the Pod's user, read-only root, capabilities and
+/// privilege escalation, its environment (in a file only root can read, removed when the Pod
+/// ends: never on a command line), its volumes mounted where the Pod mounts them, and host networking
+/// (everything the tests serve listens on loopback).
+fn podman_command(
+    config: &NodeConfig,
+    pod: &Pod,
+    container: &Container,
+    prepared: &Prepared,
+    local_image: &str,
+    container_name: &str,
+    dir: &Path,
+) -> Result<tokio::process::Command, String> {
+    let pod_security = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+    let security = container.security_context.clone().unwrap_or_default();
+    let mut command = podman();
+    command.args(["run", "--rm", "--name", container_name, "--label", &format!("{NODE_LABEL}={}", config.name)]);
+    command.args(["--network", "host", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]);
+    let user = security.run_as_user.or(pod_security.run_as_user);
+    let group = security.run_as_group.or(pod_security.run_as_group);
+    match (user, group) {
+        (Some(user), Some(group)) => drop(command.args(["--user", &format!("{user}:{group}")])),
+        (Some(user), None) => drop(command.args(["--user", &user.to_string()])),
+        _ => {}
+    }
+    if security.read_only_root_filesystem == Some(true) {
+        command.args(["--read-only", "--read-only-tmpfs=false"]);
+    }
+    if let Some(capabilities) = &security.capabilities {
+        for dropped in capabilities.drop.iter().flatten() {
+            command.args(["--cap-drop", dropped]);
+        }
+        for added in capabilities.add.iter().flatten() {
+            command.args(["--cap-add", added]);
+        }
+    }
+    if security.allow_privilege_escalation == Some(false) {
+        command.args(["--security-opt", "no-new-privileges"]);
+    }
+    let env_file = dir.join("container.env");
+    let mut lines = String::new();
+    for (name, value) in config.base_env.iter().chain(&prepared.env) {
+        if value.contains('\n') {
+            return Err(format!("env {name}: a value with a line break cannot be passed to podman here"));
+        }
+        lines.push_str(&format!("{name}={value}\n"));
+    }
+    std::fs::write(&env_file, lines).map_err(|e| format!("writing the environment file: {e}"))?;
+    std::fs::set_permissions(&env_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| format!("protecting the environment file: {e}"))?;
+    command.arg("--env-file").arg(&env_file);
+    for (path, local, read_only) in &prepared.mounts {
+        command.args(["--volume", &format!("{}:{path}{}", local.display(), if *read_only { ":ro" } else { "" })]);
+    }
+    if let Some(entrypoint) = container.command.as_ref().filter(|c| !c.is_empty()) {
+        command.args(["--entrypoint", &serde_json::to_string(entrypoint).unwrap_or_default()]);
+    }
+    if let Some(working_dir) = &container.working_dir {
+        command.args(["--workdir", working_dir]);
+    }
+    command.arg(local_image).args(&prepared.args);
+    Ok(command)
 }
 
 fn log_tail(path: &Path) -> String {
@@ -415,6 +555,8 @@ struct Prepared {
     env: Vec<(String, String)>,
     working_dir: PathBuf,
     termination_log: PathBuf,
+    /// (container path, local path, read-only), for a container runtime.
+    mounts: Vec<(String, PathBuf, bool)>,
 }
 
 /// Volumes, environment and arguments, with every container path mapped to the Pod's folder.
@@ -425,6 +567,7 @@ async fn prepare(
     container: &Container,
     dir: &Path,
 ) -> Result<Prepared, NotYet> {
+    let containers = config.podman_image.is_some();
     let spec = pod.spec.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let io = |what: String| {
@@ -463,6 +606,10 @@ async fn prepare(
         volume_dirs.insert(volume.name.clone(), local);
     }
     let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    let mut container_mounts: Vec<(String, PathBuf, bool)> = Vec::new();
+    let read_only_volume = |name: &str| {
+        spec.volumes.iter().flatten().any(|v| v.name == name && (v.config_map.is_some() || v.secret.is_some()))
+    };
     for mount in container.volume_mounts.clone().unwrap_or_default() {
         let Some(local) = volume_dirs.get(&mount.name) else {
             return Err(NotYet {
@@ -474,15 +621,28 @@ async fn prepare(
             Some(sub) if !sub.is_empty() => local.join(sub),
             _ => local.clone(),
         };
+        let read_only = mount.read_only == Some(true) || read_only_volume(&mount.name);
+        if containers && !read_only {
+            // An emptyDir is writable by the Pod's user, whoever it is.
+            std::fs::set_permissions(&local, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                .map_err(io(format!("opening volume {} to the Pod's user", mount.name)))?;
+        }
+        container_mounts.push((mount.mount_path.clone(), local.clone(), read_only));
         mounts.push((mount.mount_path.trim_end_matches('/').to_string(), local));
     }
     let termination_path = container.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into());
     let termination_log = dir.join("termination-log");
     std::fs::write(&termination_log, b"").map_err(io("creating the termination-message file".into()))?;
+    if containers {
+        std::fs::set_permissions(&termination_log, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .map_err(io("opening the termination-message file to the Pod's user".into()))?;
+    }
+    container_mounts.push((termination_path.clone(), termination_log.clone(), false));
     mounts.push((termination_path, termination_log.clone()));
     // Longest mount path first, so /tmp/a maps before /tmp.
     mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-    let local = |value: &str| map_paths(value, &mounts);
+    // A container has the mounts themselves: nothing is rewritten.
+    let local = |value: &str| if containers { value.to_string() } else { map_paths(value, &mounts) };
 
     let mut env: Vec<(String, String)> = Vec::new();
     for source in container.env_from.clone().unwrap_or_default() {
@@ -508,8 +668,7 @@ async fn prepare(
     let args = container.args.clone().unwrap_or_default().iter().map(|a| local(&expand(a, &env))).collect();
     let working_dir = dir.join("root");
     std::fs::create_dir_all(&working_dir).map_err(io("creating the working directory".into()))?;
-    let _ = config;
-    Ok(Prepared { args, env, working_dir, termination_log })
+    Ok(Prepared { args, env, working_dir, termination_log, mounts: container_mounts })
 }
 
 /// `value`, with a leading container path (alone, or after `=`) replaced by its local folder.
