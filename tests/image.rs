@@ -251,3 +251,48 @@ async fn the_operator_in_the_image_reconciles_on_the_real_control_plane() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_images_tls_roots_refuse_an_unknown_issuer_at_once_and_trust_a_given_ca() {
+    if ready().is_none() {
+        return;
+    }
+    // The control plane's API server is an HTTPS server whose certificate no public root signs.
+    let cluster = Cluster::start().await;
+    let kubeconfig = std::fs::read_to_string(&cluster.kubeconfig).unwrap();
+    let server =
+        kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("a server in the kubeconfig");
+    let base = format!("{}/B551015", server.trim());
+    let dir = writable_dir();
+    let volume = mount(&dir, "/var/lib/kra");
+    let ca = cluster.kubeconfig.parent().unwrap().join("pki/ca.crt");
+    let ca_volume = format!("{}:/etc/kra/ca.crt:ro", ca.display());
+    let args =
+        ["collect", "--meet", "seoul", "--date", "2025-05-24", "--api-key", "image-test-key", "--api-base-url", &base];
+
+    let refused = run(&["--volume", &volume, "--entrypoint", "kra-collector"], &args);
+    assert_eq!(refused.status.code(), Some(3), "a certificate nobody vouches for stops the run: {}", text(&refused));
+    let message = text(&refused);
+    assert!(message.contains("TLS certificate is not trusted") && message.contains("UnknownIssuer"), "{message}");
+    assert!(message.contains("after 1 attempt(s)"), "not retried: {message}");
+    assert!(!message.contains("image-test-key"), "the key stays out of errors");
+
+    // With the server's CA as the trust bundle, TLS succeeds and the server's own answer (a
+    // refusal: it is not the KRA API) comes back: the image's TLS stack reads SSL_CERT_FILE.
+    let trusted = run(
+        &[
+            "--volume",
+            &volume,
+            "--volume",
+            &ca_volume,
+            "--env",
+            "SSL_CERT_FILE=/etc/kra/ca.crt",
+            "--entrypoint",
+            "kra-collector",
+        ],
+        &args,
+    );
+    let message = text(&trusted);
+    assert!(!message.contains("TLS certificate is not trusted"), "{message}");
+    assert!(message.contains("HTTP 40"), "the HTTPS server answered: {message}");
+}

@@ -348,13 +348,13 @@ impl KraClient {
             query.append_pair("numOfRows", &size.to_string());
             query.append_pair("_type", "json");
         }
-        let response = self.http.get(url).header(ACCEPT, "application/json").send().await.map_err(|e| {
-            // reqwest errors carry the URL, and with it the key: drop it, then redact what is left.
-            if e.is_timeout() {
-                return ApiFailure::Timeout;
-            }
-            ApiFailure::Network(self.key.redact(&e.without_url().to_string()))
-        })?;
+        let response = self
+            .http
+            .get(url)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| transport_failure(e, &self.key))?;
         let status = response.status().as_u16();
         if status != 200 {
             let retry_after =
@@ -369,6 +369,32 @@ impl KraClient {
         })?;
         envelope::parse(&body)
     }
+}
+
+/// A failed request, classified. reqwest's own message is only "error sending request": the
+/// causes are kept, and a certificate the client does not trust is told apart from a network
+/// blip, since retrying cannot help. reqwest errors carry the URL, and with it the key: it is
+/// dropped, and what is left redacted.
+fn transport_failure(error: reqwest::Error, key: &ServiceKey) -> ApiFailure {
+    if error.is_timeout() {
+        return ApiFailure::Timeout;
+    }
+    let error = error.without_url();
+    let mut causes = vec![error.to_string()];
+    let mut tls = false;
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let io_inner = cause.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+        tls |= cause.downcast_ref::<rustls::Error>().is_some()
+            || io_inner.is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+        let text = cause.to_string();
+        if !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    let message = key.redact(&causes.join(": "));
+    if tls { ApiFailure::Tls(message) } else { ApiFailure::Network(message) }
 }
 
 /// `Retry-After` as seconds or as an HTTP date.

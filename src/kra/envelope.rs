@@ -54,6 +54,10 @@ pub enum ApiFailure {
     /// The connection failed. Retried.
     #[error("failed to reach the KRA API: {0}")]
     Network(String),
+    /// The server's TLS certificate is not trusted (unknown issuer, expired, wrong name). Never
+    /// retried, and the run stops: no call to this endpoint can succeed.
+    #[error("the KRA API's TLS certificate is not trusted: {0}")]
+    Tls(String),
     /// A body that is not the envelope (truncated, not JSON or XML, wrong shape). Retried.
     #[error("the KRA API answered with a malformed body: {0}")]
     Malformed(String),
@@ -75,7 +79,7 @@ impl ApiFailure {
 
     /// Whether the whole run must stop: nothing else will succeed with this key today.
     pub fn fatal(&self) -> bool {
-        matches!(self, ApiFailure::Auth { .. } | ApiFailure::QuotaExhausted { .. })
+        matches!(self, ApiFailure::Auth { .. } | ApiFailure::QuotaExhausted { .. } | ApiFailure::Tls(_))
     }
 
     /// A fixed, bounded name of the failure class (for summaries and metrics).
@@ -89,6 +93,7 @@ impl ApiFailure {
             ApiFailure::Server { .. } => "server_error",
             ApiFailure::Timeout => "timeout",
             ApiFailure::Network(_) => "network",
+            ApiFailure::Tls(_) => "tls",
             ApiFailure::Malformed(_) => "malformed",
         }
     }
