@@ -384,9 +384,7 @@ fn transport_failure(error: reqwest::Error, key: &ServiceKey) -> ApiFailure {
     let mut tls = false;
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
-        let io_inner = cause.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
-        tls |= cause.downcast_ref::<rustls::Error>().is_some()
-            || io_inner.is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+        tls |= is_tls(cause);
         let text = cause.to_string();
         if !causes.iter().any(|c| c.contains(&text)) {
             causes.push(text);
@@ -395,6 +393,18 @@ fn transport_failure(error: reqwest::Error, key: &ServiceKey) -> ApiFailure {
     }
     let message = key.redact(&causes.join(": "));
     if tls { ApiFailure::Tls(message) } else { ApiFailure::Network(message) }
+}
+
+/// Whether an error is (or wraps, in I/O errors nested as hyper and tokio-rustls nest them) a
+/// rustls error: the TLS handshake failed, here for the certificate.
+fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    if error.downcast_ref::<rustls::Error>().is_some() {
+        return true;
+    }
+    match error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        Some(inner) => is_tls(inner),
+        None => false,
+    }
 }
 
 /// `Retry-After` as seconds or as an HTTP date.
