@@ -392,3 +392,54 @@ async fn a_pod_of_an_image_the_local_node_does_not_know_waits_with_err_image_pul
     let message = waiting.message.unwrap_or_default();
     assert!(message.contains("elsewhere/other:1") && message.contains(WORKER_IMAGE), "{message}");
 }
+
+#[tokio::test]
+async fn an_llm_evaluation_run_reads_its_prompt_from_a_configmap_volume_and_its_key_from_a_secret() {
+    use sha2::Digest;
+    use support::fake_llm::FakeLlm;
+
+    let stack = Stack::start().await;
+    let day = stack.next_race_day(Meet::Jeju);
+    stack.create("KraJob", "cards", collect("CollectRaceCards", Meet::Jeju, day, day)).await;
+    assert!(succeeded(&stack.finished_krajob("cards").await), "{}", stack.logs());
+    stack.season.run_through(day);
+    stack.create("KraJob", "results", collect("CollectResults", Meet::Jeju, day, day)).await;
+    assert!(succeeded(&stack.finished_krajob("results").await), "{}", stack.logs());
+
+    let llm = FakeLlm::start(r#"{"predicted": [1, 2, 3], "confidence": 0.6}"#).await;
+    let template = "End-to-end prompt: pick the three horses most likely to finish in the top three.\n";
+    let prompt: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "prompts"}, "data": {"top3.md": template}})).unwrap();
+    stack.cluster.api().create(&PostParams::default(), &prompt).await.unwrap();
+    let key: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "llm-api"}, "stringData": {"token": "llm-e2e-token"}}))
+            .unwrap();
+    stack.cluster.api().create(&PostParams::default(), &key).await.unwrap();
+    stack
+        .create(
+            "EvaluationRun",
+            "llm",
+            json!({
+                "dataset": {"meet": "jeju", "dateRange": {"from": day.to_string(), "to": day.to_string()}},
+                "prompt": {"configMapName": "prompts", "key": "top3.md", "version": "e2e-1"},
+                "predictor": {"llm": {"endpoint": llm.url, "api": "OpenAiChat", "model": "e2e-model",
+                                      "apiKeySecretRef": {"name": "llm-api", "key": "token"}}},
+                "seed": 7,
+            }),
+        )
+        .await;
+    let run = stack.finished_run("llm").await;
+    let status = run.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}\n{}", stack.logs());
+    let result = status.result.unwrap();
+    let expected = format!("{:x}", sha2::Sha256::digest(template.as_bytes()));
+    assert_eq!(result.prompt_sha256.as_deref(), Some(expected.as_str()), "the prompt came from the ConfigMap volume");
+    let races = stack.season.races(day, Meet::Jeju).len();
+    let calls = llm.calls();
+    assert_eq!(calls.len(), races, "one call per race");
+    assert!(
+        calls.iter().all(|(_, authorization, _, _)| authorization.as_deref() == Some("Bearer llm-e2e-token")),
+        "the endpoint's key came from the Secret"
+    );
+    assert!(!stack.logs().contains("llm-e2e-token"), "the key is in no worker log");
+}
