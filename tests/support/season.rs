@@ -21,17 +21,7 @@ use serde_json::{Value, json};
 
 use super::fake_kra::Source;
 
-pub const PLAN: &str = "API72_2/racePlan_2";
-pub const CARD: &str = "API214_1/RaceDetailResult_1";
-pub const TRACK: &str = "API189_1/Track_1";
-pub const CANCELLED: &str = "API9_1/raceHorseCancelInfo_1";
-pub const HORSE: &str = "API8_2/raceHorseInfo_2";
-pub const JOCKEY: &str = "API12_1/jockeyInfo_1";
-pub const TRAINER: &str = "API19_1/trainerInfo_1";
-pub const JOCKEY_STATS: &str = "API11_1/jockeyResult_1";
-pub const OWNER: &str = "API14_1/horseOwnerInfo_1";
-pub const TRAINING: &str = "API329/textDataSeGtscol";
-pub const ODDS: &str = "API160_1/integratedInfo_1";
+pub use super::kra_day::{CANCELLED, CARD, HORSE, JOCKEY, JOCKEY_STATS, ODDS, OWNER, PLAN, TRACK, TRAINER, TRAINING};
 
 /// The three racecourses as the API codes and names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
