@@ -20,7 +20,7 @@ use super::conditions::ConditionSet;
 use super::kind::RunKind;
 use super::scheduler::{self, Child};
 use super::{Context, Error, FIELD_MANAGER, error, reasons, validate};
-use crate::crd::{KraJob, KraJobSpec, KraJobStatus, Phase, Schedule};
+use crate::crd::{KraJob, KraJobSpec, KraJobStatus, Phase, Schedule, ScheduleStatus};
 use crate::cron::Cron;
 
 /// Label on every child run: the uid of its schedule.
@@ -234,7 +234,10 @@ pub async fn reconcile(parent: &KraJob, ctx: &Context) -> Result<Action, Error> 
         events.push((reasons::RUNS_WAITING, false, format!("{} due run(s) wait for the active run", plan.waiting)));
     }
     status.run.conditions = conditions.finish();
-    status.schedule = Some(plan.status.clone());
+    // An empty schedule status (suspended before any run) is written as none: applied as `{}`,
+    // server-side apply drops it first and keeps it on the next write, a second write for nothing
+    // and, between the two, a status that reads differently.
+    status.schedule = Some(plan.status.clone()).filter(|s| *s != ScheduleStatus::default());
     write_status(&api, &name, &previous, &status, &object).await?;
     publish(ctx, parent, &object, events).await;
 
