@@ -443,3 +443,28 @@ async fn an_llm_evaluation_run_reads_its_prompt_from_a_configmap_volume_and_its_
     );
     assert!(!stack.logs().contains("llm-e2e-token"), "the key is in no worker log");
 }
+
+#[tokio::test]
+async fn an_evicted_pod_is_replaced_by_the_job_controller_without_costing_an_attempt() {
+    let stack = Stack::start().await;
+    let day = stack.next_race_day(Meet::Seoul);
+    // The first pod hangs on the race plan long enough to be evicted; the next one is answered.
+    stack.kra.faults(season::PLAN, vec![Fault::Delay(std::time::Duration::from_secs(30))]);
+    stack.create("KraJob", "evicted", collect("CollectRaceCards", Meet::Seoul, day, day)).await;
+    let first = wait_until("the first pod to run", RUN_WAIT, || async {
+        stack.pods().await.into_iter().find(|p| {
+            p.metadata.name.as_deref().is_some_and(|n| n.starts_with("evicted-1-"))
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+    })
+    .await;
+    let name = first.metadata.name.clone().unwrap();
+    stack.cluster.api::<Pod>().evict(&name, &Default::default()).await.expect("evict the pod");
+
+    let done = stack.finished_krajob("evicted").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.run.phase, Some(Phase::Succeeded), "{status:?}\n{}", stack.logs());
+    assert_eq!(status.run.attempts.len(), 1, "a disruption is not a failed attempt: {:?}", status.run.attempts);
+    let job = stack.cluster.api::<Job>().get("evicted-1").await.unwrap().status.unwrap();
+    assert_eq!((job.succeeded, job.failed.unwrap_or(0)), (Some(1), 0), "the podFailurePolicy ignored the evicted pod");
+}

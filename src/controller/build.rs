@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
     SecurityContext, Volume, VolumeMount,
@@ -164,6 +166,18 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
         spec: Some(JobSpec {
             // Retries are the operator's: one pod per Job, so each retry is a new, named attempt.
             backoff_limit: Some(0),
+            // A pod the cluster took away (eviction, preemption, node drain: the DisruptionTarget
+            // condition) is not a failure of the attempt: the Job controller starts another pod.
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![PodFailurePolicyRule {
+                    action: "Ignore".into(),
+                    on_exit_codes: None,
+                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                        type_: "DisruptionTarget".into(),
+                        status: "True".into(),
+                    }]),
+                }],
+            }),
             // Kueue admits a queued Job by unsuspending it.
             suspend: input.queue.map(|_| true),
             active_deadline_seconds: input.active_deadline_seconds,
@@ -278,6 +292,17 @@ mod tests {
         assert_eq!(spec.ttl_seconds_after_finished, None, "the operator deletes Jobs once their outcome is recorded");
         let template_labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
         assert_eq!(template_labels[LABEL_JOB], "cards-3");
+    }
+
+    #[test]
+    fn a_disrupted_pod_is_not_a_failed_attempt() {
+        let spec = job(None).spec.unwrap();
+        let rules = spec.pod_failure_policy.expect("a pod failure policy").rules;
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].action, "Ignore");
+        let on = rules[0].on_pod_conditions.as_ref().unwrap();
+        assert_eq!((on[0].type_.as_str(), on[0].status.as_str()), ("DisruptionTarget", "True"));
+        assert_eq!(spec.template.spec.unwrap().restart_policy.as_deref(), Some("Never"), "required by the policy");
     }
 
     #[test]
