@@ -345,3 +345,44 @@ fn the_chart_default_mlflow_experiment_is_the_one_the_crd_and_the_evaluator_defa
             .unwrap();
     assert_eq!(values["worker"]["mlflow"]["experiment"], kra_operator::crd::evaluationrun::DEFAULT_MLFLOW_EXPERIMENT);
 }
+
+#[test]
+fn extra_env_args_and_volumes_reach_the_operator_pod() {
+    let objects = render(&[
+        "extraEnv[0].name=HTTPS_PROXY",
+        "extraEnv[0].value=http://proxy:3128",
+        "extraArgs[0]=--resync-seconds=120",
+        "extraVolumes[0].name=ca",
+        "extraVolumes[0].configMap.name=corporate-ca",
+        "extraVolumeMounts[0].name=ca",
+        "extraVolumeMounts[0].mountPath=/etc/ssl/corporate",
+    ]);
+    let pod = &one(&objects, "Deployment")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(env(container, "HTTPS_PROXY"), Some("http://proxy:3128"));
+    assert_eq!(strings(&container["args"]), ["run", "--resync-seconds=120"]);
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "corporate-ca");
+    assert_eq!(container["volumeMounts"][0]["mountPath"], "/etc/ssl/corporate");
+    // Without them the pod has no volumes at all (its root is read-only, it writes nothing).
+    let plain = render(&[]);
+    let pod = &one(&plain, "Deployment")["spec"]["template"]["spec"];
+    assert!(pod.get("volumes").is_none() && pod["containers"][0].get("volumeMounts").is_none());
+    assert_eq!(strings(&pod["containers"][0]["args"]), ["run"]);
+}
+
+#[test]
+fn a_volume_mount_without_a_path_is_refused_by_the_values_schema() {
+    let error = template(&["extraVolumeMounts[0].name=ca"]).expect_err("the schema refuses it");
+    assert!(error.contains("mountPath"), "{error}");
+}
+
+#[test]
+fn helm_show_readme_prints_the_charts_readme() {
+    let output =
+        Command::new(helm()).args(["show", "readme", "charts/kra-operator"]).current_dir(root()).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let readme = String::from_utf8_lossy(&output.stdout);
+    let ours = std::fs::read_to_string(root().join("charts/kra-operator/README.md")).unwrap();
+    assert_eq!(readme.trim(), ours.trim());
+    assert!(readme.contains("extraEnv"), "the README lists the values people look for");
+}

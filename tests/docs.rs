@@ -21,7 +21,7 @@ fn markdown_files() -> Vec<PathBuf> {
             }
         }
     }
-    let mut files = vec![root().join("README.md"), root().join("charts/README.md")];
+    let mut files = vec![root().join("README.md"), root().join("charts/kra-operator/README.md")];
     walk(&root().join("docs"), &mut files);
     files
 }
