@@ -468,3 +468,27 @@ async fn an_evicted_pod_is_replaced_by_the_job_controller_without_costing_an_att
     let job = stack.cluster.api::<Job>().get("evicted-1").await.unwrap().status.unwrap();
     assert_eq!((job.succeeded, job.failed.unwrap_or(0)), (Some(1), 0), "the podFailurePolicy ignored the evicted pod");
 }
+
+#[tokio::test]
+async fn a_usage_error_fails_the_run_at_once_instead_of_burning_its_retries() {
+    let stack = Stack::start().await;
+    let day = stack.next_race_day(Meet::Busan);
+    let blank: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "blank-key"}, "stringData": {"serviceKey": " "}})).unwrap();
+    stack.cluster.api().create(&PostParams::default(), &blank).await.unwrap();
+    let mut spec = collect("CollectRaceCards", Meet::Busan, day, day);
+    spec["apiKeySecretRef"] = json!({"name": "blank-key", "key": "serviceKey"});
+    spec["retryPolicy"] = json!({"limit": 3, "backoff": {"initialSeconds": 1, "factor": 1.0, "maxSeconds": 1}});
+    stack.create("KraJob", "blank", spec).await;
+
+    let done = stack.finished_krajob("blank").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.run.phase, Some(Phase::Failed), "{status:?}");
+    assert_eq!(status.run.attempts.len(), 1, "no retry can change a usage error: {:?}", status.run.attempts);
+    let attempt = &status.run.attempts[0];
+    assert_eq!((attempt.exit_code, attempt.reason.as_deref()), (Some(2), Some("PermanentFailure")));
+    let failed = status.run.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!((failed.status.as_str(), failed.reason.as_str()), ("True", "PermanentFailure"));
+    assert!(failed.message.contains("exited with code 2"), "{}", failed.message);
+    assert!(stack.kra.requests().is_empty(), "the collector stopped before calling the API");
+}

@@ -37,6 +37,9 @@ pub trait RunKind:
         + 'static;
     /// Lowercase kind, used as a bounded metric label.
     const METRIC_KIND: &'static str;
+    /// Worker exit codes that no retry can change (with what they mean): the run fails at once.
+    /// Every other failure is retried per the retry policy.
+    const PERMANENT_EXIT_CODES: &'static [(i32, &'static str)];
     /// The binary the worker container runs.
     const WORKER_BINARY: &'static str;
     /// Whether the spec can name ConfigMaps, so the controller watches them.
@@ -103,6 +106,8 @@ fn check_rules(rules: &CompiledSchema, object: &impl Serialize) -> Result<(), St
 impl RunKind for KraJob {
     type Summary = crate::crd::CollectionSummary;
     const METRIC_KIND: &'static str = "krajob";
+    const PERMANENT_EXIT_CODES: &'static [(i32, &'static str)] =
+        &[(crate::collector::cli::exit::USAGE as i32, "a usage or configuration error")];
     const WORKER_BINARY: &'static str = "kra-collector";
     const HAS_CHILD_RUNS: bool = true;
     const HAS_REQUEST_BUDGET: bool = true;
@@ -136,6 +141,11 @@ impl RunKind for KraJob {
 impl RunKind for EvaluationRun {
     type Summary = crate::crd::EvaluationSummary;
     const METRIC_KIND: &'static str = "evaluationrun";
+    const PERMANENT_EXIT_CODES: &'static [(i32, &'static str)] = &[
+        (crate::evaluator::cli::exit::USAGE as i32, "a usage or configuration error"),
+        (crate::evaluator::cli::exit::NO_DATASET as i32, "no races to evaluate"),
+        (crate::evaluator::cli::exit::LEAKAGE as i32, "the leakage check failed"),
+    ];
     const WORKER_BINARY: &'static str = "kra-evaluator";
     const REFERENCES_CONFIG_MAPS: bool = true;
 

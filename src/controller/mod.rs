@@ -215,6 +215,7 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
             status: obj.run_status(),
             jobs: &observed,
             job_name: &job_name,
+            permanent_exit_codes: K::PERMANENT_EXIT_CODES,
             now,
             permit,
         })

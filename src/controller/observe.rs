@@ -87,8 +87,9 @@ pub struct Sources<'a> {
     pub pod_cache: &'a super::OwnedCache<Pod>,
 }
 
-/// The termination message of a Job's newest worker Pod, if its container has terminated.
-fn termination_message<'p>(pods: impl Iterator<Item = &'p Pod>) -> Option<String> {
+/// The exit code and termination message of a Job's newest worker Pod, if its container has
+/// terminated.
+fn termination<'p>(pods: impl Iterator<Item = &'p Pod>) -> Option<(i32, String)> {
     let newest = pods.max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
     let terminated = newest
         .status
@@ -101,29 +102,31 @@ fn termination_message<'p>(pods: impl Iterator<Item = &'p Pod>) -> Option<String
         .as_ref()?
         .terminated
         .as_ref()?;
-    Some(terminated.message.clone().unwrap_or_default())
+    Some((terminated.exit_code, terminated.message.clone().unwrap_or_default()))
 }
 
-/// The result summary of a finished Job: from the Pod cache when it already shows the worker
-/// terminated, else (the Pod watch lags behind the Job's) from a LIST of the Job's Pods.
+/// The exit code and result summary of a finished Job: from the Pod cache when it already shows
+/// the worker terminated, else (the Pod watch lags behind the Job's) from a LIST of the Job's Pods.
 async fn read_summary<R: DeserializeOwned>(
     sources: &Sources<'_>,
     job: &str,
     object: &str,
-) -> Result<Option<Result<R, String>>, Error> {
+) -> Result<(Option<i32>, Option<Result<R, String>>), Error> {
     let cached = sources.pod_cache.labelled(&[(LABEL_JOB, job)]);
-    let message = match termination_message(cached.iter().map(|pod| pod.as_ref())) {
-        Some(message) => Some(message),
+    let terminated = match termination(cached.iter().map(|pod| pod.as_ref())) {
+        Some(terminated) => Some(terminated),
         None => {
             let list = sources
                 .pods
                 .list(&ListParams::default().labels(&format!("{LABEL_JOB}={job}")))
                 .await
                 .map_err(|source| Error::Read { what: "worker pods", object: object.to_string(), source })?;
-            termination_message(list.items.iter())
+            termination(list.items.iter())
         }
     };
-    Ok(message.filter(|m| !m.is_empty()).and_then(|m| parse_summary(&m)))
+    let exit_code = terminated.as_ref().map(|(code, _)| *code);
+    let summary = terminated.map(|(_, m)| m).filter(|m| !m.is_empty()).and_then(|m| parse_summary(&m));
+    Ok((exit_code, summary))
 }
 
 /// Observe every Job of one run, from the controller's Job cache (`cached`, the Jobs of the run
@@ -173,10 +176,10 @@ pub async fn observe<R: DeserializeOwned>(
         let state = job_state(job);
         let finished = matches!(state, JobState::Succeeded { .. } | JobState::Failed { .. });
         // Read the summary once: when the outcome is about to be recorded.
-        let summary = if finished && (recorded_running(attempt) || !recorded(attempt)) {
+        let (exit_code, summary) = if finished && (recorded_running(attempt) || !recorded(attempt)) {
             read_summary(sources, &name, object).await?
         } else {
-            None
+            (None, None)
         };
         observed.push(ObservedJob {
             name,
@@ -185,6 +188,7 @@ pub async fn observe<R: DeserializeOwned>(
             created: job.metadata.creation_timestamp.as_ref().map(|t| t.0),
             state,
             summary,
+            exit_code,
             request_budget: job
                 .annotations()
                 .get(super::build::ANNOTATION_REQUEST_BUDGET)
@@ -202,6 +206,7 @@ pub async fn observe<R: DeserializeOwned>(
                     state: JobState::Missing,
                     summary: None,
                     request_budget: None,
+                    exit_code: None,
                 });
             }
         }

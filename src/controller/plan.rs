@@ -44,6 +44,8 @@ pub struct ObservedJob<R> {
     pub summary: Option<Result<R, String>>,
     /// The request grant the Job was created with (its `kra.dev/request-budget` annotation).
     pub request_budget: Option<RequestGrant>,
+    /// Exit code of the worker container, read with the summary once the Job has finished.
+    pub exit_code: Option<i32>,
 }
 
 /// Something the apply step must do.
@@ -81,6 +83,8 @@ pub struct PlanInput<'a, R> {
     pub status: Option<&'a RunStatus<R>>,
     pub jobs: &'a [ObservedJob<R>],
     pub job_name: &'a dyn Fn(i32) -> String,
+    /// Worker exit codes no retry can change, with their meaning (`RunKind::PERMANENT_EXIT_CODES`).
+    pub permanent_exit_codes: &'a [(i32, &'static str)],
     pub now: Timestamp,
     /// Whether a new attempt may start now: the shared request budget's answer (KraJobs), or
     /// always for kinds without one.
@@ -127,7 +131,7 @@ pub fn plan<R: Clone + PartialEq + ResultConditions>(input: PlanInput<'_, R>) ->
     let mut actions = Vec::new();
     let mut requeue: Option<Duration> = None;
 
-    merge_observations(&mut status, input.jobs, now, &mut transitions);
+    merge_observations(&mut status, input.jobs, input.permanent_exit_codes, now, &mut transitions);
 
     let generation = input.generation;
     status.observed_generation = Some(generation);
@@ -202,7 +206,25 @@ pub fn plan<R: Clone + PartialEq + ResultConditions>(input: PlanInput<'_, R>) ->
                     last.job_name,
                     last.reason.as_deref().unwrap_or("unknown reason")
                 );
-                if failures > controls.retry_policy.limit {
+                let permanent = last.reason.as_deref() == Some(reasons::PERMANENT_FAILURE);
+                if permanent {
+                    status.completion_time = last.end_time.clone();
+                    let message = format!(
+                        "attempt {} (Job {}) failed: {}; not retried: no retry can change this outcome",
+                        last.number,
+                        last.job_name,
+                        last.message.as_deref().unwrap_or("a permanent failure")
+                    );
+                    conds.failed(reasons::PERMANENT_FAILURE, &message);
+                    if previous.phase != Some(Phase::Failed) {
+                        transitions.push(Transition {
+                            reason: reasons::PERMANENT_FAILURE,
+                            warning: true,
+                            note: message,
+                        });
+                    }
+                    Phase::Failed
+                } else if failures > controls.retry_policy.limit {
                     status.completion_time = last.end_time.clone();
                     let message = format!("{why}; retry limit of {} reached", controls.retry_policy.limit);
                     conds.failed(reasons::RETRY_LIMIT_EXCEEDED, &message);
@@ -343,6 +365,7 @@ fn start_attempt<R>(
         outcome: AttemptOutcome::Running,
         reason: None,
         message: None,
+        exit_code: None,
         request_budget: grant,
     });
     actions.push(Action::CreateJob { attempt: number });
@@ -354,6 +377,7 @@ fn start_attempt<R>(
 fn merge_observations<R: Clone>(
     status: &mut RunStatus<R>,
     jobs: &[ObservedJob<R>],
+    permanent_exit_codes: &[(i32, &'static str)],
     now: Timestamp,
     transitions: &mut Vec<Transition>,
 ) {
@@ -371,6 +395,7 @@ fn merge_observations<R: Clone>(
                 outcome: AttemptOutcome::Running,
                 reason: None,
                 message: None,
+                exit_code: None,
                 request_budget: job.request_budget.clone(),
             });
             transitions.push(Transition {
@@ -389,6 +414,7 @@ fn merge_observations<R: Clone>(
             JobState::Succeeded { at } => {
                 attempt.outcome = AttemptOutcome::Succeeded;
                 attempt.end_time = Some(Time(whole_seconds(*at)));
+                attempt.exit_code = job.exit_code;
                 transitions.push(Transition {
                     reason: reasons::ATTEMPT_SUCCEEDED,
                     warning: false,
@@ -398,8 +424,21 @@ fn merge_observations<R: Clone>(
             JobState::Failed { at, reason, message } => {
                 attempt.outcome = AttemptOutcome::Failed;
                 attempt.end_time = Some(Time(whole_seconds(*at)));
-                attempt.reason = Some(reason.clone());
-                attempt.message = Some(bounded(message));
+                attempt.exit_code = job.exit_code;
+                let permanent = job.exit_code.and_then(|code| {
+                    permanent_exit_codes.iter().find(|(c, _)| *c == code).map(|(_, why)| (code, *why))
+                });
+                match permanent {
+                    Some((code, why)) => {
+                        attempt.reason = Some(reasons::PERMANENT_FAILURE.to_string());
+                        attempt.message =
+                            Some(bounded(&format!("the worker exited with code {code} ({why}): {message}")));
+                    }
+                    None => {
+                        attempt.reason = Some(reason.clone());
+                        attempt.message = Some(bounded(message));
+                    }
+                }
                 transitions.push(Transition {
                     reason: reasons::ATTEMPT_FAILED,
                     warning: true,
@@ -466,8 +505,12 @@ mod tests {
             state,
             summary: None,
             request_budget: None,
+            exit_code: None,
         }
     }
+
+    /// What the tests treat as permanent: exit code 2.
+    const PERMANENT: &[(i32, &str)] = &[(2, "a usage or configuration error")];
 
     struct Case {
         generation: i64,
@@ -513,6 +556,7 @@ mod tests {
                 status,
                 jobs,
                 job_name: &name,
+                permanent_exit_codes: PERMANENT,
                 now,
                 permit: self.permit.clone(),
             })
@@ -631,6 +675,34 @@ mod tests {
         assert_eq!(condition(&plan.status, "Reconciling").0, "False");
         assert_eq!(plan.status.completion_time, Some(Time(ts(6))));
         assert!(plan.transitions.iter().any(|t| t.reason == reasons::RETRY_LIMIT_EXCEEDED && t.warning));
+    }
+
+    #[test]
+    fn a_permanent_exit_code_fails_the_run_at_once_and_any_other_is_retried() {
+        let case = Case { policy: policy(3, 1, 1.0, 1), ..Default::default() };
+        let started = case.plan(None, &[], ts(0)).status;
+        let failed = |code| {
+            let mut job =
+                job(1, 1, JobState::Failed { at: ts(1), reason: "BackoffLimitExceeded".into(), message: "x".into() });
+            job.exit_code = Some(code);
+            job
+        };
+
+        let plan = case.plan(Some(&started), &[failed(2)], ts(2));
+        assert_eq!(plan.status.phase, Some(Phase::Failed), "three retries left, none taken");
+        assert!(plan.actions.is_empty());
+        assert_eq!(condition(&plan.status, "Failed"), ("True", reasons::PERMANENT_FAILURE));
+        let attempt = &plan.status.attempts[0];
+        assert_eq!((attempt.exit_code, attempt.reason.as_deref()), (Some(2), Some(reasons::PERMANENT_FAILURE)));
+        assert!(attempt.message.as_deref().unwrap().contains("exited with code 2 (a usage or configuration error)"));
+        assert!(plan.transitions.iter().any(|t| t.reason == reasons::PERMANENT_FAILURE && t.warning));
+        let condition_failed = plan.status.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+        assert!(condition_failed.message.contains("exited with code 2"), "{}", condition_failed.message);
+
+        let plan = case.plan(Some(&started), &[failed(1)], ts(2));
+        assert_eq!(plan.status.phase, Some(Phase::Running), "exit code 1 is retried: attempt 2 starts");
+        assert_eq!(plan.status.attempts[0].exit_code, Some(1));
+        assert_eq!(plan.status.attempts[0].reason.as_deref(), Some("BackoffLimitExceeded"));
     }
 
     #[test]

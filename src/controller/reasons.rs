@@ -19,6 +19,8 @@ pub const ATTEMPT_SUCCEEDED: &str = "AttemptSucceeded";
 pub const ATTEMPT_FAILED: &str = "AttemptFailed";
 pub const BACKING_OFF: &str = "BackingOff";
 pub const RETRY_LIMIT_EXCEEDED: &str = "RetryLimitExceeded";
+/// An attempt failed with an exit code no retry can change: the run fails without retrying.
+pub const PERMANENT_FAILURE: &str = "PermanentFailure";
 pub const SUSPENDED: &str = "Suspended";
 pub const RESUMED: &str = "Resumed";
 pub const ATTEMPT_RUNNING: &str = "AttemptRunning";

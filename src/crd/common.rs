@@ -289,6 +289,9 @@ pub struct Attempt {
     /// Human-readable detail of a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Exit code of the worker container, once it terminated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
     /// The share of the KRA API key's quota granted to this attempt (KraJobs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_budget: Option<RequestGrant>,
