@@ -82,7 +82,7 @@ pub enum Command {
 pub struct DayArgs {
     /// Racecourse.
     #[arg(long, value_enum)]
-    pub meet: MeetArg,
+    pub meet: Meet,
     /// One race day (YYYY-MM-DD); or use --from and --to.
     #[arg(long, conflicts_with_all = ["from", "to"])]
     pub date: Option<Date>,
@@ -107,23 +107,6 @@ pub struct DayArgs {
     /// Also write the summary here, compact (a Kubernetes termination message, at most 4 KiB).
     #[arg(long)]
     pub summary_file: Option<PathBuf>,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MeetArg {
-    Seoul,
-    Jeju,
-    Busan,
-}
-
-impl From<MeetArg> for Meet {
-    fn from(meet: MeetArg) -> Meet {
-        match meet {
-            MeetArg::Seoul => Meet::Seoul,
-            MeetArg::Jeju => Meet::Jeju,
-            MeetArg::Busan => Meet::Busan,
-        }
-    }
 }
 
 /// Exit codes: 0 every race collected; 1 some races failed; 2 bad usage or configuration;
@@ -239,7 +222,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     };
     let request = RunRequest {
-        meet: args.meet.into(),
+        meet: args.meet,
         from,
         to,
         races: args.races.clone(),
@@ -313,7 +296,7 @@ mod tests {
                 | Command::Preprocess(a)
                 | Command::Enrich(a) => a,
             };
-            assert_eq!(args.meet, MeetArg::Busan);
+            assert_eq!(args.meet, Meet::Busan);
             assert_eq!(
                 (args.from.map(|d| d.to_string()), args.to.map(|d| d.to_string())),
                 (Some("2025-05-23".into()), Some("2025-05-25".into()))

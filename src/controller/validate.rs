@@ -6,8 +6,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, Volume, VolumeMount,
 };
 
-use crate::crd::evaluationrun::{Baseline, EvaluationMode, LlmApi, Split};
-use crate::crd::{DateRange, EvaluationRunSpec, KraJobSpec, PodOverrides, SecretKeyRef};
+use crate::crd::{DateRange, EvaluationRunSpec, KraJobSpec, PodOverrides, SecretKeyRef, arg_value};
 
 /// The longest date range one `KraJob` may cover.
 pub const MAX_RANGE_DAYS: i64 = 366;
@@ -165,7 +164,7 @@ pub fn krajob(spec: &KraJobSpec, defaults: &WorkerDefaults) -> Result<WorkerInvo
         invocation.args = vec![
             spec.action.collector_command().to_string(),
             "--meet".into(),
-            spec.meet.as_str().into(),
+            arg_value(spec.meet),
             "--from".into(),
             from.to_string(),
             "--to".into(),
@@ -182,14 +181,6 @@ pub fn krajob(spec: &KraJobSpec, defaults: &WorkerDefaults) -> Result<WorkerInvo
         }
     }
     problems_to_result(problems, invocation)
-}
-
-fn baseline_name(baseline: Baseline) -> &'static str {
-    match baseline {
-        Baseline::Rating => "rating",
-        Baseline::Favourite => "favourite",
-        Baseline::Random => "random",
-    }
 }
 
 /// Validate an `EvaluationRun` spec and derive the `kra-evaluator` invocation.
@@ -211,7 +202,7 @@ pub fn evaluation_run(
     ];
     let dataset = &spec.dataset;
     if let Some(meet) = dataset.meet {
-        args.extend(["--meet".to_string(), meet.as_str().to_string()]);
+        args.extend(["--meet".to_string(), arg_value(meet)]);
     }
     match (&dataset.date_range, &dataset.races) {
         (Some(range), None) => {
@@ -231,27 +222,18 @@ pub fn evaluation_run(
         _ => problems.push("dataset: set exactly one of dateRange and races".to_string()),
     }
     if let Some(split) = dataset.split {
-        let split = match split {
-            Split::Train => "train",
-            Split::Validation => "validation",
-            Split::Holdout => "holdout",
-        };
-        args.extend(["--split".into(), split.into()]);
+        args.extend(["--split".into(), arg_value(split)]);
     }
 
     let mut env = Vec::new();
     match (&spec.predictor.baseline, &spec.predictor.llm) {
-        (Some(baseline), None) => args.extend(["--baseline".into(), baseline_name(*baseline).into()]),
+        (Some(baseline), None) => args.extend(["--baseline".into(), arg_value(*baseline)]),
         (None, Some(llm)) => {
-            let api = match llm.api {
-                LlmApi::OpenAiChat => "openai-chat",
-                LlmApi::AnthropicMessages => "anthropic-messages",
-            };
             args.extend([
                 "--llm-endpoint".into(),
                 llm.endpoint.clone(),
                 "--llm-api".into(),
-                api.into(),
+                arg_value(llm.api),
                 "--model".into(),
                 llm.model.clone(),
             ]);
@@ -302,11 +284,7 @@ pub fn evaluation_run(
     }
 
     args.extend(["--seed".into(), spec.seed.to_string()]);
-    let mode = match spec.mode {
-        EvaluationMode::Evaluate => "evaluate",
-        EvaluationMode::Improve => "improve",
-    };
-    args.extend(["--mode".into(), mode.into()]);
+    args.extend(["--mode".into(), arg_value(spec.mode)]);
     if let Some(baseline) = &spec.baseline_run {
         if baseline == name {
             problems.push("baselineRun: a run cannot be its own baseline".to_string());
@@ -347,7 +325,9 @@ pub fn evaluation_run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::evaluationrun::{DatasetSelection, LlmPredictor, MlflowTracking, Predictor, PromptRef};
+    use crate::crd::evaluationrun::{
+        Baseline, DatasetSelection, LlmPredictor, MlflowTracking, Predictor, PromptRef, Split,
+    };
     use crate::crd::krajob::{DatabaseRef, KraAction};
     use crate::crd::{Meet, RunControls};
 

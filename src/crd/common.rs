@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use clap::ValueEnum;
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
@@ -172,7 +173,7 @@ pub struct DateRange {
 }
 
 /// A racecourse of the Korea Racing Authority. The KRA API codes are 1, 2 and 3.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema, ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Meet {
     /// Seoul (API code 1).

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use clap::ValueEnum;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{DateRange, Meet, RunControls, RunStatus, SecretKeyRef};
 
 /// A time-ordered split of the selected races, cut only between whole race days.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, ValueEnum)]
 pub enum Split {
     Train,
     Validation,
@@ -53,7 +54,7 @@ pub struct PromptRef {
 }
 
 /// Built-in baselines.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, ValueEnum)]
 pub enum Baseline {
     /// The three horses with the highest rating.
     Rating,
@@ -64,10 +65,11 @@ pub enum Baseline {
 }
 
 /// The wire protocol of an LLM endpoint.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema, ValueEnum)]
 pub enum LlmApi {
     /// OpenAI-compatible chat completions (also vLLM, Ollama, llama.cpp).
     #[default]
+    #[value(name = "openai-chat")]
     OpenAiChat,
     /// Anthropic Messages API.
     AnthropicMessages,
@@ -105,7 +107,7 @@ pub struct Predictor {
 }
 
 /// Why the run is made; recorded in the run metadata.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema, ValueEnum)]
 pub enum EvaluationMode {
     /// Measure a predictor.
     #[default]

@@ -1,6 +1,12 @@
 //! The custom resources, declared once as Rust types. The CRD YAML under `crds/` is generated
 //! from these types (`kra-operator crd`) and a test fails when it is stale.
 
+/// The command-line spelling of a CRD enum value: the worker CLIs parse these enums with clap,
+/// so the operator writes their arguments from the same definition.
+pub fn arg_value<T: clap::ValueEnum>(value: T) -> String {
+    value.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+}
+
 pub mod common;
 // kube-derive takes one `printcolumn(...)` per column; clippy reads the repeated keys as duplicates.
 #[allow(clippy::duplicated_attributes)]

@@ -3,16 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use jiff::civil::Date;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use super::dataset::{self, Dataset, SplitPart, SplitRule};
+use super::dataset::{self, Dataset, SplitRule};
 use super::predictors::{Predictor, Recorded};
 use super::run::{self, COMMIT_SHA, EvaluationResults, RunMetadata};
 use super::scoring::RaceScore;
-use crate::crd::EvaluationSummary;
+use crate::crd::evaluationrun::{Baseline, EvaluationMode, LlmApi, Split};
+use crate::crd::{EvaluationSummary, Meet, arg_value};
 use crate::store::{Store, redact_url};
 use crate::telemetry::LogFormat;
 
@@ -69,27 +70,6 @@ pub struct Selection {
     pub validation_min: usize,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Meet {
-    Seoul,
-    Jeju,
-    Busan,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Split {
-    Train,
-    Validation,
-    Holdout,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BaselineArg {
-    Rating,
-    Favourite,
-    Random,
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -97,9 +77,9 @@ pub struct RunArgs {
     /// Seed of every random choice in the run.
     #[arg(long, default_value_t = 42)]
     pub seed: i64,
-    /// Why the run is made (recorded in the metadata): evaluate or improve.
-    #[arg(long, default_value = "evaluate")]
-    pub mode: String,
+    /// Why the run is made (recorded in the metadata).
+    #[arg(long, value_enum, default_value_t = EvaluationMode::Evaluate)]
+    pub mode: EvaluationMode,
     /// Name of the run's artifact directory (the EvaluationRun's name); a generated id otherwise.
     #[arg(long)]
     pub run_name: Option<String>,
@@ -129,13 +109,13 @@ pub struct EvaluateArgs {
     pub run: RunArgs,
     /// A built-in baseline.
     #[arg(long, value_enum, conflicts_with = "llm_endpoint")]
-    pub baseline: Option<BaselineArg>,
+    pub baseline: Option<Baseline>,
     /// An LLM endpoint (not implemented yet).
     #[arg(long)]
     pub llm_endpoint: Option<String>,
     /// Wire protocol of the LLM endpoint.
-    #[arg(long)]
-    pub llm_api: Option<String>,
+    #[arg(long, value_enum, default_value_t = LlmApi::OpenAiChat)]
+    pub llm_api: LlmApi,
     /// Model name at the LLM endpoint.
     #[arg(long)]
     pub model: Option<String>,
@@ -220,11 +200,7 @@ pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, 
 
 async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, ExitCode> {
     let store = Store::open(url).await.map_err(|e| fail(exit::DATABASE, &e.to_string()))?;
-    let meet = selection.meet.map(|m| match m {
-        Meet::Seoul => 1,
-        Meet::Jeju => 2,
-        Meet::Busan => 3,
-    });
+    let meet = selection.meet.map(|m| i64::from(m.api_code()));
     let (from, to, ids) = match (&selection.from, &selection.to, &selection.races) {
         (Some(from), Some(to), None) if from <= to => (from.to_string(), to.to_string(), None),
         (Some(_), Some(_), None) => return Err(fail(exit::USAGE, "--to is before --from")),
@@ -245,11 +221,6 @@ async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, ExitC
     let dataset = match selection.split {
         None => dataset,
         Some(part) => {
-            let part = match part {
-                Split::Train => SplitPart::Train,
-                Split::Validation => SplitPart::Validation,
-                Split::Holdout => SplitPart::Holdout,
-            };
             let rule = SplitRule { holdout_min: selection.holdout_min, validation_min: selection.validation_min };
             dataset::split(dataset, part, rule)
         }
@@ -411,9 +382,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 (None, _) => None,
             };
             let source = match (e.baseline, &e.llm_endpoint) {
-                (Some(BaselineArg::Rating), None) => Source::Immediate(Predictor::Rating),
-                (Some(BaselineArg::Random), None) => Source::Immediate(Predictor::Random { seed: e.run.seed as u64 }),
-                (Some(BaselineArg::Favourite), None) => {
+                (Some(Baseline::Rating), None) => Source::Immediate(Predictor::Rating),
+                (Some(Baseline::Random), None) => Source::Immediate(Predictor::Random { seed: e.run.seed as u64 }),
+                (Some(Baseline::Favourite), None) => {
                     return fail(
                         exit::USAGE,
                         "the favourite baseline needs odds, which are held back from model input until their publication time is known",
@@ -426,14 +397,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                     let Some((_, _, template)) = &prompt else {
                         return fail(exit::USAGE, "an LLM predictor needs --prompt-file");
                     };
-                    let api = match e.llm_api.as_deref().map(super::llm::Api::parse) {
-                        None => super::llm::Api::OpenAiChat,
-                        Some(Some(api)) => api,
-                        Some(None) => return fail(exit::USAGE, "--llm-api is openai-chat or anthropic-messages"),
-                    };
                     let settings = super::llm::LlmSettings {
                         endpoint: endpoint.clone(),
-                        api,
+                        api: e.llm_api,
                         model,
                         api_key: e.llm_api_key.clone().filter(|k| !k.is_empty()),
                         template: template.clone(),
@@ -519,14 +485,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         prompt_sha256: prompt.map(|(_, sha)| sha),
         data_snapshot_id: dataset.snapshot_id.clone(),
         seed: args.seed,
-        mode: args.mode.clone(),
+        mode: arg_value(args.mode),
         predictor: identity,
         selection: json!({
-            "meet": args.selection.meet.map(|m| format!("{m:?}").to_lowercase()),
+            "meet": args.selection.meet.map(arg_value),
             "from": args.selection.from.map(|d| d.to_string()),
             "to": args.selection.to.map(|d| d.to_string()),
             "races": args.selection.races,
-            "split": args.selection.split.map(|s| format!("{s:?}").to_lowercase()),
+            "split": args.selection.split.map(arg_value),
             "holdoutMin": args.selection.holdout_min,
             "validationMin": args.selection.validation_min,
         }),

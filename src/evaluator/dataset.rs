@@ -10,16 +10,8 @@ use sha2::{Digest, Sha256};
 use super::metrics::RaceFacts;
 use super::scoring::Actual;
 use crate::collector::prerace::{HELD_FIELDS, is_post_race_field};
+use crate::crd::evaluationrun::Split;
 use crate::store::StoredRace;
-
-/// A time-ordered split, cut only between whole race days.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SplitPart {
-    Train,
-    Validation,
-    Holdout,
-}
 
 /// The split rule: the most recent complete race days until at least `holdout_min` races are
 /// the holdout, the days before them until `validation_min` races the validation set, the rest
@@ -254,27 +246,27 @@ fn snapshot_id(races: &[DatasetRace]) -> String {
 
 /// Keep one part of a time-ordered split. Whole race days only; a day with an excluded race
 /// (data loss) is never part of the holdout or validation sets.
-pub fn split(dataset: Dataset, part: SplitPart, rule: SplitRule) -> Dataset {
+pub fn split(dataset: Dataset, part: Split, rule: SplitRule) -> Dataset {
     let lossy: BTreeSet<String> =
         dataset.excluded.iter().filter_map(|e| e.race_id.get(..8).map(String::from)).collect();
     let mut by_day: BTreeMap<String, usize> = BTreeMap::new();
     for race in &dataset.races {
         *by_day.entry(race.date.clone()).or_default() += 1;
     }
-    let mut assignment: BTreeMap<String, SplitPart> = BTreeMap::new();
+    let mut assignment: BTreeMap<String, Split> = BTreeMap::new();
     let (mut holdout, mut validation) = (0, 0);
     for (day, count) in by_day.iter().rev() {
         let compact = day.replace('-', "");
         let part = if lossy.contains(&compact) {
-            SplitPart::Train
+            Split::Train
         } else if holdout < rule.holdout_min {
             holdout += count;
-            SplitPart::Holdout
+            Split::Holdout
         } else if validation < rule.validation_min {
             validation += count;
-            SplitPart::Validation
+            Split::Validation
         } else {
-            SplitPart::Train
+            Split::Train
         };
         assignment.insert(day.clone(), part);
     }
@@ -388,8 +380,8 @@ mod tests {
             d.dedup();
             d
         };
-        assert_eq!(days(SplitPart::Holdout), ["2025-05-03", "2025-05-04"], "5 races: 2 then 3, never half a day");
-        assert_eq!(days(SplitPart::Validation), ["2025-05-02"]);
-        assert_eq!(days(SplitPart::Train), ["2025-05-01"]);
+        assert_eq!(days(Split::Holdout), ["2025-05-03", "2025-05-04"], "5 races: 2 then 3, never half a day");
+        assert_eq!(days(Split::Validation), ["2025-05-02"]);
+        assert_eq!(days(Split::Train), ["2025-05-01"]);
     }
 }

@@ -11,36 +11,14 @@ use serde_json::{Value, json};
 
 use super::dataset::DatasetRace;
 use super::scoring::payload_from_text;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Api {
-    OpenAiChat,
-    AnthropicMessages,
-}
-
-impl Api {
-    pub fn parse(text: &str) -> Option<Api> {
-        match text {
-            "openai-chat" => Some(Api::OpenAiChat),
-            "anthropic-messages" => Some(Api::AnthropicMessages),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Api::OpenAiChat => "openai-chat",
-            Api::AnthropicMessages => "anthropic-messages",
-        }
-    }
-}
+use crate::crd::evaluationrun::LlmApi;
 
 #[derive(Clone, Debug)]
 pub struct LlmSettings {
     /// Base URL including the API version: `http://host:8000/v1` (`/chat/completions` or
     /// `/messages` is appended).
     pub endpoint: String,
-    pub api: Api,
+    pub api: LlmApi,
     pub model: String,
     pub api_key: Option<String>,
     pub template: String,
@@ -89,14 +67,14 @@ impl LlmPredictor {
     }
 
     pub fn identity(&self) -> Value {
-        json!({"kind": "llm", "api": self.settings.api.name(), "model": self.settings.model, "endpoint": self.settings.endpoint})
+        json!({"kind": "llm", "api": crate::crd::arg_value(self.settings.api), "model": self.settings.model, "endpoint": self.settings.endpoint})
     }
 
     async fn call(&self, text: &str) -> Result<String, CallError> {
         let s = &self.settings;
         let base = s.endpoint.trim_end_matches('/');
         let request = match s.api {
-            Api::OpenAiChat => {
+            LlmApi::OpenAiChat => {
                 let body = json!({
                     "model": s.model, "temperature": 0, "seed": s.seed,
                     "messages": [{"role": "user", "content": text}],
@@ -111,7 +89,7 @@ impl LlmPredictor {
                 }
                 request
             }
-            Api::AnthropicMessages => {
+            LlmApi::AnthropicMessages => {
                 let body = json!({
                     "model": s.model, "max_tokens": 1024, "temperature": 0,
                     "messages": [{"role": "user", "content": text}],
@@ -142,8 +120,8 @@ impl LlmPredictor {
         let bytes = response.bytes().await.map_err(|_| CallError::Retryable("malformed"))?;
         let body: Value = serde_json::from_slice(&bytes).map_err(|_| CallError::Retryable("malformed"))?;
         let text = match s.api {
-            Api::OpenAiChat => body["choices"][0]["message"]["content"].as_str(),
-            Api::AnthropicMessages => body["content"]
+            LlmApi::OpenAiChat => body["choices"][0]["message"]["content"].as_str(),
+            LlmApi::AnthropicMessages => body["content"]
                 .as_array()
                 .and_then(|blocks| blocks.iter().find(|b| b["type"] == "text"))
                 .and_then(|b| b["text"].as_str()),
