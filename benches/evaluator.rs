@@ -15,7 +15,7 @@ use kra_operator::crd::Meet;
 use kra_operator::evaluator::dataset::{Dataset, DatasetRace};
 use kra_operator::evaluator::metrics::SplitMix64;
 use kra_operator::evaluator::predictors::Predictor;
-use kra_operator::evaluator::run;
+use kra_operator::evaluator::results as run;
 use kra_operator::evaluator::scoring::Actual;
 use kra_operator::store::Store;
 use serde_json::json;

@@ -233,8 +233,11 @@ fn each_binary_version_names_the_commit_it_was_built_from() {
         let output = Command::new(binary).arg("--version").output().unwrap();
         assert!(output.status.success());
         let version = String::from_utf8_lossy(&output.stdout);
-        let expected =
-            format!("{name} {} (commit {})\n", env!("CARGO_PKG_VERSION"), kra_operator::evaluator::run::COMMIT_SHA);
+        let expected = format!(
+            "{name} {} (commit {})\n",
+            env!("CARGO_PKG_VERSION"),
+            kra_operator::evaluator::metadata::COMMIT_SHA
+        );
         assert_eq!(version, expected);
     }
 }

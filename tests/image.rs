@@ -91,8 +91,11 @@ fn the_operator_binary_answers_help_and_version_under_the_restrictions() {
     assert!(help.status.success(), "{}", text(&help));
     assert!(String::from_utf8_lossy(&help.stdout).starts_with("Kubernetes operator"), "{}", text(&help));
     let version = run(&[], &["--version"]);
-    let expected =
-        format!("kra-operator {} (commit {})\n", env!("CARGO_PKG_VERSION"), kra_operator::evaluator::run::COMMIT_SHA);
+    let expected = format!(
+        "kra-operator {} (commit {})\n",
+        env!("CARGO_PKG_VERSION"),
+        kra_operator::evaluator::metadata::COMMIT_SHA
+    );
     assert_eq!(String::from_utf8_lossy(&version.stdout), expected, "the image runs the binaries of this commit");
 }
 

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime.block_on(cli::run(cli)),
         Err(error) => {
             eprintln!("kra-evaluator: failed to start the runtime: {error}");
-            ExitCode::from(cli::exit::USAGE)
+            ExitCode::from(kra_operator::evaluator::error::exit::USAGE)
         }
     }
 }

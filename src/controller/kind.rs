@@ -142,9 +142,9 @@ impl RunKind for EvaluationRun {
     type Summary = crate::crd::EvaluationSummary;
     const METRIC_KIND: &'static str = "evaluationrun";
     const PERMANENT_EXIT_CODES: &'static [(i32, &'static str)] = &[
-        (crate::evaluator::cli::exit::USAGE as i32, "a usage or configuration error"),
-        (crate::evaluator::cli::exit::NO_DATASET as i32, "no races to evaluate"),
-        (crate::evaluator::cli::exit::LEAKAGE as i32, "the leakage check failed"),
+        (crate::evaluator::error::exit::USAGE as i32, "a usage or configuration error"),
+        (crate::evaluator::error::exit::NO_DATASET as i32, "no races to evaluate"),
+        (crate::evaluator::error::exit::LEAKAGE as i32, "the leakage check failed"),
     ];
     const WORKER_BINARY: &'static str = "kra-evaluator";
     const REFERENCES_CONFIG_MAPS: bool = true;

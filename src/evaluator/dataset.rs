@@ -276,6 +276,35 @@ pub fn split(dataset: Dataset, part: Split, rule: SplitRule) -> Dataset {
     Dataset { snapshot_id, races, excluded: dataset.excluded }
 }
 
+/// Why no race is left, reason by reason with its count, and what would fix each.
+pub fn no_races_advice(excluded: &[Exclusion]) -> String {
+    if excluded.is_empty() {
+        return "the database holds no race for this selection: collect its race cards before the races \
+                (`kra-collector collect`), then their results (`kra-collector results`)"
+            .to_string();
+    }
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for exclusion in excluded {
+        *counts.entry(exclusion.reason).or_default() += 1;
+    }
+    let advice = |reason: &str| match reason {
+        "missing_basic_data" => "no race card stored: run `kra-collector collect` for these days before their races",
+        "late_snapshot_unusable" => {
+            "every card was collected after the race's cutoff (10 minutes before the start), so none is an \
+             honest model input: collect cards before the races (reconstructing pre-race inputs from history, \
+             `kra-collector preprocess`, is not implemented yet)"
+        }
+        "missing_result_data" => "no result stored: run `kra-collector results` for these days after their races",
+        "invalid_top3_result" => "the stored result has fewer than three placed horses: collect the results again",
+        "insufficient_active_runners" => "fewer than three runners were left after scratches",
+        "top3_not_in_active_runners" => "a placed horse is not among the card's active runners: collect the card again",
+        _ => "see the exclusion reasons in docs/evaluator.md",
+    };
+    let parts: Vec<String> =
+        counts.iter().map(|(reason, count)| format!("{count} race(s) {reason} ({})", advice(reason))).collect();
+    format!("all {} selected race(s) were excluded: {}", excluded.len(), parts.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,5 +412,21 @@ mod tests {
         assert_eq!(days(Split::Holdout), ["2025-05-03", "2025-05-04"], "5 races: 2 then 3, never half a day");
         assert_eq!(days(Split::Validation), ["2025-05-02"]);
         assert_eq!(days(Split::Train), ["2025-05-01"]);
+    }
+
+    #[test]
+    fn no_races_left_names_each_reason_with_its_count_and_remedy() {
+        let excluded = |reason, n: usize| (0..n).map(move |i| Exclusion { race_id: format!("r{i}"), reason });
+        let all: Vec<Exclusion> =
+            excluded("late_snapshot_unusable", 12).chain(excluded("missing_result_data", 3)).collect();
+        let advice = no_races_advice(&all);
+        assert!(advice.starts_with("all 15 selected race(s) were excluded"), "{advice}");
+        assert!(advice.contains("12 race(s) late_snapshot_unusable (every card was collected after"), "{advice}");
+        assert!(advice.contains("kra-collector preprocess"), "{advice}");
+        assert!(
+            advice.contains("3 race(s) missing_result_data (no result stored: run `kra-collector results`"),
+            "{advice}"
+        );
+        assert!(no_races_advice(&[]).contains("holds no race for this selection"));
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::metrics::{Interval, Metrics};
-use super::run::EvaluationResults;
+use super::results::EvaluationResults;
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -191,7 +191,7 @@ mod tests {
     use super::*;
     use crate::evaluator::dataset::{Dataset, DatasetRace};
     use crate::evaluator::predictors::Predictor;
-    use crate::evaluator::run;
+    use crate::evaluator::results as run;
     use crate::evaluator::scoring::Actual;
     use serde_json::json;
 

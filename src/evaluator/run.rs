@@ -1,154 +1,251 @@
-//! One evaluation: predict every race of a dataset, score, aggregate, and write the artifacts.
-//! `results.json` holds no timestamp and no run id, so two runs on the same inputs write it byte
-//! for byte the same; `metadata.json` records who, what and when.
+//! One evaluation, step by step: read the prompt, make the predictor, load the dataset, read the
+//! baseline run, predict and score, then record the metadata, the report, MLflow and the files.
+//! Every step names what failed in an [`EvaluatorError`].
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use serde::Serialize;
 use serde_json::Value;
 
-use super::dataset::{Dataset, Exclusion};
-use super::metrics::{self, Comparison, Metrics};
-use super::predictors::Predictor;
-use super::scoring::{self, PREDICTION_CONTRACT, RaceScore, ScoringPolicy};
+use super::dataset::{self, Dataset, SplitRule};
+use super::error::EvaluatorError;
+use super::llm::{LlmPredictor, LlmSettings};
+use super::metadata::{self, COMMIT_SHA, METADATA_SCHEMA, RunMetadata};
+use super::predictors::{Predictor, Recorded};
+use super::request::{PredictorRequest, PromptFile, Request, Selection, Tracking};
+use super::results::{self, EvaluationResults};
+use super::scoring::{RaceScore, ScoringPolicy};
+use super::tracking::{self, TrackedRun};
+use super::{artifacts, report};
+use crate::crd::arg_value;
+use crate::crd::evaluationrun::Baseline;
+use crate::store::{Store, redact_url};
 
-pub const RESULTS_SCHEMA: &str = "kra-evaluation-results-v1";
-pub const METADATA_SCHEMA: &str = "kra-run-metadata-v1";
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EvaluationResults {
-    pub schema: &'static str,
-    pub prediction_contract: &'static str,
-    pub data_snapshot_id: String,
-    pub predictor: Value,
-    pub policy: ScoringPolicy,
-    pub metrics: Metrics,
-    pub breakdowns: BTreeMap<String, BTreeMap<String, Metrics>>,
-    pub comparison: Option<Comparison>,
-    /// Races without a usable answer, by cause (LLM transport failures, answers without JSON).
-    pub prediction_errors: BTreeMap<String, usize>,
-    pub races: Vec<RaceScore>,
-    pub excluded: Vec<Exclusion>,
+/// A prompt template read from its file.
+struct Prompt {
+    version: Option<String>,
+    sha256: String,
+    template: String,
 }
 
-/// Everything needed to reproduce a run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunMetadata {
-    pub schema: &'static str,
-    pub run_id: String,
-    pub commit_sha: &'static str,
-    pub prompt_version: Option<String>,
-    pub prompt_sha256: Option<String>,
-    pub data_snapshot_id: String,
-    pub seed: i64,
-    pub mode: String,
-    pub predictor: Value,
-    pub selection: Value,
-    pub race_count: usize,
-    pub excluded_count: usize,
-    pub results_sha256: String,
-    pub mlflow_experiment_id: Option<String>,
-    pub mlflow_run_id: Option<String>,
-    pub started_at: String,
-    pub finished_at: String,
+/// How the predictions are made.
+enum Source {
+    Immediate(Predictor),
+    Llm(LlmPredictor, ScoringPolicy),
 }
 
-/// The commit the binary was built from.
-pub const COMMIT_SHA: &str = env!("KRA_COMMIT_SHA");
-
-/// Score every race of the dataset with a predictor that answers at once (pure).
-pub fn evaluate(
-    dataset: &Dataset,
-    predictor: &Predictor,
-    resamples: usize,
-    baseline: Option<&[RaceScore]>,
-) -> EvaluationResults {
-    let payloads: Vec<Option<Value>> = dataset.races.iter().map(|race| predictor.predict(race)).collect();
-    let answers =
-        Answers { identity: predictor.identity(), policy: predictor.policy(), payloads, errors: BTreeMap::new() };
-    score_answers(dataset, answers, resamples, baseline)
-}
-
-/// The predictions of a run, one per dataset race (in the dataset's order).
-pub struct Answers {
-    pub identity: Value,
-    pub policy: ScoringPolicy,
-    pub payloads: Vec<Option<Value>>,
-    /// Races without a usable answer, by cause.
-    pub errors: BTreeMap<String, usize>,
-}
-
-/// Score the answers (pure).
-pub fn score_answers(
-    dataset: &Dataset,
-    answers: Answers,
-    resamples: usize,
-    baseline: Option<&[RaceScore]>,
-) -> EvaluationResults {
-    let policy = answers.policy;
-    let races: Vec<RaceScore> = dataset
-        .races
-        .iter()
-        .zip(answers.payloads.iter().map(Some).chain(std::iter::repeat(None)))
-        .map(|(race, payload)| {
-            let active: Vec<i64> =
-                race.input["runners"].as_array().into_iter().flatten().filter_map(|r| r["chul_no"].as_i64()).collect();
-            scoring::score(&race.race_id, Some(&race.actual), &active, payload.and_then(Option::as_ref), &policy)
-        })
-        .collect();
-    let facts: Vec<_> = dataset.races.iter().map(|r| r.facts()).collect();
-    EvaluationResults {
-        schema: RESULTS_SCHEMA,
-        prediction_contract: PREDICTION_CONTRACT,
+/// Carry out the request; the summary printed at the end on success.
+pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
+    let prompt = request.prompt.as_ref().map(read_prompt).transpose()?;
+    let source = predictor(&request, prompt.as_ref())?;
+    let started_at = jiff::Timestamp::now();
+    let dataset = load_dataset(&request.database_url, &request.selection).await?;
+    let baseline = match &request.baseline_run {
+        Some(name) => Some(baseline_scores(&request.output_dir, request.tracking.as_ref(), name).await?),
+        None => None,
+    };
+    let (results, identity) = predict_and_score(&dataset, &source, request.resamples, baseline.as_deref()).await?;
+    let results_json = serde_json::to_string_pretty(&results)
+        .map(|json| json + "\n")
+        .map_err(|e| EvaluatorError::Usage(format!("failed to encode the results: {e}")))?;
+    let run_id = metadata::run_id(jiff::Timestamp::now());
+    let run_name = request.run_name.clone().unwrap_or_else(|| run_id.clone());
+    let mut metadata = RunMetadata {
+        schema: METADATA_SCHEMA,
+        run_id,
+        commit_sha: COMMIT_SHA,
+        prompt_version: prompt.as_ref().and_then(|p| p.version.clone()),
+        prompt_sha256: prompt.map(|p| p.sha256),
         data_snapshot_id: dataset.snapshot_id.clone(),
-        predictor: answers.identity,
-        policy,
-        metrics: metrics::metrics(&races, resamples),
-        breakdowns: metrics::breakdowns(&races, &facts, resamples),
-        comparison: baseline.map(|b| metrics::compare(&races, b, resamples)),
-        prediction_errors: answers.errors,
-        races,
-        excluded: dataset.excluded.clone(),
+        seed: request.seed,
+        mode: arg_value(request.mode),
+        predictor: identity,
+        selection: metadata::selection_json(&request.selection),
+        race_count: dataset.races.len(),
+        excluded_count: dataset.excluded.len(),
+        results_sha256: metadata::sha256_hex(results_json.as_bytes()),
+        mlflow_experiment_id: None,
+        mlflow_run_id: None,
+        started_at: started_at.to_string(),
+        finished_at: jiff::Timestamp::now().to_string(),
+    };
+    let report = report::html(&results, COMMIT_SHA, metadata.prompt_version.as_deref());
+    let tracked = match &request.tracking {
+        Some(tracking) => {
+            let run = TrackedRun { run_name: &run_name, results_json: &results_json, report: &report, started_at };
+            Some(tracking::track(tracking, run, &results, &mut metadata).await)
+        }
+        None => None,
+    };
+    let directory = request.output_dir.join(&run_name);
+    artifacts::write(&directory, &results_json, &report, &metadata)
+        .map_err(|e| EvaluatorError::Usage(format!("failed to write the artifacts to {}: {e}", directory.display())))?;
+    let artifact_uri = match tracked {
+        Some(Ok(uri)) => uri,
+        Some(Err(error)) => {
+            return Err(EvaluatorError::Tracking(format!(
+                "{error} (the local artifacts are in {})",
+                directory.display()
+            )));
+        }
+        None => directory.display().to_string(),
+    };
+    if let Some(path) = &request.summary_file
+        && let Err(error) = std::fs::write(path, artifacts::termination_summary(&results, &metadata, &artifact_uri))
+    {
+        eprintln!("kra-evaluator: failed to write the summary to {}: {error}", path.display());
+    }
+    Ok(artifacts::printed_summary(&results, &metadata, &directory))
+}
+
+fn read_prompt(file: &PromptFile) -> Result<Prompt, EvaluatorError> {
+    let bytes = std::fs::read(&file.path).map_err(|error| {
+        EvaluatorError::Usage(format!("failed to read the prompt {}: {error}", file.path.display()))
+    })?;
+    Ok(Prompt {
+        version: file.version.clone(),
+        sha256: metadata::sha256_hex(&bytes),
+        template: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}
+
+fn predictor(request: &Request, prompt: Option<&Prompt>) -> Result<Source, EvaluatorError> {
+    let usage = |message: &str| EvaluatorError::Usage(message.to_string());
+    match &request.predictor {
+        PredictorRequest::Baseline(Baseline::Rating) => Ok(Source::Immediate(Predictor::Rating)),
+        PredictorRequest::Baseline(Baseline::Random) => {
+            Ok(Source::Immediate(Predictor::Random { seed: request.seed as u64 }))
+        }
+        PredictorRequest::Baseline(Baseline::Favourite) => Err(usage(
+            "the favourite baseline needs odds, which are held back from model input until their publication time is known",
+        )),
+        PredictorRequest::Llm(llm) => {
+            let Some(prompt) = prompt else { return Err(usage("an LLM predictor needs --prompt-file")) };
+            let settings = LlmSettings {
+                endpoint: llm.endpoint.clone(),
+                api: llm.api,
+                model: llm.model.clone(),
+                api_key: llm.api_key.clone().filter(|k| !k.is_empty()),
+                template: prompt.template.clone(),
+                concurrency: llm.concurrency,
+                timeout: llm.timeout,
+                attempts: llm.attempts.max(1),
+                seed: request.seed,
+            };
+            let policy = ScoringPolicy { require_confidence: true, defer_threshold: llm.defer_threshold };
+            let predictor = LlmPredictor::new(settings).map_err(EvaluatorError::Usage)?;
+            Ok(Source::Llm(predictor, policy))
+        }
+        PredictorRequest::Recorded(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Source::Immediate(Predictor::Recorded(Recorded::parse(&text)))),
+            Err(error) => Err(EvaluatorError::Usage(format!("failed to read {}: {error}", path.display()))),
+        },
     }
 }
 
-/// The metrics logged to MLflow: the headline figures, their intervals, every breakdown
-/// (`<metric>.<dimension>.<value>`) and the comparison.
-pub fn tracked_metrics(results: &EvaluationResults) -> Vec<super::mlflow::Metric> {
-    use super::mlflow::Metric;
-    let mut out = Vec::new();
-    let mut headline = |prefix: &str, m: &Metrics| {
-        for (name, value) in m.headline() {
-            out.push(Metric { key: format!("{name}{prefix}"), value });
+async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, EvaluatorError> {
+    let store = Store::open(url).await.map_err(|e| EvaluatorError::Database(e.to_string()))?;
+    let meet = selection.meet.map(|m| i64::from(m.api_code()));
+    let (from, to, ids) = match (&selection.from, &selection.to, &selection.races) {
+        (Some(from), Some(to), None) if from <= to => (from.to_string(), to.to_string(), None),
+        (Some(_), Some(_), None) => return Err(EvaluatorError::Usage("--to is before --from".into())),
+        (None, None, Some(ids)) if !ids.is_empty() => {
+            let days: Vec<String> = ids
+                .iter()
+                .filter_map(|id| id.get(..8))
+                .map(|d| format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8]))
+                .collect();
+            let from = days.iter().min().cloned().unwrap_or_default();
+            let to = days.iter().max().cloned().unwrap_or_default();
+            (from, to, Some(ids.clone()))
+        }
+        _ => return Err(EvaluatorError::Usage("select races with --from and --to, or --races".into())),
+    };
+    let stored = store.races_between(meet, &from, &to).await.map_err(|e| EvaluatorError::Database(e.to_string()))?;
+    let dataset = dataset::build(&stored, ids.as_deref()).map_err(|e| EvaluatorError::Leakage(e.to_string()))?;
+    let dataset = match selection.split {
+        None => dataset,
+        Some(part) => {
+            let rule = SplitRule { holdout_min: selection.holdout_min, validation_min: selection.validation_min };
+            dataset::split(dataset, part, rule)
         }
     };
-    headline("", &results.metrics);
-    for (dimension, groups) in &results.breakdowns {
-        for (key, m) in groups {
-            let safe: String =
-                key.chars().map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect();
-            headline(&format!(".{dimension}.{safe}"), m);
+    if dataset.races.is_empty() {
+        return Err(EvaluatorError::NoDataset(format!(
+            "no races to evaluate in {}: {}",
+            redact_url(url),
+            dataset::no_races_advice(&dataset.excluded)
+        )));
+    }
+    Ok(dataset)
+}
+
+/// The race scores of an earlier run: from the output directory, else (with tracking
+/// configured) from the newest finished MLflow run of that name — pods do not share a disk.
+async fn baseline_scores(
+    output_dir: &Path,
+    tracking: Option<&Tracking>,
+    name: &str,
+) -> Result<Vec<RaceScore>, EvaluatorError> {
+    let path = output_dir.join(name).join("results.json");
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let from_mlflow = match tracking {
+                Some(tracking) => {
+                    let tracking_error = |e: super::mlflow::MlflowError| EvaluatorError::Tracking(e.to_string());
+                    let mlflow =
+                        super::mlflow::Mlflow::new(&tracking.uri, tracking.token.clone()).map_err(tracking_error)?;
+                    mlflow.finished_results(&tracking.experiment, name).await.map_err(tracking_error)?
+                }
+                None => None,
+            };
+            from_mlflow.ok_or_else(|| {
+                EvaluatorError::Usage(format!(
+                    "failed to read the baseline run {name:?}: not at {} ({error}){}",
+                    path.display(),
+                    if tracking.is_some() { " nor finished in MLflow" } else { "" }
+                ))
+            })?
+        }
+    };
+    let value: Value = serde_json::from_slice(&text)
+        .map_err(|e| EvaluatorError::Usage(format!("the baseline run {name:?} has no readable results: {e}")))?;
+    serde_json::from_value(value["races"].clone())
+        .map_err(|e| EvaluatorError::Usage(format!("the baseline run {name:?} has no readable race scores: {e}")))
+}
+
+/// The results and the predictor's identity.
+async fn predict_and_score(
+    dataset: &Dataset,
+    source: &Source,
+    resamples: usize,
+    baseline: Option<&[RaceScore]>,
+) -> Result<(EvaluationResults, Value), EvaluatorError> {
+    match source {
+        Source::Immediate(predictor) => {
+            Ok((results::evaluate(dataset, predictor, resamples, baseline), predictor.identity()))
+        }
+        Source::Llm(llm, policy) => {
+            let answers = llm.answers(&dataset.races).await;
+            let mut errors = BTreeMap::new();
+            for error in answers.iter().filter_map(|a| a.error) {
+                *errors.entry(error.to_string()).or_insert(0usize) += 1;
+            }
+            if answers.iter().all(|a| matches!(a.error, Some("network" | "timeout"))) {
+                return Err(EvaluatorError::Unreachable(format!(
+                    "the LLM endpoint {} answered none of {} calls (network errors or timeouts)",
+                    llm.identity()["endpoint"],
+                    answers.len()
+                )));
+            }
+            let answers = results::Answers {
+                identity: llm.identity(),
+                policy: *policy,
+                payloads: answers.into_iter().map(|a| a.payload).collect(),
+                errors,
+            };
+            Ok((results::score_answers(dataset, answers, resamples, baseline), llm.identity()))
         }
     }
-    for (name, interval) in [
-        ("exact_top3_hit_rate", results.metrics.exact_top3_hit_rate_ci95),
-        ("mean_top3_overlap", results.metrics.mean_top3_overlap_ci95),
-    ] {
-        if let Some(i) = interval {
-            out.push(Metric { key: format!("{name}_ci95_low"), value: i.low });
-            out.push(Metric { key: format!("{name}_ci95_high"), value: i.high });
-        }
-    }
-    if let Some(c) = &results.comparison {
-        out.push(Metric { key: "comparison.exact_hit_rate_difference".into(), value: c.exact_hit_rate_difference });
-        out.push(Metric { key: "comparison.mean_overlap_difference".into(), value: c.mean_overlap_difference });
-        out.push(Metric { key: "comparison.mcnemar_p_value".into(), value: c.mcnemar_p_value });
-        out.push(Metric { key: "comparison.paired".into(), value: c.paired as f64 });
-    }
-    for (i, n) in results.metrics.correct_count_distribution.iter() {
-        out.push(Metric { key: format!("correct_count.{i}"), value: *n as f64 });
-    }
-    out
 }

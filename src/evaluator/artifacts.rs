@@ -1,0 +1,55 @@
+//! What a run leaves behind: `results.json`, `report.html` and `metadata.json` in its directory,
+//! the summary printed at the end, and the compact summary of the termination message.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::metadata::RunMetadata;
+use super::results::EvaluationResults;
+use crate::crd::EvaluationSummary;
+
+/// Write the run's three files into `directory` (created if needed).
+pub fn write(directory: &Path, results_json: &str, report: &str, metadata: &RunMetadata) -> std::io::Result<()> {
+    std::fs::create_dir_all(directory)?;
+    std::fs::write(directory.join("results.json"), results_json)?;
+    std::fs::write(directory.join("report.html"), report)?;
+    std::fs::write(directory.join("metadata.json"), serde_json::to_string_pretty(metadata)? + "\n")?;
+    Ok(())
+}
+
+/// The summary printed on standard output at the end of a run.
+pub fn printed_summary(results: &EvaluationResults, metadata: &RunMetadata, directory: &Path) -> Value {
+    json!({
+        "runId": metadata.run_id,
+        "artifacts": directory.display().to_string(),
+        "mlflowRunId": metadata.mlflow_run_id,
+        "dataSnapshotId": metadata.data_snapshot_id,
+        "commitSha": metadata.commit_sha,
+        "predictor": metadata.predictor,
+        "metrics": results.metrics,
+        "comparison": results.comparison,
+        "promotion": results.comparison.as_ref().map(super::metrics::promotion),
+        "excluded": results.excluded.len(),
+    })
+}
+
+/// The compact summary for the termination message (read by the operator into EvaluationRun status).
+pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, artifacts: &str) -> String {
+    let m = &results.metrics;
+    let metrics = m.headline().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let summary = EvaluationSummary {
+        data_snapshot_id: Some(metadata.data_snapshot_id.clone()),
+        prompt_sha256: metadata.prompt_sha256.clone(),
+        commit_sha: Some(metadata.commit_sha.to_string()),
+        mlflow_run_id: metadata.mlflow_run_id.clone(),
+        artifact_uri: Some(artifacts.to_string()),
+        metrics: Some(metrics),
+        promotion: results.comparison.as_ref().map(super::metrics::promotion),
+        message: Some(format!(
+            "{} races: exact_top3_hit_rate {:.4}, mean_top3_overlap {:.4}",
+            m.races, m.exact_top3_hit_rate, m.mean_top3_overlap
+        )),
+    };
+    serde_json::to_string(&summary).unwrap_or_default()
+}

@@ -1,0 +1,62 @@
+//! The run metadata (`metadata.json`): who, what and when — everything needed to reproduce a run.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use super::request::Selection;
+use crate::crd::arg_value;
+
+pub const METADATA_SCHEMA: &str = "kra-run-metadata-v1";
+
+/// Everything needed to reproduce a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunMetadata {
+    pub schema: &'static str,
+    pub run_id: String,
+    pub commit_sha: &'static str,
+    pub prompt_version: Option<String>,
+    pub prompt_sha256: Option<String>,
+    pub data_snapshot_id: String,
+    pub seed: i64,
+    pub mode: String,
+    pub predictor: Value,
+    pub selection: Value,
+    pub race_count: usize,
+    pub excluded_count: usize,
+    pub results_sha256: String,
+    pub mlflow_experiment_id: Option<String>,
+    pub mlflow_run_id: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+/// The commit the binary was built from.
+pub const COMMIT_SHA: &str = env!("KRA_COMMIT_SHA");
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A run id unique enough for one machine: the start time and a few bits of the clock and pid.
+pub fn run_id(now: jiff::Timestamp) -> String {
+    format!(
+        "run-{}-{:04x}",
+        now.strftime("%Y%m%dT%H%M%SZ"),
+        (now.subsec_nanosecond() as u32 ^ std::process::id()) & 0xffff
+    )
+}
+
+/// The selection as recorded in the metadata (the command line's spelling).
+pub fn selection_json(selection: &Selection) -> Value {
+    json!({
+        "meet": selection.meet.map(arg_value),
+        "from": selection.from.map(|d| d.to_string()),
+        "to": selection.to.map(|d| d.to_string()),
+        "races": selection.races,
+        "split": selection.split.map(arg_value),
+        "holdoutMin": selection.holdout_min,
+        "validationMin": selection.validation_min,
+    })
+}

@@ -1,0 +1,123 @@
+//! Tracking in MLflow: one run per evaluation, with its parameters, metrics, tags and artifacts.
+
+use serde_json::Value;
+
+use super::metadata::{COMMIT_SHA, RunMetadata};
+use super::metrics::Metrics;
+use super::mlflow::{Metric, Mlflow, MlflowError};
+use super::request::Tracking;
+use super::results::EvaluationResults;
+use super::scoring::PREDICTION_CONTRACT;
+
+/// The metadata fields logged as MLflow parameters.
+const PARAMETERS: [&str; 11] = [
+    "commitSha",
+    "promptVersion",
+    "promptSha256",
+    "dataSnapshotId",
+    "seed",
+    "mode",
+    "predictor",
+    "selection",
+    "raceCount",
+    "excludedCount",
+    "resultsSha256",
+];
+
+/// What one run logs besides its metrics.
+pub struct TrackedRun<'a> {
+    pub run_name: &'a str,
+    pub results_json: &'a str,
+    pub report: &'a str,
+    pub started_at: jiff::Timestamp,
+}
+
+/// Log the run to MLflow; fills the MLflow ids into the metadata. The artifact URI on success.
+/// A run of the same name and results already finished is reused, not logged twice.
+pub async fn track(
+    tracking: &Tracking,
+    logged: TrackedRun<'_>,
+    results: &EvaluationResults,
+    metadata: &mut RunMetadata,
+) -> Result<String, MlflowError> {
+    let mlflow = Mlflow::new(&tracking.uri, tracking.token.clone())?;
+    let tags = vec![
+        ("mlflow.source.git.commit".to_string(), COMMIT_SHA.to_string()),
+        ("kra.data_snapshot_id".to_string(), metadata.data_snapshot_id.clone()),
+        ("kra.mode".to_string(), metadata.mode.clone()),
+    ];
+    let begun = mlflow
+        .begin(
+            &tracking.experiment,
+            logged.run_name,
+            &metadata.results_sha256,
+            &tags,
+            logged.started_at.as_millisecond(),
+        )
+        .await?;
+    metadata.mlflow_experiment_id = Some(begun.experiment_id.clone());
+    metadata.mlflow_run_id = Some(begun.run_id.clone());
+    if !begun.reused {
+        let files = vec![
+            ("results.json", logged.results_json.as_bytes().to_vec()),
+            ("metadata.json", (serde_json::to_string_pretty(&*metadata).unwrap_or_default() + "\n").into_bytes()),
+            ("report.html", logged.report.as_bytes().to_vec()),
+        ];
+        let finished = jiff::Timestamp::now().as_millisecond();
+        mlflow.complete(&begun, &parameters(metadata), &tracked_metrics(results), &files, finished).await?;
+    }
+    Ok(begun.artifact_uri)
+}
+
+/// The run's MLflow parameters: the reproducibility fields of the metadata, as text.
+fn parameters(metadata: &RunMetadata) -> Vec<(String, String)> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let metadata_json = serde_json::to_value(metadata).unwrap_or_default();
+    PARAMETERS
+        .iter()
+        .map(|k| (k.to_string(), text(&metadata_json[*k])))
+        .chain([("predictionContract".to_string(), PREDICTION_CONTRACT.to_string())])
+        .collect()
+}
+
+/// The metrics logged to MLflow: the headline figures, their intervals, every breakdown
+/// (`<metric>.<dimension>.<value>`) and the comparison.
+pub fn tracked_metrics(results: &EvaluationResults) -> Vec<Metric> {
+    let mut out = Vec::new();
+    let mut headline = |prefix: &str, m: &Metrics| {
+        for (name, value) in m.headline() {
+            out.push(Metric { key: format!("{name}{prefix}"), value });
+        }
+    };
+    headline("", &results.metrics);
+    for (dimension, groups) in &results.breakdowns {
+        for (key, m) in groups {
+            let safe: String =
+                key.chars().map(|c| if c.is_ascii_alphanumeric() || "-_".contains(c) { c } else { '_' }).collect();
+            headline(&format!(".{dimension}.{safe}"), m);
+        }
+    }
+    for (name, interval) in [
+        ("exact_top3_hit_rate", results.metrics.exact_top3_hit_rate_ci95),
+        ("mean_top3_overlap", results.metrics.mean_top3_overlap_ci95),
+    ] {
+        if let Some(i) = interval {
+            out.push(Metric { key: format!("{name}_ci95_low"), value: i.low });
+            out.push(Metric { key: format!("{name}_ci95_high"), value: i.high });
+        }
+    }
+    if let Some(c) = &results.comparison {
+        out.push(Metric { key: "comparison.exact_hit_rate_difference".into(), value: c.exact_hit_rate_difference });
+        out.push(Metric { key: "comparison.mean_overlap_difference".into(), value: c.mean_overlap_difference });
+        out.push(Metric { key: "comparison.mcnemar_p_value".into(), value: c.mcnemar_p_value });
+        out.push(Metric { key: "comparison.paired".into(), value: c.paired as f64 });
+    }
+    for (i, n) in results.metrics.correct_count_distribution.iter() {
+        out.push(Metric { key: format!("correct_count.{i}"), value: *n as f64 });
+    }
+    out
+}
