@@ -110,7 +110,7 @@ async fn a_job_created_just_before_a_crash_is_adopted_not_duplicated() {
         job_managed_by: Some(support::MANAGED_BY.to_string()),
         ..Default::default()
     };
-    let invocation = kra_operator::controller::validate::krajob(&created.spec, &defaults).unwrap();
+    let invocation = kra_operator::controller::validate::krajob(&created.spec, &defaults).unwrap().invocation();
     let uid = created.uid().unwrap();
     let job = build::build_job(&build::JobInput {
         owner: build::Owner {

@@ -96,7 +96,7 @@ fn the_kind_end_to_end_krajob_is_a_valid_run_with_the_chart_defaults() {
         database_secret: Some(SecretKeyRef { name: "kra-db".into(), key: "url".into() }),
         ..Default::default()
     };
-    let invocation = validate::krajob(&job.spec, &defaults).expect("the e2e KraJob is valid");
+    let invocation = validate::krajob(&job.spec, &defaults).expect("the e2e KraJob is valid").invocation();
     assert_eq!(invocation.args[..3], ["pipeline", "--meet", "seoul"]);
     let cluster: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(root.join("config/kind/cluster.yaml")).unwrap()).unwrap();

@@ -285,7 +285,7 @@ mod tests {
                 "raceNumbers": [1, 3], "apiKeySecretRef": {"name": "k", "key": "v"}
             }))
             .unwrap();
-            let invocation = validate::krajob(&spec, &defaults).unwrap();
+            let invocation = validate::krajob(&spec, &defaults).unwrap().invocation();
             let argv = std::iter::once("kra-collector".to_string()).chain(invocation.args);
             let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{action:?}: {e}"));
             let args = match cli.command {
@@ -302,7 +302,7 @@ mod tests {
                 (Some("2025-05-23".into()), Some("2025-05-25".into()))
             );
             assert_eq!(args.races, Some(vec![1, 3]));
-            assert_eq!(args.summary_file.as_deref(), Some(std::path::Path::new(validate::SUMMARY_PATH)));
+            assert_eq!(args.summary_file.as_deref(), Some(std::path::Path::new(crate::worker::SUMMARY_PATH)));
         }
     }
 }

@@ -11,8 +11,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use super::validate::{WorkerDefaults, WorkerInvocation};
+use super::validate::WorkerDefaults;
 use crate::crd::{PodOverrides, QueueRef, RequestGrant};
+use crate::worker::WorkerInvocation;
 
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
@@ -134,7 +135,7 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
         env: Some(input.invocation.env.clone()).filter(|e| !e.is_empty()),
         resources: overrides.resources.clone(),
         volume_mounts: Some(mounts),
-        termination_message_path: Some(super::validate::SUMMARY_PATH.into()),
+        termination_message_path: Some(crate::worker::SUMMARY_PATH.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),

@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 use kube::core::cel::{CompiledSchema, compile_schema, validate_compiled};
 
 use super::error::{Error, is_not_found};
-use super::validate::{self, PromptLookup, WorkerDefaults, WorkerInvocation};
+use super::validate::{self, Problems, PromptLookup, WorkerDefaults};
 use crate::crd::{EvaluationRun, KraJob, RunControls, RunStatus};
+use crate::worker::WorkerInvocation;
 
 pub trait RunKind:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -75,7 +76,7 @@ pub trait RunKind:
         &self,
         refs: &References<'_>,
         defaults: &WorkerDefaults,
-    ) -> impl Future<Output = Result<Result<WorkerInvocation, String>, Error>> + Send;
+    ) -> impl Future<Output = Result<Result<WorkerInvocation, Problems>, Error>> + Send;
 }
 
 /// Where what a spec refers to is read: the ConfigMap cache of the controllers' watch, and the
@@ -133,8 +134,8 @@ impl RunKind for KraJob {
         &self,
         _refs: &References<'_>,
         defaults: &WorkerDefaults,
-    ) -> Result<Result<WorkerInvocation, String>, Error> {
-        Ok(validate::krajob(&self.spec, defaults))
+    ) -> Result<Result<WorkerInvocation, Problems>, Error> {
+        Ok(validate::krajob(&self.spec, defaults).map(|task| task.invocation()))
     }
 }
 
@@ -165,7 +166,7 @@ impl RunKind for EvaluationRun {
         &self,
         refs: &References<'_>,
         defaults: &WorkerDefaults,
-    ) -> Result<Result<WorkerInvocation, String>, Error> {
+    ) -> Result<Result<WorkerInvocation, Problems>, Error> {
         let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
         let name = self.metadata.name.as_deref().unwrap_or_default();
         let has_key = |cm: &ConfigMap, key: &str| {
@@ -195,7 +196,7 @@ impl RunKind for EvaluationRun {
                 }
             },
         };
-        Ok(validate::evaluation_run(name, &self.spec, &lookup, defaults))
+        Ok(validate::evaluation_run(name, &self.spec, &lookup, defaults).map(|task| task.invocation()))
     }
 }
 

@@ -193,7 +193,7 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
         Err(problems) => Err(problems),
         Ok(()) => {
             let refs = kind::References { client: &ctx.client, config_maps: &ctx.config_map_cache };
-            obj.resolve(&refs, &ctx.defaults).await?
+            obj.resolve(&refs, &ctx.defaults).await?.map_err(|problems| problems.to_string())
         }
     };
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);

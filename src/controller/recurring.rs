@@ -19,6 +19,7 @@ use serde_json::json;
 use super::conditions::ConditionSet;
 use super::kind::RunKind;
 use super::scheduler::{self, Child};
+use super::validate::Problems;
 use super::{Context, Error, FIELD_MANAGER, error, reasons, validate};
 use crate::crd::{KraJob, KraJobSpec, KraJobStatus, Phase, Schedule, ScheduleStatus};
 use crate::cron::Cron;
@@ -38,27 +39,33 @@ pub const ANNOTATION_SCHEDULED_TIME: &str = "kra.dev/scheduled-time";
 pub fn validate_schedule(
     job: &KraJob,
     defaults: &validate::WorkerDefaults,
-) -> Result<(Schedule, Cron, TimeZone), String> {
-    job.check_cel()?;
-    let Some(schedule) = job.spec.schedule.clone() else { return Err("schedule: missing".into()) };
-    let mut problems = Vec::new();
-    let cron = schedule.cron.parse::<Cron>().map_err(|e| problems.push(format!("schedule.cron: {e}"))).ok();
+) -> Result<(Schedule, Cron, TimeZone), Problems> {
+    let mut problems = Problems::default();
+    if let Err(message) = job.check_cel() {
+        problems.whole(message);
+        return Err(problems);
+    }
+    let Some(schedule) = job.spec.schedule.clone() else {
+        problems.field("schedule", "missing");
+        return Err(problems);
+    };
+    let cron = schedule.cron.parse::<Cron>().map_err(|e| problems.field("schedule.cron", e.to_string())).ok();
     let tz = TimeZone::get(&schedule.time_zone)
-        .map_err(|_| problems.push(format!("schedule.timeZone: {:?} is not an IANA time zone", schedule.time_zone)))
+        .map_err(|_| problems.field("schedule.timeZone", format!("{:?} is not an IANA time zone", schedule.time_zone)))
         .ok();
     if let (Some(cron), Some(tz)) = (&cron, &tz)
         && cron.next_after(Timestamp::UNIX_EPOCH, tz).is_none()
     {
-        problems.push(format!("schedule.cron: {:?} never fires", schedule.cron));
+        problems.field("schedule.cron", format!("{:?} never fires", schedule.cron));
     }
     // Each child is this spec with one window: check it as such.
     let sample = child_spec(&job.spec, &crate::crd::DateRange { from: "2025-01-01".into(), to: "2025-01-01".into() });
     if let Err(child_problems) = validate::krajob(&sample, defaults) {
-        problems.push(child_problems);
+        problems.extend(child_problems);
     }
     match (cron, tz) {
         (Some(cron), Some(tz)) if problems.is_empty() => Ok((schedule, cron, tz)),
-        _ => Err(problems.join("; ")),
+        _ => Err(problems),
     }
 }
 
@@ -131,6 +138,7 @@ pub async fn reconcile(parent: &KraJob, ctx: &Context) -> Result<Action, Error> 
     let (schedule, cron, tz) = match validate_schedule(parent, &ctx.defaults) {
         Ok(valid) => valid,
         Err(problems) => {
+            let problems = problems.to_string();
             conditions.invalid(&problems);
             status.run.phase = Some(Phase::Invalid);
             status.run.conditions = conditions.finish();
@@ -376,21 +384,22 @@ mod tests {
         let schedule = bad.spec.schedule.as_mut().unwrap();
         schedule.cron = "0 25 * * *".into();
         schedule.time_zone = "Asia/Busan".into();
-        let problems = validate_schedule(&bad, &defaults).unwrap_err();
+        let problems = validate_schedule(&bad, &defaults).unwrap_err().to_string();
         assert!(problems.contains("schedule.cron: hour: 25 is outside 0-23"), "{problems}");
         assert!(problems.contains("schedule.timeZone: \"Asia/Busan\" is not an IANA time zone"), "{problems}");
         let mut never = parent();
         never.spec.schedule.as_mut().unwrap().cron = "0 0 30 2 *".into();
-        assert!(validate_schedule(&never, &defaults).unwrap_err().contains("never fires"));
+        assert!(validate_schedule(&never, &defaults).unwrap_err().to_string().contains("never fires"));
         let mut both = parent();
         both.spec.date = Some("2025-05-24".into());
         assert!(
             validate_schedule(&both, &defaults)
                 .unwrap_err()
+                .to_string()
                 .contains("set exactly one of date, dateRange and schedule")
         );
         // The children's problems are the schedule's problems.
         let no_db = validate::WorkerDefaults { image: "img".into(), ..Default::default() };
-        assert!(validate_schedule(&parent(), &no_db).unwrap_err().contains("no database is configured"));
+        assert!(validate_schedule(&parent(), &no_db).unwrap_err().to_string().contains("no database is configured"));
     }
 }

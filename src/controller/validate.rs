@@ -1,20 +1,13 @@
-//! Pure validation: turns a spec (plus what its references resolved to) into the worker
-//! invocation, or into a list of problems that each name the offending field.
+//! Pure validation: turns a spec (plus what its references resolved to) into the worker's task
+//! (see [`crate::worker`]), or into a list of problems that each name the offending field.
 
 use jiff::civil::Date;
-use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, Volume, VolumeMount,
-};
 
-use crate::crd::{DateRange, EvaluationRunSpec, KraJobSpec, PodOverrides, SecretKeyRef, arg_value};
+use crate::crd::{DateRange, EvaluationRunSpec, KraJobSpec, PodOverrides, SecretKeyRef};
+use crate::worker::{CollectorTask, EvaluatorTask, PredictorTask, PromptMount, RaceSelection, TrackingTask};
 
 /// The longest date range one `KraJob` may cover.
 pub const MAX_RANGE_DAYS: i64 = 366;
-/// Where the worker writes its result summary; the kubelet turns it into the termination message.
-pub const SUMMARY_PATH: &str = "/dev/termination-log";
-const PROMPT_DIR: &str = "/etc/kra/prompt";
-/// Where evaluator pods write their artifacts (under the writable /tmp emptyDir).
-pub const WORKER_OUTPUT_DIR: &str = "/tmp/kra-evaluations";
 const RESERVED_LABEL_PREFIX: &str = "kra.dev/";
 
 /// Operator-wide defaults for worker Jobs (from the operator's command line).
@@ -40,15 +33,6 @@ pub struct DefaultMlflow {
     pub experiment: String,
 }
 
-/// What the worker container runs: arguments, environment and extra volumes.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct WorkerInvocation {
-    pub args: Vec<String>,
-    pub env: Vec<EnvVar>,
-    pub volumes: Vec<Volume>,
-    pub mounts: Vec<VolumeMount>,
-}
-
 /// What the prompt reference of an `EvaluationRun` resolved to (read before validation).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PromptLookup {
@@ -58,90 +42,126 @@ pub enum PromptLookup {
     KeyMissing,
 }
 
-fn problems_to_result(problems: Vec<String>, invocation: WorkerInvocation) -> Result<WorkerInvocation, String> {
-    if problems.is_empty() { Ok(invocation) } else { Err(problems.join("; ")) }
+/// One thing wrong with a spec: the field (a JSON path under `spec`, absent for the spec as a
+/// whole) and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub field: Option<String>,
+    pub message: String,
 }
 
-fn parse_date(field: &str, value: &str, problems: &mut Vec<String>) -> Option<Date> {
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{field}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Every problem of a spec, in the order found; shown joined by `; ` (the `Stalled` message).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn field(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { field: Some(field.into()), message: message.into() });
+    }
+
+    pub fn whole(&mut self, message: impl Into<String>) {
+        self.0.push(Problem { field: None, message: message.into() });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn extend(&mut self, other: Problems) {
+        self.0.extend(other.0);
+    }
+
+    /// `Ok(value)` when there is no problem.
+    fn or<T>(self, value: Option<T>) -> Result<T, Problems> {
+        match value {
+            Some(value) if self.is_empty() => Ok(value),
+            _ => Err(self),
+        }
+    }
+}
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_date(field: &str, value: &str, problems: &mut Problems) -> Option<Date> {
     match value.parse::<Date>() {
         Ok(date) => Some(date),
         Err(_) => {
-            problems.push(format!("{field}: {value:?} is not a calendar date (YYYY-MM-DD)"));
+            problems.field(field, format!("{value:?} is not a calendar date (YYYY-MM-DD)"));
             None
         }
     }
 }
 
-fn parse_range(
-    field: &str,
-    range: &DateRange,
-    max_days: Option<i64>,
-    problems: &mut Vec<String>,
-) -> Option<(Date, Date)> {
+fn parse_range(field: &str, range: &DateRange, max_days: Option<i64>, problems: &mut Problems) -> Option<(Date, Date)> {
     let from = parse_date(&format!("{field}.from"), &range.from, problems);
     let to = parse_date(&format!("{field}.to"), &range.to, problems);
     let (from, to) = (from?, to?);
     if to < from {
-        problems.push(format!("{field}: to ({to}) is before from ({from})"));
+        problems.field(field, format!("to ({to}) is before from ({from})"));
         return None;
     }
     let days = (to - from).get_days() as i64 + 1;
     if let Some(max) = max_days
         && days > max
     {
-        problems.push(format!("{field}: covers {days} days; at most {max} are allowed per resource"));
+        problems.field(field, format!("covers {days} days; at most {max} are allowed per resource"));
         return None;
     }
     Some((from, to))
 }
 
-fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.name.clone(),
-                key: secret.key.clone(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn database_env(
+fn database_secret(
     field: &str,
     own: Option<&SecretKeyRef>,
     defaults: &WorkerDefaults,
-    problems: &mut Vec<String>,
-) -> Option<EnvVar> {
-    match own.or(defaults.database_secret.as_ref()) {
-        Some(secret) => Some(secret_env("DATABASE_URL", secret)),
-        None => {
-            problems.push(format!(
-                "{field}: no database is configured; set {field}.urlSecretRef or start the operator with --default-database-secret"
-            ));
-            None
-        }
+    problems: &mut Problems,
+) -> Option<SecretKeyRef> {
+    let secret = own.or(defaults.database_secret.as_ref()).cloned();
+    if secret.is_none() {
+        problems.field(
+            field,
+            format!(
+                "no database is configured; set {field}.urlSecretRef or start the operator with --default-database-secret"
+            ),
+        );
     }
+    secret
 }
 
-fn check_overrides(overrides: Option<&PodOverrides>, problems: &mut Vec<String>) {
+fn check_overrides(overrides: Option<&PodOverrides>, problems: &mut Problems) {
     let Some(labels) = overrides.and_then(|o| o.labels.as_ref()) else { return };
     for key in labels.keys().filter(|k| k.starts_with(RESERVED_LABEL_PREFIX)) {
-        problems.push(format!("podOverrides.labels: {key:?} uses the reserved prefix {RESERVED_LABEL_PREFIX}"));
+        problems.field("podOverrides.labels", format!("{key:?} uses the reserved prefix {RESERVED_LABEL_PREFIX}"));
     }
 }
 
-/// Validate a `KraJob` spec and derive the `kra-collector` invocation.
-pub fn krajob(spec: &KraJobSpec, defaults: &WorkerDefaults) -> Result<WorkerInvocation, String> {
-    let mut problems = Vec::new();
+/// Validate a `KraJob` spec and derive the `kra-collector` task.
+pub fn krajob(spec: &KraJobSpec, defaults: &WorkerDefaults) -> Result<CollectorTask, Problems> {
+    let mut problems = Problems::default();
     let range = match (&spec.date, &spec.date_range) {
         (Some(date), None) => parse_date("date", date, &mut problems).map(|d| (d, d)),
         (None, Some(range)) => parse_range("dateRange", range, Some(MAX_RANGE_DAYS), &mut problems),
         _ => {
-            problems.push("set exactly one of date, dateRange and schedule".to_string());
+            problems.whole("set exactly one of date, dateRange and schedule");
             None
         }
     };
@@ -150,176 +170,139 @@ pub fn krajob(spec: &KraJobSpec, defaults: &WorkerDefaults) -> Result<WorkerInvo
         sorted.sort_unstable();
         sorted.dedup();
         if sorted.len() != races.len() {
-            problems.push("raceNumbers: contains duplicates".to_string());
+            problems.field("raceNumbers", "contains duplicates");
         }
         if let Some(bad) = races.iter().find(|n| !(1..=20).contains(*n)) {
-            problems.push(format!("raceNumbers: {bad} is outside 1..20"));
+            problems.field("raceNumbers", format!("{bad} is outside 1..20"));
         }
     }
-    let database = database_env("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems);
+    let database =
+        database_secret("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems);
     check_overrides(spec.run.pod_overrides.as_ref(), &mut problems);
-
-    let mut invocation = WorkerInvocation::default();
-    if let (Some((from, to)), Some(database)) = (range, database) {
-        invocation.args = vec![
-            spec.action.collector_command().to_string(),
-            "--meet".into(),
-            arg_value(spec.meet),
-            "--from".into(),
-            from.to_string(),
-            "--to".into(),
-            to.to_string(),
-        ];
-        if let Some(races) = &spec.race_numbers {
-            let list: Vec<String> = races.iter().map(i32::to_string).collect();
-            invocation.args.extend(["--races".to_string(), list.join(",")]);
-        }
-        invocation.args.extend(["--summary-file".to_string(), SUMMARY_PATH.to_string()]);
-        invocation.env = vec![secret_env("KRA_API_KEY", &spec.api_key_secret_ref), database];
-        if let Some(url) = &defaults.kra_api_base_url {
-            invocation.env.push(EnvVar { name: "KRA_API_BASE_URL".into(), value: Some(url.clone()), value_from: None });
-        }
-    }
-    problems_to_result(problems, invocation)
+    let task = range.zip(database).map(|((from, to), database)| CollectorTask {
+        action: spec.action,
+        meet: spec.meet,
+        from,
+        to,
+        races: spec.race_numbers.clone(),
+        api_key: spec.api_key_secret_ref.clone(),
+        database,
+        kra_api_base_url: defaults.kra_api_base_url.clone(),
+    });
+    problems.or(task)
 }
 
-/// Validate an `EvaluationRun` spec and derive the `kra-evaluator` invocation.
+/// Validate an `EvaluationRun` spec and derive the `kra-evaluator` task.
 pub fn evaluation_run(
     name: &str,
     spec: &EvaluationRunSpec,
     prompt: &PromptLookup,
     defaults: &WorkerDefaults,
-) -> Result<WorkerInvocation, String> {
-    let mut problems = Vec::new();
-    // The root filesystem is read-only: artifacts go to the pod's /tmp (an emptyDir) and, with
-    // tracking configured, to MLflow.
-    let mut args = vec![
-        "evaluate".to_string(),
-        "--run-name".to_string(),
-        name.to_string(),
-        "--output-dir".to_string(),
-        WORKER_OUTPUT_DIR.to_string(),
-    ];
-    let dataset = &spec.dataset;
-    if let Some(meet) = dataset.meet {
-        args.extend(["--meet".to_string(), arg_value(meet)]);
+) -> Result<EvaluatorTask, Problems> {
+    let mut problems = Problems::default();
+    let races = race_selection(&spec.dataset, &mut problems);
+    let predictor = predictor_task(&spec.predictor, &mut problems);
+    let prompt = prompt_mount(spec, prompt, &mut problems);
+    if spec.baseline_run.as_deref() == Some(name) {
+        problems.field("baselineRun", "a run cannot be its own baseline");
     }
+    let tracking = match (&spec.mlflow, &defaults.mlflow) {
+        (Some(own), _) => Some(TrackingTask {
+            uri: own.tracking_uri.clone(),
+            experiment: own.experiment.clone(),
+            token: own.token_secret_ref.clone(),
+        }),
+        (None, Some(default)) => Some(TrackingTask {
+            uri: default.tracking_uri.clone(),
+            experiment: default.experiment.clone(),
+            token: None,
+        }),
+        (None, None) => None,
+    };
+    let database =
+        database_secret("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems);
+    check_overrides(spec.run.pod_overrides.as_ref(), &mut problems);
+    let task = match (races, predictor, database) {
+        (Some(races), Some(predictor), Some(database)) => Some(EvaluatorTask {
+            run_name: name.to_string(),
+            meet: spec.dataset.meet,
+            races,
+            split: spec.dataset.split,
+            predictor,
+            prompt,
+            seed: spec.seed,
+            mode: spec.mode,
+            baseline_run: spec.baseline_run.clone(),
+            tracking,
+            database,
+        }),
+        _ => None,
+    };
+    problems.or(task)
+}
+
+fn race_selection(
+    dataset: &crate::crd::evaluationrun::DatasetSelection,
+    problems: &mut Problems,
+) -> Option<RaceSelection> {
     match (&dataset.date_range, &dataset.races) {
         (Some(range), None) => {
-            if let Some((from, to)) = parse_range("dataset.dateRange", range, None, &mut problems) {
-                args.extend(["--from".into(), from.to_string(), "--to".into(), to.to_string()]);
-            }
+            parse_range("dataset.dateRange", range, None, problems).map(|(from, to)| RaceSelection::Days { from, to })
         }
         (None, Some(races)) => {
             for race in races {
                 let day = race.get(..8).unwrap_or_default();
                 if Date::strptime("%Y%m%d", day).is_err() {
-                    problems.push(format!("dataset.races: {race:?} does not start with a calendar date (YYYYMMDD)"));
+                    problems.field("dataset.races", format!("{race:?} does not start with a calendar date (YYYYMMDD)"));
                 }
             }
-            args.extend(["--races".into(), races.join(",")]);
+            Some(RaceSelection::Ids(races.clone()))
         }
-        _ => problems.push("dataset: set exactly one of dateRange and races".to_string()),
-    }
-    if let Some(split) = dataset.split {
-        args.extend(["--split".into(), arg_value(split)]);
-    }
-
-    let mut env = Vec::new();
-    match (&spec.predictor.baseline, &spec.predictor.llm) {
-        (Some(baseline), None) => args.extend(["--baseline".into(), arg_value(*baseline)]),
-        (None, Some(llm)) => {
-            args.extend([
-                "--llm-endpoint".into(),
-                llm.endpoint.clone(),
-                "--llm-api".into(),
-                arg_value(llm.api),
-                "--model".into(),
-                llm.model.clone(),
-            ]);
-            if let Some(key) = &llm.api_key_secret_ref {
-                env.push(secret_env("LLM_API_KEY", key));
-            }
+        _ => {
+            problems.field("dataset", "set exactly one of dateRange and races");
+            None
         }
-        _ => problems.push("predictor: set exactly one of baseline and llm".to_string()),
     }
+}
 
-    let mut invocation = WorkerInvocation::default();
-    match (&spec.prompt, prompt) {
+fn predictor_task(predictor: &crate::crd::evaluationrun::Predictor, problems: &mut Problems) -> Option<PredictorTask> {
+    match (&predictor.baseline, &predictor.llm) {
+        (Some(baseline), None) => Some(PredictorTask::Baseline(*baseline)),
+        (None, Some(llm)) => Some(PredictorTask::Llm {
+            endpoint: llm.endpoint.clone(),
+            api: llm.api,
+            model: llm.model.clone(),
+            api_key: llm.api_key_secret_ref.clone(),
+        }),
+        _ => {
+            problems.field("predictor", "set exactly one of baseline and llm");
+            None
+        }
+    }
+}
+
+fn prompt_mount(spec: &EvaluationRunSpec, lookup: &PromptLookup, problems: &mut Problems) -> Option<PromptMount> {
+    match (&spec.prompt, lookup) {
         (Some(p), PromptLookup::Found) => {
-            args.extend([
-                "--prompt-file".into(),
-                format!("{PROMPT_DIR}/template"),
-                "--prompt-version".into(),
-                p.version.clone(),
-            ]);
-            invocation.volumes.push(Volume {
-                name: "prompt".into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: p.config_map_name.clone(),
-                    items: Some(vec![KeyToPath { key: p.key.clone(), path: "template".into(), mode: None }]),
-                    optional: Some(false),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
-            invocation.mounts.push(VolumeMount {
-                name: "prompt".into(),
-                mount_path: PROMPT_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
+            return Some(PromptMount {
+                config_map: p.config_map_name.clone(),
+                key: p.key.clone(),
+                version: p.version.clone(),
             });
         }
         (Some(p), PromptLookup::ConfigMapMissing) => {
-            problems.push(format!("prompt.configMapName: ConfigMap {:?} does not exist", p.config_map_name))
+            problems.field("prompt.configMapName", format!("ConfigMap {:?} does not exist", p.config_map_name))
         }
         (Some(p), PromptLookup::KeyMissing) => {
-            problems.push(format!("prompt.key: ConfigMap {:?} has no key {:?}", p.config_map_name, p.key))
+            problems.field("prompt.key", format!("ConfigMap {:?} has no key {:?}", p.config_map_name, p.key))
         }
         (Some(_), PromptLookup::NotNeeded) | (None, _) => {
             if spec.predictor.llm.is_some() {
-                problems.push("prompt: an llm predictor needs a prompt".to_string());
+                problems.field("prompt", "an llm predictor needs a prompt");
             }
         }
     }
-
-    args.extend(["--seed".into(), spec.seed.to_string()]);
-    args.extend(["--mode".into(), arg_value(spec.mode)]);
-    if let Some(baseline) = &spec.baseline_run {
-        if baseline == name {
-            problems.push("baselineRun: a run cannot be its own baseline".to_string());
-        }
-        args.extend(["--baseline-run".into(), baseline.clone()]);
-    }
-    if let Some(mlflow) = &spec.mlflow {
-        args.extend([
-            "--mlflow-tracking-uri".into(),
-            mlflow.tracking_uri.clone(),
-            "--mlflow-experiment".into(),
-            mlflow.experiment.clone(),
-        ]);
-        if let Some(token) = &mlflow.token_secret_ref {
-            env.push(secret_env("MLFLOW_TRACKING_TOKEN", token));
-        }
-    } else if let Some(mlflow) = &defaults.mlflow {
-        args.extend([
-            "--mlflow-tracking-uri".into(),
-            mlflow.tracking_uri.clone(),
-            "--mlflow-experiment".into(),
-            mlflow.experiment.clone(),
-        ]);
-    }
-    args.extend(["--summary-file".into(), SUMMARY_PATH.into()]);
-    if let Some(database) =
-        database_env("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems)
-    {
-        env.insert(0, database);
-    }
-    check_overrides(spec.run.pod_overrides.as_ref(), &mut problems);
-
-    invocation.args = args;
-    invocation.env = env;
-    problems_to_result(problems, invocation)
+    None
 }
 
 #[cfg(test)]
@@ -330,6 +313,7 @@ mod tests {
     };
     use crate::crd::krajob::{DatabaseRef, KraAction};
     use crate::crd::{Meet, RunControls};
+    use crate::worker::{SUMMARY_PATH, WorkerInvocation};
 
     fn secret(name: &str, key: &str) -> SecretKeyRef {
         SecretKeyRef { name: name.into(), key: key.into() }
@@ -362,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_single_day_becomes_a_one_day_range_without_fixed_race_numbers() {
-        let invocation = krajob(&spec(), &defaults()).unwrap();
+        let invocation = krajob(&spec(), &defaults()).unwrap().invocation();
         assert_eq!(
             invocation.args,
             [
@@ -386,7 +370,7 @@ mod tests {
     fn the_resource_database_wins_over_the_default() {
         let mut spec = spec();
         spec.database = Some(DatabaseRef { url_secret_ref: secret("own-db", "dsn") });
-        let invocation = krajob(&spec, &defaults()).unwrap();
+        let invocation = krajob(&spec, &defaults()).unwrap().invocation();
         assert_eq!(secret_of(&invocation, "DATABASE_URL"), ("own-db".into(), "dsn".into()));
     }
 
@@ -428,23 +412,24 @@ mod tests {
         for (mutate, expected) in cases {
             let mut spec = spec();
             mutate(&mut spec);
-            let problems = krajob(&spec, &defaults()).unwrap_err();
+            let problems = krajob(&spec, &defaults()).unwrap_err().to_string();
             assert!(problems.contains(expected), "expected {expected:?} in {problems:?}");
         }
     }
 
     #[test]
     fn no_database_anywhere_is_a_problem() {
-        let problems = krajob(&spec(), &WorkerDefaults { image: "img".into(), ..Default::default() }).unwrap_err();
+        let problems =
+            krajob(&spec(), &WorkerDefaults { image: "img".into(), ..Default::default() }).unwrap_err().to_string();
         assert!(problems.contains("no database is configured"), "{problems}");
     }
 
     #[test]
     fn the_operator_kra_api_base_url_reaches_the_collector() {
-        let plain = krajob(&spec(), &defaults()).unwrap();
+        let plain = krajob(&spec(), &defaults()).unwrap().invocation();
         assert!(!plain.env.iter().any(|e| e.name == "KRA_API_BASE_URL"));
         let mirrored = WorkerDefaults { kra_api_base_url: Some("http://kra-mirror:8080/B551015".into()), ..defaults() };
-        let invocation = krajob(&spec(), &mirrored).unwrap();
+        let invocation = krajob(&spec(), &mirrored).unwrap().invocation();
         let env = invocation.env.iter().find(|e| e.name == "KRA_API_BASE_URL").expect("the base URL is passed on");
         assert_eq!(env.value.as_deref(), Some("http://kra-mirror:8080/B551015"));
     }
@@ -455,7 +440,7 @@ mod tests {
         spec.date = None;
         spec.date_range = Some(DateRange { from: "2024-01-01".into(), to: "2024-12-31".into() });
         spec.race_numbers = Some(vec![3, 1, 2]);
-        let invocation = krajob(&spec, &defaults()).unwrap();
+        let invocation = krajob(&spec, &defaults()).unwrap().invocation();
         assert!(invocation.args.windows(2).any(|w| w == ["--races", "3,1,2"]));
     }
 
@@ -492,7 +477,8 @@ mod tests {
 
     #[test]
     fn an_llm_run_mounts_its_prompt_and_references_every_secret() {
-        let invocation = evaluation_run("challenger", &run_spec(), &PromptLookup::Found, &defaults()).unwrap();
+        let invocation =
+            evaluation_run("challenger", &run_spec(), &PromptLookup::Found, &defaults()).unwrap().invocation();
         let args = &invocation.args;
         for pair in [
             ["--races", "20250523_3_1,20250524_1_10"],
@@ -518,30 +504,31 @@ mod tests {
             mlflow: Some(DefaultMlflow { tracking_uri: "http://default:5000".into(), experiment: "kra".into() }),
             ..defaults()
         };
-        let own = evaluation_run("r", &run_spec(), &PromptLookup::Found, &with_default).unwrap();
+        let own = evaluation_run("r", &run_spec(), &PromptLookup::Found, &with_default).unwrap().invocation();
         assert!(own.args.windows(2).any(|w| w == ["--mlflow-tracking-uri", "http://mlflow:5000"]), "{:?}", own.args);
         let mut spec = run_spec();
         spec.mlflow = None;
-        let defaulted = evaluation_run("r", &spec, &PromptLookup::Found, &with_default).unwrap();
+        let defaulted = evaluation_run("r", &spec, &PromptLookup::Found, &with_default).unwrap().invocation();
         for pair in [["--mlflow-tracking-uri", "http://default:5000"], ["--mlflow-experiment", "kra"]] {
             assert!(defaulted.args.windows(2).any(|w| w == pair), "{pair:?} missing from {:?}", defaulted.args);
         }
         assert!(!defaulted.env.iter().any(|e| e.name == "MLFLOW_TRACKING_TOKEN"));
-        let untracked = evaluation_run("r", &spec, &PromptLookup::Found, &defaults()).unwrap();
+        let untracked = evaluation_run("r", &spec, &PromptLookup::Found, &defaults()).unwrap().invocation();
         assert!(!untracked.args.iter().any(|a| a == "--mlflow-tracking-uri"));
     }
 
     #[test]
     fn evaluation_run_problems_name_the_field() {
-        let missing = evaluation_run("r", &run_spec(), &PromptLookup::ConfigMapMissing, &defaults()).unwrap_err();
+        let missing =
+            evaluation_run("r", &run_spec(), &PromptLookup::ConfigMapMissing, &defaults()).unwrap_err().to_string();
         assert!(missing.contains("prompt.configMapName: ConfigMap \"prompts\" does not exist"), "{missing}");
-        let no_key = evaluation_run("r", &run_spec(), &PromptLookup::KeyMissing, &defaults()).unwrap_err();
+        let no_key = evaluation_run("r", &run_spec(), &PromptLookup::KeyMissing, &defaults()).unwrap_err().to_string();
         assert!(no_key.contains("prompt.key: ConfigMap \"prompts\" has no key \"p.md\""), "{no_key}");
-        let own = evaluation_run("champion", &run_spec(), &PromptLookup::Found, &defaults()).unwrap_err();
+        let own = evaluation_run("champion", &run_spec(), &PromptLookup::Found, &defaults()).unwrap_err().to_string();
         assert!(own.contains("baselineRun: a run cannot be its own baseline"), "{own}");
         let mut bad_race = run_spec();
         bad_race.dataset.races = Some(vec!["20251340_1_1".into()]);
-        let problems = evaluation_run("r", &bad_race, &PromptLookup::Found, &defaults()).unwrap_err();
+        let problems = evaluation_run("r", &bad_race, &PromptLookup::Found, &defaults()).unwrap_err().to_string();
         assert!(problems.contains("dataset.races: \"20251340_1_1\" does not start with a calendar date"), "{problems}");
     }
 
@@ -553,7 +540,7 @@ mod tests {
         spec.dataset.races = None;
         spec.dataset.date_range = Some(DateRange { from: "2025-01-01".into(), to: "2025-12-31".into() });
         spec.dataset.split = Some(Split::Holdout);
-        let invocation = evaluation_run("r", &spec, &PromptLookup::NotNeeded, &defaults()).unwrap();
+        let invocation = evaluation_run("r", &spec, &PromptLookup::NotNeeded, &defaults()).unwrap().invocation();
         assert!(invocation.args.windows(2).any(|w| w == ["--baseline", "random"]));
         assert!(invocation.args.windows(2).any(|w| w == ["--split", "holdout"]));
         assert!(invocation.volumes.is_empty());

@@ -263,12 +263,12 @@ mod tests {
         for spec in specs {
             let spec: EvaluationRunSpec = serde_json::from_value(spec).unwrap();
             let lookup = if spec.prompt.is_some() { PromptLookup::Found } else { PromptLookup::NotNeeded };
-            let invocation = validate::evaluation_run("challenger", &spec, &lookup, &defaults).unwrap();
+            let invocation = validate::evaluation_run("challenger", &spec, &lookup, &defaults).unwrap().invocation();
             let argv = std::iter::once("kra-evaluator".to_string()).chain(invocation.args.clone());
             let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{:?}: {e}", invocation.args));
             let Command::Evaluate(args) = cli.command else { panic!("not evaluate") };
             assert_eq!(args.run.run_name.as_deref(), Some("challenger"));
-            assert_eq!(args.run.summary_file.as_deref(), Some(std::path::Path::new(validate::SUMMARY_PATH)));
+            assert_eq!(args.run.summary_file.as_deref(), Some(std::path::Path::new(crate::worker::SUMMARY_PATH)));
         }
     }
 }

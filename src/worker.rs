@@ -1,0 +1,294 @@
+//! The operator-worker contract, typed once. The operator turns a valid spec into a
+//! [`CollectorTask`] or an [`EvaluatorTask`]; [`CollectorTask::invocation`] and
+//! [`EvaluatorTask::invocation`] are the one place that writes a worker's arguments,
+//! environment and volumes. Enum arguments are spelled by [`arg_value`] from the same clap
+//! definitions the worker command lines parse them with, so the two cannot drift apart.
+
+use jiff::civil::Date;
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, Volume, VolumeMount,
+};
+
+use crate::crd::evaluationrun::{Baseline, EvaluationMode, LlmApi, Split};
+use crate::crd::krajob::KraAction;
+use crate::crd::{Meet, SecretKeyRef, arg_value};
+
+/// Where the worker writes its result summary; the kubelet turns it into the termination message.
+pub const SUMMARY_PATH: &str = "/dev/termination-log";
+/// Where the prompt ConfigMap is mounted in an evaluator pod (the template is `template` in it).
+pub const PROMPT_DIR: &str = "/etc/kra/prompt";
+/// Where evaluator pods write their artifacts (under the writable /tmp emptyDir).
+pub const WORKER_OUTPUT_DIR: &str = "/tmp/kra-evaluations";
+
+/// What the worker container runs: arguments, environment and extra volumes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkerInvocation {
+    pub args: Vec<String>,
+    pub env: Vec<EnvVar>,
+    pub volumes: Vec<Volume>,
+    pub mounts: Vec<VolumeMount>,
+}
+
+/// One `kra-collector` run over a range of race days.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectorTask {
+    pub action: KraAction,
+    pub meet: Meet,
+    pub from: Date,
+    pub to: Date,
+    /// Only these race numbers; the race plan decides when absent.
+    pub races: Option<Vec<i32>>,
+    pub api_key: SecretKeyRef,
+    pub database: SecretKeyRef,
+    /// A mirror or egress proxy of the KRA API; the collector's default when absent.
+    pub kra_api_base_url: Option<String>,
+}
+
+impl CollectorTask {
+    pub fn invocation(&self) -> WorkerInvocation {
+        let mut args = vec![self.action.collector_command().to_string()];
+        flag(&mut args, "--meet", arg_value(self.meet));
+        flag(&mut args, "--from", self.from.to_string());
+        flag(&mut args, "--to", self.to.to_string());
+        if let Some(races) = &self.races {
+            let list: Vec<String> = races.iter().map(i32::to_string).collect();
+            flag(&mut args, "--races", list.join(","));
+        }
+        flag(&mut args, "--summary-file", SUMMARY_PATH.to_string());
+        let mut env = vec![secret_env("KRA_API_KEY", &self.api_key), secret_env("DATABASE_URL", &self.database)];
+        if let Some(url) = &self.kra_api_base_url {
+            env.push(EnvVar { name: "KRA_API_BASE_URL".into(), value: Some(url.clone()), value_from: None });
+        }
+        WorkerInvocation { args, env, ..Default::default() }
+    }
+}
+
+/// Which stored races an evaluation reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RaceSelection {
+    Days { from: Date, to: Date },
+    Ids(Vec<String>),
+}
+
+/// What makes an evaluation's predictions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PredictorTask {
+    Baseline(Baseline),
+    Llm { endpoint: String, api: LlmApi, model: String, api_key: Option<SecretKeyRef> },
+}
+
+/// The prompt template: a key of a ConfigMap of the run's namespace, mounted read-only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromptMount {
+    pub config_map: String,
+    pub key: String,
+    pub version: String,
+}
+
+/// The MLflow server a run is tracked in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackingTask {
+    pub uri: String,
+    pub experiment: String,
+    pub token: Option<SecretKeyRef>,
+}
+
+/// One `kra-evaluator evaluate` run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvaluatorTask {
+    /// The EvaluationRun's name: its artifact directory and MLflow run name.
+    pub run_name: String,
+    pub meet: Option<Meet>,
+    pub races: RaceSelection,
+    pub split: Option<Split>,
+    pub predictor: PredictorTask,
+    pub prompt: Option<PromptMount>,
+    pub seed: i64,
+    pub mode: EvaluationMode,
+    pub baseline_run: Option<String>,
+    pub tracking: Option<TrackingTask>,
+    pub database: SecretKeyRef,
+}
+
+impl EvaluatorTask {
+    pub fn invocation(&self) -> WorkerInvocation {
+        // The root filesystem is read-only: artifacts go to the pod's /tmp (an emptyDir) and, with
+        // tracking configured, to MLflow.
+        let mut args = vec!["evaluate".to_string()];
+        flag(&mut args, "--run-name", self.run_name.clone());
+        flag(&mut args, "--output-dir", WORKER_OUTPUT_DIR.to_string());
+        if let Some(meet) = self.meet {
+            flag(&mut args, "--meet", arg_value(meet));
+        }
+        match &self.races {
+            RaceSelection::Days { from, to } => {
+                flag(&mut args, "--from", from.to_string());
+                flag(&mut args, "--to", to.to_string());
+            }
+            RaceSelection::Ids(ids) => flag(&mut args, "--races", ids.join(",")),
+        }
+        if let Some(split) = self.split {
+            flag(&mut args, "--split", arg_value(split));
+        }
+        let mut env = vec![secret_env("DATABASE_URL", &self.database)];
+        match &self.predictor {
+            PredictorTask::Baseline(baseline) => flag(&mut args, "--baseline", arg_value(*baseline)),
+            PredictorTask::Llm { endpoint, api, model, api_key } => {
+                flag(&mut args, "--llm-endpoint", endpoint.clone());
+                flag(&mut args, "--llm-api", arg_value(*api));
+                flag(&mut args, "--model", model.clone());
+                env.extend(api_key.iter().map(|key| secret_env("LLM_API_KEY", key)));
+            }
+        }
+        let mut invocation = WorkerInvocation::default();
+        if let Some(prompt) = &self.prompt {
+            flag(&mut args, "--prompt-file", format!("{PROMPT_DIR}/template"));
+            flag(&mut args, "--prompt-version", prompt.version.clone());
+            invocation.volumes.push(prompt.volume());
+            invocation.mounts.push(VolumeMount {
+                name: "prompt".into(),
+                mount_path: PROMPT_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+        }
+        flag(&mut args, "--seed", self.seed.to_string());
+        flag(&mut args, "--mode", arg_value(self.mode));
+        if let Some(baseline) = &self.baseline_run {
+            flag(&mut args, "--baseline-run", baseline.clone());
+        }
+        if let Some(tracking) = &self.tracking {
+            flag(&mut args, "--mlflow-tracking-uri", tracking.uri.clone());
+            flag(&mut args, "--mlflow-experiment", tracking.experiment.clone());
+            env.extend(tracking.token.iter().map(|token| secret_env("MLFLOW_TRACKING_TOKEN", token)));
+        }
+        flag(&mut args, "--summary-file", SUMMARY_PATH.to_string());
+        invocation.args = args;
+        invocation.env = env;
+        invocation
+    }
+}
+
+impl PromptMount {
+    fn volume(&self) -> Volume {
+        Volume {
+            name: "prompt".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: self.config_map.clone(),
+                items: Some(vec![KeyToPath { key: self.key.clone(), path: "template".into(), mode: None }]),
+                optional: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+fn flag(args: &mut Vec<String>, name: &str, value: String) {
+    args.push(name.to_string());
+    args.push(value);
+}
+
+/// An environment variable read from a Secret key (never a value in the pod spec).
+pub fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Parser, ValueEnum};
+
+    use super::*;
+    use crate::evaluator::request::PredictorRequest;
+
+    const ACTIONS: [KraAction; 6] = [
+        KraAction::CollectRaceCards,
+        KraAction::CollectResults,
+        KraAction::CollectOdds,
+        KraAction::Preprocess,
+        KraAction::Enrich,
+        KraAction::FullPipeline,
+    ];
+
+    fn secret(name: &str) -> SecretKeyRef {
+        SecretKeyRef { name: name.into(), key: "k".into() }
+    }
+
+    #[test]
+    fn every_enum_value_the_operator_writes_parses_back_into_the_same_value() {
+        let date = |s: &str| s.parse::<Date>().unwrap();
+        for (i, &meet) in Meet::value_variants().iter().enumerate() {
+            let split = Split::value_variants()[i % 3];
+            let mode = EvaluationMode::value_variants()[i % 2];
+            let api = LlmApi::value_variants()[i % 2];
+            let predictor = if i == 0 {
+                PredictorTask::Baseline(Baseline::value_variants()[2])
+            } else {
+                PredictorTask::Llm { endpoint: "http://llm/v1".into(), api, model: "m".into(), api_key: None }
+            };
+            let task = EvaluatorTask {
+                run_name: "r".into(),
+                meet: Some(meet),
+                races: RaceSelection::Days { from: date("2025-01-04"), to: date("2025-02-01") },
+                split: Some(split),
+                predictor,
+                prompt: Some(PromptMount { config_map: "p".into(), key: "t".into(), version: "v2".into() }),
+                seed: 7,
+                mode,
+                baseline_run: None,
+                tracking: None,
+                database: secret("db"),
+            };
+            let argv = std::iter::once("kra-evaluator".to_string()).chain(task.invocation().args);
+            let cli = crate::evaluator::cli::Cli::try_parse_from(argv).unwrap();
+            let request = crate::evaluator::cli::request(&cli).unwrap();
+            assert_eq!(request.selection.meet, Some(meet));
+            assert_eq!(request.selection.split, Some(split));
+            assert_eq!(
+                (request.selection.from, request.selection.to),
+                (Some(date("2025-01-04")), Some(date("2025-02-01")))
+            );
+            assert_eq!(request.mode, mode);
+            assert_eq!(request.seed, 7);
+            match (&task.predictor, &request.predictor) {
+                (PredictorTask::Baseline(b), PredictorRequest::Baseline(parsed)) => assert_eq!(b, parsed),
+                (PredictorTask::Llm { api, .. }, PredictorRequest::Llm(parsed)) => assert_eq!(*api, parsed.api),
+                other => panic!("predictor changed on the way: {other:?}"),
+            }
+        }
+        for (i, action) in ACTIONS.into_iter().enumerate() {
+            let collector = CollectorTask {
+                action,
+                meet: Meet::value_variants()[i % 3],
+                from: date("2025-03-01"),
+                to: date("2025-03-02"),
+                races: Some(vec![1, 12]),
+                api_key: secret("key"),
+                database: secret("db"),
+                kra_api_base_url: None,
+            };
+            let argv = std::iter::once("kra-collector".to_string()).chain(collector.invocation().args);
+            let cli = crate::collector::cli::Cli::try_parse_from(argv).unwrap();
+            use crate::collector::cli::Command;
+            let (Command::Collect(days)
+            | Command::Results(days)
+            | Command::Odds(days)
+            | Command::Pipeline(days)
+            | Command::Preprocess(days)
+            | Command::Enrich(days)) = cli.command;
+            assert_eq!(days.meet, Meet::value_variants()[i % 3]);
+            assert_eq!(days.races.as_deref(), Some(&[1i64, 12][..]));
+        }
+    }
+}
