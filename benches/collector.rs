@@ -12,12 +12,12 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 use jiff::civil::{Date, Time};
-use kra_operator::collector::odds::{OddsRow, Pool};
 use kra_operator::collector::run::{Collector, RunRequest, Stage};
-use kra_operator::collector::schedule::{PlannedRace, RaceKey};
 use kra_operator::crd::Meet;
 use kra_operator::kra::budget::{Budget, BudgetLimits};
 use kra_operator::kra::client::{ClientSettings, KraClient, ServiceKey};
+use kra_operator::race::{OddsRow, Pool};
+use kra_operator::race::{PlannedRace, RaceKey};
 use kra_operator::store::Store;
 use support::fake_kra::FakeKra;
 use support::kra_day::{self, Day};

@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 use jiff::civil::{Date, Time};
-use kra_operator::collector::schedule::{PlannedRace, RaceKey};
 use kra_operator::crd::Meet;
 use kra_operator::evaluator::dataset::{Dataset, DatasetRace};
 use kra_operator::evaluator::metrics::SplitMix64;
 use kra_operator::evaluator::predictors::Predictor;
 use kra_operator::evaluator::results as run;
 use kra_operator::evaluator::scoring::Actual;
+use kra_operator::race::{PlannedRace, RaceKey};
 use kra_operator::store::Store;
 use serde_json::json;
 

@@ -11,6 +11,7 @@ pub mod kra;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod race;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

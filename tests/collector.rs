@@ -152,9 +152,13 @@ async fn a_late_jockey_change_becomes_a_new_revision_and_the_frozen_snapshot_sta
     let snapshots = h.store.prerace_snapshots("20250524_1_1").await.unwrap();
     assert_eq!(snapshots.len(), 2);
     let jockey = |card: &Value| card["card"]["entries"][1]["jk_no"].clone();
-    assert_eq!(jockey(&snapshots[0].1), json!("080102"), "the frozen pre-race snapshot keeps the original jockey");
-    assert_eq!(jockey(&snapshots[1].1), json!("080999"));
-    assert_eq!((snapshots[0].3, snapshots[1].3), (false, true), "the later revision is marked after the cutoff");
+    assert_eq!(jockey(&snapshots[0].card), json!("080102"), "the frozen pre-race snapshot keeps the original jockey");
+    assert_eq!(jockey(&snapshots[1].card), json!("080999"));
+    assert_eq!(
+        (snapshots[0].after_cutoff, snapshots[1].after_cutoff),
+        (false, true),
+        "the later revision is marked after the cutoff"
+    );
 }
 
 #[tokio::test]
@@ -164,7 +168,7 @@ async fn nothing_post_race_is_stored_as_pre_race_state_even_when_collected_after
     kra_day::serve_before(&h.kra, &day);
     kra_day::serve_after(&h.kra, &day);
     h.run(&[Stage::Cards], Some(vec![3]), evening()).await;
-    let snapshot = &h.store.prerace_snapshots("20250524_1_3").await.unwrap()[0].1;
+    let snapshot = &h.store.prerace_snapshots("20250524_1_3").await.unwrap()[0].card;
     let card = serde_json::to_string(&snapshot["card"]).unwrap();
     for leaked in ["\"ord\"", "rcTime", "AccTime", "fOrd", "Odds", "73.5"] {
         assert!(!card.contains(leaked), "{leaked} leaked into the pre-race card: {card}");
@@ -225,7 +229,7 @@ async fn soft_sources_degrade_to_flags_without_failing_races() {
     h.kra.faults(kra_day::CANCELLED, vec![Fault::Truncate; 2]);
     let summary = h.run(&[Stage::Cards], Some(vec![2]), morning()).await;
     assert!(summary.succeeded(), "{summary:#?}");
-    let snapshot = &h.store.prerace_snapshots("20250524_1_2").await.unwrap()[0].1;
+    let snapshot = &h.store.prerace_snapshots("20250524_1_2").await.unwrap()[0].card;
     assert_eq!(snapshot["track"], Value::Null);
     // Without the scratch list, chulNo 3 is not marked scratched: the flag says why.
     assert_eq!(snapshot["card"]["entries"][2]["scratched"], false);
@@ -237,7 +241,7 @@ async fn scratches_are_marked_and_details_are_fetched_once_per_run() {
     let day = Day::default();
     kra_day::serve_before(&h.kra, &day);
     h.run(&[Stage::Cards], None, morning()).await;
-    let snapshot = &h.store.prerace_snapshots("20250524_1_2").await.unwrap()[0].1;
+    let snapshot = &h.store.prerace_snapshots("20250524_1_2").await.unwrap()[0].card;
     assert_eq!(snapshot["card"]["entries"][2]["scratched"], true);
     assert_eq!(snapshot["details"]["1"]["jkDetail"]["jkNo"], "080101");
     // 8 jockeys ride in 4 races: each is fetched once.
@@ -266,7 +270,7 @@ async fn a_few_failed_horses_degrade_to_empty_blocks() {
     h.kra.faults(kra_day::HORSE, vec![Fault::Status { code: 500, retry_after: None }; 2]);
     let summary = h.run(&[Stage::Cards], Some(vec![1]), morning()).await;
     assert!(summary.succeeded(), "{summary:#?}");
-    let snapshot = &h.store.prerace_snapshots("20250524_1_1").await.unwrap()[0].1;
+    let snapshot = &h.store.prerace_snapshots("20250524_1_1").await.unwrap()[0].card;
     assert_eq!(snapshot["details"]["1"]["hrDetail"], json!({}));
     assert_eq!(snapshot["details"]["2"]["hrDetail"]["hrNo"], "0040102");
 }
@@ -317,7 +321,7 @@ async fn training_joined_by_name_only_when_the_name_is_unambiguous() {
         .collect();
     h.kra.replace_rows(kra_day::CARD, &[("rc_date", day.date), ("rc_no", "1")], rows);
     h.run(&[Stage::Cards], Some(vec![1]), morning()).await;
-    let snapshot = &h.store.prerace_snapshots("20250524_1_1").await.unwrap()[0].1;
+    let snapshot = &h.store.prerace_snapshots("20250524_1_1").await.unwrap()[0].card;
     assert_eq!(snapshot["training"], json!({}), "an ambiguous name gives no training block, never a wrong one");
 }
 

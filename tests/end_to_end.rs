@@ -208,11 +208,11 @@ async fn a_krajob_collects_cards_results_and_odds_into_postgresql_through_the_jo
     assert!(succeeded(&odds), "{:?}\n{}", odds.status, stack.logs());
 
     let store = Store::open(&stack.database).await.unwrap();
-    let stored = store.races_between(Some(1), &day.to_string(), &day.to_string()).await.unwrap();
+    let stored = store.races_between(Some(kra_operator::crd::Meet::Seoul), day, day).await.unwrap();
     assert_eq!(stored.len() as i64, races);
     assert!(stored.iter().all(|r| r.results.len() == 1), "every race has its result");
     assert!(
-        stored.iter().all(|r| r.snapshots.iter().any(|(_, _, _, after_cutoff)| !after_cutoff)),
+        stored.iter().all(|r| r.snapshots.iter().any(|s| !s.after_cutoff)),
         "cards collected a day ahead are before their cutoff"
     );
     assert!(store.count("race_odds").await.unwrap() > races * 8, "odds of every race");

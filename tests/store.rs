@@ -5,9 +5,9 @@ mod support;
 
 use jiff::Timestamp;
 use jiff::civil::{Date, Time};
-use kra_operator::collector::odds::{OddsRow, Pool};
-use kra_operator::collector::schedule::{PlannedRace, RaceKey};
 use kra_operator::crd::Meet;
+use kra_operator::race::{OddsRow, Pool};
+use kra_operator::race::{PlannedRace, RaceKey};
 use kra_operator::store::{Store, StoreError};
 use serde_json::json;
 use support::postgres::Postgres;
@@ -88,11 +88,11 @@ async fn exercise(store: &Store) {
     assert_eq!(later, Some(2), "a re-collection after the cutoff is a new revision");
     let snapshots = store.prerace_snapshots("20250524_1_1").await.unwrap();
     assert_eq!(snapshots.len(), 2);
-    assert_eq!(snapshots[0].1, card, "the frozen pre-race snapshot is untouched");
-    assert!(!snapshots[0].3 && snapshots[1].3);
+    assert_eq!(snapshots[0].card, card, "the frozen pre-race snapshot is untouched");
+    assert!(!snapshots[0].after_cutoff && snapshots[1].after_cutoff);
     // Timestamps in one convention: UTC, whole seconds, `Z`.
-    assert_eq!(snapshots[0].2, at(100).to_string());
-    assert!(snapshots[1].2.ends_with('Z'));
+    assert_eq!(snapshots[0].collected_at, at(100).to_string());
+    assert!(snapshots[1].collected_at.ends_with('Z'));
 
     // Results are revisions too.
     let result = json!({"top3": [4, 2, 9]});

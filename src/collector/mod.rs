@@ -4,6 +4,6 @@
 pub mod cli;
 pub mod odds;
 pub mod prerace;
+pub mod race_plan;
 pub mod results;
 pub mod run;
-pub mod schedule;

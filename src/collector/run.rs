@@ -13,13 +13,15 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::odds;
-use super::prerace::{self, PRERACE_SCHEMA, PreRaceCard};
+use super::prerace;
+use super::race_plan;
 use super::results;
-use super::schedule::{self, PlannedRace, RaceKey};
 use crate::crd::Meet;
 use crate::kra::client::{CallError, Endpoint, Fetched, KraClient};
 use crate::kra::envelope::Row;
 use crate::kra::normalize;
+use crate::race::{PRERACE_SCHEMA, PreRaceCard, PreRaceSnapshot};
+use crate::race::{PlannedRace, RaceKey};
 use crate::store::{Store, StoreError};
 
 /// Minutes before the scheduled start when the pre-race state is frozen.
@@ -211,7 +213,7 @@ impl<'a> Collector<'a> {
         let day_params = vec![("meet", meet.api_code().to_string()), ("rc_date", param(date))];
         let day_id = format!("{}_{}_*", param(date), meet.api_code());
         let plan = match self.fetch(Endpoint::RacePlan, &day_params).await? {
-            Ok(fetched) => schedule::planned_races(date, meet, &fetched.rows),
+            Ok(fetched) => race_plan::planned_races(date, meet, &fetched.rows),
             Err(error) => match &request.races {
                 // Without the plan the requested races can still be tried; their start is unknown.
                 Some(numbers) => numbers
@@ -310,12 +312,8 @@ impl<'a> Collector<'a> {
                 continue;
             }
             let (training_block, training_state) = training_for(&card, &training);
-            let content = json!({
-                "card": card,
-                "track": track_row.map(|r| track_block(&r)),
-                "details": details,
-                "training": training_block,
-            });
+            let content =
+                PreRaceSnapshot { track: track_row.map(|r| track_block(&r)), details, training: training_block, card };
             let collected_at = (self.clock)();
             let cutoff = race.start.and_then(|time| {
                 let start = date.to_datetime(time).in_tz("Asia/Seoul").ok()?.timestamp();
@@ -339,7 +337,7 @@ impl<'a> Collector<'a> {
             self.summary.rows_written += i64::from(revision.is_some());
             (self.progress)(&format!(
                 "{race_id} card: {} runner(s){}",
-                card.entries.len(),
+                content.card.entries.len(),
                 match revision {
                     Some(r) => format!(", revision {r}{}", if after_cutoff { " (after the cutoff)" } else { "" }),
                     None => ", unchanged".into(),

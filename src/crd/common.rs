@@ -194,6 +194,16 @@ impl Meet {
         }
     }
 
+    /// The racecourse of a KRA API code.
+    pub fn from_api_code(code: i64) -> Option<Meet> {
+        match code {
+            1 => Some(Meet::Seoul),
+            2 => Some(Meet::Jeju),
+            3 => Some(Meet::Busan),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Meet::Seoul => "seoul",

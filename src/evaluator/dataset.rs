@@ -9,9 +9,9 @@ use sha2::{Digest, Sha256};
 
 use super::metrics::RaceFacts;
 use super::scoring::Actual;
-use crate::collector::prerace::{HELD_FIELDS, is_post_race_field};
 use crate::crd::evaluationrun::Split;
-use crate::store::StoredRace;
+use crate::race::StoredRace;
+use crate::race::card::{HELD_FIELDS, is_post_race_field};
 
 /// The split rule: the most recent complete race days until at least `holdout_min` races are
 /// the holdout, the days before them until `validation_min` races the validation set, the rest
@@ -111,15 +111,6 @@ pub fn leakage_check(races: &[DatasetRace]) -> Result<(), LeakageError> {
     if paths.is_empty() { Ok(()) } else { Err(LeakageError { paths }) }
 }
 
-fn meet_name(code: i64) -> &'static str {
-    match code {
-        1 => "seoul",
-        2 => "jeju",
-        3 => "busan",
-        _ => "unknown",
-    }
-}
-
 /// The model input of a snapshot: race context and active runners, nothing else.
 fn model_input(race: &StoredRace, content: &Value) -> Value {
     let card = &content["card"];
@@ -140,11 +131,11 @@ fn model_input(race: &StoredRace, content: &Value) -> Value {
         })
         .unwrap_or_default();
     json!({
-        "raceId": race.race_id,
+        "raceId": race.key.race_id(),
         "race": {
-            "date": race.race_date,
-            "meet": meet_name(race.meet),
-            "raceNumber": race.race_number,
+            "date": race.key.date.to_string(),
+            "meet": race.key.meet.as_str(),
+            "raceNumber": race.key.number,
             "distance": card["distance"],
             "raceName": card["race_name"],
             "classCondition": card["class_condition"],
@@ -173,11 +164,12 @@ pub fn build(stored: &[StoredRace], ids: Option<&[String]>) -> Result<Dataset, L
     let mut races = Vec::new();
     let mut excluded = Vec::new();
     for race in stored {
-        if wanted.as_ref().is_some_and(|w| !w.contains(race.race_id.as_str())) {
+        let race_id = race.key.race_id();
+        if wanted.as_ref().is_some_and(|w| !w.contains(race_id.as_str())) {
             continue;
         }
-        let exclude = |reason| Exclusion { race_id: race.race_id.clone(), reason };
-        let Some((_, snapshot_sha, content, _)) = race.snapshots.iter().rev().find(|s| !s.3) else {
+        let exclude = |reason| Exclusion { race_id: race_id.clone(), reason };
+        let Some(snapshot) = race.snapshots.iter().rev().find(|s| !s.after_cutoff) else {
             excluded.push(exclude(if race.snapshots.is_empty() {
                 "missing_basic_data"
             } else {
@@ -185,11 +177,12 @@ pub fn build(stored: &[StoredRace], ids: Option<&[String]>) -> Result<Dataset, L
             }));
             continue;
         };
-        let Some((_, result_sha, result)) = race.results.last() else {
+        let content = &snapshot.content;
+        let Some(result) = race.results.last() else {
             excluded.push(exclude("missing_result_data"));
             continue;
         };
-        let Some(actual) = actual(result).filter(|a| a.placed.len() >= 3) else {
+        let Some(actual) = actual(&result.result).filter(|a| a.placed.len() >= 3) else {
             excluded.push(exclude("invalid_top3_result"));
             continue;
         };
@@ -205,23 +198,23 @@ pub fn build(stored: &[StoredRace], ids: Option<&[String]>) -> Result<Dataset, L
             continue;
         }
         races.push(DatasetRace {
-            race_id: race.race_id.clone(),
-            date: race.race_date.clone(),
-            meet: meet_name(race.meet).to_string(),
-            race_number: race.race_number,
+            race_id,
+            date: race.key.date.to_string(),
+            meet: race.key.meet.as_str().to_string(),
+            race_number: race.key.number,
             distance: race.distance.or_else(|| content["card"]["distance"].as_i64()),
             input,
             actual,
-            snapshot_sha256: snapshot_sha.clone(),
-            result_sha256: result_sha.clone(),
+            snapshot_sha256: snapshot.content_sha256.clone(),
+            result_sha256: result.content_sha256.clone(),
         });
     }
     if let Some(wanted) = &wanted {
-        let present: BTreeSet<&str> = stored.iter().map(|r| r.race_id.as_str()).collect();
+        let present: BTreeSet<String> = stored.iter().map(|r| r.key.race_id()).collect();
         excluded.extend(
             wanted
                 .iter()
-                .filter(|id| !present.contains(*id))
+                .filter(|id| !present.contains(**id))
                 .map(|id| Exclusion { race_id: id.to_string(), reason: "missing_basic_data" }),
         );
     }
@@ -308,6 +301,8 @@ pub fn no_races_advice(excluded: &[Exclusion]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::Meet;
+    use crate::race::{RaceKey, Snapshot, StoredResult};
 
     fn stored(day: &str, number: i64, placed: &[i64], after_cutoff: bool) -> StoredRace {
         let entries: Vec<Value> = (1..=8)
@@ -315,17 +310,14 @@ mod tests {
             .collect();
         let content = json!({"card": {"entries": entries, "distance": 1400, "race_name": "x"}, "track": null});
         StoredRace {
-            race_id: format!("{}_1_{number}", day.replace('-', "")),
-            race_date: day.into(),
-            meet: 1,
-            race_number: number,
+            key: RaceKey { date: day.parse().unwrap(), meet: Meet::Seoul, number },
             distance: Some(1400),
-            snapshots: vec![(1, format!("s{day}{number}"), content, after_cutoff)],
-            results: vec![(
-                1,
-                format!("r{day}{number}"),
-                json!({"placed": placed, "finishers": [{"position": 1, "chul_no": placed[0]}]}),
-            )],
+            snapshots: vec![Snapshot { revision: 1, content_sha256: format!("s{day}{number}"), content, after_cutoff }],
+            results: vec![StoredResult {
+                revision: 1,
+                content_sha256: format!("r{day}{number}"),
+                result: json!({"placed": placed, "finishers": [{"position": 1, "chul_no": placed[0]}]}),
+            }],
         }
     }
 
@@ -380,15 +372,15 @@ mod tests {
         assert_eq!(forward.snapshot_id, backward.snapshot_id);
         assert_eq!(forward.races, backward.races, "races come out in one order");
         let mut changed = b;
-        changed.results[0].1 = "another result".into();
+        changed.results[0].content_sha256 = "another result".into();
         assert_ne!(build(&[a, changed], None).unwrap().snapshot_id, forward.snapshot_id);
     }
 
     #[test]
     fn a_leaked_field_fails_the_dataset() {
         let mut leaky = stored("2025-05-24", 1, &[3, 1, 2], false);
-        leaky.snapshots[0].2["card"]["entries"][0]["sjG1fOrd"] = json!(1);
-        leaky.snapshots[0].2["card"]["entries"][1]["winOdds"] = json!(2.5);
+        leaky.snapshots[0].content["card"]["entries"][0]["sjG1fOrd"] = json!(1);
+        leaky.snapshots[0].content["card"]["entries"][1]["winOdds"] = json!(2.5);
         let error = build(&[leaky], None).unwrap_err();
         assert_eq!(error.paths, ["20250524_1_1.runners[0].sjG1fOrd", "20250524_1_1.runners[1].winOdds"]);
     }

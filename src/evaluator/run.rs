@@ -145,23 +145,23 @@ fn predictor(request: &Request, prompt: Option<&Prompt>) -> Result<Source, Evalu
 
 async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, EvaluatorError> {
     let store = Store::open(url).await.map_err(|e| EvaluatorError::Database(e.to_string()))?;
-    let meet = selection.meet.map(|m| i64::from(m.api_code()));
     let (from, to, ids) = match (&selection.from, &selection.to, &selection.races) {
-        (Some(from), Some(to), None) if from <= to => (from.to_string(), to.to_string(), None),
+        (Some(from), Some(to), None) if from <= to => (Some(*from), Some(*to), None),
         (Some(_), Some(_), None) => return Err(EvaluatorError::Usage("--to is before --from".into())),
         (None, None, Some(ids)) if !ids.is_empty() => {
-            let days: Vec<String> = ids
-                .iter()
-                .filter_map(|id| id.get(..8))
-                .map(|d| format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8]))
-                .collect();
-            let from = days.iter().min().cloned().unwrap_or_default();
-            let to = days.iter().max().cloned().unwrap_or_default();
-            (from, to, Some(ids.clone()))
+            let days: Vec<jiff::civil::Date> =
+                ids.iter().filter_map(|id| jiff::civil::Date::strptime("%Y%m%d", id.get(..8)?).ok()).collect();
+            (days.iter().min().copied(), days.iter().max().copied(), Some(ids.clone()))
         }
         _ => return Err(EvaluatorError::Usage("select races with --from and --to, or --races".into())),
     };
-    let stored = store.races_between(meet, &from, &to).await.map_err(|e| EvaluatorError::Database(e.to_string()))?;
+    // A list of ids none of which names a day reads nothing: each id is then missing.
+    let stored = match from.zip(to) {
+        Some((from, to)) => {
+            store.races_between(selection.meet, from, to).await.map_err(|e| EvaluatorError::Database(e.to_string()))?
+        }
+        None => Vec::new(),
+    };
     let dataset = dataset::build(&stored, ids.as_deref()).map_err(|e| EvaluatorError::Leakage(e.to_string()))?;
     let dataset = match selection.split {
         None => dataset,

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
-use crate::collector::odds::OddsRow;
-use crate::collector::schedule::PlannedRace;
+use crate::crd::Meet;
+use crate::race::{OddsRow, PlannedRace, RaceKey, Snapshot, SnapshotRecord, StoredRace, StoredResult};
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -42,6 +42,8 @@ pub enum StoreError {
     Query { step: &'static str, source: sqlx::Error },
     #[error("failed to encode {what} as JSON: {source}")]
     Encode { what: &'static str, source: serde_json::Error },
+    #[error("the database holds an unreadable row: {0}")]
+    Corrupt(String),
 }
 
 /// A statement assembled here from static fragments and dialect casts; values are always bound,
@@ -84,20 +86,6 @@ fn ts(at: Timestamp) -> String {
 enum Bind {
     Text(String),
     Bool(bool),
-}
-
-/// A race as the evaluator reads it: its stored pre-race snapshots and results.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredRace {
-    pub race_id: String,
-    pub race_date: String,
-    pub meet: i64,
-    pub race_number: i64,
-    pub distance: Option<i64>,
-    /// (revision, content sha256, content, collected after the cutoff), oldest first.
-    pub snapshots: Vec<(i64, String, Value, bool)>,
-    /// (revision, content sha256, result), oldest first.
-    pub results: Vec<(i64, String, Value)>,
 }
 
 /// What a write changed.
@@ -459,9 +447,16 @@ impl Store {
         Ok(row.get::<i64, _>(0))
     }
 
-    /// Races of a racecourse (all when `meet` is `None`) between two dates (`YYYY-MM-DD`,
-    /// inclusive), with their snapshots and results, ordered by date, meet and race number.
-    pub async fn races_between(&self, meet: Option<i64>, from: &str, to: &str) -> Result<Vec<StoredRace>, StoreError> {
+    /// Races of a racecourse (all when `meet` is `None`) between two dates (inclusive), with
+    /// their snapshots and results, ordered by date, meet and race number.
+    pub async fn races_between(
+        &self,
+        meet: Option<Meet>,
+        from: jiff::civil::Date,
+        to: jiff::civil::Date,
+    ) -> Result<Vec<StoredRace>, StoreError> {
+        let meet = meet.map(|m| i64::from(m.api_code()));
+        let (from, to) = (from.to_string(), to.to_string());
         let (date, day_text) = match self.dialect {
             Dialect::Postgres => ("CAST($2 AS DATE)", "to_char(r.race_date, 'YYYY-MM-DD')"),
             Dialect::Sqlite => ("$2", "r.race_date"),
@@ -475,8 +470,8 @@ impl Store {
              FROM races r WHERE {filter} ORDER BY r.race_date, r.meet, r.race_number"
         ))
         .bind(meet)
-        .bind(from.to_string())
-        .bind(to.to_string())
+        .bind(from.clone())
+        .bind(to.clone())
         .fetch_all(&self.pool)
         .await
         .map_err(query_error("read races"))?;
@@ -491,8 +486,8 @@ impl Store {
             text("s.card")
         ))
         .bind(meet)
-        .bind(from.to_string())
-        .bind(to.to_string())
+        .bind(from.clone())
+        .bind(to.clone())
         .fetch_all(&self.pool)
         .await
         .map_err(query_error("read pre-race snapshots"))?;
@@ -502,8 +497,8 @@ impl Store {
             text("x.result")
         ))
         .bind(meet)
-        .bind(from.to_string())
-        .bind(to.to_string())
+        .bind(from.clone())
+        .bind(to.clone())
         .fetch_all(&self.pool)
         .await
         .map_err(query_error("read results"))?;
@@ -511,39 +506,44 @@ impl Store {
         let json = |text: String, what: &'static str| {
             serde_json::from_str::<Value>(&text).map_err(|source| StoreError::Encode { what, source })
         };
-        let mut out: Vec<StoredRace> = races
-            .iter()
-            .map(|row| StoredRace {
-                race_id: row.get(0),
-                race_date: row.get(1),
-                meet: row.get(2),
-                race_number: row.get(3),
-                distance: row.get(4),
-                snapshots: Vec::new(),
-                results: Vec::new(),
-            })
-            .collect();
-        let index: std::collections::HashMap<String, usize> =
-            out.iter().enumerate().map(|(i, r)| (r.race_id.clone(), i)).collect();
+        let mut out = Vec::with_capacity(races.len());
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for row in &races {
+            let id: String = row.get(0);
+            let day: String = row.get(1);
+            let unreadable = |what: &str| StoreError::Corrupt(format!("race {id}: {what}"));
+            let key = RaceKey {
+                date: day.parse().map_err(|_| unreadable(&format!("race date {day:?} is not a date")))?,
+                meet: Meet::from_api_code(row.get(2)).ok_or_else(|| unreadable("meet is not 1, 2 or 3"))?,
+                number: row.get(3),
+            };
+            index.insert(id, out.len());
+            out.push(StoredRace { key, distance: row.get(4), snapshots: Vec::new(), results: Vec::new() });
+        }
         for row in &snapshots {
             let id: String = row.get(0);
             if let Some(&i) = index.get(&id) {
                 let content = json(row.get(3), "a stored snapshot")?;
-                out[i].snapshots.push((row.get(1), row.get(2), content, row.get::<i64, _>(4) != 0));
+                out[i].snapshots.push(Snapshot {
+                    revision: row.get(1),
+                    content_sha256: row.get(2),
+                    content,
+                    after_cutoff: row.get::<i64, _>(4) != 0,
+                });
             }
         }
         for row in &results {
             let id: String = row.get(0);
             if let Some(&i) = index.get(&id) {
                 let result = json(row.get(3), "a stored result")?;
-                out[i].results.push((row.get(1), row.get(2), result));
+                out[i].results.push(StoredResult { revision: row.get(1), content_sha256: row.get(2), result });
             }
         }
         Ok(out)
     }
 
-    /// The pre-race snapshots of a race: (revision, card JSON, collected_at, after_cutoff), oldest first.
-    pub async fn prerace_snapshots(&self, race_id: &str) -> Result<Vec<(i64, Value, String, bool)>, StoreError> {
+    /// The pre-race snapshots of a race, oldest first.
+    pub async fn prerace_snapshots(&self, race_id: &str) -> Result<Vec<SnapshotRecord>, StoreError> {
         let sql = match self.dialect {
             Dialect::Postgres => {
                 "SELECT CAST(revision AS BIGINT), card::text, to_char(collected_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
@@ -566,7 +566,12 @@ impl Store {
                 let card: String = row.get(1);
                 let card = serde_json::from_str(&card)
                     .map_err(|source| StoreError::Encode { what: "a stored card", source })?;
-                Ok((row.get::<i64, _>(0), card, row.get::<String, _>(2), row.get::<i64, _>(3) != 0))
+                Ok(SnapshotRecord {
+                    revision: row.get(0),
+                    card,
+                    collected_at: row.get(2),
+                    after_cutoff: row.get::<i64, _>(3) != 0,
+                })
             })
             .collect()
     }

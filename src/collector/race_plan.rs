@@ -1,35 +1,14 @@
 //! The race plan of a day (API72_2): which races exist and when they start. Collection asks it
 //! first and never assumes a fixed number of races (domain.md §6, pitfall 2).
 
-use jiff::civil::{Date, Time};
-use serde::{Deserialize, Serialize};
+use jiff::civil::Date;
+#[cfg(test)]
+use jiff::civil::Time;
 
 use crate::crd::Meet;
 use crate::kra::envelope::Row;
 use crate::kra::normalize;
-
-/// The natural key of a race.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct RaceKey {
-    pub date: Date,
-    pub meet: Meet,
-    pub number: i64,
-}
-
-impl RaceKey {
-    /// `YYYYMMDD_<meet code>_<race number>`, the id every store and answer key uses.
-    pub fn race_id(&self) -> String {
-        format!("{}_{}_{}", self.date.strftime("%Y%m%d"), self.meet.api_code(), self.number)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PlannedRace {
-    pub key: RaceKey,
-    /// Scheduled start, Asia/Seoul wall-clock time.
-    pub start: Option<Time>,
-    pub distance: Option<i64>,
-}
+use crate::race::{PlannedRace, RaceKey};
 
 /// The races planned for one day and racecourse, by number. Rows of other days or courses are
 /// ignored; gaps in the numbering are kept as they are.
