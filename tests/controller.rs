@@ -148,6 +148,58 @@ async fn a_job_created_just_before_a_crash_is_adopted_not_duplicated() {
 }
 
 #[tokio::test]
+async fn a_job_of_the_runs_name_that_is_not_its_own_stalls_the_run_until_it_is_gone() {
+    let cluster = Cluster::start().await;
+    // Someone else's Job holds the name of attempt 1: the run must neither take it over, nor
+    // retry with backoff forever, nor create a second Job of another name.
+    let foreign: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "taken-1"},
+        "spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": "someone/else:1"}]}}}
+    }))
+    .unwrap();
+    cluster.api::<Job>().create(&Default::default(), &foreign).await.unwrap();
+    let operator = Operator::start(&cluster).await;
+    cluster.create::<KraJob>(krajob("taken", json!({}))).await;
+    let stalled = wait_until("the run stalled on the foreign Job", WAIT, || async {
+        let kj = get(&cluster, "taken").await;
+        let stalled = kj.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "ForeignChild")
+        });
+        stalled.then_some(kj)
+    })
+    .await;
+    let message = &condition(&stalled, "Stalled").message;
+    assert!(message.contains("taken-1") && message.contains("belongs to something else"), "{message}");
+    assert_eq!(condition(&stalled, "Ready").status, "False");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reconciles = operator.metric_sum("kra_operator_reconciles_total", &["kind=\"krajob\""]).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let later = operator.metric_sum("kra_operator_reconciles_total", &["kind=\"krajob\""]).await;
+    assert_eq!(reconciles, later, "a stalled run must not be retried again and again");
+    let untouched = cluster.api::<Job>().get("taken-1").await.unwrap();
+    assert!(untouched.owner_references().is_empty(), "the foreign Job is not adopted");
+    assert!(owned_jobs(&cluster, &stalled).await.is_empty());
+
+    // The foreign Job goes; a change to the run wakes it and its own attempt starts.
+    let gone =
+        DeleteParams { propagation_policy: Some(kube::api::PropagationPolicy::Background), ..Default::default() };
+    cluster.api::<Job>().delete("taken-1", &gone).await.unwrap();
+    wait_until("the foreign Job deleted", WAIT, || async {
+        cluster.api::<Job>().get_opt("taken-1").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let touch = json!({"metadata": {"annotations": {"example.com/touched": "1"}}});
+    cluster.api::<KraJob>().patch("taken", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+    let running = wait_phase(&cluster, "taken", Phase::Running).await;
+    assert_eq!(condition(&running, "Stalled").status, "False");
+    let own = owned_jobs(&cluster, &running).await;
+    assert_eq!(own.len(), 1);
+    assert_eq!(own[0].name_any(), "taken-1");
+}
+
+#[tokio::test]
 async fn a_failed_attempt_retries_after_the_recorded_backoff_even_across_a_restart() {
     let cluster = Cluster::start().await;
     let mut operator = Operator::start(&cluster).await;

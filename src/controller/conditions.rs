@@ -27,6 +27,9 @@ pub fn bounded(text: &str) -> String {
     format!("{}{marker}", &text[..end])
 }
 
+/// The conditions every run carries, set together on every status write.
+pub const RUN_CONDITIONS: [&str; 6] = [READY, RECONCILING, STALLED, RUNNING, SUCCEEDED, FAILED];
+
 pub struct ConditionSet<'a> {
     previous: &'a [Condition],
     generation: i64,
@@ -60,7 +63,7 @@ impl<'a> ConditionSet<'a> {
     /// All six conditions at once, so none is ever left stale from an earlier phase. `truths`
     /// holds the status of Ready, Reconciling, Stalled, Running, Succeeded, Failed, in that order.
     fn all(&mut self, truths: [bool; 6], reason: &str, message: &str) {
-        for (type_, status) in [READY, RECONCILING, STALLED, RUNNING, SUCCEEDED, FAILED].into_iter().zip(truths) {
+        for (type_, status) in RUN_CONDITIONS.into_iter().zip(truths) {
             self.set(type_, status, reason, message);
         }
     }
@@ -77,6 +80,10 @@ impl<'a> ConditionSet<'a> {
     /// Waiting for something outside the run (the shared request budget) before an attempt.
     pub fn waiting(&mut self, reason: &str, message: &str) {
         self.all([false, true, false, false, false, false], reason, message);
+    }
+    /// Stopped by something no retry can change; waits for a change to the run or its children.
+    pub fn stalled(&mut self, reason: &str, message: &str) {
+        self.all([false, false, true, false, false, false], reason, message);
     }
     pub fn suspended(&mut self, message: &str) {
         self.all([false, false, false, false, false, false], SUSPENDED, message);

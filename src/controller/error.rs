@@ -17,6 +17,10 @@ pub enum Error {
     DeleteJob { job: String, object: String, source: kube::Error },
     #[error("failed to create the scheduled run {run} of {object}: {source}")]
     CreateRun { run: String, object: String, source: kube::Error },
+    #[error(
+        "failed to adopt the scheduled run {run} of {object}: a KraJob of that name exists and belongs to something else"
+    )]
+    ForeignRun { run: String, object: String },
     #[error("failed to delete the scheduled run {run} of {object}: {source}")]
     DeleteRun { run: String, object: String, source: kube::Error },
     #[error("failed to write status of {object}: {source}")]
@@ -35,10 +39,22 @@ impl Error {
             Error::SuspendJob { .. } => "suspend_job",
             Error::DeleteJob { .. } => "delete_job",
             Error::CreateRun { .. } => "create_run",
+            Error::ForeignRun { .. } => "foreign_run",
             Error::DeleteRun { .. } => "delete_run",
             Error::WriteStatus { source, .. } if is_conflict(source) => "status_conflict",
             Error::WriteStatus { .. } => "write_status",
             Error::MissingMetadata { .. } => "missing_metadata",
+        }
+    }
+
+    /// The stall reason of an error no retry can fix: a child of the run's name that belongs to
+    /// something else, metadata that is missing. The run stalls with a condition naming it and is
+    /// looked at again at the next resync or change, instead of retrying with backoff forever.
+    pub fn stall_reason(&self) -> Option<&'static str> {
+        match self {
+            Error::ForeignJob { .. } | Error::ForeignRun { .. } => Some(super::reasons::FOREIGN_CHILD),
+            Error::MissingMetadata { .. } => Some(super::reasons::MISSING_METADATA),
+            _ => None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! validate (pure) -> plan (pure) -> build Jobs (pure) -> apply (create, suspend, delete Jobs) ->
 //! write status (server-side apply on `/status`, one field manager) -> publish Events.
 
+pub mod apply;
 pub mod budget;
 pub mod build;
 pub mod conditions;
@@ -18,6 +19,7 @@ pub mod stores;
 pub mod validate;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -25,19 +27,24 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
+use tracing::Instrument;
 
+use apply::{CreateError, Note};
 pub use error::Error;
 use kind::RunKind;
 use plan::{Action as PlanAction, Permit, PlanInput};
 use validate::WorkerDefaults;
+
+use crate::worker::WorkerInvocation;
 
 use crate::crd::Phase;
 use crate::metrics::Metrics;
@@ -156,13 +163,49 @@ fn describe<K: RunKind>(obj: &K) -> String {
 }
 
 async fn reconcile<K: RunKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    static RECONCILE_IDS: AtomicU64 = AtomicU64::new(1);
+    let object = describe(&*obj);
+    let span = tracing::info_span!("reconcile", object, reconcile_id = RECONCILE_IDS.fetch_add(1, Ordering::Relaxed));
     let started = Instant::now();
-    let result = reconcile_run(obj.as_ref(), &ctx).await;
+    let result = reconcile_run(obj.as_ref(), &ctx).instrument(span.clone()).await;
     ctx.metrics.observe_reconcile(K::METRIC_KIND, started.elapsed(), result.as_ref().err().map(Error::category));
+    let result = match result {
+        Err(error) if error.stall_reason().is_some() => stall(obj.as_ref(), &ctx, &error).instrument(span).await,
+        other => other,
+    };
     if result.is_ok() {
-        ctx.clear_failures(&describe(&*obj));
+        ctx.clear_failures(&object);
     }
     result
+}
+
+/// A run stopped by an error no retry can fix: `Stalled=True` with the error's reason and
+/// message (the other conditions of the run's kind kept), a Warning Event, and a look again at
+/// the next resync (a change to the run wakes it sooner) instead of retries with backoff.
+async fn stall<K: RunKind>(obj: &K, ctx: &Context, error: &Error) -> Result<Action, Error> {
+    let object = describe(obj);
+    let reason = error.stall_reason().unwrap_or(reasons::STALLED);
+    let message = format!("{error}; looked at again at the next resync or change");
+    tracing::warn!(object, category = error.category(), "{message}");
+    let (Some(namespace), Some(name)) = (obj.namespace(), obj.meta().name.clone()) else {
+        return Ok(Action::await_change());
+    };
+    let previous = serde_json::to_value(obj).ok().and_then(|v| v.get("status").cloned()).unwrap_or_else(|| json!({}));
+    let mut status = previous.clone();
+    let old: Vec<Condition> = serde_json::from_value(previous["conditions"].clone()).unwrap_or_default();
+    let mut stalled = conditions::ConditionSet::new(&old, obj.meta().generation.unwrap_or(1), ctx.clock.now());
+    stalled.stalled(reason, &message);
+    let mut conditions = stalled.finish();
+    conditions.extend(old.iter().filter(|c| !conditions::RUN_CONDITIONS.contains(&c.type_.as_str())).cloned());
+    status["conditions"] = serde_json::to_value(conditions).unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let wrote = apply::write_status(&api, &name, Some(&previous), &status)
+        .await
+        .map_err(|source| Error::WriteStatus { object: object.clone(), source })?;
+    if wrote {
+        apply::publish(ctx, &obj.object_ref(&()), &object, "Reconcile", vec![Note::warning(reason, message)]).await;
+    }
+    Ok(Action::requeue(ctx.resync))
 }
 
 fn error_policy<K: RunKind>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -174,7 +217,6 @@ fn error_policy<K: RunKind>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Ac
 }
 
 async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
-    let object = describe(obj);
     if obj.meta().deletion_timestamp.is_some() {
         // The Jobs go with their owner through garbage collection.
         return Ok(Action::await_change());
@@ -182,176 +224,203 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     if let Some(parent) = obj.as_scheduled() {
         return recurring::reconcile(parent, ctx).await;
     }
-    let missing = |field| Error::MissingMetadata { object: object.clone(), field };
-    let namespace = obj.namespace().ok_or_else(|| missing("namespace"))?;
-    let name = obj.meta().name.clone().ok_or_else(|| missing("name"))?;
-    let uid = obj.meta().uid.clone().ok_or_else(|| missing("uid"))?;
-    let generation = obj.meta().generation.unwrap_or(1);
+    let run = Run::of(obj)?;
+    let resolved = resolve(obj, ctx).await?;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    let observed = observe_jobs(obj, ctx, &run, &jobs).await?;
+    let plan = plan_with_budget(obj, ctx, &run, &resolved, &observed);
+    let mut notes = apply_plan(obj, ctx, &run, &jobs, &resolved, &plan).await?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    apply::write_status(&api, &run.name, obj.run_status(), &plan.status)
+        .await
+        .map_err(|source| Error::WriteStatus { object: run.object.clone(), source })?;
+    notes.extend(transition_notes::<K>(ctx, &plan.transitions));
+    apply::publish(ctx, &obj.object_ref(&()), &run.object, "Reconcile", notes).await;
+    Ok(Action::requeue(plan.requeue_after.map_or(ctx.resync, |wait| wait.min(ctx.resync))))
+}
 
-    // Read and validate.
-    let resolved = match obj.check_cel() {
-        Err(problems) => Err(problems),
-        Ok(()) => {
-            let refs = kind::References { client: &ctx.client, config_maps: &ctx.config_map_cache };
-            obj.resolve(&refs, &ctx.defaults).await?.map_err(|problems| problems.to_string())
-        }
-    };
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let kind = K::kind(&()).to_string();
-    let job_name = |attempt: i32| build::job_name(&name, attempt);
-    let cached = ctx.job_cache.owned_by(&kind, &uid);
-    let sources = observe::Sources { jobs: &jobs, pods: &pods, pod_cache: &ctx.pod_cache };
-    let observed = observe::observe(&sources, cached, &uid, obj.run_status(), &job_name, &object).await?;
+/// The identity of the run being reconciled.
+struct Run {
+    /// `<Kind> <namespace>/<name>`, for messages.
+    object: String,
+    kind: String,
+    namespace: String,
+    name: String,
+    uid: String,
+    generation: i64,
+}
 
-    // Plan; when the plan starts an attempt of a kind with a request budget, ask the budget
-    // and plan again with its answer (start with a grant, or wait).
+impl Run {
+    fn of<K: RunKind>(obj: &K) -> Result<Run, Error> {
+        let object = describe(obj);
+        let missing = |field| Error::MissingMetadata { object: object.clone(), field };
+        Ok(Run {
+            kind: K::kind(&()).to_string(),
+            namespace: obj.namespace().ok_or_else(|| missing("namespace"))?,
+            name: obj.meta().name.clone().ok_or_else(|| missing("name"))?,
+            uid: obj.meta().uid.clone().ok_or_else(|| missing("uid"))?,
+            generation: obj.meta().generation.unwrap_or(1),
+            object,
+        })
+    }
+
+    fn job_name(&self, attempt: i32) -> String {
+        build::job_name(&self.name, attempt)
+    }
+}
+
+/// Read what the spec refers to and validate it: the worker invocation, or the problems.
+async fn resolve<K: RunKind>(obj: &K, ctx: &Context) -> Result<Result<WorkerInvocation, String>, Error> {
+    if let Err(problems) = obj.check_cel() {
+        return Ok(Err(problems));
+    }
+    let refs = kind::References { client: &ctx.client, config_maps: &ctx.config_map_cache };
+    Ok(obj.resolve(&refs, &ctx.defaults).await?.map_err(|problems| problems.to_string()))
+}
+
+/// The run's Jobs (from the Job watch's cache) and their outcomes.
+async fn observe_jobs<K: RunKind>(
+    obj: &K,
+    ctx: &Context,
+    run: &Run,
+    jobs: &Api<Job>,
+) -> Result<Vec<plan::ObservedJob<K::Summary>>, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    let cached = ctx.job_cache.owned_by(&run.kind, &run.uid);
+    let sources = observe::Sources { jobs, pods: &pods, pod_cache: &ctx.pod_cache };
+    let job_name = |attempt: i32| run.job_name(attempt);
+    observe::observe(&sources, cached, &run.uid, obj.run_status(), &job_name, &run.object).await
+}
+
+/// Plan; when the plan starts an attempt of a kind with a request budget, ask the budget and
+/// plan again with its answer (start with a grant, or wait).
+fn plan_with_budget<K: RunKind>(
+    obj: &K,
+    ctx: &Context,
+    run: &Run,
+    resolved: &Result<WorkerInvocation, String>,
+    observed: &[plan::ObservedJob<K::Summary>],
+) -> plan::Plan<K::Summary> {
     let now = ctx.clock.now();
+    let job_name = |attempt: i32| run.job_name(attempt);
     let plan_with = |permit: Permit| {
         plan::plan(PlanInput {
-            generation,
+            generation: run.generation,
             controls: obj.run(),
             validity: resolved.as_ref().map(|_| ()).map_err(Clone::clone),
             status: obj.run_status(),
-            jobs: &observed,
+            jobs: observed,
             job_name: &job_name,
             permanent_exit_codes: K::PERMANENT_EXIT_CODES,
             now,
             permit,
         })
     };
-    let mut plan = plan_with(Permit::Granted(None));
+    let plan = plan_with(Permit::Granted(None));
     let starts = plan.actions.iter().find_map(|a| match a {
         PlanAction::CreateJob { attempt } => Some(*attempt),
         _ => None,
     });
-    if let (Some(attempt), Some(key)) = (starts, obj.budget_key()) {
-        plan = plan_with(ctx.request_permit(&key, &format!("{namespace}/{}", job_name(attempt)), now));
+    match (starts, obj.budget_key()) {
+        (Some(attempt), Some(key)) => {
+            plan_with(ctx.request_permit(&key, &format!("{}/{}", run.namespace, run.job_name(attempt)), now))
+        }
+        _ => plan,
     }
+}
 
-    // Apply.
-    let api_version = K::api_version(&()).to_string();
-    let mut events = Vec::new();
+/// Carry out the plan's actions on the run's Jobs; the Events they make.
+async fn apply_plan<K: RunKind>(
+    obj: &K,
+    ctx: &Context,
+    run: &Run,
+    jobs: &Api<Job>,
+    resolved: &Result<WorkerInvocation, String>,
+    plan: &plan::Plan<K::Summary>,
+) -> Result<Vec<Note>, Error> {
+    let mut notes = Vec::new();
     for action in &plan.actions {
         match action {
             PlanAction::CreateJob { attempt } => {
-                let Ok(invocation) = &resolved else { continue };
-                let job = build::build_job(&build::JobInput {
-                    owner: build::Owner {
-                        api_version: &api_version,
-                        kind: &kind,
-                        name: &name,
-                        namespace: &namespace,
-                        uid: &uid,
-                    },
-                    worker_binary: K::WORKER_BINARY,
-                    attempt: *attempt,
-                    generation,
-                    active_deadline_seconds: obj.run().active_deadline_seconds,
-                    overrides: obj.run().pod_overrides.as_ref(),
-                    invocation,
-                    defaults: &ctx.defaults,
-                    queue: obj.run().queue.as_ref(),
-                    grant: plan
-                        .status
-                        .attempts
-                        .iter()
-                        .find(|a| a.number == *attempt)
-                        .and_then(|a| a.request_budget.as_ref()),
-                });
-                let job_name = job_name(*attempt);
-                create_job(&jobs, &job, &job_name, &uid, &object).await?;
+                let Ok(invocation) = resolved else { continue };
+                let job = build_attempt(obj, ctx, run, invocation, plan, *attempt);
+                let job_name = run.job_name(*attempt);
+                apply::create_or_adopt(jobs, &job, &job_name, &run.uid).await.map_err(|e| match e {
+                    CreateError::Foreign => Error::ForeignJob { job: job_name.clone(), object: run.object.clone() },
+                    CreateError::Read(source) => {
+                        Error::Read { what: "existing Job", object: run.object.clone(), source }
+                    }
+                    CreateError::Create(source) => {
+                        Error::CreateJob { job: job_name.clone(), object: run.object.clone(), source }
+                    }
+                })?;
                 ctx.metrics.attempt(K::METRIC_KIND, "started");
-                events.push((reasons::JOB_CREATED, false, format!("created Job {job_name} for attempt {attempt}")));
+                notes.push(Note::normal(reasons::JOB_CREATED, format!("created Job {job_name} for attempt {attempt}")));
             }
             PlanAction::SuspendJob { name: job, suspend } => {
                 let patch = json!({ "spec": { "suspend": suspend } });
                 jobs.patch(job, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
-                    .map_err(|source| Error::SuspendJob { job: job.clone(), object: object.clone(), source })?;
+                    .map_err(|source| Error::SuspendJob { job: job.clone(), object: run.object.clone(), source })?;
             }
             PlanAction::DeleteJob { name: job } => {
-                let params =
-                    DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
-                match jobs.delete(job, &params).await {
-                    Ok(_) => events.push((reasons::JOB_CLEANED_UP, false, format!("deleted finished Job {job}"))),
-                    Err(e) if error::is_not_found(&e) => {}
-                    Err(source) => return Err(Error::DeleteJob { job: job.clone(), object: object.clone(), source }),
+                let deleted = apply::delete_if_present(jobs, job).await.map_err(|source| Error::DeleteJob {
+                    job: job.clone(),
+                    object: run.object.clone(),
+                    source,
+                })?;
+                if deleted {
+                    notes.push(Note::normal(reasons::JOB_CLEANED_UP, format!("deleted finished Job {job}")));
                 }
             }
         }
     }
+    Ok(notes)
+}
 
-    // Write status, only when it changed: an idle operator writes nothing.
-    if obj.run_status() != Some(&plan.status) {
-        let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({
-            "apiVersion": api_version,
-            "kind": kind,
-            "status": plan.status,
-        });
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await
-            .map_err(|source| Error::WriteStatus { object: object.clone(), source })?;
-    }
-
-    for transition in &plan.transitions {
-        match transition.reason {
-            reasons::ATTEMPT_SUCCEEDED => ctx.metrics.attempt(K::METRIC_KIND, "succeeded"),
-            reasons::ATTEMPT_FAILED | reasons::JOB_DELETED => ctx.metrics.attempt(K::METRIC_KIND, "failed"),
-            _ => {}
-        }
-        events.push((transition.reason, transition.warning, transition.note.clone()));
-    }
-    publish_events(ctx, &obj.object_ref(&()), &object, "Reconcile", events).await;
-
-    Ok(match plan.requeue_after {
-        Some(wait) => Action::requeue(wait.min(ctx.resync)),
-        None => Action::requeue(ctx.resync),
+/// The Job of one attempt (pure).
+fn build_attempt<K: RunKind>(
+    obj: &K,
+    ctx: &Context,
+    run: &Run,
+    invocation: &WorkerInvocation,
+    plan: &plan::Plan<K::Summary>,
+    attempt: i32,
+) -> Job {
+    let api_version = K::api_version(&());
+    build::build_job(&build::JobInput {
+        owner: build::Owner {
+            api_version: &api_version,
+            kind: &run.kind,
+            name: &run.name,
+            namespace: &run.namespace,
+            uid: &run.uid,
+        },
+        worker_binary: K::WORKER_BINARY,
+        attempt,
+        generation: run.generation,
+        active_deadline_seconds: obj.run().active_deadline_seconds,
+        overrides: obj.run().pod_overrides.as_ref(),
+        invocation,
+        defaults: &ctx.defaults,
+        queue: obj.run().queue.as_ref(),
+        grant: plan.status.attempts.iter().find(|a| a.number == attempt).and_then(|a| a.request_budget.as_ref()),
     })
 }
 
-/// Log and publish Events `(reason, warning, note)` about one object.
-async fn publish_events(
-    ctx: &Context,
-    reference: &k8s_openapi::api::core::v1::ObjectReference,
-    object: &str,
-    action: &str,
-    events: Vec<(&'static str, bool, String)>,
-) {
-    for (reason, warning, note) in events {
-        let note = conditions::bounded(&note);
-        tracing::info!(object, reason, "{note}");
-        let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.to_string(),
-            note: Some(note),
-            action: action.to_string(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, reference).await {
-            // An Event is a courtesy; a failure to publish one must not fail the reconcile.
-            tracing::warn!(object, reason, "failed to publish event: {error}");
-        }
-    }
-}
-
-/// Create an attempt's Job. A Job of that name that already exists is adopted when this run
-/// owns it (the operator died after creating it, before recording it); never created twice.
-async fn create_job(jobs: &Api<Job>, job: &Job, name: &str, owner_uid: &str, object: &str) -> Result<(), Error> {
-    match jobs.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, job).await {
-        Ok(_) => Ok(()),
-        Err(e) if error::is_conflict(&e) => {
-            let existing = jobs.get(name).await.map_err(|source| Error::Read {
-                what: "existing Job",
-                object: object.to_string(),
-                source,
-            })?;
-            let owned = existing.owner_references().iter().any(|o| o.uid == owner_uid && o.controller == Some(true));
-            if owned { Ok(()) } else { Err(Error::ForeignJob { job: name.to_string(), object: object.to_string() }) }
-        }
-        Err(source) => Err(Error::CreateJob { job: name.to_string(), object: object.to_string(), source }),
-    }
+/// The Events of the plan's transitions, counting the attempts' outcomes on the way.
+fn transition_notes<K: RunKind>(ctx: &Context, transitions: &[plan::Transition]) -> Vec<Note> {
+    transitions
+        .iter()
+        .map(|transition| {
+            match transition.reason {
+                reasons::ATTEMPT_SUCCEEDED => ctx.metrics.attempt(K::METRIC_KIND, "succeeded"),
+                reasons::ATTEMPT_FAILED | reasons::JOB_DELETED => ctx.metrics.attempt(K::METRIC_KIND, "failed"),
+                _ => {}
+            }
+            Note { reason: transition.reason, warning: transition.warning, text: transition.note.clone() }
+        })
+        .collect()
 }
 
 /// Where the controllers watch.

@@ -34,3 +34,7 @@ pub const RUN_SKIPPED: &str = "RunSkipped";
 pub const RUN_REPLACED: &str = "RunReplaced";
 pub const RUN_PRUNED: &str = "RunPruned";
 pub const RUNS_WAITING: &str = "RunsWaiting";
+/// A child (Job or scheduled run) of the run's name exists and is not the run's own.
+pub const FOREIGN_CHILD: &str = "ForeignChild";
+/// The object lacks metadata every reconcile needs (name, namespace or uid).
+pub const MISSING_METADATA: &str = "MissingMetadata";

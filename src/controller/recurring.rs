@@ -11,16 +11,16 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
+use super::apply::{self, CreateError, Note};
 use super::conditions::ConditionSet;
 use super::kind::RunKind;
 use super::scheduler::{self, Child};
 use super::validate::Problems;
-use super::{Context, Error, FIELD_MANAGER, error, reasons, validate};
+use super::{Context, Error, reasons, validate};
 use crate::crd::{KraJob, KraJobSpec, KraJobStatus, Phase, Schedule, ScheduleStatus};
 use crate::cron::Cron;
 
@@ -125,100 +125,142 @@ pub async fn reconcile(parent: &KraJob, ctx: &Context) -> Result<Action, Error> 
     let namespace = parent.namespace().ok_or_else(|| missing("namespace"))?;
     let name = parent.metadata.name.clone().ok_or_else(|| missing("name"))?;
     let uid = parent.metadata.uid.clone().ok_or_else(|| missing("uid"))?;
-    let generation = parent.metadata.generation.unwrap_or(1);
     let now = ctx.clock.now();
     let api: Api<KraJob> = Api::namespaced(ctx.client.clone(), &namespace);
     let previous = parent.status.clone().unwrap_or_default();
-    let previous_conditions = previous.run.conditions.clone();
-    let mut conditions = ConditionSet::new(&previous_conditions, generation, now);
-    let mut status = KraJobStatus { run: Default::default(), schedule: previous.schedule.clone() };
-    status.run.observed_generation = Some(generation);
-    let mut events: Vec<(&'static str, bool, String)> = Vec::new();
 
-    let (schedule, cron, tz) = match validate_schedule(parent, &ctx.defaults) {
-        Ok(valid) => valid,
+    let (status, notes, requeue) = match validate_schedule(parent, &ctx.defaults) {
         Err(problems) => {
-            let problems = problems.to_string();
-            conditions.invalid(&problems);
-            status.run.phase = Some(Phase::Invalid);
-            status.run.conditions = conditions.finish();
-            if previous.run.phase != Some(Phase::Invalid) {
-                events.push((reasons::INVALID_SPEC, true, problems));
-            }
-            write_status(&api, &name, &previous, &status, &object).await?;
-            publish(ctx, parent, &object, events).await;
-            return Ok(Action::requeue(ctx.resync));
+            let (status, notes) = invalid_status(parent, &previous, &problems.to_string(), now);
+            (status, notes, ctx.resync)
+        }
+        Ok((schedule, cron, tz)) => {
+            let children = list_children(&api, &uid, &object).await?;
+            let created = parent.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
+            let plan = scheduler::plan(scheduler::Input {
+                parent: &name,
+                schedule: &schedule,
+                cron: &cron,
+                tz: &tz,
+                suspended: parent.spec.run.suspend,
+                status: previous.schedule.as_ref(),
+                children: &children,
+                created,
+                run_now: parent.annotations().get(ANNOTATION_RUN_NOW).map(String::as_str),
+                now,
+            });
+            let mut notes = apply_actions(parent, &api, &uid, &plan.actions, &object).await?;
+            notes.extend(plan_notes(&plan));
+            let status = schedule_status(parent, &previous, &plan, now);
+            (status, notes, plan.requeue_after.map_or(ctx.resync, |w| w.min(ctx.resync)))
         }
     };
+    apply::write_status(&api, &name, Some(&previous), &status)
+        .await
+        .map_err(|source| Error::WriteStatus { object: object.clone(), source })?;
+    apply::publish(ctx, &parent.object_ref(&()), &object, "Schedule", notes).await;
+    Ok(Action::requeue(requeue))
+}
 
+/// The status of a schedule whose spec is invalid, and the Event of becoming so (pure).
+fn invalid_status(
+    parent: &KraJob,
+    previous: &KraJobStatus,
+    problems: &str,
+    now: Timestamp,
+) -> (KraJobStatus, Vec<Note>) {
+    let generation = parent.metadata.generation.unwrap_or(1);
+    let mut conditions = ConditionSet::new(&previous.run.conditions, generation, now);
+    conditions.invalid(problems);
+    let mut status = KraJobStatus { run: Default::default(), schedule: previous.schedule.clone() };
+    status.run.observed_generation = Some(generation);
+    status.run.phase = Some(Phase::Invalid);
+    status.run.conditions = conditions.finish();
+    let notes = if previous.run.phase != Some(Phase::Invalid) {
+        vec![Note::warning(reasons::INVALID_SPEC, problems)]
+    } else {
+        Vec::new()
+    };
+    (status, notes)
+}
+
+/// The schedule's runs: the child KraJobs it controls.
+async fn list_children(api: &Api<KraJob>, uid: &str, object: &str) -> Result<Vec<Child>, Error> {
     let listed = api
         .list(&ListParams::default().labels(&format!("{LABEL_SCHEDULE_UID}={uid}")))
         .await
-        .map_err(|source| Error::Read { what: "scheduled runs", object: object.clone(), source })?;
-    let children: Vec<Child> = listed
+        .map_err(|source| Error::Read { what: "scheduled runs", object: object.to_string(), source })?;
+    Ok(listed
         .items
         .iter()
         .filter(|c| c.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true)))
         .filter_map(as_child)
-        .collect();
-    let created = parent.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
-    let plan = scheduler::plan(scheduler::Input {
-        parent: &name,
-        schedule: &schedule,
-        cron: &cron,
-        tz: &tz,
-        suspended: parent.spec.run.suspend,
-        status: previous.schedule.as_ref(),
-        children: &children,
-        created,
-        run_now: parent.annotations().get(ANNOTATION_RUN_NOW).map(String::as_str),
-        now,
-    });
+        .collect())
+}
 
-    for action in &plan.actions {
+/// Create and delete the runs the plan says; the Events they make.
+async fn apply_actions(
+    parent: &KraJob,
+    api: &Api<KraJob>,
+    uid: &str,
+    actions: &[scheduler::Action],
+    object: &str,
+) -> Result<Vec<Note>, Error> {
+    let mut notes = Vec::new();
+    for action in actions {
         match action {
             scheduler::Action::Create { name: child_name, scheduled_time, window } => {
                 let child = build_child(parent, child_name, *scheduled_time, window);
-                let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-                match api.create(&params, &child).await {
-                    Ok(_) => {}
-                    // Created before a restart and not yet listed: the same run, not a second one.
-                    Err(e) if error::is_conflict(&e) => {}
-                    Err(source) => {
-                        return Err(Error::CreateRun { run: child_name.clone(), object: object.clone(), source });
+                // Created before a restart and not yet listed: the same run, adopted, not a second one.
+                apply::create_or_adopt(api, &child, child_name, uid).await.map_err(|e| match e {
+                    CreateError::Foreign => Error::ForeignRun { run: child_name.clone(), object: object.to_string() },
+                    CreateError::Read(source) => {
+                        Error::Read { what: "existing scheduled run", object: object.to_string(), source }
                     }
-                }
-                events.push((
+                    CreateError::Create(source) => {
+                        Error::CreateRun { run: child_name.clone(), object: object.to_string(), source }
+                    }
+                })?;
+                notes.push(Note::normal(
                     reasons::RUN_CREATED,
-                    false,
                     format!("created {child_name} for {} to {} (due {scheduled_time})", window.from, window.to),
                 ));
             }
             scheduler::Action::Delete { name: child_name, reason } => {
-                let params =
-                    DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
-                match api.delete(child_name, &params).await {
-                    Ok(_) => {}
-                    Err(e) if error::is_not_found(&e) => {}
-                    Err(source) => {
-                        return Err(Error::DeleteRun { run: child_name.clone(), object: object.clone(), source });
-                    }
-                }
+                apply::delete_if_present(api, child_name).await.map_err(|source| Error::DeleteRun {
+                    run: child_name.clone(),
+                    object: object.to_string(),
+                    source,
+                })?;
                 let event = if *reason == "Replaced" { reasons::RUN_REPLACED } else { reasons::RUN_PRUNED };
-                events.push((event, false, format!("deleted {child_name} ({reason})")));
+                notes.push(Note::normal(event, format!("deleted {child_name} ({reason})")));
             }
         }
     }
-    events.extend(skip_events(&plan.newly_skipped));
+    Ok(notes)
+}
+
+/// The Events of what the plan skipped or holds back (pure).
+fn plan_notes(plan: &scheduler::Plan) -> Vec<Note> {
+    let mut notes = skip_events(&plan.newly_skipped);
     if plan.unlisted > 0 {
-        events.push((
+        notes.push(Note::warning(
             reasons::RUN_SKIPPED,
-            true,
             format!("{} older scheduled times were not looked at (too many due at once)", plan.unlisted),
         ));
     }
+    if plan.waiting > 0 {
+        notes.push(Note::normal(reasons::RUNS_WAITING, format!("{} due run(s) wait for the active run", plan.waiting)));
+    }
+    notes
+}
 
-    // Phase and conditions.
+/// The schedule's status after the plan: phase and conditions from its runs (pure).
+fn schedule_status(parent: &KraJob, previous: &KraJobStatus, plan: &scheduler::Plan, now: Timestamp) -> KraJobStatus {
+    let generation = parent.metadata.generation.unwrap_or(1);
+    let mut conditions = ConditionSet::new(&previous.run.conditions, generation, now);
+    let mut status = KraJobStatus::default();
+    status.run.observed_generation = Some(generation);
     let active = plan.status.runs.iter().any(|r| scheduler::is_active(r.phase));
     let newest_finished =
         plan.status.runs.iter().rev().find(|r| matches!(r.phase, Some(Phase::Succeeded | Phase::Failed)));
@@ -238,24 +280,17 @@ pub async fn reconcile(parent: &KraJob, ctx: &Context) -> Result<Action, Error> 
         };
         conditions.schedule(!last_failed, active, last_failed, reason, &message);
     }
-    if plan.waiting > 0 {
-        events.push((reasons::RUNS_WAITING, false, format!("{} due run(s) wait for the active run", plan.waiting)));
-    }
     status.run.conditions = conditions.finish();
     // An empty schedule status (suspended before any run) is written as none: applied as `{}`,
     // server-side apply drops it first and keeps it on the next write, a second write for nothing
     // and, between the two, a status that reads differently.
     status.schedule = Some(plan.status.clone()).filter(|s| *s != ScheduleStatus::default());
-    write_status(&api, &name, &previous, &status, &object).await?;
-    publish(ctx, parent, &object, events).await;
-
-    let wait = plan.requeue_after.map_or(ctx.resync, |w| w.min(ctx.resync));
-    Ok(Action::requeue(wait))
+    status
 }
 
 /// Events for skipped runs: one each when there are few, one summary by reason when a long
 /// downtime skipped many (no storm of Events).
-fn skip_events(skipped: &[crate::crd::SkippedRun]) -> Vec<(&'static str, bool, String)> {
+fn skip_events(skipped: &[crate::crd::SkippedRun]) -> Vec<Note> {
     const ONE_EACH: usize = 5;
     if skipped.len() <= ONE_EACH {
         return skipped
@@ -265,7 +300,7 @@ fn skip_events(skipped: &[crate::crd::SkippedRun]) -> Vec<(&'static str, bool, S
                     "skipped the run due {} for {} to {}: {}",
                     s.scheduled_time.0, s.window.from, s.window.to, s.reason
                 );
-                (reasons::RUN_SKIPPED, true, note)
+                Note::warning(reasons::RUN_SKIPPED, note)
             })
             .collect();
     }
@@ -282,38 +317,14 @@ fn skip_events(skipped: &[crate::crd::SkippedRun]) -> Vec<(&'static str, bool, S
         last.scheduled_time.0,
         counts.join(", ")
     );
-    vec![(reasons::RUN_SKIPPED, true, note)]
-}
-
-async fn write_status(
-    api: &Api<KraJob>,
-    name: &str,
-    previous: &KraJobStatus,
-    status: &KraJobStatus,
-    object: &str,
-) -> Result<(), Error> {
-    if previous == status {
-        return Ok(());
-    }
-    let patch = json!({
-        "apiVersion": KraJob::api_version(&()),
-        "kind": KraJob::kind(&()),
-        "status": status,
-    });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::WriteStatus { object: object.to_string(), source })
-}
-
-async fn publish(ctx: &Context, parent: &KraJob, object: &str, events: Vec<(&'static str, bool, String)>) {
-    super::publish_events(ctx, &parent.object_ref(&()), object, "Schedule", events).await;
+    vec![Note::warning(reasons::RUN_SKIPPED, note)]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use serde_json::json;
 
     fn time(text: &str) -> Time {
         Time(text.parse().unwrap())
@@ -366,9 +377,10 @@ mod tests {
         let events = skip_events(&many);
         assert_eq!(events.len(), 1);
         assert!(
-            events[0].2.contains("skipped 400 runs") && events[0].2.contains("390 CatchUpLimit, 10 DeadlineExceeded"),
+            events[0].text.contains("skipped 400 runs")
+                && events[0].text.contains("390 CatchUpLimit, 10 DeadlineExceeded"),
             "{}",
-            events[0].2
+            events[0].text
         );
     }
 

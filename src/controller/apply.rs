@@ -1,0 +1,110 @@
+//! The writes both reconcilers make, each in one place: create a child or adopt it, delete a
+//! child if it is still there, write status by server-side apply, publish Events.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{Context, FIELD_MANAGER, conditions, error};
+
+/// An Event to publish about a run: a reason of `reasons`, Normal or Warning, and a note.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub reason: &'static str,
+    pub warning: bool,
+    pub text: String,
+}
+
+impl Note {
+    pub fn normal(reason: &'static str, text: impl Into<String>) -> Self {
+        Note { reason, warning: false, text: text.into() }
+    }
+
+    pub fn warning(reason: &'static str, text: impl Into<String>) -> Self {
+        Note { reason, warning: true, text: text.into() }
+    }
+}
+
+/// Why a child could not be created.
+#[derive(Debug)]
+pub enum CreateError {
+    /// A child of that name exists and is not controlled by this owner.
+    Foreign,
+    /// The existing child could not be read.
+    Read(kube::Error),
+    Create(kube::Error),
+}
+
+/// Create a child named `name`. One of that name that already exists is adopted when
+/// `owner_uid` controls it (the operator died after creating it, before recording it): a child
+/// is never created twice, and never taken from another owner.
+pub async fn create_or_adopt<T>(api: &Api<T>, child: &T, name: &str, owner_uid: &str) -> Result<(), CreateError>
+where
+    T: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    match api.create(&params, child).await {
+        Ok(_) => Ok(()),
+        Err(e) if error::is_conflict(&e) => {
+            let existing = api.get(name).await.map_err(CreateError::Read)?;
+            let ours = existing.owner_references().iter().any(|o| o.uid == owner_uid && o.controller == Some(true));
+            if ours { Ok(()) } else { Err(CreateError::Foreign) }
+        }
+        Err(e) => Err(CreateError::Create(e)),
+    }
+}
+
+/// Delete a child (its own children in the background); `false` when it was already gone.
+pub async fn delete_if_present<T>(api: &Api<T>, name: &str) -> Result<bool, kube::Error>
+where
+    T: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(e) if error::is_not_found(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write the whole status by server-side apply (one field manager, forced), only when it
+/// differs from the status read: an idle operator writes nothing. `true` when it wrote.
+pub async fn write_status<K, S>(api: &Api<K>, name: &str, previous: Option<&S>, status: &S) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if previous == Some(status) {
+        return Ok(false);
+    }
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(true)
+}
+
+/// Log and publish Events about one object. An Event is a courtesy: a failure to publish one
+/// is logged and does not fail the reconcile.
+pub async fn publish(ctx: &Context, reference: &ObjectReference, object: &str, action: &str, notes: Vec<Note>) {
+    for note in notes {
+        let text = conditions::bounded(&note.text);
+        tracing::info!(object, reason = note.reason, "{text}");
+        let event = Event {
+            type_: if note.warning { EventType::Warning } else { EventType::Normal },
+            reason: note.reason.to_string(),
+            note: Some(text),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, reference).await {
+            tracing::warn!(object, reason = note.reason, "failed to publish event: {error}");
+        }
+    }
+}
