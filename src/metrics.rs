@@ -149,6 +149,7 @@ pub struct Metrics {
     pub leader: Gauge,
     /// The configured daily quota of one KRA API key (requests per KRA day).
     pub kra_api_daily_quota: Gauge,
+    pub undecodable_objects: Family<KindLabel, Counter>,
 }
 
 impl Metrics {
@@ -164,6 +165,7 @@ impl Metrics {
             attempts: Family::default(),
             leader: Gauge::default(),
             kra_api_daily_quota: Gauge::default(),
+            undecodable_objects: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("kra_operator");
         registry.register("reconciles", "Reconciles by kind and outcome (success, error).", metrics.reconciles.clone());
@@ -188,6 +190,11 @@ impl Metrics {
             "The configured quota of one KRA API key, in requests per KRA day (Asia/Seoul).",
             metrics.kra_api_daily_quota.clone(),
         );
+        registry.register(
+            "undecodable_objects",
+            "Watched objects skipped because they could not be decoded, by kind (see the operator's warnings).",
+            metrics.undecodable_objects.clone(),
+        );
         registry.register_collector(Box::new(RunsCollector { source: runs, max_key_series }));
         Arc::new(metrics)
     }
@@ -199,6 +206,10 @@ impl Metrics {
         if let Some(category) = error_category {
             self.reconcile_errors.get_or_create(&KindCategory { kind, category }).inc();
         }
+    }
+
+    pub fn undecodable(&self, kind: &'static str) {
+        self.undecodable_objects.get_or_create(&KindLabel { kind }).inc();
     }
 
     pub fn attempt(&self, kind: &'static str, outcome: &'static str) {

@@ -17,6 +17,7 @@ pub mod recurring;
 pub mod scheduler;
 pub mod stores;
 pub mod validate;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -512,32 +513,35 @@ pub fn controller<K: RunKind>(
         .default_backoff()
         .touched_objects();
     ctx.job_cache.add(jobs_reader);
-    let mut controller = Controller::new(api_for::<K>(&ctx.client, &scope), watcher::Config::default().any_semantic())
-        .owns_stream(job_events)
-        .graceful_shutdown_on(shutdown);
+    // The runs themselves, decoded one by one: an object this build cannot read is skipped
+    // and counted, and cannot stop the watch of every other run (watch.rs).
+    let tolerant = |config: watcher::Config| {
+        watch::tolerant::<K>(&ctx.client, &scope, config.any_semantic(), ctx.metrics.clone(), K::METRIC_KIND)
+    };
+    let (runs_reader, runs_writer) = reflector::store();
+    let runs = reflector(runs_writer, tolerant(watcher::Config::default())).default_backoff().applied_objects();
+    let mut controller =
+        Controller::for_stream(runs, runs_reader).owns_stream(job_events).graceful_shutdown_on(shutdown);
     if K::HAS_CHILD_RUNS {
         // A scheduled KraJob owns its runs (child KraJobs): their progress wakes it.
-        let children = watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID);
-        controller = controller.owns(api_for::<K>(&ctx.client, &scope), children.any_semantic());
+        let children = tolerant(watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID));
+        controller = controller.owns_stream(children.default_backoff().touched_objects());
     }
     if K::HAS_REQUEST_BUDGET {
         // A run that stops holding a share of its API key's budget (finished, or backing off)
         // wakes the runs waiting for that budget at once, instead of at their next retry.
         let runs = controller.store();
-        controller = controller.watches(
-            api_for::<K>(&ctx.client, &scope),
-            watcher::Config::default().any_semantic(),
-            move |changed: K| {
-                let released = changed.run_status().and_then(|s| s.phase).is_some_and(|p| p != Phase::Running);
-                let Some(key) = changed.budget_key().filter(|_| released) else { return Vec::new() };
-                runs.state()
-                    .into_iter()
-                    .filter(|run| run.run_status().and_then(|s| s.phase) == Some(Phase::Pending))
-                    .filter(|run| run.budget_key().as_deref() == Some(key.as_str()))
-                    .map(|run| ObjectRef::from_obj(run.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        );
+        let changes = tolerant(watcher::Config::default()).default_backoff().touched_objects();
+        controller = controller.watches_stream(changes, move |changed: K| {
+            let released = changed.run_status().and_then(|s| s.phase).is_some_and(|p| p != Phase::Running);
+            let Some(key) = changed.budget_key().filter(|_| released) else { return Vec::new() };
+            runs.state()
+                .into_iter()
+                .filter(|run| run.run_status().and_then(|s| s.phase) == Some(Phase::Pending))
+                .filter(|run| run.budget_key().as_deref() == Some(key.as_str()))
+                .map(|run| ObjectRef::from_obj(run.as_ref()))
+                .collect::<Vec<_>>()
+        });
     }
     if K::REFERENCES_CONFIG_MAPS {
         // A ConfigMap that appears or changes wakes the runs that name it (a prompt created

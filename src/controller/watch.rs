@@ -1,0 +1,128 @@
+//! Watches of the operator's own kinds that survive an object they cannot decode.
+//!
+//! A typed watch decodes a whole LIST page at once: one object the Rust type cannot read (a
+//! value written by a newer CRD, a field edited by hand where the schema preserves unknown
+//! fields) fails the page, the watch retries the same page forever, and every run of the kind
+//! stops being reconciled. These watches read the objects untyped and decode them one by one:
+//! an object that does not decode is skipped, logged with its name and the decode error, and
+//! counted (`kra_operator_undecodable_objects_total`); every other object flows on.
+//!
+//! Limits: a skipped update leaves the last decodable version in the cache (the object is
+//! reconciled as it was until it decodes again), and a skipped deletion leaves it there until
+//! the next relist.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use super::Scope;
+use crate::metrics::Metrics;
+
+/// The untyped API of kind `K` in a scope.
+fn untyped_api<K: Resource<DynamicType = ()>>(client: &Client, scope: &Scope) -> Api<DynamicObject> {
+    let resource = ApiResource::erase::<K>(&());
+    match scope {
+        Scope::AllNamespaces => Api::all_with(client.clone(), &resource),
+        Scope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+    }
+}
+
+/// A watch of kind `K` that skips (and counts) the objects it cannot decode.
+pub fn tolerant<K>(
+    client: &Client,
+    scope: &Scope,
+    config: watcher::Config,
+    metrics: Arc<Metrics>,
+    kind: &'static str,
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug + Send + 'static,
+{
+    decoded(watcher(untyped_api::<K>(client, scope), config), move |name| {
+        metrics.undecodable(kind);
+        tracing::warn!(kind, object = name.0, "skipped an object that does not decode: {}", name.1);
+    })
+}
+
+/// Decode each object of an untyped watch as `K`; `skipped` hears of each object that does not
+/// decode (`namespace/name`, the error).
+pub fn decoded<K, S>(
+    events: S,
+    skipped: impl Fn((String, String)) + Send + Sync + 'static,
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource + DeserializeOwned + Send + 'static,
+    S: Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Send + 'static,
+{
+    let skipped = Arc::new(skipped);
+    events.filter_map(move |event| {
+        let skipped = skipped.clone();
+        async move {
+            let decode = |object: DynamicObject| {
+                let name = format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any());
+                object.try_parse::<K>().map_err(|error| skipped((name, error.to_string()))).ok()
+            };
+            match event {
+                Err(error) => Some(Err(error)),
+                Ok(Event::Init) => Some(Ok(Event::Init)),
+                Ok(Event::InitDone) => Some(Ok(Event::InitDone)),
+                Ok(Event::Apply(object)) => decode(object).map(|k| Ok(Event::Apply(k))),
+                Ok(Event::InitApply(object)) => decode(object).map(|k| Ok(Event::InitApply(k))),
+                Ok(Event::Delete(object)) => decode(object).map(|k| Ok(Event::Delete(k))),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::crd::KraJob;
+
+    fn object(name: &str, meet: &str) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kra.dev/v1alpha1", "kind": "KraJob",
+            "metadata": {"name": name, "namespace": "racing"},
+            "spec": {"action": "CollectResults", "meet": meet, "date": "2025-05-24",
+                     "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"}},
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_object_that_does_not_decode_is_skipped_and_the_rest_flow_on() {
+        let events = futures::stream::iter(vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(object("first", "seoul"))),
+            // A racecourse this build does not know (a newer CRD's value).
+            Ok(Event::InitApply(object("newer", "gwangju"))),
+            Ok(Event::InitApply(object("second", "busan"))),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(object("newer", "gwangju"))),
+            Ok(Event::Apply(object("third", "jeju"))),
+        ]);
+        let skipped = Arc::new(Mutex::new(Vec::new()));
+        let seen = skipped.clone();
+        let out: Vec<Event<KraJob>> =
+            decoded(events, move |name| seen.lock().unwrap().push(name)).map(|e| e.unwrap()).collect().await;
+        let names: Vec<String> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::InitApply(k) | Event::Apply(k) => Some(k.name_any()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["first", "second", "third"]);
+        assert!(matches!(out.first(), Some(Event::Init)) && out.iter().any(|e| matches!(e, Event::InitDone)));
+        let skipped = skipped.lock().unwrap();
+        assert_eq!(skipped.len(), 2);
+        assert_eq!(skipped[0].0, "racing/newer");
+        assert!(skipped[0].1.contains("gwangju"), "the decode error names the value: {}", skipped[0].1);
+    }
+}
