@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{Context, FIELD_MANAGER, conditions, error};
+use super::context::{Context, FIELD_MANAGER};
+use super::{conditions, error};
 
 /// An Event to publish about a run: a reason of `reasons`, Normal or Warning, and a note.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -83,7 +83,7 @@ pub trait RunKind:
 /// API for a ConfigMap the cache does not hold (yet).
 pub struct References<'a> {
     pub client: &'a Client,
-    pub config_maps: &'a super::OwnedCache<ConfigMap>,
+    pub config_maps: &'a super::stores::OwnedCache<ConfigMap>,
 }
 
 /// The CEL rules of a kind's CRD, compiled once per thread: generating the schema and compiling

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod budget;
 pub mod build;
 pub mod conditions;
+pub mod context;
 pub mod error;
 pub mod kind;
 pub mod observe;
@@ -19,145 +20,35 @@ pub mod stores;
 pub mod validate;
 pub mod watch;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
-use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::watcher::{self, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::Instrument;
 
 use apply::{CreateError, Note};
+pub use context::{Clock, Context, FIELD_MANAGER};
 pub use error::Error;
 use kind::RunKind;
 use plan::{Action as PlanAction, Permit, PlanInput};
-use validate::WorkerDefaults;
+pub use stores::OwnedCache;
+pub use watch::Scope;
+use watch::api_for;
 
 use crate::worker::WorkerInvocation;
 
 use crate::crd::Phase;
-use crate::metrics::Metrics;
-use stores::Stores;
-
-/// The field manager of every write this operator makes.
-pub const FIELD_MANAGER: &str = "kra-operator";
-
-/// Shared state of the reconcilers.
-pub struct Context {
-    pub client: Client,
-    pub defaults: WorkerDefaults,
-    pub metrics: Arc<Metrics>,
-    /// The watch caches of the running controllers (the budget reads every watched KraJob).
-    pub stores: Arc<RwLock<Stores>>,
-    /// The Jobs of this operator, as the controllers' Job watches see them: reconciles read
-    /// their attempts' Jobs here instead of listing them.
-    pub job_cache: OwnedCache<Job>,
-    /// The worker Pods of this operator (their termination messages carry the result summary).
-    pub pod_cache: OwnedCache<Pod>,
-    /// The ConfigMaps of the watched namespaces (prompts of EvaluationRuns).
-    pub config_map_cache: OwnedCache<ConfigMap>,
-    pub recorder: Recorder,
-    /// How often an idle run is looked at again even without a watch event.
-    pub resync: Duration,
-    /// The time schedules, backoffs and conditions are computed at.
-    pub clock: Clock,
-    /// The KRA API request budgets shared by KraJobs of the same key.
-    pub budgets: budget::Budgets,
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-/// Where the reconciler reads the time: the system clock, or (for tests of schedules) a file
-/// holding an RFC 3339 timestamp, read on every use so a test can move time.
-#[derive(Clone, Debug, Default)]
-pub enum Clock {
-    #[default]
-    System,
-    File(std::path::PathBuf),
-}
-
-impl Clock {
-    pub fn now(&self) -> Timestamp {
-        match self {
-            Clock::System => Timestamp::now(),
-            Clock::File(path) => std::fs::read_to_string(path)
-                .ok()
-                .and_then(|text| text.trim().parse().ok())
-                .unwrap_or_else(Timestamp::now),
-        }
-    }
-}
-
-impl Context {
-    pub fn new(
-        client: Client,
-        defaults: WorkerDefaults,
-        metrics: Arc<Metrics>,
-        stores: Arc<RwLock<Stores>>,
-        recorder: Recorder,
-        resync: Duration,
-    ) -> Self {
-        Self {
-            client,
-            defaults,
-            metrics,
-            stores,
-            job_cache: OwnedCache::default(),
-            pod_cache: OwnedCache::default(),
-            config_map_cache: OwnedCache::default(),
-            recorder,
-            resync,
-            clock: Clock::System,
-            budgets: budget::Budgets::default(),
-            failures: Mutex::default(),
-        }
-    }
-
-    fn record_failure(&self, key: &str) -> u32 {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let count = failures.entry(key.to_string()).or_insert(0);
-        *count = count.saturating_add(1);
-        *count
-    }
-
-    /// The request budget's answer for a new attempt of a KraJob using `key`, given every
-    /// watched KraJob. Waits while the watches have not synced (the ledger would be incomplete).
-    fn request_permit(&self, key: &str, job: &str, now: Timestamp) -> Permit {
-        let (synced, jobs) = match self.stores.read() {
-            Ok(stores) => {
-                let watches = stores.synced();
-                (!watches.is_empty() && watches.iter().all(|(_, ready)| *ready), stores.krajob_list())
-            }
-            Err(_) => (false, Vec::new()),
-        };
-        if !synced {
-            return Permit::Wait(budget::Wait {
-                reason: budget::WAIT_CONCURRENCY,
-                message: "waiting for the operator's watches to sync before granting KRA API requests".into(),
-                retry_after: Duration::from_secs(1),
-            });
-        }
-        match self.budgets.reserve(key, job, &jobs, now) {
-            Ok(grant) => Permit::Granted(Some(grant)),
-            Err(wait) => Permit::Wait(wait),
-        }
-    }
-
-    fn clear_failures(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-    }
-}
 
 fn describe<K: RunKind>(obj: &K) -> String {
     format!("{} {}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
@@ -422,78 +313,6 @@ fn transition_notes<K: RunKind>(ctx: &Context, transitions: &[plan::Transition])
             Note { reason: transition.reason, warning: transition.warning, text: transition.note.clone() }
         })
         .collect()
-}
-
-/// Where the controllers watch.
-#[derive(Clone, Debug)]
-pub enum Scope {
-    AllNamespaces,
-    Namespace(String),
-}
-
-impl Scope {
-    /// One scope per watched namespace, or the whole cluster when the list is empty.
-    pub fn for_namespaces(namespaces: &[String]) -> Vec<Scope> {
-        if namespaces.is_empty() {
-            vec![Scope::AllNamespaces]
-        } else {
-            namespaces.iter().map(|ns| Scope::Namespace(ns.clone())).collect()
-        }
-    }
-}
-
-/// The caches of one child kind (Jobs, or worker Pods) of every running controller (one per
-/// kind and watched namespace), read by owner. Filled by the controllers' watches; never listed
-/// from the API server.
-pub struct OwnedCache<T: Resource<DynamicType = ()> + Clone + 'static> {
-    stores: Arc<RwLock<Vec<Store<T>>>>,
-}
-
-impl<T: Resource<DynamicType = ()> + Clone + 'static> Default for OwnedCache<T> {
-    fn default() -> Self {
-        Self { stores: Arc::default() }
-    }
-}
-
-impl<T: Resource<DynamicType = ()> + Clone + 'static> OwnedCache<T> {
-    fn add(&self, store: Store<T>) {
-        self.stores.write().unwrap_or_else(|p| p.into_inner()).push(store);
-    }
-
-    /// The cached objects whose labels hold every `(key, value)` given.
-    pub fn labelled(&self, wanted: &[(&str, &str)]) -> Vec<Arc<T>> {
-        let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
-        stores
-            .iter()
-            .flat_map(|store| store.state())
-            .filter(|object| {
-                let labels = object.labels();
-                wanted.iter().all(|(key, value)| labels.get(*key).map(String::as_str) == Some(*value))
-            })
-            .collect()
-    }
-
-    /// The cached object `namespace/name`.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
-        let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
-        let key = ObjectRef::new(name).within(namespace);
-        stores.iter().find_map(|store| store.get(&key))
-    }
-
-    /// The cached Jobs (or Pods) of one run, by its kind and UID (the owner labels).
-    pub fn owned_by(&self, kind: &str, uid: &str) -> Vec<Arc<T>> {
-        self.labelled(&[(build::LABEL_OWNER_UID, uid), (build::LABEL_OWNER_KIND, kind)])
-    }
-}
-
-fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-{
-    match scope {
-        Scope::AllNamespaces => Api::all(client.clone()),
-        Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
-    }
 }
 
 /// Build a controller for one kind; returns its store (for readiness and metrics) and the

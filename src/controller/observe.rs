@@ -84,7 +84,7 @@ impl ClassifyName for serde_json::Error {
 pub struct Sources<'a> {
     pub jobs: &'a Api<Job>,
     pub pods: &'a Api<Pod>,
-    pub pod_cache: &'a super::OwnedCache<Pod>,
+    pub pod_cache: &'a super::stores::OwnedCache<Pod>,
 }
 
 /// The exit code and termination message of a Job's newest worker Pod, if its container has

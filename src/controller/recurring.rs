@@ -17,10 +17,12 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{self, CreateError, Note};
 use super::conditions::ConditionSet;
+use super::context::Context;
+use super::error::Error;
 use super::kind::RunKind;
 use super::scheduler::{self, Child};
 use super::validate::Problems;
-use super::{Context, Error, reasons, validate};
+use super::{reasons, validate};
 use crate::crd::{KraJob, KraJobSpec, KraJobStatus, Phase, Schedule, ScheduleStatus};
 use crate::cron::Cron;
 

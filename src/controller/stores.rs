@@ -4,9 +4,11 @@
 use std::sync::{Arc, RwLock};
 
 use jiff::Timestamp;
-use kube::runtime::reflector::Store;
+use kube::Resource;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::budget;
+use super::{budget, build};
 use crate::crd::{EvaluationRun, KraAction, KraJob, Meet, Phase};
 use crate::metrics::{RunsSnapshot, RunsSource};
 
@@ -122,6 +124,50 @@ impl RunsSource for RwLock<Stores> {
                 .map(|(key, usage)| (key, usage.requests, usage.active_jobs as i64))
                 .collect(),
         }
+    }
+}
+
+/// The caches of one child kind (Jobs, or worker Pods) of every running controller (one per
+/// kind and watched namespace), read by owner. Filled by the controllers' watches; never listed
+/// from the API server.
+pub struct OwnedCache<T: Resource<DynamicType = ()> + Clone + 'static> {
+    stores: Arc<RwLock<Vec<Store<T>>>>,
+}
+
+impl<T: Resource<DynamicType = ()> + Clone + 'static> Default for OwnedCache<T> {
+    fn default() -> Self {
+        Self { stores: Arc::default() }
+    }
+}
+
+impl<T: Resource<DynamicType = ()> + Clone + 'static> OwnedCache<T> {
+    pub(super) fn add(&self, store: Store<T>) {
+        self.stores.write().unwrap_or_else(|p| p.into_inner()).push(store);
+    }
+
+    /// The cached objects whose labels hold every `(key, value)` given.
+    pub fn labelled(&self, wanted: &[(&str, &str)]) -> Vec<Arc<T>> {
+        let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
+        stores
+            .iter()
+            .flat_map(|store| store.state())
+            .filter(|object| {
+                let labels = object.labels();
+                wanted.iter().all(|(key, value)| labels.get(*key).map(String::as_str) == Some(*value))
+            })
+            .collect()
+    }
+
+    /// The cached object `namespace/name`.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
+        let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
+        let key = ObjectRef::new(name).within(namespace);
+        stores.iter().find_map(|store| store.get(&key))
+    }
+
+    /// The cached Jobs (or Pods) of one run, by its kind and UID (the owner labels).
+    pub fn owned_by(&self, kind: &str, uid: &str) -> Vec<Arc<T>> {
+        self.labelled(&[(build::LABEL_OWNER_UID, uid), (build::LABEL_OWNER_KIND, kind)])
     }
 }
 

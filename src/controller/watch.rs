@@ -19,8 +19,36 @@ use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::Scope;
 use crate::metrics::Metrics;
+
+/// Where the controllers watch.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    AllNamespaces,
+    Namespace(String),
+}
+
+impl Scope {
+    /// One scope per watched namespace, or the whole cluster when the list is empty.
+    pub fn for_namespaces(namespaces: &[String]) -> Vec<Scope> {
+        if namespaces.is_empty() {
+            vec![Scope::AllNamespaces]
+        } else {
+            namespaces.iter().map(|ns| Scope::Namespace(ns.clone())).collect()
+        }
+    }
+}
+
+/// The typed API of kind `K` in a scope.
+pub fn api_for<K>(client: &Client, scope: &Scope) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match scope {
+        Scope::AllNamespaces => Api::all(client.clone()),
+        Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+    }
+}
 
 /// The untyped API of kind `K` in a scope.
 fn untyped_api<K: Resource<DynamicType = ()>>(client: &Client, scope: &Scope) -> Api<DynamicObject> {

@@ -1,0 +1,126 @@
+//! What every reconcile shares: the client, the worker defaults, the watch caches, the request
+//! budgets, the clock, and the per-object failure counts of the error policy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::Client;
+use kube::runtime::events::Recorder;
+
+use super::budget;
+use super::plan::Permit;
+use super::stores::{OwnedCache, Stores};
+use super::validate::WorkerDefaults;
+use crate::metrics::Metrics;
+
+/// The field manager of every write this operator makes.
+pub const FIELD_MANAGER: &str = "kra-operator";
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub defaults: WorkerDefaults,
+    pub metrics: Arc<Metrics>,
+    /// The watch caches of the running controllers (the budget reads every watched KraJob).
+    pub stores: Arc<RwLock<Stores>>,
+    /// The Jobs of this operator, as the controllers' Job watches see them: reconciles read
+    /// their attempts' Jobs here instead of listing them.
+    pub job_cache: OwnedCache<Job>,
+    /// The worker Pods of this operator (their termination messages carry the result summary).
+    pub pod_cache: OwnedCache<Pod>,
+    /// The ConfigMaps of the watched namespaces (prompts of EvaluationRuns).
+    pub config_map_cache: OwnedCache<ConfigMap>,
+    pub recorder: Recorder,
+    /// How often an idle run is looked at again even without a watch event.
+    pub resync: Duration,
+    /// The time schedules, backoffs and conditions are computed at.
+    pub clock: Clock,
+    /// The KRA API request budgets shared by KraJobs of the same key.
+    pub budgets: budget::Budgets,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Where the reconciler reads the time: the system clock, or (for tests of schedules) a file
+/// holding an RFC 3339 timestamp, read on every use so a test can move time.
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    File(std::path::PathBuf),
+}
+
+impl Clock {
+    pub fn now(&self) -> Timestamp {
+        match self {
+            Clock::System => Timestamp::now(),
+            Clock::File(path) => std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or_else(Timestamp::now),
+        }
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        defaults: WorkerDefaults,
+        metrics: Arc<Metrics>,
+        stores: Arc<RwLock<Stores>>,
+        recorder: Recorder,
+        resync: Duration,
+    ) -> Self {
+        Self {
+            client,
+            defaults,
+            metrics,
+            stores,
+            job_cache: OwnedCache::default(),
+            pod_cache: OwnedCache::default(),
+            config_map_cache: OwnedCache::default(),
+            recorder,
+            resync,
+            clock: Clock::System,
+            budgets: budget::Budgets::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    pub(super) fn record_failure(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let count = failures.entry(key.to_string()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    /// The request budget's answer for a new attempt of a KraJob using `key`, given every
+    /// watched KraJob. Waits while the watches have not synced (the ledger would be incomplete).
+    pub(super) fn request_permit(&self, key: &str, job: &str, now: Timestamp) -> Permit {
+        let (synced, jobs) = match self.stores.read() {
+            Ok(stores) => {
+                let watches = stores.synced();
+                (!watches.is_empty() && watches.iter().all(|(_, ready)| *ready), stores.krajob_list())
+            }
+            Err(_) => (false, Vec::new()),
+        };
+        if !synced {
+            return Permit::Wait(budget::Wait {
+                reason: budget::WAIT_CONCURRENCY,
+                message: "waiting for the operator's watches to sync before granting KRA API requests".into(),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        match self.budgets.reserve(key, job, &jobs, now) {
+            Ok(grant) => Permit::Granted(Some(grant)),
+            Err(wait) => Permit::Wait(wait),
+        }
+    }
+
+    pub(super) fn clear_failures(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
