@@ -20,6 +20,32 @@ pub const PROMPT_DIR: &str = "/etc/kra/prompt";
 /// Where evaluator pods write their artifacts (under the writable /tmp emptyDir).
 pub const WORKER_OUTPUT_DIR: &str = "/tmp/kra-evaluations";
 
+/// The workers' exit codes: the other half of the contract (the operator classifies attempts by
+/// them, see `RunKind::PERMANENT_EXIT_CODES`).
+pub mod exit {
+    /// `kra-collector`: 0 every race collected; 1 some races failed; 2 bad usage or
+    /// configuration; 3 stopped by the KRA API (key rejected, quota or run budget spent);
+    /// 4 database failure.
+    pub mod collector {
+        pub const RACES_FAILED: u8 = 1;
+        pub const USAGE: u8 = 2;
+        pub const API_STOPPED: u8 = 3;
+        pub const DATABASE: u8 = 4;
+    }
+
+    /// `kra-evaluator`: 0 done; 2 bad usage or configuration; 4 database failure; 5 no races to
+    /// evaluate; 6 the leakage check failed; 7 the LLM endpoint answered no call; 8 MLflow
+    /// tracking failed (the local artifacts are written all the same).
+    pub mod evaluator {
+        pub const USAGE: u8 = 2;
+        pub const DATABASE: u8 = 4;
+        pub const NO_DATASET: u8 = 5;
+        pub const LEAKAGE: u8 = 6;
+        pub const UNREACHABLE: u8 = 7;
+        pub const TRACKING: u8 = 8;
+    }
+}
+
 /// What the worker container runs: arguments, environment and extra volumes.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WorkerInvocation {

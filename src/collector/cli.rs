@@ -14,6 +14,7 @@ use crate::kra::budget::{Budget, BudgetLimits};
 use crate::kra::client::{ClientSettings, DEFAULT_BASE_URL, KraClient, ServiceKey};
 use crate::store::{Store, redact_url};
 use crate::telemetry::LogFormat;
+pub use crate::worker::exit::collector as exit;
 
 /// Collect Korea Racing Authority race data (data.go.kr B551015) into a database.
 #[derive(Parser, Debug)]
@@ -109,8 +110,6 @@ pub struct DayArgs {
     pub summary_file: Option<PathBuf>,
 }
 
-/// Exit codes: 0 every race collected; 1 some races failed; 2 bad usage or configuration;
-/// 3 stopped by the KRA API (key rejected, quota or run budget spent); 4 database failure.
 /// Why the embedded database's folder cannot be made, and the three ways out.
 fn data_dir_problem(dir: &std::path::Path, error: &std::io::Error) -> String {
     let shown = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
@@ -121,13 +120,6 @@ fn data_dir_problem(dir: &std::path::Path, error: &std::io::Error) -> String {
         shown.display(),
         shown.display()
     )
-}
-
-pub mod exit {
-    pub const RACES_FAILED: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const API_STOPPED: u8 = 3;
-    pub const DATABASE: u8 = 4;
 }
 
 fn usage(message: &str) -> ExitCode {

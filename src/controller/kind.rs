@@ -108,7 +108,7 @@ impl RunKind for KraJob {
     type Summary = crate::crd::CollectionSummary;
     const METRIC_KIND: &'static str = "krajob";
     const PERMANENT_EXIT_CODES: &'static [(i32, &'static str)] =
-        &[(crate::collector::cli::exit::USAGE as i32, "a usage or configuration error")];
+        &[(crate::worker::exit::collector::USAGE as i32, "a usage or configuration error")];
     const WORKER_BINARY: &'static str = "kra-collector";
     const HAS_CHILD_RUNS: bool = true;
     const HAS_REQUEST_BUDGET: bool = true;
@@ -143,9 +143,9 @@ impl RunKind for EvaluationRun {
     type Summary = crate::crd::EvaluationSummary;
     const METRIC_KIND: &'static str = "evaluationrun";
     const PERMANENT_EXIT_CODES: &'static [(i32, &'static str)] = &[
-        (crate::evaluator::error::exit::USAGE as i32, "a usage or configuration error"),
-        (crate::evaluator::error::exit::NO_DATASET as i32, "no races to evaluate"),
-        (crate::evaluator::error::exit::LEAKAGE as i32, "the leakage check failed"),
+        (crate::worker::exit::evaluator::USAGE as i32, "a usage or configuration error"),
+        (crate::worker::exit::evaluator::NO_DATASET as i32, "no races to evaluate"),
+        (crate::worker::exit::evaluator::LEAKAGE as i32, "the leakage check failed"),
     ];
     const WORKER_BINARY: &'static str = "kra-evaluator";
     const REFERENCES_CONFIG_MAPS: bool = true;

@@ -1,16 +1,6 @@
 //! The evaluator's failures, each with the exit code the operator classifies it by.
 
-/// Exit codes: 0 done; 2 bad usage or configuration; 4 database failure; 5 no races to evaluate;
-/// 6 the leakage check failed; 7 the LLM endpoint answered no call; 8 MLflow tracking failed
-/// (the local artifacts are written all the same).
-pub mod exit {
-    pub const USAGE: u8 = 2;
-    pub const DATABASE: u8 = 4;
-    pub const NO_DATASET: u8 = 5;
-    pub const LEAKAGE: u8 = 6;
-    pub const UNREACHABLE: u8 = 7;
-    pub const TRACKING: u8 = 8;
-}
+pub use crate::worker::exit::evaluator as exit;
 
 /// Why an evaluation stopped; the message names what failed and, where there is one, the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
