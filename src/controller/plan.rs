@@ -122,187 +122,208 @@ fn until(now: Timestamp, at: Timestamp) -> Duration {
     Duration::from_secs(wait.as_secs().max(0) as u64 + 1)
 }
 
-/// Decide the status and actions of a run.
+/// Decide the status and actions of a run: fold in what was observed, then the phase (an
+/// active attempt, or what follows the last one), the conditions, and the cleanup of finished
+/// Jobs.
 pub fn plan<R: Clone + PartialEq + ResultConditions>(input: PlanInput<'_, R>) -> Plan<R> {
     let now = whole_seconds(input.now);
     let previous = input.status.cloned().unwrap_or_default();
-    let mut status = previous.clone();
-    let mut transitions = Vec::new();
-    let mut actions = Vec::new();
-    let mut requeue: Option<Duration> = None;
-
-    merge_observations(&mut status, input.jobs, input.permanent_exit_codes, now, &mut transitions);
-
-    let generation = input.generation;
-    status.observed_generation = Some(generation);
-    let mut conds = ConditionSet::new(&previous.conditions, generation, now);
-
+    let mut planner = Planner {
+        status: previous.clone(),
+        previous: &previous,
+        conds: ConditionSet::new(&previous.conditions, input.generation, now),
+        actions: Vec::new(),
+        transitions: Vec::new(),
+        requeue: None,
+        now,
+        input: &input,
+    };
+    merge_observations(&mut planner.status, input.jobs, input.permanent_exit_codes, now, &mut planner.transitions);
+    planner.status.observed_generation = Some(input.generation);
     if let Err(problems) = &input.validity {
-        status.phase = Some(Phase::Invalid);
-        status.next_attempt_at = None;
-        conds.invalid(problems);
-        if previous.phase != Some(Phase::Invalid) {
-            transitions.push(Transition { reason: reasons::INVALID_SPEC, warning: true, note: problems.clone() });
-        }
-        status.conditions = conds.finish();
-        return Plan { status, actions, transitions, requeue_after: requeue };
+        planner.invalid(problems);
+        return planner.finish();
+    }
+    planner.status.completion_time = None;
+    planner.status.next_attempt_at = None;
+    let phase = match planner.status.attempts.iter().find(|a| a.outcome == AttemptOutcome::Running).cloned() {
+        Some(active) => planner.active(&active),
+        None => planner.between_attempts(),
+    };
+    planner.enter(phase);
+    planner.clean_up_finished_jobs();
+    planner.finish()
+}
+
+/// The state of one planning: the status being decided and what it makes to happen.
+struct Planner<'a, 'p, R> {
+    status: RunStatus<R>,
+    previous: &'p RunStatus<R>,
+    conds: ConditionSet<'p>,
+    actions: Vec<Action>,
+    transitions: Vec<Transition>,
+    requeue: Option<Duration>,
+    now: Timestamp,
+    input: &'a PlanInput<'a, R>,
+}
+
+impl<R: Clone + PartialEq + ResultConditions> Planner<'_, '_, R> {
+    fn finish(self) -> Plan<R> {
+        let mut status = self.status;
+        status.conditions = self.conds.finish();
+        Plan { status, actions: self.actions, transitions: self.transitions, requeue_after: self.requeue }
     }
 
-    let controls = input.controls;
-    let current: Vec<&Attempt> = status.attempts.iter().filter(|a| a.generation == generation).collect();
-    let active = status.attempts.iter().find(|a| a.outcome == AttemptOutcome::Running).cloned();
-    let next_number = status.attempts.iter().map(|a| a.number).max().unwrap_or(0) + 1;
-    status.start_time = current.first().and_then(|a| a.start_time.clone());
-    status.completion_time = None;
-    status.next_attempt_at = None;
+    fn transition(&mut self, reason: &'static str, warning: bool, note: String) {
+        self.transitions.push(Transition { reason, warning, note });
+    }
 
-    let phase = if let Some(active) = active {
+    fn invalid(&mut self, problems: &str) {
+        self.status.phase = Some(Phase::Invalid);
+        self.status.next_attempt_at = None;
+        self.conds.invalid(problems);
+        if self.previous.phase != Some(Phase::Invalid) {
+            self.transition(reasons::INVALID_SPEC, true, problems.to_string());
+        }
+    }
+
+    /// The phase while an attempt's Job exists: running, suspended, or waiting for Kueue.
+    fn active(&mut self, active: &Attempt) -> Phase {
+        let controls = self.input.controls;
+        let generation = self.input.generation;
         let job_suspended =
-            input.jobs.iter().any(|job| job.name == active.job_name && job.state == JobState::Suspended);
+            self.input.jobs.iter().any(|job| job.name == active.job_name && job.state == JobState::Suspended);
         // With a Kueue queue, the Job's suspend belongs to Kueue (admission, preemption).
         let kueue = controls.queue.as_ref();
         if kueue.is_none() && controls.suspend != job_suspended {
-            actions.push(Action::SuspendJob { name: active.job_name.clone(), suspend: controls.suspend });
+            self.actions.push(Action::SuspendJob { name: active.job_name.clone(), suspend: controls.suspend });
         }
+        let attempt = format!("attempt {} (Job {})", active.number, active.job_name);
         if let Some(queue) = kueue.filter(|_| controls.suspend || job_suspended) {
             if controls.suspend {
-                conds.suspended(&format!(
-                    "attempt {} (Job {}) is left to Kueue queue {}; no new attempt starts",
-                    active.number, active.job_name, queue.name
-                ));
+                self.conds
+                    .suspended(&format!("{attempt} is left to Kueue queue {}; no new attempt starts", queue.name));
                 Phase::Suspended
             } else {
-                conds.running(&format!(
-                    "attempt {} (Job {}) waits for admission by Kueue queue {}",
-                    active.number, active.job_name, queue.name
-                ));
+                self.conds.running(&format!("{attempt} waits for admission by Kueue queue {}", queue.name));
                 Phase::Pending
             }
         } else if controls.suspend {
-            conds.suspended(&format!("attempt {} (Job {}) is suspended", active.number, active.job_name));
+            self.conds.suspended(&format!("{attempt} is suspended"));
             Phase::Suspended
         } else if active.generation != generation {
-            conds.running(&format!(
-                "attempt {} (Job {}) runs generation {}; generation {} starts when it finishes",
-                active.number, active.job_name, active.generation, generation
+            self.conds.running(&format!(
+                "{attempt} runs generation {}; generation {generation} starts when it finishes",
+                active.generation
             ));
             Phase::Running
         } else {
-            conds.running(&format!("attempt {} (Job {}) is running", active.number, active.job_name));
+            self.conds.running(&format!("{attempt} is running"));
             Phase::Running
         }
-    } else {
-        match current.last().map(|a| (*a).clone()) {
-            Some(last) if last.outcome == AttemptOutcome::Succeeded => {
-                status.completion_time = last.end_time.clone();
-                conds.succeeded(&format!("attempt {} (Job {}) succeeded", last.number, last.job_name));
-                Phase::Succeeded
-            }
-            Some(last) => {
-                let failures = current.len() as i32;
-                let why = format!(
-                    "attempt {} (Job {}) failed: {}",
-                    last.number,
-                    last.job_name,
-                    last.reason.as_deref().unwrap_or("unknown reason")
-                );
-                let permanent = last.reason.as_deref() == Some(reasons::PERMANENT_FAILURE);
-                if permanent {
-                    status.completion_time = last.end_time.clone();
-                    let message = format!(
-                        "attempt {} (Job {}) failed: {}; not retried: no retry can change this outcome",
-                        last.number,
-                        last.job_name,
-                        last.message.as_deref().unwrap_or("a permanent failure")
-                    );
-                    conds.failed(reasons::PERMANENT_FAILURE, &message);
-                    if previous.phase != Some(Phase::Failed) {
-                        transitions.push(Transition {
-                            reason: reasons::PERMANENT_FAILURE,
-                            warning: true,
-                            note: message,
-                        });
-                    }
-                    Phase::Failed
-                } else if failures > controls.retry_policy.limit {
-                    status.completion_time = last.end_time.clone();
-                    let message = format!("{why}; retry limit of {} reached", controls.retry_policy.limit);
-                    conds.failed(reasons::RETRY_LIMIT_EXCEEDED, &message);
-                    if previous.phase != Some(Phase::Failed) {
-                        transitions.push(Transition {
-                            reason: reasons::RETRY_LIMIT_EXCEEDED,
-                            warning: true,
-                            note: message,
-                        });
-                    }
-                    Phase::Failed
-                } else if controls.suspend {
-                    conds.suspended("suspended between attempts");
-                    Phase::Suspended
-                } else {
-                    let ended = last.end_time.as_ref().map(|t| t.0).unwrap_or(now);
-                    let next_at = ended + backoff_delay(&controls.retry_policy, failures as u32);
-                    if now >= next_at {
-                        start_attempt(
-                            &mut status,
-                            &mut actions,
-                            &mut conds,
-                            &mut requeue,
-                            Start {
-                                number: next_number,
-                                generation,
-                                now,
-                                job_name: input.job_name,
-                                permit: &input.permit,
-                            },
-                        )
-                    } else {
-                        status.next_attempt_at = Some(Time(next_at));
-                        conds.backing_off(&format!("{why}; attempt {next_number} starts at {next_at}"));
-                        if previous.phase != Some(Phase::BackingOff) {
-                            transitions.push(Transition {
-                                reason: reasons::BACKING_OFF,
-                                warning: false,
-                                note: format!("{why}; retrying at {next_at}"),
-                            });
-                        }
-                        earliest(&mut requeue, until(now, next_at));
-                        Phase::BackingOff
-                    }
-                }
-            }
-            None if controls.suspend => {
-                conds.suspended("suspended before the first attempt");
-                Phase::Suspended
-            }
-            None => start_attempt(
-                &mut status,
-                &mut actions,
-                &mut conds,
-                &mut requeue,
-                Start { number: next_number, generation, now, job_name: input.job_name, permit: &input.permit },
-            ),
-        }
-    };
+    }
 
-    if phase == Phase::Suspended && previous.phase != Some(Phase::Suspended) {
-        transitions.push(Transition { reason: reasons::SUSPENDED, warning: false, note: "run suspended".into() });
+    /// The phase with no attempt running: succeeded, failed for good, suspended, backing off,
+    /// or the next attempt starts.
+    fn between_attempts(&mut self) -> Phase {
+        let controls = self.input.controls;
+        let generation = self.input.generation;
+        let current: Vec<Attempt> =
+            self.status.attempts.iter().filter(|a| a.generation == generation).cloned().collect();
+        let Some(last) = current.last() else {
+            if controls.suspend {
+                self.conds.suspended("suspended before the first attempt");
+                return Phase::Suspended;
+            }
+            return self.start_next();
+        };
+        let attempt = format!("attempt {} (Job {})", last.number, last.job_name);
+        if last.outcome == AttemptOutcome::Succeeded {
+            self.status.completion_time = last.end_time.clone();
+            self.conds.succeeded(&format!("{attempt} succeeded"));
+            return Phase::Succeeded;
+        }
+        let failures = current.len() as i32;
+        let why = format!("{attempt} failed: {}", last.reason.as_deref().unwrap_or("unknown reason"));
+        if last.reason.as_deref() == Some(reasons::PERMANENT_FAILURE) {
+            let what = last.message.as_deref().unwrap_or("a permanent failure");
+            let message = format!("{attempt} failed: {what}; not retried: no retry can change this outcome");
+            return self.failed_for_good(last, reasons::PERMANENT_FAILURE, message);
+        }
+        if failures > controls.retry_policy.limit {
+            let message = format!("{why}; retry limit of {} reached", controls.retry_policy.limit);
+            return self.failed_for_good(last, reasons::RETRY_LIMIT_EXCEEDED, message);
+        }
+        if controls.suspend {
+            self.conds.suspended("suspended between attempts");
+            return Phase::Suspended;
+        }
+        let ended = last.end_time.as_ref().map(|t| t.0).unwrap_or(self.now);
+        let next_at = ended + backoff_delay(&controls.retry_policy, failures as u32);
+        if self.now >= next_at {
+            return self.start_next();
+        }
+        let next_number = self.next_number();
+        self.status.next_attempt_at = Some(Time(next_at));
+        self.conds.backing_off(&format!("{why}; attempt {next_number} starts at {next_at}"));
+        if self.previous.phase != Some(Phase::BackingOff) {
+            self.transition(reasons::BACKING_OFF, false, format!("{why}; retrying at {next_at}"));
+        }
+        earliest(&mut self.requeue, until(self.now, next_at));
+        Phase::BackingOff
     }
-    if previous.phase == Some(Phase::Suspended) && phase != Phase::Suspended {
-        transitions.push(Transition { reason: reasons::RESUMED, warning: false, note: "run resumed".into() });
+
+    /// The run ends `Failed` with this reason: no attempt follows.
+    fn failed_for_good(&mut self, last: &Attempt, reason: &'static str, message: String) -> Phase {
+        self.status.completion_time = last.end_time.clone();
+        self.conds.failed(reason, &message);
+        if self.previous.phase != Some(Phase::Failed) {
+            self.transition(reason, true, message);
+        }
+        Phase::Failed
     }
-    status.phase = Some(phase);
-    status.start_time = status.attempts.iter().find(|a| a.generation == generation).and_then(|a| a.start_time.clone());
-    if let Some(result) = &status.result {
-        for (type_, value, reason, message) in result.result_conditions() {
-            conds.extra(type_, value, &reason, &message);
+
+    fn next_number(&self) -> i32 {
+        self.status.attempts.iter().map(|a| a.number).max().unwrap_or(0) + 1
+    }
+
+    fn start_next(&mut self) -> Phase {
+        let start = Start {
+            number: self.next_number(),
+            generation: self.input.generation,
+            now: self.now,
+            job_name: self.input.job_name,
+            permit: &self.input.permit,
+        };
+        start_attempt(&mut self.status, &mut self.actions, &mut self.conds, &mut self.requeue, start)
+    }
+
+    /// Record the phase, its suspend/resume Events, the start time and the result's conditions.
+    fn enter(&mut self, phase: Phase) {
+        if phase == Phase::Suspended && self.previous.phase != Some(Phase::Suspended) {
+            self.transition(reasons::SUSPENDED, false, "run suspended".into());
+        }
+        if self.previous.phase == Some(Phase::Suspended) && phase != Phase::Suspended {
+            self.transition(reasons::RESUMED, false, "run resumed".into());
+        }
+        let generation = self.input.generation;
+        self.status.phase = Some(phase);
+        self.status.start_time =
+            self.status.attempts.iter().find(|a| a.generation == generation).and_then(|a| a.start_time.clone());
+        if let Some(result) = &self.status.result {
+            for (type_, value, reason, message) in result.result_conditions() {
+                self.conds.extra(type_, value, &reason, &message);
+            }
         }
     }
-    status.conditions = conds.finish();
 
-    if let Some(ttl) = controls.ttl_seconds_after_finished {
-        for attempt in status.attempts.iter().filter(|a| a.outcome != AttemptOutcome::Running) {
-            let exists = input.jobs.iter().any(|job| job.name == attempt.job_name && job.state != JobState::Missing);
+    /// Delete finished Jobs once their TTL has passed and their outcome is recorded.
+    fn clean_up_finished_jobs(&mut self) {
+        let Some(ttl) = self.input.controls.ttl_seconds_after_finished else { return };
+        let now = self.now;
+        for attempt in self.status.attempts.iter().filter(|a| a.outcome != AttemptOutcome::Running) {
+            let exists =
+                self.input.jobs.iter().any(|job| job.name == attempt.job_name && job.state != JobState::Missing);
             let Some(ended) = attempt.end_time.as_ref().map(|t| t.0) else { continue };
             if !exists {
                 continue;
@@ -312,21 +333,20 @@ pub fn plan<R: Clone + PartialEq + ResultConditions>(input: PlanInput<'_, R>) ->
             // written) records its attempt's outcome. The reconcile that first sees the finished
             // Job only records it; the next one (the status write's own watch event, or the short
             // requeue) deletes. A crash or a failed write in between loses nothing, reruns nothing.
-            let recorded = previous
+            let recorded = self
+                .previous
                 .attempts
                 .iter()
                 .any(|a| a.number == attempt.number && a.outcome == attempt.outcome && a.end_time.is_some());
             if now < expires {
-                earliest(&mut requeue, until(now, expires));
+                earliest(&mut self.requeue, until(now, expires));
             } else if recorded {
-                actions.push(Action::DeleteJob { name: attempt.job_name.clone() });
+                self.actions.push(Action::DeleteJob { name: attempt.job_name.clone() });
             } else {
-                earliest(&mut requeue, Duration::from_secs(1));
+                earliest(&mut self.requeue, Duration::from_secs(1));
             }
         }
     }
-
-    Plan { status, actions, transitions, requeue_after: requeue }
 }
 
 struct Start<'a> {
