@@ -132,65 +132,16 @@ pub fn plan(input: Input<'_>) -> Plan {
     let since = previous.last_schedule_time.as_ref().map(time).unwrap_or(created);
     let (due, unlisted) = cron.between(since, now, tz, MAX_DUE);
 
-    let mut actions = Vec::new();
-    let mut skipped = Vec::new();
-    let mut started: Vec<(Timestamp, String, DateRange)> = Vec::new();
-    let mut last = previous.last_schedule_time.as_ref().map(time);
-    let skip = |at: Timestamp, reason: &'static str, skipped: &mut Vec<SkippedRun>, last: &mut Option<Timestamp>| {
-        skipped.push(SkippedRun { scheduled_time: Time(at), window: window(schedule, at, tz), reason: reason.into() });
-        *last = Some(last.map_or(at, |l| l.max(at)));
-    };
-
-    // A due time whose child exists was started before a restart: it counts as started.
-    let mut live = Vec::new();
-    for at in due {
-        let name = child_name(parent, at, tz);
-        if children.iter().any(|c| c.name == name) {
-            last = Some(last.map_or(at, |l| l.max(at)));
-        } else if suspended {
-            skip(at, SKIP_SUSPENDED, &mut skipped, &mut last);
-        } else if schedule.starting_deadline_seconds.is_some_and(|d| now.duration_since(at).as_secs() > d) {
-            skip(at, SKIP_DEADLINE, &mut skipped, &mut last);
-        } else {
-            live.push(at);
-        }
-    }
-    let newest_only = schedule.catch_up == CatchUp::Latest || schedule.concurrency_policy == ConcurrencyPolicy::Replace;
-    let keep = if newest_only { 1 } else { schedule.max_catch_up.max(1) as usize };
-    if live.len() > keep {
-        let reason = if newest_only { SKIP_SUPERSEDED } else { SKIP_CATCH_UP_LIMIT };
-        for at in live.drain(..live.len() - keep) {
-            skip(at, reason, &mut skipped, &mut last);
-        }
-    }
-
+    let mut sorted = sort_due(&input, due, previous.last_schedule_time.as_ref().map(time));
     let active: Vec<&Child> = children.iter().filter(|c| c.active()).collect();
-    let mut waiting = 0;
-    let to_start: Vec<Timestamp> = match schedule.concurrency_policy {
-        ConcurrencyPolicy::Allow => live,
-        ConcurrencyPolicy::Forbid if !active.is_empty() => {
-            waiting = live.len();
-            Vec::new()
-        }
-        ConcurrencyPolicy::Forbid => {
-            waiting = live.len().saturating_sub(1);
-            live.into_iter().take(1).collect()
-        }
-        ConcurrencyPolicy::Replace => {
-            if !live.is_empty() {
-                for child in &active {
-                    actions.push(Action::Delete { name: child.name.clone(), reason: "Replaced" });
-                }
-            }
-            live
-        }
-    };
+    let (to_start, waiting, mut actions) = starts(schedule.concurrency_policy, sorted.live, &active);
+    let mut started: Vec<(Timestamp, String, DateRange)> = Vec::new();
     for at in to_start {
         let name = child_name(parent, at, tz);
         let window = window(schedule, at, tz);
         actions.push(Action::Create { name: name.clone(), scheduled_time: at, window: window.clone() });
         started.push((at, name, window));
-        last = Some(last.map_or(at, |l| l.max(at)));
+        sorted.last = Some(sorted.last.map_or(at, |l| l.max(at)));
     }
 
     // A run-now request (new value of the annotation): one extra run for the window of its time.
@@ -207,15 +158,120 @@ pub fn plan(input: Input<'_>) -> Plan {
         }
     }
 
-    // History: keep the newest finished runs up to each limit; active runs are never pruned.
-    let replaced: Vec<&str> = actions
+    let runs = prune_history(schedule, children, &mut actions, &started);
+    let last_successful = children
+        .iter()
+        .filter(|c| c.phase == Some(Phase::Succeeded))
+        .map(|c| c.scheduled_time)
+        .chain(previous.last_successful_time.as_ref().map(time))
+        .max();
+    let mut all_skipped = previous.skipped.clone();
+    all_skipped.extend(sorted.skipped.iter().cloned());
+    all_skipped.sort_by_key(|s| s.scheduled_time.0);
+    let excess = all_skipped.len().saturating_sub(MAX_SKIPPED);
+    all_skipped.drain(..excess);
+
+    let next = if suspended { None } else { cron.next_after(now, tz) };
+    let requeue_after = next.map(|n| Duration::from_secs(n.duration_since(now).as_secs().max(1) as u64));
+    Plan {
+        actions,
+        status: ScheduleStatus {
+            last_schedule_time: sorted.last.map(Time),
+            last_successful_time: last_successful.map(Time),
+            next_schedule_time: next.map(Time),
+            runs,
+            last_run_now,
+            skipped: all_skipped,
+        },
+        waiting,
+        newly_skipped: sorted.skipped,
+        unlisted,
+        requeue_after,
+    }
+}
+
+/// The due times, sorted: those that may still start, and those skipped (with why).
+struct Due {
+    live: Vec<Timestamp>,
+    skipped: Vec<SkippedRun>,
+    /// The newest scheduled time handled (started before, started now, or skipped).
+    last: Option<Timestamp>,
+}
+
+/// Sort the due times: a time whose child exists was started before a restart (it counts as
+/// started); suspension, the starting deadline and the catch-up rule skip the others.
+fn sort_due(input: &Input<'_>, due: Vec<Timestamp>, last: Option<Timestamp>) -> Due {
+    let Input { parent, schedule, tz, suspended, children, now, .. } = *input;
+    let mut sorted = Due { live: Vec::new(), skipped: Vec::new(), last };
+    let skip = |sorted: &mut Due, at: Timestamp, reason: &'static str| {
+        sorted.skipped.push(SkippedRun {
+            scheduled_time: Time(at),
+            window: window(schedule, at, tz),
+            reason: reason.into(),
+        });
+        sorted.last = Some(sorted.last.map_or(at, |l| l.max(at)));
+    };
+    for at in due {
+        let name = child_name(parent, at, tz);
+        if children.iter().any(|c| c.name == name) {
+            sorted.last = Some(sorted.last.map_or(at, |l| l.max(at)));
+        } else if suspended {
+            skip(&mut sorted, at, SKIP_SUSPENDED);
+        } else if schedule.starting_deadline_seconds.is_some_and(|d| now.duration_since(at).as_secs() > d) {
+            skip(&mut sorted, at, SKIP_DEADLINE);
+        } else {
+            sorted.live.push(at);
+        }
+    }
+    let newest_only = schedule.catch_up == CatchUp::Latest || schedule.concurrency_policy == ConcurrencyPolicy::Replace;
+    let keep = if newest_only { 1 } else { schedule.max_catch_up.max(1) as usize };
+    if sorted.live.len() > keep {
+        let reason = if newest_only { SKIP_SUPERSEDED } else { SKIP_CATCH_UP_LIMIT };
+        let dropped: Vec<Timestamp> = sorted.live.drain(..sorted.live.len() - keep).collect();
+        for at in dropped {
+            skip(&mut sorted, at, reason);
+        }
+    }
+    sorted
+}
+
+/// Which live times start now under the concurrency policy: the times, how many wait, and the
+/// deletions of the active runs a `Replace` supersedes.
+fn starts(policy: ConcurrencyPolicy, live: Vec<Timestamp>, active: &[&Child]) -> (Vec<Timestamp>, usize, Vec<Action>) {
+    match policy {
+        ConcurrencyPolicy::Allow => (live, 0, Vec::new()),
+        ConcurrencyPolicy::Forbid if !active.is_empty() => (Vec::new(), live.len(), Vec::new()),
+        ConcurrencyPolicy::Forbid => {
+            let waiting = live.len().saturating_sub(1);
+            (live.into_iter().take(1).collect(), waiting, Vec::new())
+        }
+        ConcurrencyPolicy::Replace => {
+            let deletions = if live.is_empty() {
+                Vec::new()
+            } else {
+                active.iter().map(|child| Action::Delete { name: child.name.clone(), reason: "Replaced" }).collect()
+            };
+            (live, 0, deletions)
+        }
+    }
+}
+
+/// Keep the newest finished runs up to each history limit (active runs are never pruned): the
+/// deletions go to `actions`; the runs that remain, with those started now, in time order.
+fn prune_history(
+    schedule: &Schedule,
+    children: &[Child],
+    actions: &mut Vec<Action>,
+    started: &[(Timestamp, String, DateRange)],
+) -> Vec<ScheduledRun> {
+    let replaced: Vec<String> = actions
         .iter()
         .filter_map(|a| match a {
-            Action::Delete { name, .. } => Some(name.as_str()),
+            Action::Delete { name, .. } => Some(name.clone()),
             _ => None,
         })
         .collect();
-    let mut remaining: Vec<&Child> = children.iter().filter(|c| !replaced.contains(&c.name.as_str())).collect();
+    let mut remaining: Vec<&Child> = children.iter().filter(|c| !replaced.contains(&c.name)).collect();
     remaining.sort_by_key(|c| c.scheduled_time);
     let mut pruned = Vec::new();
     for (phase, limit) in [
@@ -229,7 +285,6 @@ pub fn plan(input: Input<'_>) -> Plan {
     for name in &pruned {
         actions.push(Action::Delete { name: name.clone(), reason: "HistoryLimit" });
     }
-
     let mut runs: Vec<ScheduledRun> = remaining
         .iter()
         .filter(|c| !pruned.contains(&c.name))
@@ -247,37 +302,7 @@ pub fn plan(input: Input<'_>) -> Plan {
         phase: None,
     }));
     runs.sort_by_key(|r| r.scheduled_time.0);
-
-    let last_successful = children
-        .iter()
-        .filter(|c| c.phase == Some(Phase::Succeeded))
-        .map(|c| c.scheduled_time)
-        .chain(previous.last_successful_time.as_ref().map(time))
-        .max();
-
-    let mut all_skipped = previous.skipped.clone();
-    all_skipped.extend(skipped.iter().cloned());
-    all_skipped.sort_by_key(|s| s.scheduled_time.0);
-    let excess = all_skipped.len().saturating_sub(MAX_SKIPPED);
-    all_skipped.drain(..excess);
-
-    let next = if suspended { None } else { cron.next_after(now, tz) };
-    let requeue_after = next.map(|n| Duration::from_secs(n.duration_since(now).as_secs().max(1) as u64));
-    Plan {
-        actions,
-        status: ScheduleStatus {
-            last_schedule_time: last.map(Time),
-            last_successful_time: last_successful.map(Time),
-            next_schedule_time: next.map(Time),
-            runs,
-            last_run_now,
-            skipped: all_skipped,
-        },
-        waiting,
-        newly_skipped: skipped,
-        unlisted,
-        requeue_after,
-    }
+    runs
 }
 
 #[cfg(test)]
