@@ -89,22 +89,7 @@ pub fn owner_selector(kind: &str, uid: &str) -> String {
 pub fn build_job(input: &JobInput<'_>) -> Job {
     let name = job_name(input.owner.name, input.attempt);
     let overrides = input.overrides.cloned().unwrap_or_default();
-
-    let mut labels: BTreeMap<String, String> = overrides.labels.clone().unwrap_or_default();
-    labels.extend([
-        (LABEL_NAME.to_string(), input.worker_binary.to_string()),
-        (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
-        (LABEL_OWNER_KIND.to_string(), input.owner.kind.to_string()),
-        (LABEL_OWNER_UID.to_string(), input.owner.uid.to_string()),
-        (LABEL_ATTEMPT.to_string(), input.attempt.to_string()),
-        (LABEL_GENERATION.to_string(), input.generation.to_string()),
-    ]);
-    if let Some(queue) = input.queue {
-        labels.insert(LABEL_KUEUE_QUEUE.to_string(), queue.name.clone());
-        if let Some(priority) = &queue.priority_class {
-            labels.insert(LABEL_KUEUE_PRIORITY.to_string(), priority.clone());
-        }
-    }
+    let labels = job_labels(input, &overrides);
     let mut pod_labels = labels.clone();
     pod_labels.insert(LABEL_JOB.to_string(), name.clone());
     let mut annotations = overrides.annotations.clone().unwrap_or_default();
@@ -119,34 +104,7 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
         ]);
     }
     let annotations = Some(annotations).filter(|a| !a.is_empty());
-
-    let mut volumes =
-        vec![Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }];
-    volumes.extend(input.invocation.volumes.iter().cloned());
-    let mut mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }];
-    mounts.extend(input.invocation.mounts.iter().cloned());
-
-    let container = Container {
-        name: CONTAINER.into(),
-        image: Some(overrides.image.clone().unwrap_or_else(|| input.defaults.image.clone())),
-        image_pull_policy: input.defaults.image_pull_policy.clone(),
-        command: Some(vec![input.worker_binary.to_string()]),
-        args: Some(args),
-        env: Some(input.invocation.env.clone()).filter(|e| !e.is_empty()),
-        resources: overrides.resources.clone(),
-        volume_mounts: Some(mounts),
-        termination_message_path: Some(crate::worker::SUMMARY_PATH.into()),
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let container = worker_container(input, &overrides, args);
 
     Job {
         metadata: ObjectMeta {
@@ -185,34 +143,87 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
             managed_by: input.defaults.job_managed_by.clone(),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations, ..Default::default() }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    service_account_name: overrides
-                        .service_account_name
-                        .clone()
-                        .or_else(|| input.defaults.service_account_name.clone()),
-                    automount_service_account_token: Some(false),
-                    node_selector: overrides.node_selector.clone(),
-                    tolerations: overrides.tolerations.clone(),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(WORKER_UID),
-                        run_as_group: Some(WORKER_UID),
-                        fs_group: Some(WORKER_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..Default::default()
-                    }),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
+                spec: Some(restricted_pod(input, &overrides, container)),
             },
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+/// The Job's labels: the user's pod-override labels, then this operator's (which win).
+fn job_labels(input: &JobInput<'_>, overrides: &PodOverrides) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = overrides.labels.clone().unwrap_or_default();
+    labels.extend([
+        (LABEL_NAME.to_string(), input.worker_binary.to_string()),
+        (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
+        (LABEL_OWNER_KIND.to_string(), input.owner.kind.to_string()),
+        (LABEL_OWNER_UID.to_string(), input.owner.uid.to_string()),
+        (LABEL_ATTEMPT.to_string(), input.attempt.to_string()),
+        (LABEL_GENERATION.to_string(), input.generation.to_string()),
+    ]);
+    if let Some(queue) = input.queue {
+        labels.insert(LABEL_KUEUE_QUEUE.to_string(), queue.name.clone());
+        if let Some(priority) = &queue.priority_class {
+            labels.insert(LABEL_KUEUE_PRIORITY.to_string(), priority.clone());
+        }
+    }
+    labels
+}
+
+/// The worker container: restricted (non-root, read-only root, no capabilities), a writable
+/// `/tmp`, the summary in the termination message.
+fn worker_container(input: &JobInput<'_>, overrides: &PodOverrides, args: Vec<String>) -> Container {
+    let mut mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }];
+    mounts.extend(input.invocation.mounts.iter().cloned());
+    Container {
+        name: CONTAINER.into(),
+        image: Some(overrides.image.clone().unwrap_or_else(|| input.defaults.image.clone())),
+        image_pull_policy: input.defaults.image_pull_policy.clone(),
+        command: Some(vec![input.worker_binary.to_string()]),
+        args: Some(args),
+        env: Some(input.invocation.env.clone()).filter(|e| !e.is_empty()),
+        resources: overrides.resources.clone(),
+        volume_mounts: Some(mounts),
+        termination_message_path: Some(crate::worker::SUMMARY_PATH.into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The pod of an attempt: never restarted, no service account token, the worker's uid.
+fn restricted_pod(input: &JobInput<'_>, overrides: &PodOverrides, container: Container) -> PodSpec {
+    let mut volumes =
+        vec![Volume { name: "tmp".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() }];
+    volumes.extend(input.invocation.volumes.iter().cloned());
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        service_account_name: overrides
+            .service_account_name
+            .clone()
+            .or_else(|| input.defaults.service_account_name.clone()),
+        automount_service_account_token: Some(false),
+        node_selector: overrides.node_selector.clone(),
+        tolerations: overrides.tolerations.clone(),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(WORKER_UID),
+            run_as_group: Some(WORKER_UID),
+            fs_group: Some(WORKER_UID),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+            ..Default::default()
+        }),
+        containers: vec![container],
+        volumes: Some(volumes),
+        ..Default::default()
     }
 }
 
