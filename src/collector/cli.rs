@@ -144,46 +144,17 @@ pub fn termination_summary(summary: &RunSummary) -> String {
     serde_json::to_string(&compact).unwrap_or_default()
 }
 
+/// Run the command line: check the arguments, open the store and the client, collect, and
+/// report the summary and the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let global = &cli.global;
-    let (stages, args) = match &cli.command {
-        Command::Collect(a) => (vec![Stage::Cards], a),
-        Command::Results(a) => (vec![Stage::Results], a),
-        Command::Odds(a) => (vec![Stage::Odds], a),
-        Command::Pipeline(a) => (vec![Stage::Cards, Stage::Results, Stage::Odds], a),
-        Command::Preprocess(_) | Command::Enrich(_) => {
-            return usage("preprocess and enrich are not implemented yet; `collect` stores the pre-race state already");
-        }
+    let (request, args, key) = match request(&cli) {
+        Ok(checked) => checked,
+        Err(message) => return usage(&message),
     };
-    if global.insecure_skip_tls_verify && global.environment != Environment::Development {
-        return usage("refusing --insecure-skip-tls-verify outside --environment development");
-    }
-    let (from, to) = match (args.date, args.from, args.to) {
-        (Some(day), None, None) => (day, day),
-        (None, Some(from), Some(to)) if from <= to => (from, to),
-        (None, Some(_), Some(_)) => return usage("--to is before --from"),
-        _ => return usage("give --date, or --from and --to"),
-    };
-    let Some(key) = global.api_key.as_deref().filter(|k| !k.trim().is_empty()) else {
-        return usage("no KRA service key: set KRA_API_KEY (or --api-key)");
-    };
-    if global.requests_per_second.is_nan() || global.requests_per_second <= 0.0 {
-        return usage("--requests-per-second must be positive");
-    }
-
-    let url = match &global.database_url {
-        Some(url) => url.clone(),
-        None => {
-            let file = global.data_dir.join("kra.sqlite3");
-            // The folder may exist and still be read-only (an image's folder on a read-only root):
-            // SQLite would only say "unable to open database file".
-            let writable = std::fs::create_dir_all(&global.data_dir)
-                .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(&file));
-            if let Err(error) = writable {
-                return usage(&data_dir_problem(&global.data_dir, &error));
-            }
-            format!("sqlite://{}", file.display())
-        }
+    let url = match database_url(global) {
+        Ok(url) => url,
+        Err(message) => return usage(&message),
     };
     let store = match Store::open(&url).await {
         Ok(store) => store,
@@ -213,16 +184,6 @@ pub async fn run(cli: Cli) -> ExitCode {
             tracing::info!("{line}");
         }
     };
-    let request = RunRequest {
-        meet: args.meet,
-        from,
-        to,
-        races: args.races.clone(),
-        stages,
-        details: !args.no_details,
-        odds_batch: args.odds_batch,
-        odds_backfill: args.backfill,
-    };
     let summary = Collector::new(&client, &store, Arc::new(jiff::Timestamp::now), &progress).run(&request).await;
 
     match serde_json::to_string_pretty(&summary) {
@@ -234,21 +195,77 @@ pub async fn run(cli: Cli) -> ExitCode {
     {
         eprintln!("kra-collector: failed to write the summary to {}: {error}", path.display());
     }
-    match summary.stop_class {
-        Some("database") => {
-            eprintln!("kra-collector: {}", summary.message);
-            ExitCode::from(exit::DATABASE)
+    exit_code(&summary)
+}
+
+/// The run the command line asks for, its day arguments and the service key (pure); `Err`
+/// names the bad usage.
+fn request(cli: &Cli) -> Result<(RunRequest, &DayArgs, &str), String> {
+    let global = &cli.global;
+    let (stages, args) = match &cli.command {
+        Command::Collect(a) => (vec![Stage::Cards], a),
+        Command::Results(a) => (vec![Stage::Results], a),
+        Command::Odds(a) => (vec![Stage::Odds], a),
+        Command::Pipeline(a) => (vec![Stage::Cards, Stage::Results, Stage::Odds], a),
+        Command::Preprocess(_) | Command::Enrich(_) => {
+            return Err(
+                "preprocess and enrich are not implemented yet; `collect` stores the pre-race state already".into()
+            );
         }
-        Some(_) => {
-            eprintln!("kra-collector: {}", summary.message);
-            ExitCode::from(exit::API_STOPPED)
-        }
-        None if summary.races_failed > 0 => {
-            eprintln!("kra-collector: {}", summary.message);
-            ExitCode::from(exit::RACES_FAILED)
-        }
-        None => ExitCode::SUCCESS,
+    };
+    if global.insecure_skip_tls_verify && global.environment != Environment::Development {
+        return Err("refusing --insecure-skip-tls-verify outside --environment development".into());
     }
+    let (from, to) = match (args.date, args.from, args.to) {
+        (Some(day), None, None) => (day, day),
+        (None, Some(from), Some(to)) if from <= to => (from, to),
+        (None, Some(_), Some(_)) => return Err("--to is before --from".into()),
+        _ => return Err("give --date, or --from and --to".into()),
+    };
+    let Some(key) = global.api_key.as_deref().filter(|k| !k.trim().is_empty()) else {
+        return Err("no KRA service key: set KRA_API_KEY (or --api-key)".into());
+    };
+    if global.requests_per_second.is_nan() || global.requests_per_second <= 0.0 {
+        return Err("--requests-per-second must be positive".into());
+    }
+    let request = RunRequest {
+        meet: args.meet,
+        from,
+        to,
+        races: args.races.clone(),
+        stages,
+        details: !args.no_details,
+        odds_batch: args.odds_batch,
+        odds_backfill: args.backfill,
+    };
+    Ok((request, args, key))
+}
+
+/// The database URL: `--database-url`, else an SQLite file in the data directory, which must be
+/// writable.
+fn database_url(global: &GlobalArgs) -> Result<String, String> {
+    if let Some(url) = &global.database_url {
+        return Ok(url.clone());
+    }
+    let file = global.data_dir.join("kra.sqlite3");
+    // The folder may exist and still be read-only (an image's folder on a read-only root):
+    // SQLite would only say "unable to open database file".
+    std::fs::create_dir_all(&global.data_dir)
+        .and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(&file))
+        .map_err(|error| data_dir_problem(&global.data_dir, &error))?;
+    Ok(format!("sqlite://{}", file.display()))
+}
+
+/// The exit code of a finished run (the table is in `worker::exit::collector`).
+fn exit_code(summary: &RunSummary) -> ExitCode {
+    let code = match summary.stop_class {
+        Some("database") => exit::DATABASE,
+        Some(_) => exit::API_STOPPED,
+        None if summary.races_failed > 0 => exit::RACES_FAILED,
+        None => return ExitCode::SUCCESS,
+    };
+    eprintln!("kra-collector: {}", summary.message);
+    ExitCode::from(code)
 }
 
 #[cfg(test)]
