@@ -1,5 +1,5 @@
-//! Odds rows (API160_1 and the API301 backfill), post-race data: stored for analysis, never a
-//! model input.
+//! Odds rows read from API160_1 and the API301 backfill (the row type is `race::OddsRow`):
+//! post-race data, stored for analysis, never a model input.
 
 use crate::kra::envelope::Row;
 use crate::kra::normalize;

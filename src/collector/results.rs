@@ -1,5 +1,5 @@
-//! Results: the finishing order after the race, and the unordered top three (삼복연승) that the
-//! evaluation predicts. Dead heats are explicit, never settled by row order.
+//! A race's result read from its API214_1 rows (the type is `race::RaceResult`): the finishing
+//! order and the unordered top three. Dead heats are explicit, never settled by row order.
 
 use crate::kra::envelope::Row;
 use crate::kra::normalize;
