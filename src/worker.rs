@@ -238,15 +238,6 @@ mod tests {
     use super::*;
     use crate::evaluator::request::PredictorRequest;
 
-    const ACTIONS: [KraAction; 6] = [
-        KraAction::CollectRaceCards,
-        KraAction::CollectResults,
-        KraAction::CollectOdds,
-        KraAction::Preprocess,
-        KraAction::Enrich,
-        KraAction::FullPipeline,
-    ];
-
     fn secret(name: &str) -> SecretKeyRef {
         SecretKeyRef { name: name.into(), key: "k".into() }
     }
@@ -293,7 +284,7 @@ mod tests {
                 other => panic!("predictor changed on the way: {other:?}"),
             }
         }
-        for (i, action) in ACTIONS.into_iter().enumerate() {
+        for (i, action) in KraAction::ALL.into_iter().enumerate() {
             let collector = CollectorTask {
                 action,
                 meet: Meet::value_variants()[i % 3],

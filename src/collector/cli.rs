@@ -281,14 +281,7 @@ mod tests {
             database_secret: Some(SecretKeyRef { name: "db".into(), key: "url".into() }),
             ..Default::default()
         };
-        for action in [
-            KraAction::CollectRaceCards,
-            KraAction::CollectResults,
-            KraAction::CollectOdds,
-            KraAction::Preprocess,
-            KraAction::Enrich,
-            KraAction::FullPipeline,
-        ] {
+        for action in KraAction::ALL {
             let spec: KraJobSpec = serde_json::from_value(serde_json::json!({
                 "action": action, "meet": "busan", "dateRange": {"from": "2025-05-23", "to": "2025-05-25"},
                 "raceNumbers": [1, 3], "apiKeySecretRef": {"name": "k", "key": "v"}

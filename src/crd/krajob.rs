@@ -25,6 +25,16 @@ pub enum KraAction {
 }
 
 impl KraAction {
+    /// Every action, in the order of the CRD's enum.
+    pub const ALL: [KraAction; 6] = [
+        KraAction::CollectRaceCards,
+        KraAction::CollectResults,
+        KraAction::CollectOdds,
+        KraAction::Preprocess,
+        KraAction::Enrich,
+        KraAction::FullPipeline,
+    ];
+
     /// The `kra-collector` sub-command that performs this action.
     pub fn collector_command(self) -> &'static str {
         match self {
@@ -157,5 +167,28 @@ impl std::ops::Deref for KraJobStatus {
 
     fn deref(&self) -> &Self::Target {
         &self.run
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_holds_every_action_of_the_schema() {
+        let schema = serde_json::to_value(schemars::schema_for!(KraAction)).unwrap();
+        // One `{"const": …}` per documented variant.
+        let mut in_schema: Vec<String> = schema["oneOf"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["const"].as_str().map(String::from))
+            .collect();
+        let mut listed: Vec<String> =
+            KraAction::ALL.iter().map(|a| serde_json::to_value(a).unwrap().as_str().unwrap().to_string()).collect();
+        in_schema.sort();
+        listed.sort();
+        assert_eq!(in_schema.len(), 6, "schema: {schema}");
+        assert_eq!(listed, in_schema);
     }
 }
