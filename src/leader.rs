@@ -17,7 +17,11 @@ pub struct LeaseSettings {
     pub name: String,
     pub identity: String,
     pub lease_duration: Duration,
+    /// Between renewals by the holder.
     pub renew_interval: Duration,
+    /// Between attempts of a standby to acquire the Lease (controller-runtime's retry period):
+    /// a failover takes at most the lease duration and this.
+    pub retry_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

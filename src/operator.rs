@@ -71,9 +71,13 @@ pub struct RunArgs {
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, env = "KRA_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
-    /// Seconds between Lease renewals (and between attempts to acquire it).
+    /// Seconds between Lease renewals by the leader.
     #[arg(long, env = "KRA_LEASE_RENEW_SECONDS", default_value_t = 5)]
     pub lease_renew_seconds: u64,
+    /// Seconds between a standby's attempts to acquire the Lease: a failover takes at most the
+    /// lease duration and this.
+    #[arg(long, env = "KRA_LEASE_RETRY_SECONDS", default_value_t = 2)]
+    pub lease_retry_seconds: u64,
     /// Set `spec.managedBy` of worker Jobs, handing them to another Job controller (for example
     /// Kueue MultiKueue). The controller tests use it on real clusters to drive Job status themselves.
     #[arg(long, env = "KRA_JOB_MANAGED_BY")]
@@ -191,6 +195,7 @@ pub async fn run(args: RunArgs, client: Client) -> anyhow::Result<()> {
                 identity: identity.clone(),
                 lease_duration: Duration::from_secs(args.lease_duration_seconds),
                 renew_interval: Duration::from_secs(args.lease_renew_seconds),
+                retry_interval: Duration::from_secs(args.lease_retry_seconds.max(1)),
             },
         )
     });
@@ -226,7 +231,7 @@ async fn lead_when_elected(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let (metrics, identity) = (&shared.metrics, shared.identity.as_str());
-    let renew = elector.settings().renew_interval;
+    let (renew, retry) = (elector.settings().renew_interval, elector.settings().retry_interval);
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -243,7 +248,7 @@ async fn lead_when_elected(
         }
         let mut stop = stop.clone();
         tokio::select! {
-            _ = tokio::time::sleep(renew) => {},
+            _ = tokio::time::sleep(retry) => {},
             _ = stop.wait_for(|s| *s) => return Ok(()),
         }
     }

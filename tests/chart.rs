@@ -193,6 +193,7 @@ fn the_operator_pod_is_restricted_probed_and_highly_available() {
             && container["resources"]["limits"]["memory"].is_string()
     );
     assert_eq!(env(container, "KRA_LEADER_ELECTION"), Some("true"));
+    assert_eq!(env(container, "KRA_LEASE_RETRY_SECONDS"), Some("2"), "a standby retries every 2 s by default");
     assert_eq!(env(container, "KRA_WATCH_NAMESPACES"), None, "cluster mode watches everything");
     assert_eq!(env(container, "KRA_WORKER_IMAGE"), Some("ghcr.io/kra-dev/kra-operator:0.1.0"));
     assert_eq!(env(container, "KRA_HTTP_ADDR"), Some("0.0.0.0:8080"));

@@ -118,6 +118,32 @@ async fn bad_configuration_is_refused_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn every_retry_is_a_warning_naming_the_endpoint_the_attempt_and_the_class() {
+    let kra = FakeKra::start().await;
+    kra_day::serve_before(&kra, &Day::default());
+    kra.faults(kra_day::TRACK, vec![Fault::Status { code: 503, retry_after: None }]);
+    let dir = scratch();
+    let output = collector(&kra, &dir, &["collect", "--meet", "seoul", "--date", "2025-05-24"], &[]).await;
+    assert!(output.status.success(), "one 503 is retried and the run succeeds: {}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let retries: Vec<Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|log| log["message"] == "KRA API call failed; retrying")
+        .collect();
+    assert_eq!(retries.len(), 1, "one warning per retry, at the default log level: {stderr}");
+    let retry = &retries[0];
+    assert_eq!(retry["level"], "WARN");
+    assert_eq!(retry["api"], "API189_1");
+    assert_eq!(retry["attempt"], 1);
+    assert_eq!(retry["class"], "server_error");
+    assert_eq!(retry["page"], 1);
+    for form in KEY_FORMS {
+        assert!(!stderr.contains(form), "the key leaked as {form:?}");
+    }
+}
+
+#[tokio::test]
 async fn the_service_key_appears_in_no_output_log_error_or_stored_row() {
     let kra = FakeKra::start().await;
     let day = Day::default();

@@ -314,7 +314,6 @@ impl KraClient {
                 Ok(page) => return Ok(page),
                 Err(failure) => failure,
             };
-            tracing::debug!(api = endpoint.api_id(), attempt, class = failure.class(), "KRA API call failed");
             if !failure.retryable() || attempt >= self.retry.attempts {
                 return Err(CallError::Failed { api: endpoint.api_id(), attempts: attempt, failure });
             }
@@ -326,6 +325,17 @@ impl KraClient {
                 }
                 _ => backoff_with_jitter(&self.retry, attempt),
             };
+            // The class names the failure; its text may quote the server and is left to the
+            // final error. Never the URL: it carries the key.
+            tracing::warn!(
+                api = endpoint.api_id(),
+                page = page_no,
+                attempt,
+                of = self.retry.attempts,
+                class = failure.class(),
+                retry_in_ms = wait.as_millis() as u64,
+                "KRA API call failed; retrying"
+            );
             tokio::time::sleep(wait).await;
         }
     }
