@@ -4,6 +4,9 @@
 //! Pod spec would declare), no capabilities, no new privileges. Where podman cannot run a
 //! container at all, each test says so and skips; a missing image is a failure.
 
+#[allow(dead_code)]
+#[path = "support/local_node.rs"]
+mod local_node;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +14,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use kra_operator::crd::{CollectionSummary, KraJob};
+use local_node::{PODMAN_GLOBAL, PODMAN_HOST};
 use serde_json::json;
 use support::fake_kra::FakeKra;
 use support::kra_day::{self, Day};
@@ -21,21 +25,15 @@ fn image() -> String {
     std::env::var("KRA_TEST_IMAGE").unwrap_or_else(|_| format!("localhost/kra-operator:{}", env!("CARGO_PKG_VERSION")))
 }
 
-/// podman as toolchain.md measured it works here: vfs storage, runc, cgroupfs, open-file limits
-/// under the machine's hard limit.
+/// podman as toolchain.md measured it works here (the options the local node uses too).
 fn podman() -> Command {
     let mut command = Command::new("podman");
-    command.args(["--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
+    command.args(PODMAN_GLOBAL);
     command
 }
 
+/// The restrictions of a worker Pod, as `podman run` options (after `PODMAN_HOST`).
 const RESTRICTED: &[&str] = &[
-    "--network",
-    "host",
-    "--ulimit",
-    "nofile=20000:20000",
-    "--ulimit",
-    "nproc=4096:4096",
     "--user",
     "65532:65532",
     "--read-only",
@@ -48,7 +46,8 @@ const RESTRICTED: &[&str] = &[
 
 /// Whether podman can run the image here; None (and a message) where it cannot run containers.
 fn ready() -> Option<()> {
-    let probe = podman().args(["run", "--rm"]).args(RESTRICTED).arg(image()).arg("--version").output();
+    let probe =
+        podman().args(["run", "--rm"]).args(PODMAN_HOST).args(RESTRICTED).arg(image()).arg("--version").output();
     match probe {
         Err(error) => {
             eprintln!("SKIPPED: podman cannot be started here ({error}); the image tests need podman and runc");
@@ -67,7 +66,15 @@ fn ready() -> Option<()> {
 
 /// Run the image with the restrictions and `extra` podman arguments before it.
 fn run(extra: &[&str], args: &[&str]) -> Output {
-    podman().args(["run", "--rm"]).args(RESTRICTED).args(extra).arg(image()).args(args).output().expect("run podman")
+    podman()
+        .args(["run", "--rm"])
+        .args(PODMAN_HOST)
+        .args(RESTRICTED)
+        .args(extra)
+        .arg(image())
+        .args(args)
+        .output()
+        .expect("run podman")
 }
 
 /// A folder the container's UID may write (a Pod's emptyDir).
@@ -224,6 +231,7 @@ async fn the_operator_in_the_image_reconciles_on_the_real_control_plane() {
     let name = format!("kra-operator-{}", random_suffix());
     let output = podman()
         .args(["run", "--detach", "--name", &name])
+        .args(PODMAN_HOST)
         .args(RESTRICTED)
         .args(["--volume", &format!("{}:/etc/kra/kubeconfig:ro", kubeconfig.display())])
         .args(["--volume", &format!("{}:{}:ro", ca.display(), ca.display())])

@@ -68,21 +68,23 @@ pub struct NodeConfig {
     pub podman_image: Option<String>,
 }
 
-/// podman as it works on these machines (../shared/docs/toolchain.md): vfs storage, runc,
-/// cgroupfs, and open-file limits under the machine's hard limit.
+/// podman's global options as it works on these machines (../shared/docs/toolchain.md): vfs
+/// storage, runc, cgroupfs.
+pub const PODMAN_GLOBAL: &[&str] = &["--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs"];
+/// `podman run` options every test container gets: host networking (what the tests serve
+/// listens on loopback) and open-file and process limits under the machine's hard limit.
+pub const PODMAN_HOST: &[&str] =
+    &["--network", "host", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"];
+
 pub fn podman() -> tokio::process::Command {
     let mut command = tokio::process::Command::new("podman");
-    command.args(["--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
+    command.args(PODMAN_GLOBAL);
     command
 }
 
 /// Whether podman can run `image` here (a container that prints the binary's version).
 pub async fn podman_runs(image: &str) -> bool {
-    let probe = podman()
-        .args(["run", "--rm", "--network", "host", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"])
-        .args([image, "--version"])
-        .output()
-        .await;
+    let probe = podman().args(["run", "--rm"]).args(PODMAN_HOST).args([image, "--version"]).output().await;
     matches!(probe, Ok(output) if output.status.success())
 }
 
@@ -101,14 +103,16 @@ impl Drop for LocalNode {
         if self.containers {
             let filter = format!("label={NODE_LABEL}={}", self.name);
             let listed = std::process::Command::new("podman")
-                .args(["--storage-driver", "vfs", "ps", "--all", "--quiet", "--filter", &filter])
+                .args(PODMAN_GLOBAL)
+                .args(["ps", "--all", "--quiet", "--filter", &filter])
                 .output();
             let ids: Vec<String> = listed
                 .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
                 .unwrap_or_default();
             if !ids.is_empty() {
                 let _ = std::process::Command::new("podman")
-                    .args(["--storage-driver", "vfs", "--runtime", "runc", "rm", "--force", "--time", "0"])
+                    .args(PODMAN_GLOBAL)
+                    .args(["rm", "--force", "--time", "0"])
                     .args(&ids)
                     .output();
             }
@@ -494,7 +498,7 @@ fn podman_command(
     let security = container.security_context.clone().unwrap_or_default();
     let mut command = podman();
     command.args(["run", "--rm", "--name", container_name, "--label", &format!("{NODE_LABEL}={}", config.name)]);
-    command.args(["--network", "host", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]);
+    command.args(PODMAN_HOST);
     let user = security.run_as_user.or(pod_security.run_as_user);
     let group = security.run_as_group.or(pod_security.run_as_group);
     match (user, group) {
