@@ -4,7 +4,6 @@
 //! Pod spec would declare), no capabilities, no new privileges. Where podman cannot run a
 //! container at all, each test says so and skips; a missing image is a failure.
 
-#[allow(dead_code)]
 #[path = "support/local_node.rs"]
 mod local_node;
 mod support;
