@@ -2,6 +2,7 @@
 //! (`KraJob`) and prediction evaluation (`EvaluationRun`) as batch/v1 Jobs.
 
 pub mod collector;
+pub mod completions;
 pub mod controller;
 pub mod crd;
 pub mod cron;

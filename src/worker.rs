@@ -303,7 +303,10 @@ mod tests {
             | Command::Odds(days)
             | Command::Pipeline(days)
             | Command::Preprocess(days)
-            | Command::Enrich(days)) = cli.command;
+            | Command::Enrich(days)) = cli.command
+            else {
+                panic!("{action:?} is no collection sub-command")
+            };
             assert_eq!(days.meet, Meet::value_variants()[i % 3]);
             assert_eq!(days.races.as_deref(), Some(&[1i64, 12][..]));
         }

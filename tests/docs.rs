@@ -224,6 +224,24 @@ fn each_binary_help_says_what_that_binary_does() {
 }
 
 #[test]
+fn each_binary_prints_shell_completions_of_its_own_commands() {
+    for (binary, name, subcommand) in [
+        (env!("CARGO_BIN_EXE_kra-operator"), "kra-operator", "crd"),
+        (env!("CARGO_BIN_EXE_kra-collector"), "kra-collector", "pipeline"),
+        (env!("CARGO_BIN_EXE_kra-evaluator"), "kra-evaluator", "score"),
+    ] {
+        for shell in ["bash", "zsh", "fish"] {
+            let output = Command::new(binary).args(["completions", shell]).output().unwrap();
+            assert!(output.status.success(), "{name} completions {shell}: {}", String::from_utf8_lossy(&output.stderr));
+            let script = String::from_utf8_lossy(&output.stdout);
+            assert!(script.contains(name) && script.contains(subcommand), "{name} {shell}: {script}");
+        }
+        let refused = Command::new(binary).args(["completions", "tcsh"]).output().unwrap();
+        assert!(!refused.status.success(), "{name} accepted an unknown shell");
+    }
+}
+
+#[test]
 fn each_binary_version_names_the_commit_it_was_built_from() {
     for (binary, name) in [
         (env!("CARGO_BIN_EXE_kra-operator"), "kra-operator"),

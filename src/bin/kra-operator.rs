@@ -31,6 +31,8 @@ enum Command {
         #[arg(long)]
         reference: bool,
     },
+    /// Print a shell completion script.
+    Completions(kra_operator::completions::CompletionArgs),
 }
 
 /// Print to stdout. A reader that stops early (`kra-operator crd | head`) closes the pipe: that
@@ -63,6 +65,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::install_crypto_provider();
     let result = match cli.command {
+        Command::Completions(args) => {
+            return kra_operator::completions::print::<Cli>(args.shell, "kra-operator");
+        }
         Command::Crd { reference: true, .. } => print_stdout(&crd::reference::markdown(&crd::all())),
         Command::Crd { out_dir, .. } => write_crds(out_dir),
         Command::Run(args) => {

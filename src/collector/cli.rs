@@ -77,6 +77,8 @@ pub enum Command {
     Preprocess(DayArgs),
     /// Add history-based features (not implemented yet).
     Enrich(DayArgs),
+    /// Print a shell completion script.
+    Completions(crate::completions::CompletionArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -147,6 +149,9 @@ pub fn termination_summary(summary: &RunSummary) -> String {
 /// Run the command line: check the arguments, open the store and the client, collect, and
 /// report the summary and the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
+    if let Command::Completions(args) = &cli.command {
+        return crate::completions::print::<Cli>(args.shell, "kra-collector");
+    }
     let global = &cli.global;
     let (request, args, key) = match request(&cli) {
         Ok(checked) => checked,
@@ -207,6 +212,7 @@ fn request(cli: &Cli) -> Result<(RunRequest, &DayArgs, &str), String> {
         Command::Results(a) => (vec![Stage::Results], a),
         Command::Odds(a) => (vec![Stage::Odds], a),
         Command::Pipeline(a) => (vec![Stage::Cards, Stage::Results, Stage::Odds], a),
+        Command::Completions(_) => return Err("completions are printed, not collected".into()),
         Command::Preprocess(_) | Command::Enrich(_) => {
             return Err(
                 "preprocess and enrich are not implemented yet; `collect` stores the pre-race state already".into()
@@ -297,6 +303,7 @@ mod tests {
                 | Command::Pipeline(a)
                 | Command::Preprocess(a)
                 | Command::Enrich(a) => a,
+                Command::Completions(_) => panic!("{action:?} became the completions sub-command"),
             };
             assert_eq!(args.meet, Meet::Busan);
             assert_eq!(

@@ -39,6 +39,8 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Score predictions made elsewhere (JSON lines: raceId, predicted, optional confidence).
     Score(ScoreArgs),
+    /// Print a shell completion script.
+    Completions(crate::completions::CompletionArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -190,6 +192,7 @@ pub fn request(cli: &Cli) -> Result<Request, EvaluatorError> {
             (&e.run, predictor, prompt)
         }
         Command::Score(s) => (&s.run, PredictorRequest::Recorded(s.predictions.clone()), None),
+        Command::Completions(_) => return Err(usage("completions are printed, not evaluated")),
     };
     let database_url = match &cli.database_url {
         Some(url) => url.clone(),
@@ -218,6 +221,9 @@ pub fn request(cli: &Cli) -> Result<Request, EvaluatorError> {
 
 /// Run the command line: build the request, execute it, print the summary or the error.
 pub async fn run(cli: Cli) -> ExitCode {
+    if let Command::Completions(args) = &cli.command {
+        return crate::completions::print::<Cli>(args.shell, "kra-evaluator");
+    }
     let outcome = match request(&cli) {
         Ok(request) => super::run::execute(request).await,
         Err(error) => Err(error),
