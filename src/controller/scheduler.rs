@@ -199,7 +199,9 @@ struct Due {
 }
 
 /// Sort the due times: a time whose child exists was started before a restart (it counts as
-/// started); suspension, the starting deadline and the catch-up rule skip the others.
+/// started), and so does a time that names the same child as an earlier one (a wall-clock time a
+/// daylight-saving fold repeats: same name, same window); suspension, the starting deadline and
+/// the catch-up rule skip the others.
 fn sort_due(input: &Input<'_>, due: Vec<Timestamp>, last: Option<Timestamp>) -> Due {
     let Input { parent, schedule, tz, suspended, children, now, .. } = *input;
     let mut sorted = Due { live: Vec::new(), skipped: Vec::new(), last };
@@ -211,9 +213,10 @@ fn sort_due(input: &Input<'_>, due: Vec<Timestamp>, last: Option<Timestamp>) -> 
         });
         sorted.last = Some(sorted.last.map_or(at, |l| l.max(at)));
     };
+    let mut names = std::collections::HashSet::new();
     for at in due {
         let name = child_name(parent, at, tz);
-        if children.iter().any(|c| c.name == name) {
+        if children.iter().any(|c| c.name == name) || !names.insert(name) {
             sorted.last = Some(sorted.last.map_or(at, |l| l.max(at)));
         } else if suspended {
             skip(&mut sorted, at, SKIP_SUSPENDED);
@@ -438,19 +441,38 @@ mod tests {
     }
 
     #[test]
-    fn a_daylight_saving_zone_keeps_the_wall_clock_and_the_local_date() {
+    fn a_daylight_saving_gap_skips_that_day_as_cronjob_does() {
         let mut london = schedule("30 1 * * *");
         london.time_zone = "Europe/London".into();
         london.concurrency_policy = ConcurrencyPolicy::Allow;
         let mut world = World::new(london, "2025-03-29T00:00:00Z");
-        // 2025-03-30: 01:00 GMT jumps to 02:00 BST, so 01:30 does not exist and fires at 02:30 BST
-        // (01:30 UTC) with that day's window; the next day 01:30 BST is 00:30 UTC.
+        // 2025-03-30: 01:00 GMT jumps to 02:00 BST, so 01:30 does not exist and, as in a
+        // Kubernetes CronJob, nothing fires that day; the next day 01:30 BST is 00:30 UTC.
         let plan = world.step("2025-03-31T12:00:00Z");
-        assert_eq!(created(&plan), ["seoul-20250329-0130", "seoul-20250330-0230", "seoul-20250331-0130"]);
+        assert_eq!(created(&plan), ["seoul-20250329-0130", "seoul-20250331-0130"]);
         let times: Vec<Timestamp> = plan.status.runs.iter().map(|r| r.scheduled_time.0).collect();
-        assert_eq!(times, [at("2025-03-29T01:30:00Z"), at("2025-03-30T01:30:00Z"), at("2025-03-31T00:30:00Z")]);
+        assert_eq!(times, [at("2025-03-29T01:30:00Z"), at("2025-03-31T00:30:00Z")]);
         let days: Vec<&str> = plan.status.runs.iter().map(|r| r.window.from.as_str()).collect();
-        assert_eq!(days, ["2025-03-29", "2025-03-30", "2025-03-31"]);
+        assert_eq!(days, ["2025-03-29", "2025-03-31"]);
+    }
+
+    #[test]
+    fn a_daylight_saving_fold_fires_twice_but_runs_its_window_once() {
+        let mut london = schedule("30 1 * * *");
+        london.time_zone = "Europe/London".into();
+        london.concurrency_policy = ConcurrencyPolicy::Allow;
+        let mut world = World::new(london, "2025-10-25T12:00:00Z");
+        // 2025-10-26: 02:00 BST falls back to 01:00 GMT, so 01:30 happens at 00:30 and 01:30 UTC.
+        // Both fire times name the same run (its local time), which is created once.
+        let first = world.step("2025-10-26T00:45:00Z");
+        assert_eq!(created(&first), ["seoul-20251026-0130"]);
+        let second = world.step("2025-10-26T01:45:00Z");
+        assert!(created(&second).is_empty(), "the repeated 01:30 is the same run: {:?}", created(&second));
+        assert_eq!(second.status.runs.len(), 1);
+        assert_eq!(second.status.runs[0].scheduled_time.0, at("2025-10-26T00:30:00Z"));
+        // Both times due in one reconcile (the operator was down across the fold): one run.
+        let mut world = World::new(world.schedule.clone(), "2025-10-25T12:00:00Z");
+        assert_eq!(created(&world.step("2025-10-26T02:00:00Z")), ["seoul-20251026-0130"]);
     }
 
     #[test]

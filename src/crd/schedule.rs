@@ -16,8 +16,9 @@ pub const DEFAULT_TIME_ZONE: &str = "Asia/Seoul";
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Schedule {
-    /// Five-field cron expression (minute hour day-of-month month day-of-week) or a macro
-    /// (`@daily`, `@weekly`, ...), read in `timeZone`. Example: `0 22 * * SAT,SUN`.
+    /// Five-field cron expression (minute hour day-of-month month day-of-week) or a descriptor
+    /// (`@daily`, `@weekly`, ...), read in `timeZone` exactly as a Kubernetes CronJob reads its
+    /// schedule. Example: `0 22 * * SAT,SUN`.
     #[schemars(length(min = 1, max = 100))]
     pub cron: String,
     /// IANA time zone of the expression and of the data windows.
