@@ -95,7 +95,7 @@ async fn calls_per_day() -> (u64, u64, std::collections::BTreeMap<&'static str, 
     std::fs::create_dir_all(&dir).unwrap();
     let store = Store::open(&format!("sqlite://{}", dir.join("kra.sqlite3").display())).await.unwrap();
     kra_operator::telemetry::install_crypto_provider();
-    let budget = Arc::new(Budget::new(BudgetLimits { per_second: 100_000.0, per_run: 100_000 }));
+    let budget = Arc::new(Budget::new(BudgetLimits { per_second: 100_000.0, burst: 100_000, per_run: 100_000 }));
     let client = KraClient::new(
         &ClientSettings { base_url: kra.base_url.clone(), ..Default::default() },
         ServiceKey::new("bench"),

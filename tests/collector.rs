@@ -13,7 +13,7 @@ use kra_operator::kra::budget::{Budget, BudgetLimits};
 use kra_operator::kra::client::{ClientSettings, KraClient, RetrySettings, ServiceKey};
 use kra_operator::store::Store;
 use serde_json::{Value, json};
-use support::fake_kra::{FakeKra, Fault, gateway_error};
+use support::fake_kra::{FakeKra, Fault, business_error, gateway_error};
 use support::kra_day::{self, Day};
 use support::postgres::Postgres;
 
@@ -80,7 +80,7 @@ impl Harness {
             },
             ..Default::default()
         };
-        let budget = Arc::new(Budget::new(BudgetLimits { per_second: 10_000.0, per_run: budget }));
+        let budget = Arc::new(Budget::new(BudgetLimits { per_second: 10_000.0, burst: 10_000, per_run: budget }));
         let client = KraClient::new(&settings, ServiceKey::new(KEY), budget).unwrap();
         let lines: Mutex<Vec<String>> = Mutex::default();
         let progress = |line: &str| lines.lock().unwrap().push(line.to_string());
@@ -116,6 +116,42 @@ async fn a_day_whose_plan_is_unavailable_fails_without_counting_races_it_never_f
     assert_eq!((summary.races_found, summary.races_collected, summary.races_failed), (0, 0, 1), "{summary:#?}");
     assert!(summary.message.contains("0 collected"), "{}", summary.message);
     assert_eq!(summary.failures[0].race_id, "20250524_1_*", "the failure names the day");
+}
+
+#[tokio::test]
+async fn a_card_whose_pages_repeat_rows_fails_its_race_as_malformed_and_stores_no_partial_card() {
+    let h = Harness::sqlite().await;
+    kra_day::serve_before(&h.kra, &Day::default());
+    // Pages of 3 rows, and a server that answers page 2 with page 1 (for a while).
+    h.kra.cap_page_size(3);
+    h.kra.repeat_page_one(usize::MAX);
+    let summary = h.run(&[Stage::Cards], Some(vec![1]), morning()).await;
+    assert!(!summary.succeeded(), "{summary:#?}");
+    assert_eq!((summary.races_collected, summary.races_failed), (0, 1), "{summary:#?}");
+    assert_eq!(summary.failures[0].class, "malformed", "{summary:#?}");
+    assert!(summary.failures[0].message.contains("totalCount"), "{}", summary.failures[0].message);
+    assert_eq!(h.store.count("prerace_snapshots").await.unwrap(), 0, "no card missing a runner");
+}
+
+#[tokio::test]
+async fn raw_responses_record_the_page_and_its_size() {
+    let h = Harness::sqlite().await;
+    kra_day::serve_before(&h.kra, &Day::default());
+    h.kra.cap_page_size(3);
+    let summary = h.run(&[Stage::Cards], Some(vec![1]), morning()).await;
+    assert!(summary.succeeded(), "{summary:#?}");
+    let rows =
+        sqlx::query("SELECT params FROM raw_responses WHERE api = 'API214_1'").fetch_all(h.store.pool()).await.unwrap();
+    let mut pages: Vec<(String, String)> = rows
+        .iter()
+        .map(|row| {
+            let params: serde_json::Value = serde_json::from_str(&sqlx::Row::get::<String, _>(row, 0)).unwrap();
+            (params["pageNo"].to_string(), params["numOfRows"].to_string())
+        })
+        .collect();
+    pages.sort();
+    assert!(pages.len() >= 2, "a card of more than 3 runners takes several pages: {pages:?}");
+    assert_eq!(pages[..2], [("1".into(), "50".into()), ("2".into(), "50".into())], "{pages:?}");
 }
 
 #[tokio::test]
@@ -283,6 +319,20 @@ async fn an_auth_failure_stops_the_run_at_once() {
     let summary = h.run(&[Stage::Cards], None, morning()).await;
     assert_eq!(summary.stop_class, Some("auth"));
     assert_eq!(h.kra.requests_to(kra_day::CARD), 1, "no race after an auth failure");
+}
+
+#[tokio::test]
+async fn a_run_stopped_by_the_quota_counts_only_the_races_it_stored() {
+    let h = Harness::sqlite().await;
+    kra_day::serve_before(&h.kra, &Day::default());
+    // Race 1's card arrives; the quota runs out on race 2's.
+    let quota = Fault::Body(business_error("22", "LIMITED_NUMBER_OF_SERVICE_REQUESTS_EXCEEDS_ERROR"));
+    h.kra.faults(kra_day::CARD, vec![Fault::Delay(std::time::Duration::ZERO), quota]);
+    let summary = h.run(&[Stage::Cards], None, morning()).await;
+    assert_eq!(summary.stop_class, Some("quota_exhausted"), "{summary:#?}");
+    assert_eq!((summary.races_found, summary.races_collected, summary.races_failed), (4, 1, 0), "{summary:#?}");
+    assert_eq!(h.store.count("prerace_snapshots").await.unwrap(), 1, "one card stored, one counted");
+    assert!(summary.message.contains("3 not finished"), "{}", summary.message);
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ fn client(kra: &FakeKra, per_run: u64) -> KraClient {
         },
         accept_invalid_certs: false,
     };
-    let budget = Arc::new(Budget::new(BudgetLimits { per_second: 1000.0, per_run }));
+    let budget = Arc::new(Budget::new(BudgetLimits { per_second: 1000.0, burst: 1000, per_run }));
     KraClient::new(&settings, ServiceKey::new(KEY), budget).unwrap()
 }
 
@@ -49,6 +49,34 @@ async fn pages_are_followed_to_total_count_when_the_server_caps_the_page_size() 
     assert_eq!(rows.len(), 11, "the eleventh horse is on page 2");
     let pages: Vec<_> = kra.requests().iter().map(|r| r.param("pageNo").unwrap().to_string()).collect();
     assert_eq!(pages, ["1", "2"]);
+}
+
+#[tokio::test]
+async fn pages_that_repeat_rows_are_a_malformed_call_retried_then_failed_never_a_short_list() {
+    let kra = FakeKra::start().await;
+    kra.rows(RACE, &[("rc_no", "1")], horses(11));
+    kra.cap_page_size(10);
+    // A server that ignores pageNo: page 2 is page 1 again, so 20 rows arrive for 11 announced.
+    kra.repeat_page_one(usize::MAX);
+    let error = client(&kra, 100).fetch_all(Endpoint::RaceDetail, &params()).await.unwrap_err();
+    assert_eq!(error.class(), "malformed");
+    let text = error.to_string();
+    assert!(text.contains("10 distinct row(s) of the 11 announced by totalCount"), "{text}");
+    assert!(text.contains("after 3 attempt(s)"), "{text}");
+    assert_eq!(kra.requests_to(RACE), 6, "each of the 3 attempts asks for both pages");
+}
+
+#[tokio::test]
+async fn a_repeated_page_that_heals_on_the_retry_gives_every_row_once() {
+    let kra = FakeKra::start().await;
+    kra.rows(RACE, &[("rc_no", "1")], horses(11));
+    kra.cap_page_size(10);
+    kra.repeat_page_one(1);
+    let rows = client(&kra, 100).fetch_all(Endpoint::RaceDetail, &params()).await.unwrap();
+    let mut numbers: Vec<u64> = rows.iter().map(|r| r["chulNo"].as_u64().unwrap()).collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=11).collect::<Vec<_>>());
+    assert_eq!(kra.requests_to(RACE), 4, "one call of two pages, retried once");
 }
 
 #[tokio::test]
@@ -181,7 +209,7 @@ async fn the_key_never_appears_in_errors() {
         max_backoff: Duration::from_millis(10),
     };
     kra_operator::telemetry::install_crypto_provider();
-    let budget = Arc::new(Budget::new(BudgetLimits { per_second: 100.0, per_run: 10 }));
+    let budget = Arc::new(Budget::new(BudgetLimits { per_second: 100.0, burst: 1, per_run: 10 }));
     let client = KraClient::new(&settings, ServiceKey::new(KEY), budget).unwrap();
     let error = client.fetch_all(Endpoint::RaceDetail, &params()).await.unwrap_err();
     let text = format!("{error} {error:?}");

@@ -43,6 +43,10 @@ pub struct GlobalArgs {
     /// Requests per second to the KRA API (every call, retries included).
     #[arg(long, env = "KRA_REQUESTS_PER_SECOND", default_value_t = 5.0, global = true)]
     pub requests_per_second: f64,
+    /// Requests that may go at once after a pause, on top of the rate (1: none; no one-second
+    /// window then sees more than --requests-per-second).
+    #[arg(long, env = "KRA_REQUEST_BURST", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub request_burst: u32,
     /// Most requests this run may make (its share of the daily quota).
     #[arg(long, env = "KRA_MAX_REQUESTS", default_value_t = 5000, global = true)]
     pub max_requests: u64,
@@ -175,8 +179,11 @@ pub async fn run(cli: Cli) -> ExitCode {
         accept_invalid_certs: global.insecure_skip_tls_verify,
         ..Default::default()
     };
-    let budget =
-        Arc::new(Budget::new(BudgetLimits { per_second: global.requests_per_second, per_run: global.max_requests }));
+    let budget = Arc::new(Budget::new(BudgetLimits {
+        per_second: global.requests_per_second,
+        burst: global.request_burst,
+        per_run: global.max_requests,
+    }));
     let client = match KraClient::new(&settings, ServiceKey::new(key), budget) {
         Ok(client) => client,
         Err(error) => return usage(&error.to_string()),

@@ -107,6 +107,8 @@ pub struct Collector<'a> {
     details: HashMap<(Endpoint, String), Result<Option<Row>, String>>,
     summary: RunSummary,
     failed_races: BTreeSet<String>,
+    /// Races whose last requested stage has run: collected unless they failed on the way.
+    finished_races: BTreeSet<String>,
 }
 
 fn param(date: Date) -> String {
@@ -133,6 +135,7 @@ impl<'a> Collector<'a> {
             details: HashMap::new(),
             summary: RunSummary::default(),
             failed_races: BTreeSet::new(),
+            finished_races: BTreeSet::new(),
         }
     }
 
@@ -157,12 +160,17 @@ impl<'a> Collector<'a> {
         self.summary.api_calls = stats.total() as i64;
         self.summary.api_calls_by_endpoint = stats.by_endpoint();
         self.summary.races_failed = self.failed_races.len() as i64;
-        // A day whose race plan is unavailable fails as `<date>_<meet>_*`: it found no race, so
-        // it takes none away from the collected count.
-        let failed_races = self.failed_races.iter().filter(|id| !id.ends_with("_*")).count() as i64;
-        self.summary.races_collected = (self.summary.races_found - failed_races).max(0);
+        // Only what was stored counts: a race the run stopped in (or never reached) is neither
+        // collected nor failed, and the stop message says how many there are.
+        self.summary.races_collected = self.finished_races.difference(&self.failed_races).count() as i64;
+        let unfinished = self.summary.races_found
+            - self.summary.races_collected
+            - self.failed_races.iter().filter(|id| !id.ends_with("_*")).count() as i64;
         self.summary.message = match &self.summary.stopped {
-            Some(reason) => format!("stopped: {reason}"),
+            Some(reason) => format!(
+                "stopped: {reason} ({} race(s) found, {} collected, {} failed, {unfinished} not finished)",
+                self.summary.races_found, self.summary.races_collected, self.summary.races_failed
+            ),
             None => format!(
                 "{} race(s) found, {} collected, {} failed, {} row(s) written, {} API call(s)",
                 self.summary.races_found,
@@ -184,9 +192,12 @@ impl<'a> Collector<'a> {
         match self.client.fetch(endpoint, params).await {
             Ok(fetched) => {
                 let at = (self.clock)();
-                let params = params_json(params);
-                for body in &fetched.bodies {
-                    self.store.put_raw(endpoint.api_id(), &params, body, at).await?;
+                for page in &fetched.pages {
+                    // The request of this page: its parameters, `pageNo` and `numOfRows`.
+                    let mut params = params_json(params);
+                    params["pageNo"] = page.page_no.into();
+                    params["numOfRows"] = page.num_of_rows.into();
+                    self.store.put_raw(endpoint.api_id(), &params, &page.body, at).await?;
                 }
                 Ok(Ok(fetched))
             }
@@ -252,12 +263,22 @@ impl<'a> Collector<'a> {
         for race in &races {
             if request.stages.contains(&Stage::Results) {
                 self.result(race).await?;
+                self.finished(request, Stage::Results, race);
             }
             if request.stages.contains(&Stage::Odds) {
                 self.odds(race, request.odds_batch, request.odds_backfill).await?;
+                self.finished(request, Stage::Odds, race);
             }
         }
         Ok(())
+    }
+
+    /// A race whose `stage` just ran is finished when that is the last stage the run asked for.
+    fn finished(&mut self, request: &RunRequest, stage: Stage, race: &PlannedRace) {
+        let last = [Stage::Odds, Stage::Results, Stage::Cards].into_iter().find(|s| request.stages.contains(s));
+        if last == Some(stage) {
+            self.finished_races.insert(race.key.race_id());
+        }
     }
 
     /// A day-level source that may fail without failing the races: rows, or a flag.
@@ -343,6 +364,7 @@ impl<'a> Collector<'a> {
                     None => ", unchanged".into(),
                 }
             ));
+            self.finished(request, Stage::Cards, race);
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! One request budget for a whole run: every HTTP request to the KRA API — first tries, retries,
 //! page after page, per-horse detail calls — takes a token first. The per-second rate is a token
-//! bucket; the per-day cap is a hard limit, so a run can never spend more than its share.
+//! bucket that holds `burst` tokens (1 by default: no burst), so no one-second window ever sees
+//! more than `per_second + burst - 1` requests; the per-run cap is a hard limit, so a run can
+//! never spend more than its share.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -9,10 +11,19 @@ use tokio::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BudgetLimits {
-    /// Sustained requests per second (the bucket refills at this rate; bursts up to one second's worth).
+    /// Sustained requests per second (the bucket refills at this rate).
     pub per_second: f64,
+    /// Requests that may go at once after a pause (the bucket's size, at least 1; it starts
+    /// full). With 1, requests are spaced `1 / per_second` apart from the first.
+    pub burst: u32,
     /// Requests this run may make in all.
     pub per_run: u64,
+}
+
+impl BudgetLimits {
+    fn bucket(&self) -> f64 {
+        f64::from(self.burst.max(1))
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,8 +47,8 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(limits: BudgetLimits) -> Self {
-        let burst = limits.per_second.max(1.0);
-        Self { limits, state: Mutex::new(State { tokens: burst, refilled: Instant::now(), spent: 0 }) }
+        let tokens = limits.bucket();
+        Self { limits, state: Mutex::new(State { tokens, refilled: Instant::now(), spent: 0 }) }
     }
 
     /// Requests taken so far.
@@ -58,9 +69,8 @@ impl Budget {
                     return Err(BudgetExhausted { limit: self.limits.per_run });
                 }
                 let now = Instant::now();
-                let burst = self.limits.per_second.max(1.0);
                 let elapsed = now.duration_since(state.refilled).as_secs_f64();
-                state.tokens = (state.tokens + elapsed * self.limits.per_second).min(burst);
+                state.tokens = (state.tokens + elapsed * self.limits.per_second).min(self.limits.bucket());
                 state.refilled = now;
                 if state.tokens >= 1.0 {
                     state.tokens -= 1.0;
@@ -78,16 +88,50 @@ impl Budget {
 mod tests {
     use super::*;
 
+    /// The most requests in any window of one second (half-open) among these times.
+    fn most_in_one_second(times: &[Duration]) -> usize {
+        times
+            .iter()
+            .map(|start| times.iter().filter(|t| **t >= *start && **t < *start + Duration::from_secs(1)).count())
+            .max()
+            .unwrap_or(0)
+    }
+
+    async fn times(limits: BudgetLimits, count: usize) -> Vec<Duration> {
+        let budget = Budget::new(limits);
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..count {
+            budget.acquire().await.unwrap();
+            times.push(start.elapsed());
+        }
+        times
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_rate_is_held_and_the_cap_is_hard() {
-        let budget = Budget::new(BudgetLimits { per_second: 2.0, per_run: 5 });
+        let budget = Budget::new(BudgetLimits { per_second: 2.0, burst: 1, per_run: 5 });
         let start = Instant::now();
         for _ in 0..5 {
             budget.acquire().await.unwrap();
         }
-        // Two at once (the burst), then one every half second.
-        assert_eq!(start.elapsed(), Duration::from_millis(1500));
+        // One at once, then one every half second.
+        assert_eq!(start.elapsed(), Duration::from_millis(2000));
         assert_eq!(budget.acquire().await, Err(BudgetExhausted { limit: 5 }));
         assert_eq!(budget.spent(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_one_second_window_sees_more_than_the_rate_and_the_first_second_included() {
+        let times = times(BudgetLimits { per_second: 5.0, burst: 1, per_run: 100 }, 40).await;
+        assert_eq!(most_in_one_second(&times), 5, "{times:?}");
+        assert_eq!(most_in_one_second(&times[..10]), 5, "the first second is no exception");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_a_setting_and_adds_at_most_itself_less_one() {
+        let times = times(BudgetLimits { per_second: 5.0, burst: 3, per_run: 100 }, 40).await;
+        assert_eq!(most_in_one_second(&times), 5 + 3 - 1, "{times:?}");
+        assert_eq!(times[..3], [Duration::ZERO; 3], "three at once");
     }
 }

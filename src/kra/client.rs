@@ -176,7 +176,51 @@ impl Default for ClientSettings {
 #[derive(Clone, Debug, Default)]
 pub struct Fetched {
     pub rows: Vec<Row>,
-    pub bodies: Vec<Vec<u8>>,
+    pub pages: Vec<FetchedPage>,
+}
+
+/// The raw body of one page, with the page asked for (`pageNo`) and its size (`numOfRows`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FetchedPage {
+    pub page_no: u64,
+    pub num_of_rows: u32,
+    pub body: Vec<u8>,
+}
+
+/// How pages add up: the rows a page repeats from an earlier page do not count (a server that
+/// ignores `pageNo` answers every page with page 1); identical rows within one page do, the server
+/// sent them as rows of their own.
+#[derive(Default)]
+struct Tally {
+    earlier: std::collections::HashSet<String>,
+    delivered: u64,
+    repeated: u64,
+}
+
+impl Tally {
+    fn add(&mut self, rows: &[Row]) {
+        let keys: Vec<String> = rows.iter().map(|row| serde_json::to_string(row).unwrap_or_default()).collect();
+        let repeated = keys.iter().filter(|key| self.earlier.contains(*key)).count() as u64;
+        self.repeated += repeated;
+        self.delivered += rows.len() as u64 - repeated;
+        self.earlier.extend(keys);
+    }
+
+    /// Why these pages are not the `totalCount` rows the server announced, if they are not.
+    fn problem(&self, total_count: Option<u64>, pages: usize) -> Option<String> {
+        let (total, delivered, repeated) = (total_count?, self.delivered, self.repeated);
+        if delivered >= total {
+            return None;
+        }
+        Some(if repeated > 0 {
+            format!(
+                "pagination: {delivered} distinct row(s) of the {total} announced by totalCount in {pages} page(s); \
+                 {repeated} row(s) repeated an earlier page's"
+            )
+        } else {
+            format!("pagination: {delivered} row(s) of the {total} announced by totalCount in {pages} page(s)")
+        })
+    }
 }
 
 /// A call that failed for good.
@@ -274,27 +318,66 @@ impl KraClient {
     }
 
     /// Every row, and the raw body of every page (for the content-addressed response store).
+    /// Pages that do not add up to `totalCount` distinct rows are a malformed response: the whole
+    /// call is retried as a malformed page would be, then fails with that class (never a silent
+    /// partial list).
     pub async fn fetch(&self, endpoint: Endpoint, params: &[(&str, String)]) -> Result<Fetched, CallError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (fetched, problem) = self.fetch_pages(endpoint, params).await?;
+            let Some(problem) = problem else {
+                return Ok(fetched);
+            };
+            let failure = ApiFailure::Malformed(problem);
+            if attempt >= self.retry.attempts {
+                return Err(CallError::Failed { api: endpoint.api_id(), attempts: attempt, failure });
+            }
+            let wait = backoff_with_jitter(&self.retry, attempt);
+            tracing::warn!(
+                api = endpoint.api_id(),
+                pages = fetched.pages.len(),
+                attempt,
+                of = self.retry.attempts,
+                class = failure.class(),
+                retry_in_ms = wait.as_millis() as u64,
+                "KRA API pages did not add up to totalCount distinct rows; retrying the call"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Page after page until `totalCount` rows are in (or a page is empty), and why they do not
+    /// add up to `totalCount`, if they do not.
+    async fn fetch_pages(
+        &self,
+        endpoint: Endpoint,
+        params: &[(&str, String)],
+    ) -> Result<(Fetched, Option<String>), CallError> {
         let size = endpoint.page_size();
-        let mut rows = Vec::new();
-        let mut bodies = Vec::new();
+        let mut fetched = Fetched::default();
+        let mut tally = Tally::default();
+        let mut total_count = None;
         for page_no in 1..=MAX_PAGES {
             let page = self.fetch_page(endpoint, params, page_no, size).await?;
             let received = page.rows.len();
-            rows.extend(page.rows);
-            bodies.push(page.body);
+            tally.add(&page.rows);
+            fetched.rows.extend(page.rows);
+            fetched.pages.push(FetchedPage { page_no, num_of_rows: size, body: page.body });
+            total_count = page.total_count.or(total_count);
             // Stop when every announced row is here or a page comes back empty. Without a
             // `totalCount`, a short page is the last one. A page shorter than asked for is not
             // the end when more rows are announced: the server may cap the page size.
             let done = match page.total_count {
-                Some(total) => rows.len() as u64 >= total,
+                Some(total) => fetched.rows.len() as u64 >= total,
                 None => (received as u32) < size,
             };
             if done || received == 0 {
                 break;
             }
         }
-        Ok(Fetched { rows, bodies })
+        let problem = tally.problem(total_count, fetched.pages.len());
+        Ok((fetched, problem))
     }
 
     /// One page, retried as the failure allows.

@@ -61,6 +61,9 @@ struct State {
     faults: HashMap<String, Vec<Fault>>,
     xml: Vec<String>,
     page_cap: Option<usize>,
+    /// Requests for a page after the first that are served page 1 instead (a server that ignores
+    /// `pageNo`).
+    page_one_again: usize,
     requests: Vec<Recorded>,
     source: Option<Arc<dyn Source>>,
 }
@@ -126,6 +129,12 @@ impl FakeKra {
         self.state.lock().unwrap().page_cap = Some(rows);
     }
 
+    /// Answer the next `requests` requests for a page after the first with page 1, as a server
+    /// that ignores `pageNo` does.
+    pub fn repeat_page_one(&self, requests: usize) {
+        self.state.lock().unwrap().page_one_again = requests;
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -184,7 +193,12 @@ async fn serve(mut socket: tokio::net::TcpStream, state: Arc<Mutex<State>>) {
         let mut state = state.lock().unwrap();
         state.requests.push(Recorded { path: path.clone(), query: query.clone(), raw_line: line });
         let fault = state.faults.get_mut(&path).and_then(|f| (!f.is_empty()).then(|| f.remove(0)));
-        let page_no: usize = query.iter().find(|(k, _)| k == "pageNo").and_then(|(_, v)| v.parse().ok()).unwrap_or(1);
+        let mut page_no: usize =
+            query.iter().find(|(k, _)| k == "pageNo").and_then(|(_, v)| v.parse().ok()).unwrap_or(1);
+        if page_no > 1 && state.page_one_again > 0 {
+            state.page_one_again -= 1;
+            page_no = 1;
+        }
         let asked: usize = query.iter().find(|(k, _)| k == "numOfRows").and_then(|(_, v)| v.parse().ok()).unwrap_or(10);
         let size = state.page_cap.map_or(asked, |cap| asked.min(cap));
         let generated = state.source.as_ref().and_then(|s| s.rows(&path, &query));

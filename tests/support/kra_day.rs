@@ -167,7 +167,7 @@ pub async fn collected_store(url: &str) {
     let day = Day::default();
     serve_before(&kra, &day);
     kra_operator::telemetry::install_crypto_provider();
-    let budget = Arc::new(Budget::new(BudgetLimits { per_second: 10_000.0, per_run: 10_000 }));
+    let budget = Arc::new(Budget::new(BudgetLimits { per_second: 10_000.0, burst: 10_000, per_run: 10_000 }));
     let settings = ClientSettings { base_url: kra.base_url.clone(), ..Default::default() };
     let client = KraClient::new(&settings, ServiceKey::new("k"), budget).unwrap();
     let request = |stages: Vec<Stage>| RunRequest {
