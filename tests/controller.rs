@@ -327,6 +327,57 @@ async fn a_spec_change_never_mutates_a_running_job() {
     assert!(args.windows(2).any(|w| w == ["--from", "2025-05-25"]), "the new attempt runs the new spec: {args:?}");
 }
 
+/// Remove these keywords from a schema, at every depth.
+fn loosen(schema: &mut Value, keywords: &[&str]) {
+    match schema {
+        Value::Object(fields) => {
+            fields.retain(|key, _| !keywords.contains(&key.as_str()));
+            fields.values_mut().for_each(|value| loosen(value, keywords));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|value| loosen(value, keywords)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn a_spec_a_looser_installed_crd_lets_through_is_held_to_the_declared_schema() {
+    // An API server of its own, with an older, looser KraJob CRD installed: no minimum, no
+    // minLength, no pattern anywhere.
+    let plane = support::PrivateControlPlane::start();
+    let cluster = Cluster::start_on(plane.kubeconfig.clone()).await;
+    let mut crd = serde_json::to_value(<KraJob as kube::CustomResourceExt>::crd()).unwrap();
+    loosen(&mut crd, &["minimum", "minLength", "pattern"]);
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(cluster.client.clone());
+    crds.patch("krajobs.kra.dev", &PatchParams::apply("kra-operator-tests").force(), &Patch::Apply(&crd))
+        .await
+        .unwrap();
+    let invalid: KraJob = serde_json::from_value(krajob(
+        "loose",
+        json!({"apiKeySecretRef": {"name": "", "key": "serviceKey"}, "activeDeadlineSeconds": 0, "retryPolicy": {"limit": -1}}),
+    ))
+    .unwrap();
+    // The strict schema refuses it until the looser one is in force.
+    wait_until("the API server to accept the spec under the looser CRD", WAIT, || async {
+        cluster.api::<KraJob>().create(&Default::default(), &invalid).await.ok()
+    })
+    .await;
+
+    let _operator = Operator::start(&cluster).await;
+    let stalled = wait_phase(&cluster, "loose", Phase::Invalid).await;
+    let condition = condition(&stalled, "Stalled");
+    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "InvalidSpec"));
+    for expected in [
+        "apiKeySecretRef.name: must not be empty",
+        "activeDeadlineSeconds: must be at least 1",
+        "retryPolicy.limit: must be at least 0",
+    ] {
+        assert!(condition.message.contains(expected), "{expected:?} missing from: {}", condition.message);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(owned_jobs(&cluster, &stalled).await.is_empty(), "no Job for an invalid spec");
+}
+
 #[tokio::test]
 async fn an_invalid_spec_is_stalled_without_a_job_a_crash_or_a_hot_loop() {
     let cluster = Cluster::start().await;

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use kube::core::cel::{CompiledSchema, compile_schema, validate_compiled};
 
 use super::error::{Error, is_not_found};
+use super::schema::DeclaredSchema;
 use super::validate::{self, Problems, PromptLookup, WorkerDefaults};
 use crate::crd::{EvaluationRun, KraJob, RunControls, RunStatus};
 use crate::worker::WorkerInvocation;
@@ -63,9 +64,10 @@ pub trait RunKind:
 
     fn run(&self) -> &RunControls;
     fn run_status(&self) -> Option<&RunStatus<Self::Summary>>;
-    /// The CEL rules of the CRD, evaluated client-side (they also hold where the CRD installed
-    /// in the cluster is older than this operator).
-    fn check_cel(&self) -> Result<(), String>;
+    /// What the CRD declares, checked client-side: every constraint of its schema, then its CEL
+    /// rules (they also hold where the CRD installed in the cluster is older than this operator,
+    /// or was never applied as generated).
+    fn check_declared(&self) -> Result<(), String>;
     /// Names of the ConfigMaps (same namespace) the spec refers to.
     fn config_map_refs(&self) -> Vec<&str> {
         Vec::new()
@@ -95,12 +97,17 @@ fn compile_rules<K: CustomResourceExt>() -> CompiledSchema {
 }
 
 thread_local! {
-    static KRAJOB_RULES: CompiledSchema = compile_rules::<KraJob>();
-    static EVALUATION_RUN_RULES: CompiledSchema = compile_rules::<EvaluationRun>();
+    static KRAJOB_DECLARED: (DeclaredSchema, CompiledSchema) = (DeclaredSchema::of::<KraJob>(), compile_rules::<KraJob>());
+    static EVALUATION_RUN_DECLARED: (DeclaredSchema, CompiledSchema) =
+        (DeclaredSchema::of::<EvaluationRun>(), compile_rules::<EvaluationRun>());
 }
 
-fn check_rules(rules: &CompiledSchema, object: &impl Serialize) -> Result<(), String> {
+fn check_declared(schema: &DeclaredSchema, rules: &CompiledSchema, object: &impl Serialize) -> Result<(), String> {
     let value = serde_json::to_value(object).map_err(|e| format!("failed to serialize the resource: {e}"))?;
+    let problems = schema.check_spec(&value);
+    if !problems.is_empty() {
+        return Err(problems.to_string());
+    }
     validate_compiled(rules, &value, None).map_err(|e| e.to_string())
 }
 
@@ -127,8 +134,8 @@ impl RunKind for KraJob {
     fn run_status(&self) -> Option<&RunStatus<Self::Summary>> {
         self.status.as_ref().map(|s| &s.run)
     }
-    fn check_cel(&self) -> Result<(), String> {
-        KRAJOB_RULES.with(|rules| check_rules(rules, self))
+    fn check_declared(&self) -> Result<(), String> {
+        KRAJOB_DECLARED.with(|(schema, rules)| check_declared(schema, rules, self))
     }
     async fn resolve(
         &self,
@@ -156,8 +163,8 @@ impl RunKind for EvaluationRun {
     fn run_status(&self) -> Option<&RunStatus<Self::Summary>> {
         self.status.as_ref()
     }
-    fn check_cel(&self) -> Result<(), String> {
-        EVALUATION_RUN_RULES.with(|rules| check_rules(rules, self))
+    fn check_declared(&self) -> Result<(), String> {
+        EVALUATION_RUN_DECLARED.with(|(schema, rules)| check_declared(schema, rules, self))
     }
     fn config_map_refs(&self) -> Vec<&str> {
         self.spec.prompt.iter().map(|p| p.config_map_name.as_str()).collect()
@@ -218,24 +225,24 @@ mod tests {
         let mut both = base.clone();
         both["date"] = json!("2025-05-24");
         both["dateRange"] = json!({"from": "2025-05-01", "to": "2025-05-02"});
-        let error = krajob(both).check_cel().unwrap_err();
+        let error = krajob(both).check_declared().unwrap_err();
         assert!(error.contains("set exactly one of date, dateRange and schedule"), "{error}");
 
         let mut reversed = base.clone();
         reversed["dateRange"] = json!({"from": "2025-05-02", "to": "2025-05-01"});
-        let error = krajob(reversed).check_cel().unwrap_err();
+        let error = krajob(reversed).check_declared().unwrap_err();
         assert!(error.contains("dateRange.to must not be before dateRange.from"), "{error}");
 
         let mut backoff = base.clone();
         backoff["date"] = json!("2025-05-24");
         backoff["retryPolicy"] =
             json!({"limit": 1, "backoff": {"initialSeconds": 100, "factor": 2.0, "maxSeconds": 10}});
-        let error = krajob(backoff).check_cel().unwrap_err();
+        let error = krajob(backoff).check_declared().unwrap_err();
         assert!(error.contains("backoff.maxSeconds must be at least backoff.initialSeconds"), "{error}");
 
         let mut fine = base;
         fine["date"] = json!("2025-05-24");
-        assert_eq!(krajob(fine).check_cel(), Ok(()));
+        assert_eq!(krajob(fine).check_declared(), Ok(()));
     }
 
     #[test]
@@ -245,7 +252,7 @@ mod tests {
             "spec": {"dataset": {"races": ["20250523_3_1"]}, "predictor": {"llm": {"endpoint": "http://x", "model": "m"}}}
         }))
         .unwrap();
-        let error = run.check_cel().unwrap_err();
+        let error = run.check_declared().unwrap_err();
         assert!(error.contains("an llm predictor needs a prompt"), "{error}");
     }
 }

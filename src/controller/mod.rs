@@ -16,6 +16,7 @@ pub mod plan;
 pub mod reasons;
 pub mod recurring;
 pub mod scheduler;
+pub mod schema;
 pub mod stores;
 pub mod validate;
 pub mod watch;
@@ -163,7 +164,7 @@ impl Run {
 
 /// Read what the spec refers to and validate it: the worker invocation, or the problems.
 async fn resolve<K: RunKind>(obj: &K, ctx: &Context) -> Result<Result<WorkerInvocation, String>, Error> {
-    if let Err(problems) = obj.check_cel() {
+    if let Err(problems) = obj.check_declared() {
         return Ok(Err(problems));
     }
     let refs = kind::References { client: &ctx.client, config_maps: &ctx.config_map_cache };

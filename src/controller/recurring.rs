@@ -43,7 +43,7 @@ pub fn validate_schedule(
     defaults: &validate::WorkerDefaults,
 ) -> Result<(Schedule, Cron, TimeZone), Problems> {
     let mut problems = Problems::default();
-    if let Err(message) = job.check_cel() {
+    if let Err(message) = job.check_declared() {
         problems.whole(message);
         return Err(problems);
     }
