@@ -13,6 +13,7 @@ use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::controller::policy::Policy;
 use crate::controller::stores::Stores;
 use crate::controller::validate::{DefaultMlflow, WorkerDefaults};
 use crate::controller::{self, Context, Scope};
@@ -52,6 +53,21 @@ pub struct RunArgs {
     /// Service account of worker pods when a resource names none.
     #[arg(long, env = "KRA_WORKER_SERVICE_ACCOUNT")]
     pub worker_service_account: Option<String>,
+    /// Images a resource's `podOverrides.image` may name besides --worker-image: exact names or
+    /// prefixes ending in `*` (comma-separated). None by default.
+    #[arg(long, env = "KRA_ALLOWED_WORKER_IMAGES", value_delimiter = ',')]
+    pub allowed_worker_images: Vec<String>,
+    /// Service accounts a resource's `podOverrides.serviceAccountName` may name (comma-separated).
+    /// None by default: worker pods run as --worker-service-account.
+    #[arg(long, env = "KRA_ALLOWED_SERVICE_ACCOUNTS", value_delimiter = ',')]
+    pub allowed_service_accounts: Vec<String>,
+    /// Allow plain-http LLM endpoints (the run's API key travels unencrypted). https only by default.
+    #[arg(long, env = "KRA_ALLOW_HTTP_LLM_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_http_llm_endpoints: bool,
+    /// Hosts an LLM endpoint may name: exact names or `*.domain` (comma-separated). Any host
+    /// when empty.
+    #[arg(long, env = "KRA_ALLOWED_LLM_HOSTS", value_delimiter = ',')]
+    pub allowed_llm_hosts: Vec<String>,
     /// Database used when a resource names none, as `<secret>/<key>` of a Secret holding the URL
     /// (looked up in the resource's namespace).
     #[arg(long, env = "KRA_DEFAULT_DATABASE_SECRET", value_parser = parse_secret_key)]
@@ -338,6 +354,12 @@ async fn run_controllers(
                 experiment: args.default_mlflow_experiment.clone(),
             }),
             kra_api_base_url: args.kra_api_base_url.clone(),
+            policy: Policy {
+                allowed_images: args.allowed_worker_images.clone(),
+                allowed_service_accounts: args.allowed_service_accounts.clone(),
+                allow_http_llm_endpoints: args.allow_http_llm_endpoints,
+                allowed_llm_hosts: args.allowed_llm_hosts.clone(),
+            },
         },
         shared.metrics.clone(),
         shared.stores.clone(),

@@ -327,6 +327,29 @@ async fn a_spec_change_never_mutates_a_running_job() {
     assert!(args.windows(2).any(|w| w == ["--from", "2025-05-25"]), "the new attempt runs the new spec: {args:?}");
 }
 
+#[tokio::test]
+async fn a_run_that_asks_for_another_image_or_service_account_is_stalled_by_the_policy() {
+    // The shared test API server has no admission policy: the operator's own check is all there is.
+    let cluster = Cluster::start().await;
+    let _operator = Operator::start(&cluster).await;
+    cluster
+        .create::<KraJob>(krajob(
+            "deputy",
+            json!({"podOverrides": {"image": "evil/miner:1", "serviceAccountName": "admin"}}),
+        ))
+        .await;
+    let stalled = wait_phase(&cluster, "deputy", Phase::Invalid).await;
+    let condition = condition(&stalled, "Stalled");
+    assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "InvalidSpec"));
+    for expected in [
+        "podOverrides.image: \"evil/miner:1\" is not an allowed worker image",
+        "podOverrides.serviceAccountName: \"admin\" is not an allowed service account",
+    ] {
+        assert!(condition.message.contains(expected), "{expected:?} missing from: {}", condition.message);
+    }
+    assert!(owned_jobs(&cluster, &stalled).await.is_empty(), "no Job runs the image");
+}
+
 /// Remove these keywords from a schema, at every depth.
 fn loosen(schema: &mut Value, keywords: &[&str]) {
     match schema {
@@ -576,7 +599,7 @@ async fn an_evaluation_run_waits_for_its_prompt_and_mounts_it() {
         "spec": {
             "dataset": {"meet": "busan", "dateRange": {"from": "2025-10-01", "to": "2025-10-31"}, "split": "Holdout"},
             "prompt": {"configMapName": "prompts", "key": "v1.7.md", "version": "v1.7"},
-            "predictor": {"llm": {"endpoint": "http://llm.example:8000/v1", "model": "qwen3", "apiKeySecretRef": {"name": "llm", "key": "token"}}},
+            "predictor": {"llm": {"endpoint": "https://llm.example:8000/v1", "model": "qwen3", "apiKeySecretRef": {"name": "llm", "key": "token"}}},
             "seed": 17,
         }
     });

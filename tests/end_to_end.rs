@@ -93,7 +93,14 @@ impl Stack {
         .expect("start the local node");
         let operator = Operator::start_for_job_controller(
             &cluster,
-            &["--kra-api-base-url", &kra.base_url, "--kra-api-requests-per-second", "1000"],
+            // The fake LLM serves plain http on loopback.
+            &[
+                "--kra-api-base-url",
+                &kra.base_url,
+                "--kra-api-requests-per-second",
+                "1000",
+                "--allow-http-llm-endpoints=true",
+            ],
         )
         .await;
         Stack { cluster, _operator: operator, node, kra, season, database, _postgres: postgres }

@@ -158,3 +158,98 @@ fn a_control_plane_that_cannot_start_says_which_step_failed_and_leaves_no_proces
     assert_eq!(processes_under(&dir), Vec::<String>::new(), "a failed start left processes behind");
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+/// `kubectl create` of one object; the server's answer (stdout and stderr) and whether it took it.
+fn create(plane: &PrivateControlPlane, name: &str, object: Value) -> (bool, String) {
+    let file = plane.dir.join(format!("{name}.json"));
+    std::fs::write(&file, object.to_string()).unwrap();
+    let output = plane.run(&kubectl(), &["-n", "default", "create", "-f", file.to_str().unwrap()]);
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+fn krajob(name: &str, overrides: Value) -> Value {
+    serde_json::json!({"apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "metadata": {"name": name},
+        "spec": {"action": "CollectRaceCards", "meet": "seoul", "date": "2025-05-24",
+                 "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"}, "podOverrides": overrides}})
+}
+
+fn llm_run(name: &str, endpoint: &str) -> Value {
+    serde_json::json!({"apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun", "metadata": {"name": name},
+        "spec": {"dataset": {"meet": "seoul", "dateRange": {"from": "2025-05-01", "to": "2025-05-31"}},
+                 "prompt": {"configMapName": "prompts", "key": "v1.md", "version": "v1"},
+                 "predictor": {"llm": {"endpoint": endpoint, "model": "m", "apiKeySecretRef": {"name": "llm", "key": "token"}}}}})
+}
+
+#[test]
+fn the_charts_admission_policy_refuses_what_a_resource_may_not_ask_for() {
+    let plane = PrivateControlPlane::start();
+    plane.ok(
+        &helm(),
+        &[
+            "install",
+            "kra",
+            "charts/kra-operator",
+            "--namespace",
+            "kra-system",
+            "--create-namespace",
+            "--set",
+            "image.tag=test",
+            "--set",
+            "policy.allowedWorkerImages={registry.example/kra:*}",
+            "--set",
+            "policy.llmEndpoints.allowedHosts={*.models.svc}",
+        ],
+    );
+    plane.ok(
+        &kubectl(),
+        &["wait", "--for", "condition=Established", "crd/krajobs.kra.dev", "crd/evaluationruns.kra.dev"],
+    );
+    // The API server enforces a new policy once it has loaded it: wait for the first refusal.
+    let mut refused = (true, String::new());
+    for attempt in 0..60 {
+        refused = create(
+            &plane,
+            &format!("evil-{attempt}"),
+            krajob(&format!("evil-{attempt}"), serde_json::json!({"image": "evil/miner:1"})),
+        );
+        if !refused.0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(!refused.0, "an arbitrary image was accepted: {}", refused.1);
+    assert!(
+        refused.1.contains("spec.podOverrides.image: evil/miner:1 is not an allowed worker image"),
+        "{}",
+        refused.1
+    );
+
+    let cases = [
+        (
+            "worker-image",
+            krajob("worker-image", serde_json::json!({"image": "ghcr.io/kra-dev/kra-operator:test"})),
+            None,
+        ),
+        ("allowed-prefix", krajob("allowed-prefix", serde_json::json!({"image": "registry.example/kra:0.3"})), None),
+        ("no-overrides", krajob("no-overrides", serde_json::json!({"labels": {"team": "a"}})), None),
+        (
+            "account",
+            krajob("account", serde_json::json!({"serviceAccountName": "admin"})),
+            Some("spec.podOverrides.serviceAccountName: admin is not an allowed service account"),
+        ),
+        ("https-in-cluster", llm_run("https-in-cluster", "https://vllm.models.svc/v1"), None),
+        ("plain-http", llm_run("plain-http", "http://vllm.models.svc:8000/v1"), Some("must be https")),
+        ("elsewhere", llm_run("elsewhere", "https://attacker.example/v1"), Some("is not an allowed LLM host")),
+    ];
+    for (name, object, refusal) in cases {
+        let (accepted, answer) = create(&plane, name, object);
+        match refusal {
+            None => assert!(accepted, "{name} was refused: {answer}"),
+            Some(expected) => {
+                assert!(!accepted, "{name} was accepted: {answer}");
+                assert!(answer.contains(expected), "{name}: {answer}");
+            }
+        }
+    }
+}

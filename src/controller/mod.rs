@@ -13,6 +13,7 @@ pub mod error;
 pub mod kind;
 pub mod observe;
 pub mod plan;
+pub mod policy;
 pub mod reasons;
 pub mod recurring;
 pub mod scheduler;

@@ -24,6 +24,8 @@ pub struct WorkerDefaults {
     /// Base URL of the KRA API for collector Jobs (a mirror or egress proxy); the collector's
     /// own default (`https://apis.data.go.kr/B551015`) when absent.
     pub kra_api_base_url: Option<String>,
+    /// What a resource may ask for: image and service-account overrides, LLM endpoints.
+    pub policy: super::policy::Policy,
 }
 
 /// The operator's default MLflow tracking for evaluation runs.
@@ -179,6 +181,7 @@ pub fn krajob(spec: &KraJobSpec, defaults: &WorkerDefaults) -> Result<CollectorT
     let database =
         database_secret("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems);
     check_overrides(spec.run.pod_overrides.as_ref(), &mut problems);
+    defaults.policy.check_overrides(&defaults.image, spec.run.pod_overrides.as_ref(), &mut problems);
     let task = range.zip(database).map(|((from, to), database)| CollectorTask {
         action: spec.action,
         meet: spec.meet,
@@ -202,6 +205,9 @@ pub fn evaluation_run(
     let mut problems = Problems::default();
     let races = race_selection(&spec.dataset, &mut problems);
     let predictor = predictor_task(&spec.predictor, &mut problems);
+    if let Some(llm) = &spec.predictor.llm {
+        defaults.policy.check_llm_endpoint(&llm.endpoint, &mut problems);
+    }
     let prompt = prompt_mount(spec, prompt, &mut problems);
     if spec.baseline_run.as_deref() == Some(name) {
         problems.field("baselineRun", "a run cannot be its own baseline");
@@ -222,6 +228,7 @@ pub fn evaluation_run(
     let database =
         database_secret("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems);
     check_overrides(spec.run.pod_overrides.as_ref(), &mut problems);
+    defaults.policy.check_overrides(&defaults.image, spec.run.pod_overrides.as_ref(), &mut problems);
     let task = match (races, predictor, database) {
         (Some(races), Some(predictor), Some(database)) => Some(EvaluatorTask {
             run_name: name.to_string(),
@@ -456,7 +463,7 @@ mod tests {
             predictor: Predictor {
                 baseline: None,
                 llm: Some(LlmPredictor {
-                    endpoint: "http://llm:8000/v1".into(),
+                    endpoint: "https://llm:8000/v1".into(),
                     api: Default::default(),
                     model: "m".into(),
                     api_key_secret_ref: Some(secret("llm", "key")),

@@ -261,7 +261,7 @@ mod tests {
             serde_json::json!({
                 "dataset": {"races": ["20250523_3_1", "20250524_1_2"]},
                 "prompt": {"configMapName": "p", "key": "k", "version": "v1.7"},
-                "predictor": {"llm": {"endpoint": "http://llm:8000/v1", "model": "m"}},
+                "predictor": {"llm": {"endpoint": "https://llm:8000/v1", "model": "m"}},
                 "mode": "Improve",
                 "mlflow": {"trackingUri": "http://mlflow:5000"}
             }),
