@@ -24,13 +24,18 @@ pub const WORKER_OUTPUT_DIR: &str = "/tmp/kra-evaluations";
 /// them, see `RunKind::PERMANENT_EXIT_CODES`).
 pub mod exit {
     /// `kra-collector`: 0 every race collected; 1 some races failed; 2 bad usage or
-    /// configuration; 3 stopped by the KRA API (key rejected, quota or run budget spent);
-    /// 4 database failure.
+    /// configuration; 3 stopped by the KRA API for another reason (the run's request budget
+    /// spent); 4 database failure; 5 the KRA API rejected the service key; 6 the key's daily
+    /// quota is spent (it resets at 00:00 Asia/Seoul); 7 the KRA API's TLS certificate is not
+    /// trusted.
     pub mod collector {
         pub const RACES_FAILED: u8 = 1;
         pub const USAGE: u8 = 2;
         pub const API_STOPPED: u8 = 3;
         pub const DATABASE: u8 = 4;
+        pub const KEY_REJECTED: u8 = 5;
+        pub const QUOTA_EXHAUSTED: u8 = 6;
+        pub const TLS: u8 = 7;
     }
 
     /// `kra-evaluator`: 0 done; 2 bad usage or configuration; 4 database failure; 5 no races to

@@ -8,7 +8,7 @@ use std::process::Output;
 
 use kra_operator::crd::CollectionSummary;
 use serde_json::Value;
-use support::fake_kra::{FakeKra, Fault, gateway_error};
+use support::fake_kra::{FakeKra, Fault, business_error, gateway_error};
 use support::kra_day::{self, Day};
 use support::output_text as text;
 
@@ -64,7 +64,7 @@ async fn collect_runs_against_the_embedded_default_and_summarises() {
 }
 
 #[tokio::test]
-async fn failed_races_exit_1_and_a_rejected_key_exits_3() {
+async fn failed_races_exit_1_a_rejected_key_exits_5_and_a_spent_quota_exits_6() {
     let kra = FakeKra::start().await;
     kra_day::serve_before(&kra, &Day::default());
     let dir = scratch();
@@ -74,8 +74,15 @@ async fn failed_races_exit_1_and_a_rejected_key_exits_3() {
 
     kra.faults(kra_day::PLAN, vec![Fault::Body(gateway_error("30", "SERVICE_KEY_IS_NOT_REGISTERED_ERROR"))]);
     let output = collector(&kra, &dir, &["collect", "--meet", "seoul", "--date", "2025-05-24"], &[]).await;
-    assert_eq!(output.status.code(), Some(3), "{}", text(&output));
+    assert_eq!(output.status.code(), Some(5), "{}", text(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("rejected the service key"));
+
+    kra.faults(
+        kra_day::PLAN,
+        vec![Fault::Body(business_error("22", "LIMITED_NUMBER_OF_SERVICE_REQUESTS_EXCEEDS_ERROR"))],
+    );
+    let output = collector(&kra, &dir, &["collect", "--meet", "seoul", "--date", "2025-05-24"], &[]).await;
+    assert_eq!(output.status.code(), Some(6), "{}", text(&output));
 }
 
 #[tokio::test]

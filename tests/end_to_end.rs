@@ -20,7 +20,7 @@ use kra_operator::store::Store;
 use kube::api::{ListParams, PostParams};
 use local_node::{LocalNode, NodeConfig};
 use serde_json::{Value, json};
-use support::fake_kra::{FakeKra, Fault};
+use support::fake_kra::{FakeKra, Fault, business_error, gateway_error};
 use support::mlflow::MlflowServer;
 use support::postgres::Postgres;
 use support::season::{self, Meet, Season};
@@ -498,4 +498,46 @@ async fn a_usage_error_fails_the_run_at_once_instead_of_burning_its_retries() {
     assert_eq!((failed.status.as_str(), failed.reason.as_str()), ("True", "PermanentFailure"));
     assert!(failed.message.contains("exited with code 2"), "{}", failed.message);
     assert!(stack.kra.requests().is_empty(), "the collector stopped before calling the API");
+}
+
+#[tokio::test]
+async fn a_rejected_key_fails_at_once_and_a_spent_quota_waits_for_the_kra_midnight() {
+    let stack = Stack::start().await;
+    let day = stack.next_race_day(Meet::Busan);
+    let retries = json!({"limit": 3, "backoff": {"initialSeconds": 1, "factor": 1.0, "maxSeconds": 1}});
+
+    // The gateway rejects the key: exit 5, permanent, no retry.
+    stack.kra.faults(season::PLAN, vec![Fault::Body(gateway_error("30", "SERVICE_KEY_IS_NOT_REGISTERED_ERROR"))]);
+    let mut spec = collect("CollectRaceCards", Meet::Busan, day, day);
+    spec["retryPolicy"] = retries.clone();
+    stack.create("KraJob", "rejected", spec).await;
+    let done = stack.finished_krajob("rejected").await;
+    let status = done.status.unwrap();
+    assert_eq!(status.run.phase, Some(Phase::Failed), "{status:?}");
+    assert_eq!(status.run.attempts.len(), 1, "{:?}", status.run.attempts);
+    let attempt = &status.run.attempts[0];
+    assert_eq!((attempt.exit_code, attempt.reason.as_deref()), (Some(5), Some("PermanentFailure")));
+
+    // The daily quota is spent: exit 6, the next attempt waits for 00:00 Asia/Seoul.
+    let quota = Fault::Body(business_error("22", "LIMITED_NUMBER_OF_SERVICE_REQUESTS_EXCEEDS_ERROR"));
+    stack.kra.faults(season::PLAN, vec![quota]);
+    let mut spec = collect("CollectRaceCards", Meet::Busan, day, day);
+    spec["retryPolicy"] = retries;
+    stack.create("KraJob", "quota", spec).await;
+    let waiting = wait_until("the quota wait", RUN_WAIT, || async {
+        let job = stack.cluster.api::<KraJob>().get("quota").await.unwrap();
+        let status = job.status?;
+        (status.run.phase == Some(Phase::BackingOff)).then_some(status)
+    })
+    .await;
+    let attempt = &waiting.run.attempts[0];
+    assert_eq!((attempt.exit_code, attempt.reason.as_deref()), (Some(6), Some("QuotaExhausted")));
+    let next = waiting.run.next_attempt_at.as_ref().expect("a next attempt time").0;
+    let midnight = kra_operator::controller::budget::next_kra_midnight(attempt.end_time.as_ref().unwrap().0);
+    assert_eq!(next, midnight, "the next attempt starts when the quota resets");
+    let reconciling = waiting.run.conditions.iter().find(|c| c.type_ == "Reconciling").unwrap();
+    assert!(reconciling.message.contains("resets at 00:00 Asia/Seoul"), "{}", reconciling.message);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let later = stack.cluster.api::<KraJob>().get("quota").await.unwrap().status.unwrap();
+    assert_eq!(later.run.attempts.len(), 1, "no retry before the reset, whatever the 1 s backoff says");
 }

@@ -281,7 +281,7 @@ async fn the_images_tls_roots_refuse_an_unknown_issuer_at_once_and_trust_a_given
         ["collect", "--meet", "seoul", "--date", "2025-05-24", "--api-key", "image-test-key", "--api-base-url", &base];
 
     let refused = run(&["--volume", &volume, "--entrypoint", "kra-collector"], &args);
-    assert_eq!(refused.status.code(), Some(3), "a certificate nobody vouches for stops the run: {}", text(&refused));
+    assert_eq!(refused.status.code(), Some(7), "a certificate nobody vouches for stops the run: {}", text(&refused));
     let message = text(&refused);
     assert!(message.contains("TLS certificate is not trusted") && message.contains("UnknownIssuer"), "{message}");
     assert!(message.contains("after 1 attempt(s)"), "not retried: {message}");

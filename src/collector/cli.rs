@@ -273,6 +273,9 @@ fn database_url(global: &GlobalArgs) -> Result<String, String> {
 fn exit_code(summary: &RunSummary) -> ExitCode {
     let code = match summary.stop_class {
         Some("database") => exit::DATABASE,
+        Some("auth") => exit::KEY_REJECTED,
+        Some("quota_exhausted") => exit::QUOTA_EXHAUSTED,
+        Some("tls") => exit::TLS,
         Some(_) => exit::API_STOPPED,
         None if summary.races_failed > 0 => exit::RACES_FAILED,
         None => return ExitCode::SUCCESS,

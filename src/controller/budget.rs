@@ -58,9 +58,21 @@ pub fn kra_day(at: Timestamp) -> Date {
     at.to_zoned(TimeZone::fixed(tz::offset(9))).date()
 }
 
-fn next_kra_midnight(at: Timestamp) -> Timestamp {
+/// The start of the next KRA day: when a key's daily quota resets.
+pub fn next_kra_midnight(at: Timestamp) -> Timestamp {
     let tomorrow = kra_day(at).tomorrow().unwrap_or(kra_day(at));
     tomorrow.to_zoned(TimeZone::fixed(tz::offset(9))).map(|z| z.timestamp()).unwrap_or(at)
+}
+
+/// A quota reset as a person reads it: "00:00 Asia/Seoul (2026-12-02T15:00:00Z), in 5 h 12 min".
+pub fn reset_text(reset: Timestamp, now: Timestamp) -> String {
+    let minutes = (reset.duration_since(now).as_secs().max(0) + 59) / 60;
+    let wait = match (minutes / 60, minutes % 60) {
+        (0, m) => format!("{m} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    };
+    format!("00:00 Asia/Seoul ({reset}), in {wait}")
 }
 
 /// The key's use on one day: Jobs running now, and requests counted against the day.
@@ -132,10 +144,11 @@ pub fn decide(quota: &Quota, key: &str, used: &Usage, now: Timestamp) -> Result<
     let left = quota.requests_per_day - used.requests;
     if left <= 0 {
         let reset = next_kra_midnight(now);
+        let when = reset_text(reset, now);
         return Err(Wait {
             reason: WAIT_DAILY_QUOTA,
             message: format!(
-                "waiting for the KRA API budget of {key}: {} of {} requests used on {day}; it resets at {reset}",
+                "waiting for the KRA API budget of {key}: {} of {} requests used on KRA day {day}; it resets at {when}",
                 used.requests, quota.requests_per_day
             ),
             retry_after: Duration::from_secs(reset.duration_since(now).as_secs().max(1) as u64),
@@ -259,7 +272,13 @@ mod tests {
         assert_eq!(busy.reason, WAIT_CONCURRENCY);
         let spent = decide(&q, "k", &Usage { active_jobs: 0, requests: 250 }, now).unwrap_err();
         assert_eq!(spent.reason, WAIT_DAILY_QUOTA);
-        assert!(spent.message.contains("250 of 250 requests used on 2025-05-24"), "{}", spent.message);
+        assert!(
+            spent.message.contains(
+                "250 of 250 requests used on KRA day 2025-05-24; it resets at 00:00 Asia/Seoul (2025-05-24T15:00:00Z), in 12 h"
+            ),
+            "{}",
+            spent.message
+        );
         // Midnight in Seoul is 15:00 UTC: twelve hours away.
         assert_eq!(spent.retry_after, Duration::from_secs(12 * 3600));
     }

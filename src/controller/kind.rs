@@ -42,6 +42,9 @@ pub trait RunKind:
     /// Worker exit codes that no retry can change (with what they mean): the run fails at once.
     /// Every other failure is retried per the retry policy.
     const PERMANENT_EXIT_CODES: &'static [(i32, &'static str)];
+    /// Worker exit codes that mean the KRA API key's daily quota is spent: the next attempt
+    /// waits for the reset, and the stop is not counted against the retry limit.
+    const QUOTA_EXIT_CODES: &'static [(i32, &'static str)] = &[];
     /// The binary the worker container runs.
     const WORKER_BINARY: &'static str;
     /// Whether the spec can name ConfigMaps, so the controller watches them.
@@ -114,8 +117,13 @@ fn check_declared(schema: &DeclaredSchema, rules: &CompiledSchema, object: &impl
 impl RunKind for KraJob {
     type Summary = crate::crd::CollectionSummary;
     const METRIC_KIND: &'static str = "krajob";
-    const PERMANENT_EXIT_CODES: &'static [(i32, &'static str)] =
-        &[(crate::worker::exit::collector::USAGE as i32, "a usage or configuration error")];
+    const PERMANENT_EXIT_CODES: &'static [(i32, &'static str)] = &[
+        (crate::worker::exit::collector::USAGE as i32, "a usage or configuration error"),
+        (crate::worker::exit::collector::KEY_REJECTED as i32, "the KRA API rejected the service key"),
+        (crate::worker::exit::collector::TLS as i32, "the KRA API's TLS certificate is not trusted"),
+    ];
+    const QUOTA_EXIT_CODES: &'static [(i32, &'static str)] =
+        &[(crate::worker::exit::collector::QUOTA_EXHAUSTED as i32, "the KRA API key's daily quota is spent")];
     const WORKER_BINARY: &'static str = "kra-collector";
     const HAS_CHILD_RUNS: bool = true;
     const HAS_REQUEST_BUDGET: bool = true;

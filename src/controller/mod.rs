@@ -206,6 +206,7 @@ fn plan_with_budget<K: RunKind>(
             jobs: observed,
             job_name: &job_name,
             permanent_exit_codes: K::PERMANENT_EXIT_CODES,
+            quota_exit_codes: K::QUOTA_EXIT_CODES,
             now,
             permit,
         })

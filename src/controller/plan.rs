@@ -85,6 +85,8 @@ pub struct PlanInput<'a, R> {
     pub job_name: &'a dyn Fn(i32) -> String,
     /// Worker exit codes no retry can change, with their meaning (`RunKind::PERMANENT_EXIT_CODES`).
     pub permanent_exit_codes: &'a [(i32, &'static str)],
+    /// Worker exit codes of a spent daily quota (`RunKind::QUOTA_EXIT_CODES`).
+    pub quota_exit_codes: &'a [(i32, &'static str)],
     pub now: Timestamp,
     /// Whether a new attempt may start now: the shared request budget's answer (KraJobs), or
     /// always for kinds without one.
@@ -138,7 +140,8 @@ pub fn plan<R: Clone + PartialEq + ResultConditions>(input: PlanInput<'_, R>) ->
         now,
         input: &input,
     };
-    merge_observations(&mut planner.status, input.jobs, input.permanent_exit_codes, now, &mut planner.transitions);
+    let classes = ExitClasses { permanent: input.permanent_exit_codes, quota: input.quota_exit_codes };
+    merge_observations(&mut planner.status, input.jobs, classes, now, &mut planner.transitions);
     planner.status.observed_generation = Some(input.generation);
     if let Err(problems) = &input.validity {
         planner.invalid(problems);
@@ -243,7 +246,12 @@ impl<R: Clone + PartialEq + ResultConditions> Planner<'_, '_, R> {
             self.conds.succeeded(&format!("{attempt} succeeded"));
             return Phase::Succeeded;
         }
-        let failures = current.len() as i32;
+        // A stop for a spent daily quota is no failure of the work: it does not count.
+        let quota_stop = |a: &Attempt| a.reason.as_deref() == Some(reasons::QUOTA_EXHAUSTED);
+        let failures = current.iter().filter(|a| !quota_stop(a)).count() as i32;
+        if quota_stop(last) {
+            return self.wait_for_quota(last, &attempt);
+        }
         let why = format!("{attempt} failed: {}", last.reason.as_deref().unwrap_or("unknown reason"));
         if last.reason.as_deref() == Some(reasons::PERMANENT_FAILURE) {
             let what = last.message.as_deref().unwrap_or("a permanent failure");
@@ -268,6 +276,30 @@ impl<R: Clone + PartialEq + ResultConditions> Planner<'_, '_, R> {
         self.conds.backing_off(&format!("{why}; attempt {next_number} starts at {next_at}"));
         if self.previous.phase != Some(Phase::BackingOff) {
             self.transition(reasons::BACKING_OFF, false, format!("{why}; retrying at {next_at}"));
+        }
+        earliest(&mut self.requeue, until(self.now, next_at));
+        Phase::BackingOff
+    }
+
+    /// The last attempt stopped because the key's daily quota is spent: the next one starts when
+    /// it resets (00:00 Asia/Seoul), whatever the backoff says.
+    fn wait_for_quota(&mut self, last: &Attempt, attempt: &str) -> Phase {
+        let ended = last.end_time.as_ref().map(|t| t.0).unwrap_or(self.now);
+        let next_at = super::budget::next_kra_midnight(ended);
+        if self.input.controls.suspend {
+            self.conds.suspended("suspended between attempts");
+            return Phase::Suspended;
+        }
+        if self.now >= next_at {
+            return self.start_next();
+        }
+        let when = super::budget::reset_text(next_at, self.now);
+        let why = format!("{attempt} stopped: the KRA API key's daily quota is spent");
+        let next_number = self.next_number();
+        self.status.next_attempt_at = Some(Time(next_at));
+        self.conds.backing_off(&format!("{why}; attempt {next_number} starts when it resets at {when}"));
+        if self.previous.phase != Some(Phase::BackingOff) {
+            self.transition(reasons::QUOTA_EXHAUSTED, false, format!("{why}; retrying when it resets at {when}"));
         }
         earliest(&mut self.requeue, until(self.now, next_at));
         Phase::BackingOff
@@ -392,12 +424,30 @@ fn start_attempt<R>(
     Phase::Running
 }
 
+/// The worker exit codes that are not plain (retried) failures.
+#[derive(Clone, Copy)]
+struct ExitClasses<'a> {
+    permanent: &'a [(i32, &'static str)],
+    quota: &'a [(i32, &'static str)],
+}
+
+impl ExitClasses<'_> {
+    /// The attempt reason of an exit code, the code and what it means; None for a plain failure.
+    fn of(&self, exit_code: Option<i32>) -> Option<(&'static str, i32, &'static str)> {
+        let code = exit_code?;
+        let find = |table: &[(i32, &'static str)]| table.iter().find(|(c, _)| *c == code).map(|(_, why)| *why);
+        find(self.permanent)
+            .map(|why| (reasons::PERMANENT_FAILURE, code, why))
+            .or_else(|| find(self.quota).map(|why| (reasons::QUOTA_EXHAUSTED, code, why)))
+    }
+}
+
 /// Fold what was observed of the Jobs into the recorded attempts: adopt Jobs that status does
 /// not know yet, and record the outcome of Jobs that finished or vanished.
 fn merge_observations<R: Clone>(
     status: &mut RunStatus<R>,
     jobs: &[ObservedJob<R>],
-    permanent_exit_codes: &[(i32, &'static str)],
+    classes: ExitClasses<'_>,
     now: Timestamp,
     transitions: &mut Vec<Transition>,
 ) {
@@ -445,12 +495,9 @@ fn merge_observations<R: Clone>(
                 attempt.outcome = AttemptOutcome::Failed;
                 attempt.end_time = Some(Time(whole_seconds(*at)));
                 attempt.exit_code = job.exit_code;
-                let permanent = job.exit_code.and_then(|code| {
-                    permanent_exit_codes.iter().find(|(c, _)| *c == code).map(|(_, why)| (code, *why))
-                });
-                match permanent {
-                    Some((code, why)) => {
-                        attempt.reason = Some(reasons::PERMANENT_FAILURE.to_string());
+                match classes.of(job.exit_code) {
+                    Some((class, code, why)) => {
+                        attempt.reason = Some(class.to_string());
                         attempt.message =
                             Some(bounded(&format!("the worker exited with code {code} ({why}): {message}")));
                     }
@@ -531,6 +578,8 @@ mod tests {
 
     /// What the tests treat as permanent: exit code 2.
     const PERMANENT: &[(i32, &str)] = &[(2, "a usage or configuration error")];
+    /// What the tests treat as a spent daily quota: exit code 6.
+    const QUOTA: &[(i32, &str)] = &[(6, "the KRA API key's daily quota is spent")];
 
     struct Case {
         generation: i64,
@@ -577,6 +626,7 @@ mod tests {
                 jobs,
                 job_name: &name,
                 permanent_exit_codes: PERMANENT,
+                quota_exit_codes: QUOTA,
                 now,
                 permit: self.permit.clone(),
             })
@@ -723,6 +773,50 @@ mod tests {
         assert_eq!(plan.status.phase, Some(Phase::Running), "exit code 1 is retried: attempt 2 starts");
         assert_eq!(plan.status.attempts[0].exit_code, Some(1));
         assert_eq!(plan.status.attempts[0].reason.as_deref(), Some("BackoffLimitExceeded"));
+    }
+
+    #[test]
+    fn a_spent_quota_waits_for_the_kra_midnight_and_does_not_count_against_the_limit() {
+        // One retry allowed: were quota stops failures, the second would fail the run.
+        let case = Case { policy: policy(1, 1, 1.0, 1), ..Default::default() };
+        let quota_stop = |n: i32, at: i64| {
+            let mut job =
+                job(n, 1, JobState::Failed { at: ts(at), reason: "BackoffLimitExceeded".into(), message: "x".into() });
+            job.exit_code = Some(6);
+            job
+        };
+        // ts(0) is 2025-06-16 00:06:40 in Seoul: the quota resets at the next KRA midnight.
+        let reset = Timestamp::from_second(1_750_086_000).unwrap();
+        assert_eq!(reset.to_string(), "2025-06-16T15:00:00Z");
+        let started = case.plan(None, &[], ts(0)).status;
+        let waiting = case.plan(Some(&started), &[quota_stop(1, 1)], ts(2));
+        assert_eq!(waiting.status.phase, Some(Phase::BackingOff));
+        assert_eq!(waiting.status.next_attempt_at, Some(Time(reset)), "not the 1 s backoff");
+        assert_eq!(waiting.status.attempts[0].reason.as_deref(), Some(reasons::QUOTA_EXHAUSTED));
+        let reconciling = waiting.status.conditions.iter().find(|c| c.type_ == "Reconciling").unwrap();
+        assert!(
+            reconciling
+                .message
+                .contains("starts when it resets at 00:00 Asia/Seoul (2025-06-16T15:00:00Z), in 23 h 54 min"),
+            "{}",
+            reconciling.message
+        );
+        assert!(waiting.transitions.iter().any(|t| t.reason == reasons::QUOTA_EXHAUSTED));
+        assert!(waiting.actions.is_empty());
+        assert!(
+            case.plan(Some(&waiting.status), &[quota_stop(1, 1)], ts(85_000)).actions.is_empty(),
+            "still before the reset"
+        );
+
+        let next_day = case.plan(Some(&waiting.status), &[quota_stop(1, 1)], reset);
+        assert_eq!(next_day.actions, [Action::CreateJob { attempt: 2 }]);
+        let again = case.plan(
+            Some(&next_day.status),
+            &[quota_stop(1, 1), quota_stop(2, 86_400)],
+            reset + SignedDuration::from_hours(1),
+        );
+        assert_eq!(again.status.phase, Some(Phase::BackingOff), "two quota stops, and the one retry is still unused");
+        assert_eq!(again.status.next_attempt_at, Some(Time(reset + SignedDuration::from_hours(24))));
     }
 
     #[test]

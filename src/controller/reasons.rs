@@ -21,6 +21,9 @@ pub const BACKING_OFF: &str = "BackingOff";
 pub const RETRY_LIMIT_EXCEEDED: &str = "RetryLimitExceeded";
 /// An attempt failed with an exit code no retry can change: the run fails without retrying.
 pub const PERMANENT_FAILURE: &str = "PermanentFailure";
+/// An attempt stopped because the KRA API key's daily quota is spent: the next attempt waits for
+/// the reset (00:00 Asia/Seoul), and the stop does not count against the retry limit.
+pub const QUOTA_EXHAUSTED: &str = "QuotaExhausted";
 pub const SUSPENDED: &str = "Suspended";
 pub const RESUMED: &str = "Resumed";
 pub const ATTEMPT_RUNNING: &str = "AttemptRunning";
