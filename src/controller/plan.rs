@@ -155,8 +155,13 @@ pub fn plan<R: Clone + PartialEq + ResultConditions>(input: PlanInput<'_, R>) ->
     };
     planner.enter(phase);
     planner.clean_up_finished_jobs();
+    planner.drop_old_attempts();
     planner.finish()
 }
+
+/// The most attempts kept in status. A generation has at most `retryPolicy.limit + 1` (21)
+/// failures, so the current generation always fits; older generations make room.
+pub const MAX_ATTEMPTS_KEPT: usize = 25;
 
 /// The state of one planning: the status being decided and what it makes to happen.
 struct Planner<'a, 'p, R> {
@@ -349,6 +354,36 @@ impl<R: Clone + PartialEq + ResultConditions> Planner<'_, '_, R> {
         }
     }
 
+    /// Keep the attempt history bounded: beyond `MAX_ATTEMPTS_KEPT`, drop the oldest attempts of
+    /// earlier generations that ended a day ago or more and whose Jobs are gone (a Job still there
+    /// is evidence: its attempt stays until it is cleaned up), and count them in `olderAttempts`.
+    fn drop_old_attempts(&mut self) {
+        let (generation, jobs, now) = (self.input.generation, self.input.jobs, self.now);
+        let mut excess = self.status.attempts.len().saturating_sub(MAX_ATTEMPTS_KEPT);
+        if excess == 0 {
+            return;
+        }
+        let mut dropped = 0;
+        self.status.attempts.retain(|attempt| {
+            let job_gone = !jobs.iter().any(|job| job.name == attempt.job_name && job.state != JobState::Missing);
+            // A day old at least: the request budget counts the attempts of the KRA day.
+            let day_old = attempt.end_time.as_ref().is_some_and(|end| now.duration_since(end.0).as_hours() >= 24);
+            let droppable = excess > 0
+                && attempt.generation != generation
+                && attempt.outcome != AttemptOutcome::Running
+                && job_gone
+                && day_old;
+            if droppable {
+                excess -= 1;
+                dropped += 1;
+            }
+            !droppable
+        });
+        if dropped > 0 {
+            self.status.older_attempts = Some(self.status.older_attempts.unwrap_or(0) + dropped);
+        }
+    }
+
     /// Delete finished Jobs once their TTL has passed and their outcome is recorded.
     fn clean_up_finished_jobs(&mut self) {
         let Some(ttl) = self.input.controls.ttl_seconds_after_finished else { return };
@@ -455,7 +490,10 @@ fn merge_observations<R: Clone>(
         if job.state == JobState::Missing {
             continue;
         }
-        if !status.attempts.iter().any(|a| a.number == job.attempt) {
+        // A Job of an attempt dropped from the history (older than every kept one) is not new.
+        let dropped = status.older_attempts.unwrap_or(0) > 0
+            && status.attempts.first().is_some_and(|oldest| job.attempt < oldest.number);
+        if !dropped && !status.attempts.iter().any(|a| a.number == job.attempt) {
             status.attempts.push(Attempt {
                 number: job.attempt,
                 job_name: job.name.clone(),
@@ -817,6 +855,44 @@ mod tests {
         );
         assert_eq!(again.status.phase, Some(Phase::BackingOff), "two quota stops, and the one retry is still unused");
         assert_eq!(again.status.next_attempt_at, Some(Time(reset + SignedDuration::from_hours(24))));
+    }
+
+    #[test]
+    fn the_attempt_history_is_capped_by_dropping_old_generations_whose_jobs_are_gone() {
+        // 30 finished attempts of earlier generations, more than a day ago (their Jobs gone, but
+        // for attempt 3's), then a new generation starts its first attempt.
+        let case = Case { generation: 31, ..Default::default() };
+        let mut status = case.plan(None, &[], ts(0)).status;
+        status.attempts = (1..=30)
+            .map(|n| Attempt {
+                number: n,
+                job_name: name(n),
+                generation: i64::from(n),
+                start_time: Some(Time(ts(i64::from(n)))),
+                end_time: Some(Time(ts(i64::from(n) + 1))),
+                outcome: AttemptOutcome::Succeeded,
+                reason: None,
+                message: Some("x".repeat(1000)),
+                exit_code: Some(0),
+                request_budget: None,
+            })
+            .collect();
+        let kept_job = job(3, 3, JobState::Succeeded { at: ts(4) });
+        let same_day = case.plan(Some(&status), std::slice::from_ref(&kept_job), ts(100));
+        assert_eq!(same_day.status.attempts.len(), 31, "the budget still counts today's attempts");
+        let plan = case.plan(Some(&status), std::slice::from_ref(&kept_job), ts(100_000));
+        assert_eq!(plan.actions, [Action::CreateJob { attempt: 31 }]);
+        let numbers: Vec<i32> = plan.status.attempts.iter().map(|a| a.number).collect();
+        assert_eq!(plan.status.attempts.len(), MAX_ATTEMPTS_KEPT);
+        assert_eq!(numbers[..3], [3, 8, 9], "attempt 3's Job still exists; 1, 2 and 4-7 are dropped");
+        assert_eq!(*numbers.last().unwrap(), 31);
+        assert_eq!(plan.status.older_attempts, Some(6));
+        // Planned again, nothing more is dropped and a dropped attempt's Job is not adopted again.
+        let old_job = job(1, 1, JobState::Succeeded { at: ts(2) });
+        let again = case.plan(Some(&plan.status), &[kept_job, old_job], ts(100_001));
+        assert_eq!(again.status.attempts, plan.status.attempts);
+        assert_eq!(again.status.older_attempts, Some(6));
+        assert!(again.actions.is_empty());
     }
 
     #[test]

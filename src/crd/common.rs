@@ -335,9 +335,14 @@ pub struct RunStatus<R> {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// Every attempt so far, oldest first.
+    /// The attempts, oldest first: every attempt of the current generation, and the newest of
+    /// earlier generations (at most 25 in all; see `olderAttempts`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
+    /// How many attempts of earlier generations were dropped from `attempts` (the oldest first,
+    /// only once their Jobs were gone), so the status stays small whatever the spec's history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older_attempts: Option<i32>,
     /// When the next attempt starts, while backing off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<Time>,
@@ -360,6 +365,7 @@ impl<R> Default for RunStatus<R> {
             observed_generation: None,
             conditions: Vec::new(),
             attempts: Vec::new(),
+            older_attempts: None,
             next_attempt_at: None,
             start_time: None,
             completion_time: None,
