@@ -276,11 +276,16 @@ impl<R: Clone + PartialEq + ResultConditions> Planner<'_, '_, R> {
         if self.now >= next_at {
             return self.start_next();
         }
+        self.back_off_until(next_at, reasons::BACKING_OFF, &why, &format!("at {next_at}"))
+    }
+
+    /// Back off until `next_at`: the condition says why and when, the transition (once) too.
+    fn back_off_until(&mut self, next_at: Timestamp, reason: &'static str, why: &str, when: &str) -> Phase {
         let next_number = self.next_number();
         self.status.next_attempt_at = Some(Time(next_at));
-        self.conds.backing_off(&format!("{why}; attempt {next_number} starts at {next_at}"));
+        self.conds.backing_off(&format!("{why}; attempt {next_number} starts {when}"));
         if self.previous.phase != Some(Phase::BackingOff) {
-            self.transition(reasons::BACKING_OFF, false, format!("{why}; retrying at {next_at}"));
+            self.transition(reason, false, format!("{why}; retrying {when}"));
         }
         earliest(&mut self.requeue, until(self.now, next_at));
         Phase::BackingOff
@@ -298,16 +303,9 @@ impl<R: Clone + PartialEq + ResultConditions> Planner<'_, '_, R> {
         if self.now >= next_at {
             return self.start_next();
         }
-        let when = super::budget::reset_text(next_at, self.now);
+        let when = format!("when it resets at {}", super::budget::reset_text(next_at, self.now));
         let why = format!("{attempt} stopped: the KRA API key's daily quota is spent");
-        let next_number = self.next_number();
-        self.status.next_attempt_at = Some(Time(next_at));
-        self.conds.backing_off(&format!("{why}; attempt {next_number} starts when it resets at {when}"));
-        if self.previous.phase != Some(Phase::BackingOff) {
-            self.transition(reasons::QUOTA_EXHAUSTED, false, format!("{why}; retrying when it resets at {when}"));
-        }
-        earliest(&mut self.requeue, until(self.now, next_at));
-        Phase::BackingOff
+        self.back_off_until(next_at, reasons::QUOTA_EXHAUSTED, &why, &when)
     }
 
     /// The run ends `Failed` with this reason: no attempt follows.
