@@ -6,6 +6,8 @@
 //! of generated expressions and start times in several zones (daylight-saving transitions
 //! included), and compares every answer with the operator's.
 
+mod support;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -13,6 +15,7 @@ use std::process::{Command, Stdio};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use kra_operator::cron::Cron;
+use support::season::Rng;
 
 /// Zones with daylight saving in both hemispheres, a half-hour shift (Lord Howe), a shift at
 /// midnight (Havana: the wall clock skips 00:00-01:00), odd offsets (Kolkata, Chatham), and none.
@@ -29,27 +32,6 @@ const ZONES: [&str; 9] = [
 ];
 const EXPRESSIONS: usize = 4_000;
 const FIRE_TIMES: usize = 6;
-
-/// SplitMix64: a seeded generator, so a failure is reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// One value of a field: mostly in range, sometimes a name in any case, sometimes just outside.
 fn value(rng: &mut Rng, min: u64, max: u64, names: &[&str]) -> String {
