@@ -129,6 +129,7 @@ async fn a_job_created_just_before_a_crash_is_adopted_not_duplicated() {
         defaults: &defaults,
         queue: None,
         grant: None,
+        permanent_exit_codes: &[],
     });
     cluster.api::<Job>().create(&Default::default(), &job).await.unwrap();
     assert!(created.status.is_none());

@@ -517,6 +517,11 @@ async fn a_rejected_key_fails_at_once_and_a_spent_quota_waits_for_the_kra_midnig
     assert_eq!(status.run.attempts.len(), 1, "{:?}", status.run.attempts);
     let attempt = &status.run.attempts[0];
     assert_eq!((attempt.exit_code, attempt.reason.as_deref()), (Some(5), Some("PermanentFailure")));
+    // The Job's own podFailurePolicy failed it on that exit code, and says so.
+    let job = stack.cluster.api::<Job>().get("rejected-1").await.unwrap().status.unwrap();
+    let job_failed = job.conditions.unwrap_or_default().into_iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(job_failed.reason.as_deref(), Some("PodFailurePolicy"), "{job_failed:?}");
+    assert!(job_failed.message.as_deref().unwrap_or("").contains("exit code 5"), "{job_failed:?}");
 
     // The daily quota is spent: exit 6, the next attempt waits for 00:00 Asia/Seoul.
     let quota = Fault::Body(business_error("22", "LIMITED_NUMBER_OF_SERVICE_REQUESTS_EXCEEDS_ERROR"));

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
+    PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
@@ -71,6 +72,9 @@ pub struct JobInput<'a> {
     /// The attempt's share of the KRA API budget: passed to the collector and kept in an
     /// annotation, so an adopted Job's grant is known.
     pub grant: Option<&'a RequestGrant>,
+    /// The worker's exit codes that no retry can change: a `FailJob` rule of the Job's
+    /// `podFailurePolicy`, so the Job itself says why it failed (reason `PodFailurePolicy`).
+    pub permanent_exit_codes: &'a [i32],
 }
 
 /// Annotation holding a Job's request grant (JSON).
@@ -125,18 +129,7 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
         spec: Some(JobSpec {
             // Retries are the operator's: one pod per Job, so each retry is a new, named attempt.
             backoff_limit: Some(0),
-            // A pod the cluster took away (eviction, preemption, node drain: the DisruptionTarget
-            // condition) is not a failure of the attempt: the Job controller starts another pod.
-            pod_failure_policy: Some(PodFailurePolicy {
-                rules: vec![PodFailurePolicyRule {
-                    action: "Ignore".into(),
-                    on_exit_codes: None,
-                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
-                        type_: "DisruptionTarget".into(),
-                        status: "True".into(),
-                    }]),
-                }],
-            }),
+            pod_failure_policy: Some(pod_failure_policy(input.permanent_exit_codes)),
             // Kueue admits a queued Job by unsuspending it.
             suspend: input.queue.map(|_| true),
             active_deadline_seconds: input.active_deadline_seconds,
@@ -149,6 +142,35 @@ pub fn build_job(input: &JobInput<'_>) -> Job {
         }),
         status: None,
     }
+}
+
+/// A pod the cluster took away (eviction, preemption, node drain: the `DisruptionTarget`
+/// condition) is not a failure of the attempt, so the Job controller starts another pod; a
+/// permanent exit code of the worker container fails the Job at once, with the rule named.
+fn pod_failure_policy(permanent_exit_codes: &[i32]) -> PodFailurePolicy {
+    let mut rules = vec![PodFailurePolicyRule {
+        action: "Ignore".into(),
+        on_exit_codes: None,
+        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+        }]),
+    }];
+    if !permanent_exit_codes.is_empty() {
+        let mut values = permanent_exit_codes.to_vec();
+        values.sort_unstable();
+        values.dedup();
+        rules.push(PodFailurePolicyRule {
+            action: "FailJob".into(),
+            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                container_name: Some(CONTAINER.into()),
+                operator: "In".into(),
+                values,
+            }),
+            on_pod_conditions: None,
+        });
+    }
+    PodFailurePolicy { rules }
 }
 
 /// The Job's labels: the user's pod-override labels, then this operator's (which win).
@@ -261,6 +283,7 @@ mod tests {
             defaults: &defaults,
             queue,
             grant: None,
+            permanent_exit_codes: &[2, 5, 7],
         })
     }
 
@@ -307,13 +330,18 @@ mod tests {
     }
 
     #[test]
-    fn a_disrupted_pod_is_not_a_failed_attempt() {
+    fn a_disrupted_pod_is_not_a_failed_attempt_and_a_permanent_exit_code_fails_the_job() {
         let spec = job(None).spec.unwrap();
         let rules = spec.pod_failure_policy.expect("a pod failure policy").rules;
-        assert_eq!(rules.len(), 1);
+        assert_eq!(rules.len(), 2);
         assert_eq!(rules[0].action, "Ignore");
         let on = rules[0].on_pod_conditions.as_ref().unwrap();
         assert_eq!((on[0].type_.as_str(), on[0].status.as_str()), ("DisruptionTarget", "True"));
+        assert_eq!(rules[1].action, "FailJob");
+        let codes = rules[1].on_exit_codes.as_ref().unwrap();
+        assert_eq!((codes.container_name.as_deref(), codes.operator.as_str()), (Some(CONTAINER), "In"));
+        assert_eq!(codes.values, vec![2, 5, 7]);
+        assert!(pod_failure_policy(&[]).rules.len() == 1, "no empty exit-code rule (the API server refuses one)");
         assert_eq!(spec.template.spec.unwrap().restart_policy.as_deref(), Some("Never"), "required by the policy");
     }
 

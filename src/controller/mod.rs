@@ -283,6 +283,7 @@ fn build_attempt<K: RunKind>(
     attempt: i32,
 ) -> Job {
     let api_version = K::api_version(&());
+    let permanent_codes: Vec<i32> = K::PERMANENT_EXIT_CODES.iter().map(|(code, _)| *code).collect();
     build::build_job(&build::JobInput {
         owner: build::Owner {
             api_version: &api_version,
@@ -300,6 +301,7 @@ fn build_attempt<K: RunKind>(
         defaults: &ctx.defaults,
         queue: obj.run().queue.as_ref(),
         grant: plan.status.attempts.iter().find(|a| a.number == attempt).and_then(|a| a.request_budget.as_ref()),
+        permanent_exit_codes: &permanent_codes,
     })
 }
 
