@@ -58,6 +58,36 @@ pub struct WorkerInvocation {
     pub env: Vec<EnvVar>,
     pub volumes: Vec<Volume>,
     pub mounts: Vec<VolumeMount>,
+    /// The most KRA API requests the run needs (0: it calls no KRA API, so it asks no budget).
+    pub kra_requests: i64,
+}
+
+/// What a collection run asks of the KRA API at most, counted from what the collector calls
+/// (`collector::run`): the operator sizes each attempt's request grant from it
+/// (docs/operator.md, "The KRA API budget"). `tests/collector.rs` runs every action over the
+/// largest day the rule allows for and checks the collector stays within it.
+pub mod requests {
+    /// Races one KRA day can hold: the CRD's bound on race numbers.
+    pub const MAX_RACES_PER_DAY: i64 = 20;
+    /// The largest field of a KRA race: 16 starting gates.
+    pub const MAX_RUNNERS: i64 = 16;
+    /// Every day: its race plan (one page of 50 rows).
+    pub const PLAN_DAY: i64 = 1;
+    /// Cards, per day: the scratches, the track and the training notes (500 rows a page, up to
+    /// three pages).
+    pub const CARDS_DAY: i64 = 1 + 1 + 3;
+    /// Cards, per race: the card (one page of 50 rows) and five details per runner (horse,
+    /// jockey, jockey statistics, trainer, owner), as if none were shared with another race.
+    pub const CARDS_RACE: i64 = 1 + 5 * MAX_RUNNERS;
+    /// Results, per race: the race's result rows (one page).
+    pub const RESULTS_RACE: i64 = 1;
+    /// Odds, per race: every pool's rows for 16 runners (4,432 combinations) in pages of 1,000.
+    pub const ODDS_RACE: i64 = 5;
+
+    /// Retries come out of the same grant: a quarter more than the calls, at least ten.
+    pub fn with_retries(calls: i64) -> i64 {
+        calls + (calls / 4).max(10)
+    }
 }
 
 /// One `kra-collector` run over a range of race days.
@@ -90,7 +120,29 @@ impl CollectorTask {
         if let Some(url) = &self.kra_api_base_url {
             env.push(EnvVar { name: "KRA_API_BASE_URL".into(), value: Some(url.clone()), value_from: None });
         }
-        WorkerInvocation { args, env, ..Default::default() }
+        WorkerInvocation { args, env, kra_requests: self.requests_needed(), ..Default::default() }
+    }
+
+    /// The most KRA API requests this run needs, retries included (see [`requests`]); 0 for
+    /// an action that calls no KRA API.
+    pub fn requests_needed(&self) -> i64 {
+        let calls = self.calls_needed();
+        if calls == 0 { 0 } else { requests::with_retries(calls) }
+    }
+
+    /// The most KRA API calls a run without a failed call makes (see [`requests`]).
+    pub fn calls_needed(&self) -> i64 {
+        use requests::*;
+        let (per_day, per_race) = match self.action {
+            KraAction::CollectRaceCards => (PLAN_DAY + CARDS_DAY, CARDS_RACE),
+            KraAction::CollectResults => (PLAN_DAY, RESULTS_RACE),
+            KraAction::CollectOdds => (PLAN_DAY, ODDS_RACE),
+            KraAction::FullPipeline => (PLAN_DAY + CARDS_DAY, CARDS_RACE + RESULTS_RACE + ODDS_RACE),
+            KraAction::Preprocess | KraAction::Enrich => return 0,
+        };
+        let days = self.from.until(self.to).map_or(0, |span| i64::from(span.get_days())) + 1;
+        let races = self.races.as_ref().map_or(MAX_RACES_PER_DAY, |r| r.len() as i64);
+        days.max(1) * (per_day + races * per_race)
     }
 }
 
@@ -240,6 +292,7 @@ pub fn secret_env(name: &str, secret: &SecretKeyRef) -> EnvVar {
 mod tests {
     use clap::{Parser, ValueEnum};
 
+    use super::requests::with_retries;
     use super::*;
     use crate::evaluator::request::PredictorRequest;
 
@@ -315,5 +368,38 @@ mod tests {
             assert_eq!(days.meet, Meet::value_variants()[i % 3]);
             assert_eq!(days.races.as_deref(), Some(&[1i64, 12][..]));
         }
+    }
+
+    fn collect(action: KraAction, from: &str, to: &str, races: Option<Vec<i32>>) -> CollectorTask {
+        CollectorTask {
+            action,
+            meet: Meet::Seoul,
+            from: from.parse().unwrap(),
+            to: to.parse().unwrap(),
+            races,
+            api_key: secret("key"),
+            database: secret("db"),
+            kra_api_base_url: None,
+        }
+    }
+
+    #[test]
+    fn a_runs_request_grant_grows_with_its_days_races_and_action_and_is_zero_without_api_calls() {
+        let day = |action| collect(action, "2025-05-24", "2025-05-24", None).requests_needed();
+        // Cards for a day of up to 20 races: plan, scratches, track, training (3 pages), and per
+        // race the card and 5 details for 16 runners; plus a quarter for retries.
+        assert_eq!(day(KraAction::CollectRaceCards), 1626 + 406);
+        assert_eq!(day(KraAction::CollectResults), 21 + 10, "at least ten requests for retries");
+        assert_eq!(day(KraAction::CollectOdds), 101 + 25);
+        assert_eq!(day(KraAction::FullPipeline), 1746 + 436);
+        assert_eq!(day(KraAction::Preprocess), 0);
+        assert_eq!(day(KraAction::Enrich), 0);
+        // Two races over a week: seven days, two races each.
+        let week = collect(KraAction::CollectResults, "2025-05-19", "2025-05-25", Some(vec![3, 4]));
+        assert_eq!(week.requests_needed(), 7 * (1 + 2) + 10);
+        assert_eq!(week.invocation().kra_requests, week.requests_needed(), "the invocation carries it");
+        // A range that crosses a month counts its days.
+        let range = collect(KraAction::CollectResults, "2025-01-30", "2025-03-01", Some(vec![1]));
+        assert_eq!(range.requests_needed(), with_retries(31 * 2));
     }
 }

@@ -345,6 +345,50 @@ async fn the_runs_budget_caps_every_call_including_details() {
     assert_eq!(summary.api_calls, 20);
 }
 
+/// The operator sizes each attempt's request grant from the action, its days and races
+/// (`CollectorTask::calls_needed`, plus a quarter for retries). On the largest day the rule allows
+/// for (20 races of 16 runners, every horse new), each action's fault-free run stays within the
+/// calls the rule counts for it.
+#[tokio::test]
+async fn every_action_stays_within_the_calls_its_grant_is_sized_from() {
+    use kra_operator::crd::krajob::KraAction;
+    use kra_operator::worker::CollectorTask;
+    let day = Day { date: "20250524", races: (1..=20).collect(), runners: 16 };
+    let sized = |action| {
+        CollectorTask {
+            action,
+            meet: Meet::Seoul,
+            from: Date::new(2025, 5, 24).unwrap(),
+            to: Date::new(2025, 5, 24).unwrap(),
+            races: None,
+            api_key: kra_operator::crd::SecretKeyRef { name: "kra-api".into(), key: "serviceKey".into() },
+            database: kra_operator::crd::SecretKeyRef { name: "kra-db".into(), key: "url".into() },
+            kra_api_base_url: None,
+        }
+        .calls_needed()
+    };
+    let runs: [(KraAction, &[Stage], Timestamp); 4] = [
+        (KraAction::CollectRaceCards, &[Stage::Cards], morning()),
+        (KraAction::CollectResults, &[Stage::Results], evening()),
+        (KraAction::CollectOdds, &[Stage::Odds], evening()),
+        (KraAction::FullPipeline, &[Stage::Cards, Stage::Results, Stage::Odds], evening()),
+    ];
+    for (action, stages, now) in runs {
+        let h = Harness::sqlite().await;
+        kra_day::serve_before(&h.kra, &day);
+        if now == evening() {
+            kra_day::serve_after(&h.kra, &day);
+        }
+        let summary = h.run(stages, None, now).await;
+        assert!(summary.succeeded(), "{action:?}: {summary:#?}");
+        assert_eq!(summary.races_found, 20, "{action:?}");
+        let made = h.kra.requests().len() as i64;
+        assert_eq!(made, summary.api_calls, "{action:?}: every request is counted");
+        println!("{action:?}: {made} requests made, {} counted by the sizing rule", sized(action));
+        assert!(made <= sized(action), "{action:?}: {made} requests, the grant is sized for {}", sized(action));
+    }
+}
+
 #[tokio::test]
 async fn a_requested_race_the_plan_does_not_list_is_reported() {
     let h = Harness::sqlite().await;

@@ -713,10 +713,16 @@ async fn three_krajobs_on_one_api_key_share_its_quota() {
     for name in ["one", "two", "three"] {
         cluster.create::<KraJob>(krajob(name, json!({}))).await;
     }
-    // A KraJob on another key has a budget of its own.
-    let other = json!({"apiKeySecretRef": {"name": "other-kra-api", "key": "serviceKey"}});
+    // A KraJob on another key has a budget of its own, and is granted what its run needs:
+    // the results of two races of one day, 3 calls and 10 for retries.
+    let other = json!({
+        "apiKeySecretRef": {"name": "other-kra-api", "key": "serviceKey"},
+        "action": "CollectResults",
+        "raceNumbers": [1, 2],
+    });
     cluster.create::<KraJob>(krajob("elsewhere", other)).await;
-    wait_job(&cluster, "elsewhere-1").await;
+    let elsewhere = wait_job(&cluster, "elsewhere-1").await;
+    assert_eq!(arg_after(&job_args(&elsewhere), "--max-requests").as_deref(), Some("13"));
 
     // Two Jobs of the shared key run, each with half the rate; the third waits, and says why.
     let jobs_of_key = || async {

@@ -4,9 +4,10 @@
 //!
 //! - **Per second:** at most `maxConcurrentJobs` Jobs of one key run at once, each limited to
 //!   `requestsPerSecond / maxConcurrentJobs`, so their sum never exceeds the key's rate.
-//! - **Per day** (the KRA day, midnight to midnight in Asia/Seoul): each attempt is granted at
-//!   most `maxRequestsPerRun` requests from what is left of the day's quota. An attempt counts
-//!   its grant while it runs, and what it reported using (`apiCalls`) once it finished.
+//! - **Per day** (the KRA day, midnight to midnight in Asia/Seoul): each attempt is granted what
+//!   its run needs at most (`worker::CollectorTask::requests_needed`: its action, days and
+//!   races), but no more than `maxRequestsPerRun` and what is left of the day's quota. An attempt
+//!   counts its grant while it runs, and what it reported using (`apiCalls`) once it finished.
 //!
 //! The collector enforces its grant itself (`--requests-per-second`, `--max-requests`). Grants
 //! are recorded in each attempt's status, so the ledger survives restarts: it is rebuilt from
@@ -128,8 +129,8 @@ pub fn usage(jobs: &[Arc<KraJob>], key: &str, day: Date) -> (Usage, Vec<String>)
     (usage, counted)
 }
 
-/// Decide a grant for one more attempt (pure).
-pub fn decide(quota: &Quota, key: &str, used: &Usage, now: Timestamp) -> Result<RequestGrant, Wait> {
+/// Decide a grant for one more attempt that needs at most `needed` requests (pure).
+pub fn decide(quota: &Quota, key: &str, used: &Usage, needed: i64, now: Timestamp) -> Result<RequestGrant, Wait> {
     let day = kra_day(now);
     if used.active_jobs >= quota.max_concurrent_jobs {
         return Err(Wait {
@@ -157,7 +158,8 @@ pub fn decide(quota: &Quota, key: &str, used: &Usage, now: Timestamp) -> Result<
     let share = quota.requests_per_second / quota.max_concurrent_jobs.max(1) as f64;
     Ok(RequestGrant {
         day: day.to_string(),
-        requests: left.min(quota.max_requests_per_run),
+        // What the run needs, within what a run may have and what is left of the day.
+        requests: needed.max(1).min(quota.max_requests_per_run).min(left),
         // Three decimals: enough precision, and a stable status.
         requests_per_second: (share * 1000.0).floor() / 1000.0,
     })
@@ -178,7 +180,14 @@ impl Budgets {
     /// Grant (or refuse) the attempt whose Job is `job` (namespace/name), given every watched
     /// KraJob. Atomic across concurrent reconciles; asking again for the same Job returns the
     /// same grant.
-    pub fn reserve(&self, key: &str, job: &str, jobs: &[Arc<KraJob>], now: Timestamp) -> Result<RequestGrant, Wait> {
+    pub fn reserve(
+        &self,
+        key: &str,
+        job: &str,
+        needed: i64,
+        jobs: &[Arc<KraJob>],
+        now: Timestamp,
+    ) -> Result<RequestGrant, Wait> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, grant, _)) = pending.get(job) {
             return Ok(grant.clone());
@@ -195,7 +204,7 @@ impl Budgets {
                 used.requests += grant.requests;
             }
         }
-        let grant = decide(&self.quota, key, &used, now)?;
+        let grant = decide(&self.quota, key, &used, needed, now)?;
         pending.insert(job.to_string(), (key.to_string(), grant.clone(), now));
         Ok(grant)
     }
@@ -264,13 +273,15 @@ mod tests {
     fn grants_split_the_rate_and_stop_at_the_daily_quota() {
         let q = quota();
         let now = at("2025-05-24T03:00:00Z");
-        let grant = decide(&q, "k", &Usage { active_jobs: 1, requests: 0 }, now).unwrap();
+        let grant = decide(&q, "k", &Usage { active_jobs: 1, requests: 0 }, 500, now).unwrap();
         assert_eq!(grant, RequestGrant { day: "2025-05-24".into(), requests: 100, requests_per_second: 3.0 });
-        let small = decide(&q, "k", &Usage { active_jobs: 0, requests: 200 }, now).unwrap();
+        let small = decide(&q, "k", &Usage { active_jobs: 0, requests: 200 }, 500, now).unwrap();
         assert_eq!(small.requests, 50, "what is left of the day");
-        let busy = decide(&q, "k", &Usage { active_jobs: 2, requests: 0 }, now).unwrap_err();
+        let sized = decide(&q, "k", &Usage { active_jobs: 0, requests: 200 }, 31, now).unwrap();
+        assert_eq!(sized.requests, 31, "what the run needs, when that is less");
+        let busy = decide(&q, "k", &Usage { active_jobs: 2, requests: 0 }, 31, now).unwrap_err();
         assert_eq!(busy.reason, WAIT_CONCURRENCY);
-        let spent = decide(&q, "k", &Usage { active_jobs: 0, requests: 250 }, now).unwrap_err();
+        let spent = decide(&q, "k", &Usage { active_jobs: 0, requests: 250 }, 31, now).unwrap_err();
         assert_eq!(spent.reason, WAIT_DAILY_QUOTA);
         assert!(
             spent.message.contains(
@@ -288,19 +299,19 @@ mod tests {
         let budgets = Budgets::new(quota());
         let now = at("2025-05-24T03:00:00Z");
         let key = "racing/kra-api/serviceKey";
-        let first = budgets.reserve(key, "racing/a-1", &[], now).unwrap();
-        assert_eq!(budgets.reserve(key, "racing/a-1", &[], now).unwrap(), first, "asking again is the same grant");
-        budgets.reserve(key, "racing/b-1", &[], now).unwrap();
-        let third = budgets.reserve(key, "racing/c-1", &[], now).unwrap_err();
+        let first = budgets.reserve(key, "racing/a-1", 500, &[], now).unwrap();
+        assert_eq!(budgets.reserve(key, "racing/a-1", 500, &[], now).unwrap(), first, "asking again is the same grant");
+        budgets.reserve(key, "racing/b-1", 500, &[], now).unwrap();
+        let third = budgets.reserve(key, "racing/c-1", 500, &[], now).unwrap_err();
         assert_eq!(third.reason, WAIT_CONCURRENCY);
         // Another key is another budget.
-        assert!(budgets.reserve("racing/other/serviceKey", "racing/d-1", &[], now).is_ok());
+        assert!(budgets.reserve("racing/other/serviceKey", "racing/d-1", 500, &[], now).is_ok());
         // Once the watch shows a finished a-1, its pending grant is replaced by what it used.
         let mut finished =
             (*job("a", "kra-api", json!([attempt(1, "Succeeded", "2025-05-24", 100)]), Some(10))).clone();
         finished.status.as_mut().unwrap().run.attempts[0].job_name = "a-1".into();
         let shown = vec![Arc::new(finished)];
-        let granted = budgets.reserve(key, "racing/c-1", &shown, now).unwrap();
+        let granted = budgets.reserve(key, "racing/c-1", 500, &shown, now).unwrap();
         // Used: a-1 10 (finished) + b-1 100 (pending) = 110; 140 left, capped at 100 per run.
         assert_eq!(granted.requests, 100);
     }

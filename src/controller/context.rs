@@ -97,9 +97,9 @@ impl Context {
         *count
     }
 
-    /// The request budget's answer for a new attempt of a KraJob using `key`, given every
-    /// watched KraJob. Waits while the watches have not synced (the ledger would be incomplete).
-    pub(super) fn request_permit(&self, key: &str, job: &str, now: Timestamp) -> Permit {
+    /// The request budget's answer for a new attempt of a KraJob using `key` that needs at most
+    /// `needed` requests, given every watched KraJob. Waits while the watches have not synced (the ledger would be incomplete).
+    pub(super) fn request_permit(&self, key: &str, job: &str, needed: i64, now: Timestamp) -> Permit {
         let (synced, jobs) = match self.stores.read() {
             Ok(stores) => {
                 let watches = stores.synced();
@@ -114,7 +114,7 @@ impl Context {
                 retry_after: Duration::from_secs(1),
             });
         }
-        match self.budgets.reserve(key, job, &jobs, now) {
+        match self.budgets.reserve(key, job, needed, &jobs, now) {
             Ok(grant) => Permit::Granted(Some(grant)),
             Err(wait) => Permit::Wait(wait),
         }

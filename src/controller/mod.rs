@@ -216,9 +216,11 @@ fn plan_with_budget<K: RunKind>(
         PlanAction::CreateJob { attempt } => Some(*attempt),
         _ => None,
     });
+    // Only a run that calls the KRA API asks the key's budget, for what it needs at most.
+    let needed = resolved.as_ref().map_or(0, |invocation| invocation.kra_requests);
     match (starts, obj.budget_key()) {
-        (Some(attempt), Some(key)) => {
-            plan_with(ctx.request_permit(&key, &format!("{}/{}", run.namespace, run.job_name(attempt)), now))
+        (Some(attempt), Some(key)) if needed > 0 => {
+            plan_with(ctx.request_permit(&key, &format!("{}/{}", run.namespace, run.job_name(attempt)), needed, now))
         }
         _ => plan,
     }
