@@ -109,6 +109,33 @@ impl Health {
         self.stores.read().map(|s| s.synced()).unwrap_or_default()
     }
 
+    /// The watched objects that do not decode now (`Kind namespace/name`, the error).
+    fn undecodable(&self) -> Vec<(String, String)> {
+        let registry = self.stores.read().ok().and_then(|s| s.undecodable.clone());
+        registry
+            .map(|r| r.list().into_iter().map(|(key, error)| (key.to_string(), error)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The readiness answer as a person reads it: the state, then any object that is not
+    /// reconciled because it does not decode (at most ten named).
+    pub fn readiness_text(&self) -> (bool, String) {
+        let (ready, why) = self.ready();
+        let bad = self.undecodable();
+        if bad.is_empty() {
+            return (ready, why.to_string());
+        }
+        let names: Vec<&str> = bad.iter().take(10).map(|(name, _)| name.as_str()).collect();
+        let more =
+            if bad.len() > names.len() { format!(" and {} more", bad.len() - names.len()) } else { String::new() };
+        let text = format!(
+            "{why}; {} object(s) cannot be decoded by this operator and are not reconciled: {}{more} (see their Stalled condition)",
+            bad.len(),
+            names.join(", ")
+        );
+        (ready, text)
+    }
+
     fn all_synced(&self) -> bool {
         let synced = self.synced();
         !synced.is_empty() && synced.iter().all(|(_, ready)| *ready)
@@ -156,7 +183,9 @@ async fn livez(State(health): State<Arc<Health>>) -> Response {
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
-    let (ready, why) = health.ready();
+    // An object that does not decode is reported, not a reason to take the operator out of
+    // service: every other run is reconciled.
+    let (ready, why) = health.readiness_text();
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, why).into_response()
 }
@@ -188,9 +217,10 @@ async fn detailed(State(health): State<Arc<Health>>) -> Response {
     let leadership = health.leadership();
     let synced = health.synced();
     let (ready, readiness) = health.ready();
+    let undecodable = health.undecodable();
     let status = if !api_up {
         "unhealthy"
-    } else if !crds_ok || !ready {
+    } else if !crds_ok || !ready || !undecodable.is_empty() {
         "degraded"
     } else {
         "healthy"
@@ -210,6 +240,7 @@ async fn detailed(State(health): State<Arc<Health>>) -> Response {
             "lastError": leadership.last_error,
         },
         "readiness": readiness,
+        "undecodable": undecodable.iter().map(|(object, error)| json!({"object": object, "error": error})).collect::<Vec<_>>(),
     });
     let code = if status == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, Json(body)).into_response()

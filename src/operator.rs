@@ -375,6 +375,8 @@ async fn run_controllers(
     if let Some(path) = &args.clock_file {
         ctx.clock = controller::Clock::File(path.clone());
     }
+    let (undecodable, reports) = controller::undecodable::Undecodable::new();
+    ctx.undecodable = Arc::new(undecodable);
     let ctx = Arc::new(ctx);
     // Both controllers stop on the same signal.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -384,7 +386,8 @@ async fn run_controllers(
     });
     // One pair of controllers per watched namespace (or one pair for the whole cluster).
     let mut drivers = Vec::new();
-    let mut stores = Stores::default();
+    let mut stores = Stores { undecodable: Some(ctx.undecodable.clone()), ..Stores::default() };
+    drivers.push(controller::undecodable::reporter(ctx.clone(), reports, shutdown_signal(stop_rx.clone())).boxed());
     for scope in Scope::for_namespaces(&args.namespaces) {
         let (krajobs, driver) =
             controller::controller::<KraJob>(ctx.clone(), scope.clone(), shutdown_signal(stop_rx.clone()));

@@ -259,7 +259,7 @@ fn exported_metric_names() -> Vec<String> {
     .unwrap();
     let mut writer = Writer::<KraJob>::default();
     writer.apply_watcher_event(&watcher::Event::Apply(job));
-    *stores.write().unwrap() = Stores { krajobs: vec![writer.as_reader()], evaluation_runs: vec![] };
+    *stores.write().unwrap() = Stores { krajobs: vec![writer.as_reader()], evaluation_runs: vec![], undecodable: None };
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     let mut names: Vec<String> = text

@@ -403,6 +403,87 @@ async fn a_spec_a_looser_installed_crd_lets_through_is_held_to_the_declared_sche
 }
 
 #[tokio::test]
+async fn an_object_this_build_cannot_decode_is_stalled_named_and_never_stops_the_others() {
+    // An API server of its own, with a KraJob CRD that accepts any racecourse (a newer CRD's
+    // values, as after a rollback of the operator): a KraJob at `gwangju` cannot be decoded.
+    let plane = support::PrivateControlPlane::start();
+    let cluster = Cluster::start_on(plane.kubeconfig.clone()).await;
+    let mut crd = serde_json::to_value(<KraJob as kube::CustomResourceExt>::crd()).unwrap();
+    loosen(&mut crd, &["enum"]);
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(cluster.client.clone());
+    crds.patch("krajobs.kra.dev", &PatchParams::apply("kra-operator-tests").force(), &Patch::Apply(&crd))
+        .await
+        .unwrap();
+    let untyped = || {
+        let resource = kube::api::ApiResource::erase::<KraJob>(&());
+        Api::<kube::api::DynamicObject>::namespaced_with(cluster.client.clone(), &cluster.namespace, &resource)
+    };
+    let newer: kube::api::DynamicObject = serde_json::from_value(krajob("newer", json!({"meet": "gwangju"}))).unwrap();
+    wait_until("the API server to accept the value under the looser CRD", WAIT, || async {
+        untyped().create(&Default::default(), &newer).await.ok()
+    })
+    .await;
+    cluster.create::<KraJob>(krajob("fine", json!({}))).await;
+
+    let operator = Operator::start(&cluster).await;
+    // Every other run is reconciled.
+    wait_job(&cluster, "fine-1").await;
+    // The bad one says why on itself: Stalled, not Ready, the decode error in the message.
+    let stalled = wait_until("the Stalled condition on the undecodable object", WAIT, || async {
+        let object = untyped().get("newer").await.unwrap();
+        let conditions = object.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        conditions.into_iter().find(|c| c["type"] == "Stalled" && c["status"] == "True").map(|c| (object, c))
+    })
+    .await;
+    let (object, condition) = stalled;
+    assert_eq!(condition["reason"], "UndecodableObject");
+    assert!(condition["message"].as_str().unwrap().contains("gwangju"), "{condition}");
+    let ready = object.data["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").cloned();
+    assert_eq!(ready.map(|c| c["status"].clone()), Some(json!("False")));
+    // One Warning Event, about that object.
+    let events: Api<k8s_openapi::api::events::v1::Event> = cluster.api();
+    let warned = wait_until("the Event", WAIT, || async {
+        let list = events.list(&Default::default()).await.unwrap().items;
+        let about: Vec<_> = list
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("UndecodableObject"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("newer"))
+            .collect();
+        (!about.is_empty()).then_some(about)
+    })
+    .await;
+    assert_eq!(warned[0].type_.as_deref(), Some("Warning"));
+    // /readyz stays 200 (the operator works) and names it; /health/detailed is degraded.
+    let (code, body) = support::http_get_status(&operator.url("/readyz")).await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(&format!("KraJob {}/newer", cluster.namespace)), "{body}");
+    let detailed: Value =
+        serde_json::from_str(&support::http_get(&operator.url("/health/detailed")).await.unwrap()).unwrap();
+    assert_eq!(detailed["status"], "degraded", "{detailed}");
+    assert!(detailed["undecodable"][0]["error"].as_str().unwrap().contains("gwangju"), "{detailed}");
+    // Reported once: the status write it made is seen by the watch again, and nothing loops.
+    let version = untyped().get("newer").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(untyped().get("newer").await.unwrap().metadata.resource_version, version, "no write loop");
+    assert_eq!(operator.metric_sum("kra_operator_undecodable_objects_total", &["kind=\"krajob\""]).await, 1.0);
+
+    // Mended, it decodes: it runs, and its conditions are the operator's own again.
+    let mend = json!({"spec": {"meet": "busan"}});
+    untyped().patch("newer", &PatchParams::default(), &Patch::Merge(&mend)).await.unwrap();
+    wait_job(&cluster, "newer-1").await;
+    let mended = wait_until("the Stalled condition to go", WAIT, || async {
+        let job = get(&cluster, "newer").await;
+        let stalled = job.status.as_ref()?.run.conditions.iter().find(|c| c.type_ == "Stalled")?.clone();
+        (stalled.status == "False").then_some(stalled)
+    })
+    .await;
+    assert_ne!(mended.reason, "UndecodableObject");
+    let (_, body) = support::http_get_status(&operator.url("/readyz")).await.unwrap();
+    assert!(!body.contains("newer"), "{body}");
+}
+
+#[tokio::test]
 async fn an_invalid_spec_is_stalled_without_a_job_a_crash_or_a_hot_loop() {
     let cluster = Cluster::start().await;
     let operator = Operator::start(&cluster).await;

@@ -14,6 +14,7 @@ use kube::runtime::events::Recorder;
 use super::budget;
 use super::plan::Permit;
 use super::stores::{OwnedCache, Stores};
+use super::undecodable::Undecodable;
 use super::validate::WorkerDefaults;
 use crate::metrics::Metrics;
 
@@ -41,6 +42,8 @@ pub struct Context {
     pub clock: Clock,
     /// The KRA API request budgets shared by KraJobs of the same key.
     pub budgets: budget::Budgets,
+    /// The watched objects this build cannot decode (reported by `undecodable::reporter`).
+    pub undecodable: Arc<Undecodable>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -86,6 +89,8 @@ impl Context {
             resync,
             clock: Clock::System,
             budgets: budget::Budgets::default(),
+            // Replaced by the caller that runs the reporter; this one's reports go nowhere.
+            undecodable: Arc::new(Undecodable::new().0),
             failures: Mutex::default(),
         }
     }

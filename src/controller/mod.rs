@@ -19,6 +19,7 @@ pub mod recurring;
 pub mod scheduler;
 pub mod schema;
 pub mod stores;
+pub mod undecodable;
 pub mod validate;
 pub mod watch;
 
@@ -340,9 +341,9 @@ pub fn controller<K: RunKind>(
         .touched_objects();
     ctx.job_cache.add(jobs_reader);
     // The runs themselves, decoded one by one: an object this build cannot read is skipped
-    // and counted, and cannot stop the watch of every other run (watch.rs).
+    // and reported on, and cannot stop the watch of every other run (watch.rs, undecodable.rs).
     let tolerant = |config: watcher::Config| {
-        watch::tolerant::<K>(&ctx.client, &scope, config.any_semantic(), ctx.metrics.clone(), K::METRIC_KIND)
+        watch::tolerant::<K>(&ctx.client, &scope, config.any_semantic(), ctx.undecodable.clone())
     };
     let (runs_reader, runs_writer) = reflector::store();
     let runs = reflector(runs_writer, tolerant(watcher::Config::default())).default_backoff().applied_objects();

@@ -41,3 +41,5 @@ pub const RUNS_WAITING: &str = "RunsWaiting";
 pub const FOREIGN_CHILD: &str = "ForeignChild";
 /// The object lacks metadata every reconcile needs (name, namespace or uid).
 pub const MISSING_METADATA: &str = "MissingMetadata";
+/// The object does not decode as this build's type (`undecodable.rs`).
+pub const UNDECODABLE_OBJECT: &str = "UndecodableObject";

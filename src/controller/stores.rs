@@ -18,6 +18,8 @@ use crate::metrics::{RunsSnapshot, RunsSource};
 pub struct Stores {
     pub krajobs: Vec<Store<KraJob>>,
     pub evaluation_runs: Vec<Store<EvaluationRun>>,
+    /// The watched objects that do not decode (their watches skip them).
+    pub undecodable: Option<Arc<super::undecodable::Undecodable>>,
 }
 
 impl Stores {

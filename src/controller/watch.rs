@@ -4,8 +4,8 @@
 //! value written by a newer CRD, a field edited by hand where the schema preserves unknown
 //! fields) fails the page, the watch retries the same page forever, and every run of the kind
 //! stops being reconciled. These watches read the objects untyped and decode them one by one:
-//! an object that does not decode is skipped, logged with its name and the decode error, and
-//! counted (`kra_operator_undecodable_objects_total`); every other object flows on.
+//! an object that does not decode is skipped and reported on (`undecodable.rs`: conditions and
+//! an Event on the object, `/readyz`, a log line, a metric); every other object flows on.
 //!
 //! Limits: a skipped update leaves the last decodable version in the cache (the object is
 //! reconciled as it was until it decodes again), and a skipped deletion leaves it there until
@@ -19,7 +19,7 @@ use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::metrics::Metrics;
+use super::undecodable::{ObjectKey, Seen, Undecodable};
 
 /// Where the controllers watch.
 #[derive(Clone, Debug)]
@@ -59,40 +59,53 @@ fn untyped_api<K: Resource<DynamicType = ()>>(client: &Client, scope: &Scope) ->
     }
 }
 
-/// A watch of kind `K` that skips (and counts) the objects it cannot decode.
+/// A watch of kind `K` that skips the objects it cannot decode and tells `undecodable` of
+/// each object it sees (which reports the bad ones: `undecodable.rs`).
 pub fn tolerant<K>(
     client: &Client,
     scope: &Scope,
     config: watcher::Config,
-    metrics: Arc<Metrics>,
-    kind: &'static str,
+    undecodable: Arc<Undecodable>,
 ) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug + Send + 'static,
 {
-    decoded(watcher(untyped_api::<K>(client, scope), config), move |name| {
-        metrics.undecodable(kind);
-        tracing::warn!(kind, object = name.0, "skipped an object that does not decode: {}", name.1);
+    decoded(watcher(untyped_api::<K>(client, scope), config), move |seen| {
+        undecodable.observe(seen);
     })
 }
 
-/// Decode each object of an untyped watch as `K`; `skipped` hears of each object that does not
-/// decode (`namespace/name`, the error).
+/// Decode each object of an untyped watch as `K`; `seen` hears of each object: decoded, not
+/// decodable (with the error), or deleted.
 pub fn decoded<K, S>(
     events: S,
-    skipped: impl Fn((String, String)) + Send + Sync + 'static,
+    seen: impl Fn(Seen) + Send + Sync + 'static,
 ) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource + DeserializeOwned + Send + 'static,
+    K: Resource<DynamicType = ()> + DeserializeOwned + Send + 'static,
     S: Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Send + 'static,
 {
-    let skipped = Arc::new(skipped);
+    let seen = Arc::new(seen);
     events.filter_map(move |event| {
-        let skipped = skipped.clone();
+        let seen = seen.clone();
         async move {
+            let key = |object: &DynamicObject| ObjectKey {
+                kind: kind_of::<K>(),
+                namespace: object.namespace().unwrap_or_default(),
+                name: object.name_any(),
+            };
             let decode = |object: DynamicObject| {
-                let name = format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any());
-                object.try_parse::<K>().map_err(|error| skipped((name, error.to_string()))).ok()
+                let (key, uid) = (key(&object), object.uid().unwrap_or_default());
+                match object.try_parse::<K>() {
+                    Ok(decoded) => {
+                        seen(Seen::Decoded(key));
+                        Some(decoded)
+                    }
+                    Err(error) => {
+                        seen(Seen::Failed { key, uid, error: error.to_string() });
+                        None
+                    }
+                }
             };
             match event {
                 Err(error) => Some(Err(error)),
@@ -100,10 +113,19 @@ where
                 Ok(Event::InitDone) => Some(Ok(Event::InitDone)),
                 Ok(Event::Apply(object)) => decode(object).map(|k| Ok(Event::Apply(k))),
                 Ok(Event::InitApply(object)) => decode(object).map(|k| Ok(Event::InitApply(k))),
-                Ok(Event::Delete(object)) => decode(object).map(|k| Ok(Event::Delete(k))),
+                Ok(Event::Delete(object)) => {
+                    seen(Seen::Deleted(key(&object)));
+                    object.try_parse::<K>().ok().map(|k| Ok(Event::Delete(k)))
+                }
             }
         }
     })
+}
+
+/// The kind's name, as a `'static` string (the kinds are the operator's two).
+fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
+    let kind = K::kind(&());
+    if kind == crate::crd::EvaluationRun::kind(&()) { "EvaluationRun" } else { "KraJob" }
 }
 
 #[cfg(test)]
@@ -137,8 +159,14 @@ mod tests {
         ]);
         let skipped = Arc::new(Mutex::new(Vec::new()));
         let seen = skipped.clone();
-        let out: Vec<Event<KraJob>> =
-            decoded(events, move |name| seen.lock().unwrap().push(name)).map(|e| e.unwrap()).collect().await;
+        let out: Vec<Event<KraJob>> = decoded(events, move |sight| {
+            if let Seen::Failed { key, error, .. } = sight {
+                seen.lock().unwrap().push((format!("{}/{}", key.namespace, key.name), error));
+            }
+        })
+        .map(|e| e.unwrap())
+        .collect()
+        .await;
         let names: Vec<String> = out
             .iter()
             .filter_map(|e| match e {
