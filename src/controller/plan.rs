@@ -1099,4 +1099,143 @@ mod tests {
         let running_after = backing_off.conditions.iter().find(|c| c.type_ == "Running").unwrap();
         assert_eq!(running_after.last_transition_time, Time(ts(6)), "Running went True -> False");
     }
+
+    /// A run's cluster for fault injection: its Jobs (attempt → generation, state, exit code),
+    /// the status stored, and how many Jobs were created for each attempt.
+    #[derive(Default)]
+    struct Sim {
+        jobs: std::collections::BTreeMap<i32, (i64, JobState, Option<i32>)>,
+        status: Option<RunStatus<Summary>>,
+        created: std::collections::BTreeMap<i32, u32>,
+        now: i64,
+    }
+
+    impl Sim {
+        /// The Job controller: every active Job finishes, attempt 1 failing (exit 1), later ones
+        /// succeeding.
+        fn tick(&mut self) {
+            let now = ts(self.now);
+            for (attempt, (_, state, exit)) in self.jobs.iter_mut().filter(|(_, j)| j.1 == JobState::Active) {
+                (*state, *exit) = if *attempt == 1 {
+                    (
+                        JobState::Failed { at: now, reason: "BackoffLimitExceeded".into(), message: String::new() },
+                        Some(1),
+                    )
+                } else {
+                    (JobState::Succeeded { at: now }, Some(0))
+                };
+            }
+        }
+
+        /// What the reconcile reads, as `observe::observe_jobs` builds it.
+        fn observe(&self) -> Vec<ObservedJob<Summary>> {
+            let recorded = |n: i32| self.status.as_ref().and_then(|s| s.attempts.iter().find(|a| a.number == n));
+            let mut observed: Vec<ObservedJob<Summary>> = self
+                .jobs
+                .iter()
+                .map(|(&attempt, (generation, state, exit))| {
+                    let finished = matches!(state, JobState::Succeeded { .. } | JobState::Failed { .. });
+                    let unrecorded = recorded(attempt).is_none_or(|a| a.outcome == AttemptOutcome::Running);
+                    let read = finished && unrecorded;
+                    ObservedJob {
+                        exit_code: exit.filter(|_| read),
+                        summary: (read && *exit == Some(0)).then_some(Ok(7)),
+                        ..job(attempt, *generation, state.clone())
+                    }
+                })
+                .collect();
+            for attempt in self.status.iter().flat_map(|s| &s.attempts) {
+                if attempt.outcome == AttemptOutcome::Running && !self.jobs.contains_key(&attempt.number) {
+                    observed.push(ObservedJob {
+                        created: None,
+                        ..job(attempt.number, attempt.generation, JobState::Missing)
+                    });
+                }
+            }
+            observed
+        }
+
+        /// One reconcile whose steps are its actions, then the status write; `crash_before`
+        /// stops it before that step (a killed operator, or a failed write). Returns its steps.
+        fn reconcile(&mut self, case: &Case, crash_before: Option<usize>) -> usize {
+            let plan = case.plan(self.status.as_ref(), &self.observe(), ts(self.now));
+            let steps = plan.actions.len() + 1;
+            let done = crash_before.unwrap_or(steps).min(steps);
+            for action in plan.actions.iter().take(done) {
+                match action {
+                    Action::CreateJob { attempt } if !self.jobs.contains_key(attempt) => {
+                        self.jobs.insert(*attempt, (case.generation, JobState::Active, None));
+                        *self.created.entry(*attempt).or_default() += 1;
+                    }
+                    Action::CreateJob { .. } => {} // 409: the existing Job is adopted
+                    Action::DeleteJob { name: job } => self.jobs.retain(|n, _| name(*n) != *job),
+                    Action::SuspendJob { .. } => {}
+                }
+            }
+            if done == steps {
+                self.status = Some(plan.status);
+            }
+            steps
+        }
+    }
+
+    /// Run 30 reconciles, two seconds apart, each after the Job controller's tick; `crash`
+    /// says where reconcile `i` stops, if anywhere. Returns the steps of each reconcile.
+    fn drive(sim: &mut Sim, case: &Case, crash: &dyn Fn(usize) -> Option<usize>) -> Vec<usize> {
+        (0..30)
+            .map(|i| {
+                sim.tick();
+                let steps = sim.reconcile(case, crash(i));
+                sim.now += 2;
+                steps
+            })
+            .collect()
+    }
+
+    /// Attempt 1 failed, attempt 2 succeeded, each Job created once, both outcomes recorded.
+    fn assert_nothing_lost_nothing_twice(sim: &Sim, ttl: Option<i32>, fault: &str) {
+        assert_eq!(sim.created, [(1, 1), (2, 1)].into_iter().collect(), "Jobs created per attempt, {fault}");
+        let status = sim.status.as_ref().unwrap();
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{fault}");
+        let outcomes: Vec<_> = status.attempts.iter().map(|a| (a.number, a.outcome, a.exit_code)).collect();
+        assert_eq!(
+            outcomes,
+            [(1, AttemptOutcome::Failed, Some(1)), (2, AttemptOutcome::Succeeded, Some(0))],
+            "recorded outcomes, {fault}"
+        );
+        assert!(status.attempts.iter().all(|a| a.reason.as_deref() != Some(reasons::JOB_DELETED)), "{fault}");
+        assert_eq!(status.result, Some(7), "{fault}");
+        if ttl.is_some() {
+            assert!(sim.jobs.is_empty(), "finished Jobs are cleaned up in the end, {fault}");
+        }
+    }
+
+    #[test]
+    fn a_kill_or_failed_write_between_any_two_steps_of_any_reconcile_loses_no_outcome_and_reruns_nothing() {
+        for ttl in [Some(0), Some(1), None] {
+            let case = Case { ttl, policy: policy(3, 1, 1.0, 1), ..Default::default() };
+            let mut clean = Sim::default();
+            let steps = drive(&mut clean, &case, &|_| None);
+            assert_nothing_lost_nothing_twice(&clean, ttl, "without faults");
+            let mut scenarios = 0;
+            // One fault: reconcile `r` stops before its step `c`, for every r and c.
+            for (r, &count) in steps.iter().enumerate() {
+                for c in 0..count {
+                    let mut sim = Sim::default();
+                    drive(&mut sim, &case, &|i| (i == r).then_some(c));
+                    let fault = format!("TTL {ttl:?}, reconcile {r} stopped before step {c}");
+                    assert_nothing_lost_nothing_twice(&sim, ttl, &fault);
+                    scenarios += 1;
+                }
+            }
+            // A fault in every other reconcile, at the same step each time.
+            for c in 0..3 {
+                let mut sim = Sim::default();
+                drive(&mut sim, &case, &|i| (i % 2 == 0).then_some(c));
+                let fault = format!("TTL {ttl:?}, every other reconcile stopped before step {c}");
+                assert_nothing_lost_nothing_twice(&sim, ttl, &fault);
+            }
+            assert!(scenarios >= 30, "TTL {ttl:?}: {scenarios} single-fault scenarios");
+        }
+    }
 }
