@@ -158,7 +158,7 @@ pub fn plan(input: Input<'_>) -> Plan {
         }
     }
 
-    let runs = prune_history(schedule, children, &mut actions, &started);
+    let runs = prune_history(schedule, children, &previous.runs, &mut actions, &started);
     let last_successful = children
         .iter()
         .filter(|c| c.phase == Some(Phase::Succeeded))
@@ -261,9 +261,13 @@ fn starts(policy: ConcurrencyPolicy, live: Vec<Timestamp>, active: &[&Child]) ->
 
 /// Keep the newest finished runs up to each history limit (active runs are never pruned): the
 /// deletions go to `actions`; the runs that remain, with those started now, in time order.
+/// Outcome before cleanup: a finished run is deleted only once the status that was read
+/// (`recorded`, so already written) lists it with that outcome; until then it stays, and the
+/// status write's own watch event brings the reconcile that deletes it.
 fn prune_history(
     schedule: &Schedule,
     children: &[Child],
+    recorded: &[ScheduledRun],
     actions: &mut Vec<Action>,
     started: &[(Timestamp, String, DateRange)],
 ) -> Vec<ScheduledRun> {
@@ -283,7 +287,8 @@ fn prune_history(
     ] {
         let finished: Vec<&&Child> = remaining.iter().filter(|c| c.phase == Some(phase)).collect();
         let excess = finished.len().saturating_sub(limit.max(0) as usize);
-        pruned.extend(finished.iter().take(excess).map(|c| c.name.clone()));
+        let is_recorded = |c: &Child| recorded.iter().any(|r| r.name == c.name && r.phase == c.phase);
+        pruned.extend(finished.iter().take(excess).filter(|c| is_recorded(c)).map(|c| c.name.clone()));
     }
     for name in &pruned {
         actions.push(Action::Delete { name: name.clone(), reason: "HistoryLimit" });
@@ -605,6 +610,30 @@ mod tests {
         let left: Vec<&str> = world.children.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(left, ["seoul-20250520-1200", "seoul-20250520-1300", "seoul-20250520-1400"]);
         assert_eq!(world.status.as_ref().unwrap().runs.len(), 3);
+    }
+
+    #[test]
+    fn a_finished_run_is_pruned_only_once_a_written_status_records_its_outcome() {
+        let mut none_kept = schedule("0 * * * *");
+        none_kept.successful_runs_history_limit = 0;
+        let mut world = World::new(none_kept, "2025-05-20T00:30:00Z");
+        world.step("2025-05-20T01:00:00Z");
+        world.finish("seoul-20250520-1000", Phase::Succeeded);
+        let recorded_before = world.status.clone();
+        // The reconcile that first sees it finished records it and deletes nothing.
+        let seen = world.step("2025-05-20T01:10:00Z");
+        assert!(deleted(&seen).is_empty(), "{:?}", seen.actions);
+        assert_eq!(seen.status.last_successful_time, Some(Time(at("2025-05-20T01:00:00Z"))));
+        assert_eq!(seen.status.runs[0].phase, Some(Phase::Succeeded));
+        // Its status write failed (or the operator died): the old status is read again, and
+        // again nothing is deleted.
+        world.status = recorded_before;
+        assert!(deleted(&world.step("2025-05-20T01:11:00Z")).is_empty());
+        // Once the recorded outcome is read back, the run goes, and its success stays recorded.
+        let pruned = world.step("2025-05-20T01:12:00Z");
+        assert_eq!(deleted(&pruned), [("seoul-20250520-1000".to_string(), "HistoryLimit")]);
+        assert_eq!(pruned.status.last_successful_time, Some(Time(at("2025-05-20T01:00:00Z"))));
+        assert!(pruned.status.runs.is_empty());
     }
 
     #[test]
