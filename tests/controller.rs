@@ -837,6 +837,11 @@ async fn three_krajobs_on_one_api_key_share_its_quota() {
     cluster.finish_job(&format!("{}-1", running[0].0), true, Some(summary)).await;
     let third = wait_job(&cluster, &format!("{waiting_name}-1")).await;
     assert_eq!(arg_after(&job_args(&third), "--max-requests").as_deref(), Some("93"));
+    // The finished attempt's grant records what it used, so the rest stays returned whatever
+    // attempts follow.
+    let finished = get(&cluster, running[0].0).await;
+    let grant = finished.status.as_ref().unwrap().attempts[0].request_budget.clone().unwrap();
+    assert_eq!((grant.requests, grant.used), (100, Some(57)));
 
     // The use is visible in the metrics, per key.
     let key = format!("{}/kra-api/serviceKey", cluster.namespace);

@@ -117,11 +117,13 @@ pub fn usage(jobs: &[Arc<KraJob>], key: &str, day: Date) -> (Usage, Vec<String>)
                 usage.active_jobs += 1;
                 usage.requests += grant.requests;
             } else {
-                // A finished attempt counts what it used: the summary of the last attempt says
-                // so; an earlier one counts its whole grant.
-                let reported = (Some(attempt.number) == last)
-                    .then(|| status.run.result.as_ref().and_then(|r| r.api_calls))
-                    .flatten();
+                // A finished attempt counts what it used, recorded in its grant; before that
+                // field existed, only the last attempt's summary said so. Unknown: the whole grant.
+                let reported = grant.used.or_else(|| {
+                    (Some(attempt.number) == last)
+                        .then(|| status.run.result.as_ref().and_then(|r| r.api_calls))
+                        .flatten()
+                });
                 usage.requests += reported.map_or(grant.requests, |used| used.min(grant.requests).max(0));
             }
         }
@@ -162,6 +164,7 @@ pub fn decide(quota: &Quota, key: &str, used: &Usage, needed: i64, now: Timestam
         requests: needed.max(1).min(quota.max_requests_per_run).min(left),
         // Three decimals: enough precision, and a stable status.
         requests_per_second: (share * 1000.0).floor() / 1000.0,
+        used: None,
     })
 }
 
@@ -267,6 +270,12 @@ mod tests {
         let (used, counted) = usage(&jobs, "racing/kra-api/serviceKey", "2025-05-24".parse().unwrap());
         assert_eq!(used, Usage { active_jobs: 1, requests: 100 + 100 + 57 });
         assert_eq!(counted.len(), 4, "every grant of the key, any day");
+        // An earlier attempt that recorded what it used gives the rest back too.
+        let mut failed = attempt(1, "Failed", "2025-05-24", 100);
+        failed["requestBudget"]["used"] = json!(12);
+        let retried = vec![job("c", "kra-api", json!([failed, attempt(2, "Succeeded", "2025-05-24", 100)]), Some(57))];
+        let (used, _) = usage(&retried, "racing/kra-api/serviceKey", "2025-05-24".parse().unwrap());
+        assert_eq!(used.requests, 12 + 57);
     }
 
     #[test]
@@ -274,7 +283,10 @@ mod tests {
         let q = quota();
         let now = at("2025-05-24T03:00:00Z");
         let grant = decide(&q, "k", &Usage { active_jobs: 1, requests: 0 }, 500, now).unwrap();
-        assert_eq!(grant, RequestGrant { day: "2025-05-24".into(), requests: 100, requests_per_second: 3.0 });
+        assert_eq!(
+            grant,
+            RequestGrant { day: "2025-05-24".into(), requests: 100, requests_per_second: 3.0, used: None }
+        );
         let small = decide(&q, "k", &Usage { active_jobs: 0, requests: 200 }, 500, now).unwrap();
         assert_eq!(small.requests, 50, "what is left of the day");
         let sized = decide(&q, "k", &Usage { active_jobs: 0, requests: 200 }, 31, now).unwrap();

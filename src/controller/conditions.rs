@@ -117,9 +117,18 @@ pub trait ResultConditions {
     fn result_conditions(&self) -> Vec<(&'static str, bool, String, String)> {
         Vec::new()
     }
+
+    /// The KRA API requests the attempt reported making (kinds with a request budget).
+    fn requests_used(&self) -> Option<i64> {
+        None
+    }
 }
 
-impl ResultConditions for crate::crd::CollectionSummary {}
+impl ResultConditions for crate::crd::CollectionSummary {
+    fn requests_used(&self) -> Option<i64> {
+        self.api_calls
+    }
+}
 
 impl ResultConditions for crate::crd::EvaluationSummary {
     fn result_conditions(&self) -> Vec<(&'static str, bool, String, String)> {

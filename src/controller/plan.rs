@@ -477,7 +477,7 @@ impl ExitClasses<'_> {
 
 /// Fold what was observed of the Jobs into the recorded attempts: adopt Jobs that status does
 /// not know yet, and record the outcome of Jobs that finished or vanished.
-fn merge_observations<R: Clone>(
+fn merge_observations<R: Clone + ResultConditions>(
     status: &mut RunStatus<R>,
     jobs: &[ObservedJob<R>],
     classes: ExitClasses<'_>,
@@ -565,7 +565,13 @@ fn merge_observations<R: Clone>(
             }
         }
         match &job.summary {
-            Some(Ok(summary)) => status.result = Some(summary.clone()),
+            Some(Ok(summary)) => {
+                // What the attempt used of its grant: the rest goes back to its key's day.
+                if let (Some(grant), Some(used)) = (attempt.request_budget.as_mut(), summary.requests_used()) {
+                    grant.used = Some(used.clamp(0, grant.requests));
+                }
+                status.result = Some(summary.clone());
+            }
             Some(Err(problem)) => {
                 let note = format!("result summary unreadable: {problem}");
                 attempt.message = Some(bounded(&match attempt.message.take() {
@@ -585,7 +591,12 @@ mod tests {
 
     type Summary = u32;
 
-    impl ResultConditions for u32 {}
+    /// A test summary is the number of KRA API requests the attempt reports.
+    impl ResultConditions for u32 {
+        fn requests_used(&self) -> Option<i64> {
+            Some(i64::from(*self))
+        }
+    }
 
     fn ts(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_750_000_000 + seconds).unwrap()
@@ -1004,11 +1015,22 @@ mod tests {
         assert_eq!(waiting.status.phase, Some(Phase::Pending));
         assert_eq!(condition(&waiting.status, "Reconciling"), ("True", "BudgetConcurrency"));
         assert_eq!(waiting.requeue_after, Some(Duration::from_secs(10)));
-        let grant = RequestGrant { day: "2025-05-24".into(), requests: 100, requests_per_second: 2.5 };
+        let grant = RequestGrant { day: "2025-05-24".into(), requests: 100, requests_per_second: 2.5, used: None };
         let granted = Case { permit: Permit::Granted(Some(grant.clone())), ..Default::default() };
         let plan = granted.plan(Some(&waiting.status), &[], ts(5));
         assert_eq!(plan.actions, [Action::CreateJob { attempt: 1 }]);
-        assert_eq!(plan.status.attempts[0].request_budget, Some(grant));
+        assert_eq!(plan.status.attempts[0].request_budget, Some(grant.clone()));
+        // Finished, it records what it used of the grant (at most the grant): the rest goes back.
+        for (reported, recorded) in [(30, 30), (500, 100)] {
+            let done = ObservedJob {
+                summary: Some(Ok(reported)),
+                exit_code: Some(0),
+                ..job(1, 1, JobState::Succeeded { at: ts(20) })
+            };
+            let finished = granted.plan(Some(&plan.status), &[done], ts(21));
+            let used = finished.status.attempts[0].request_budget.as_ref().and_then(|g| g.used);
+            assert_eq!(used, Some(recorded));
+        }
     }
 
     #[test]

@@ -318,6 +318,10 @@ pub struct RequestGrant {
     pub requests: i64,
     /// Requests per second the attempt may make.
     pub requests_per_second: f64,
+    /// Requests the attempt reported making (its summary's `apiCalls`), once it finished: only
+    /// these count against the day; the rest of the grant went back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<i64>,
 }
 
 /// Observed state of a run: phase, conditions, attempts and the worker's result summary.
