@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::controller::policy::Policy;
+use crate::controller::resources::ResourceList;
 use crate::controller::stores::Stores;
 use crate::controller::validate::{DefaultMlflow, WorkerDefaults};
 use crate::controller::{self, Context, Scope};
@@ -50,6 +51,17 @@ pub struct RunArgs {
     /// collector's default (https://apis.data.go.kr/B551015) when absent.
     #[arg(long, env = "KRA_WORKER_KRA_API_BASE_URL")]
     pub kra_api_base_url: Option<String>,
+    /// Resource requests of worker containers, as `<resource>=<quantity>` pairs separated by
+    /// commas; a resource's `podOverrides.resources` win name by name. Empty: none.
+    #[arg(long, env = "KRA_WORKER_REQUESTS", default_value = controller::resources::DEFAULT_REQUESTS, value_parser = controller::resources::parse_list)]
+    pub worker_requests: ResourceList,
+    /// Resource limits of worker containers, in the same form. A request of a resource's own
+    /// above a default limit raises that limit to it. Empty: none.
+    #[arg(long, env = "KRA_WORKER_LIMITS", default_value = controller::resources::DEFAULT_LIMITS, value_parser = controller::resources::parse_list)]
+    pub worker_limits: ResourceList,
+    /// Secrets of each run's namespace that worker pods pull their image with (comma-separated).
+    #[arg(long = "worker-image-pull-secret", env = "KRA_WORKER_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    pub worker_image_pull_secrets: Vec<String>,
     /// Service account of worker pods when a resource names none.
     #[arg(long, env = "KRA_WORKER_SERVICE_ACCOUNT")]
     pub worker_service_account: Option<String>,
@@ -349,6 +361,8 @@ async fn run_controllers(
             database_secret: args.default_database_secret.clone(),
             service_account_name: args.worker_service_account.clone(),
             job_managed_by: args.job_managed_by.clone(),
+            resources: controller::resources::defaults(&args.worker_requests, &args.worker_limits),
+            image_pull_secrets: args.worker_image_pull_secrets.iter().filter(|s| !s.is_empty()).cloned().collect(),
             mlflow: args.default_mlflow_tracking_uri.as_ref().map(|uri| DefaultMlflow {
                 tracking_uri: uri.clone(),
                 experiment: args.default_mlflow_experiment.clone(),
@@ -424,5 +438,42 @@ async fn run_controllers(
     }
     if let Ok(mut stores) = shared.stores.write() {
         *stores = Default::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::RunArgs;
+
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<RunArgs, String> {
+        Command::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
+            .map(|c| c.run)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn worker_resources_and_pull_secrets_are_options_with_defaults() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.worker_requests["cpu"].0, "100m");
+        assert_eq!(args.worker_requests["memory"].0, "256Mi");
+        assert_eq!(args.worker_limits["memory"].0, "1Gi");
+        assert!(args.worker_image_pull_secrets.is_empty());
+
+        let args =
+            parse(&["--worker-requests", "", "--worker-limits", "cpu=2", "--worker-image-pull-secret", "a,b"]).unwrap();
+        assert!(args.worker_requests.is_empty(), "an empty value turns the defaults off");
+        assert_eq!(args.worker_limits["cpu"].0, "2");
+        assert_eq!(args.worker_image_pull_secrets, ["a", "b"]);
+
+        let error = parse(&["--worker-requests", "memory=lots"]).unwrap_err();
+        assert!(error.contains("--worker-requests") && error.contains("\"lots\" (of memory)"), "{error}");
     }
 }

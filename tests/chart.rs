@@ -387,3 +387,39 @@ fn helm_show_readme_prints_the_charts_readme() {
     assert_eq!(readme.trim(), ours.trim());
     assert!(readme.contains("extraEnv"), "the README lists the values people look for");
 }
+
+#[test]
+fn worker_resources_and_pull_secrets_reach_the_operator_as_its_defaults() {
+    use kra_operator::controller::resources::{DEFAULT_LIMITS, DEFAULT_REQUESTS, parse_list};
+    let objects = render(&[]);
+    let container = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let requests = env(container, "KRA_WORKER_REQUESTS").unwrap();
+    let limits = env(container, "KRA_WORKER_LIMITS").unwrap();
+    assert_eq!(parse_list(requests).unwrap(), parse_list(DEFAULT_REQUESTS).unwrap(), "chart and binary agree");
+    assert_eq!(parse_list(limits).unwrap(), parse_list(DEFAULT_LIMITS).unwrap());
+    assert_eq!(env(container, "KRA_WORKER_IMAGE_PULL_SECRETS"), None);
+
+    let objects = render(&[
+        "worker.resources.requests.memory=2Gi",
+        "worker.resources.requests.cpu=null",
+        "worker.resources.limits=null",
+        "worker.imagePullSecrets[0].name=registry-a",
+        "worker.imagePullSecrets[1].name=registry-b",
+    ]);
+    let container = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(container, "KRA_WORKER_REQUESTS"), Some("memory=2Gi"));
+    assert_eq!(env(container, "KRA_WORKER_LIMITS"), Some(""), "none: the operator sets no limit");
+    assert_eq!(env(container, "KRA_WORKER_IMAGE_PULL_SECRETS"), Some("registry-a,registry-b"));
+
+    let error = template(&["worker.resources.requests.memory=lots"]).expect_err("the schema refuses it");
+    assert!(error.contains("memory"), "{error}");
+}
+
+#[test]
+fn every_object_carries_the_standard_labels() {
+    for object in render(&[]) {
+        let labels = &object["metadata"]["labels"];
+        assert_eq!(labels["app.kubernetes.io/part-of"], "kra-operator", "{}", object["kind"]);
+        assert_eq!(labels["app.kubernetes.io/instance"], "kra", "{}", object["kind"]);
+    }
+}

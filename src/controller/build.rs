@@ -7,8 +7,8 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -18,6 +18,11 @@ use crate::worker::WorkerInvocation;
 
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// The run the Job belongs to (its owner's name, shortened to a label value when longer).
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+/// The application every worker belongs to.
+pub const PART_OF: &str = "kra-operator";
 pub const LABEL_OWNER_KIND: &str = "kra.dev/owner-kind";
 pub const LABEL_OWNER_UID: &str = "kra.dev/owner-uid";
 pub const LABEL_ATTEMPT: &str = "kra.dev/attempt";
@@ -33,15 +38,26 @@ const MAX_NAME: usize = 63;
 /// Deterministic Job name of an attempt: `<owner>-<attempt>`, shortened with a hash of the
 /// owner's name when that would exceed 63 characters (the limit of the `job-name` label).
 pub fn job_name(owner: &str, attempt: i32) -> String {
-    let suffix = format!("-{attempt}");
-    let plain = format!("{owner}{suffix}");
+    shortened(owner, &format!("-{attempt}"))
+}
+
+/// `<name><suffix>`, or when that would exceed 63 characters `name` cut and followed by a
+/// hash of the whole name, then the suffix: distinct names stay distinct.
+fn shortened(name: &str, suffix: &str) -> String {
+    let plain = format!("{name}{suffix}");
     if plain.len() <= MAX_NAME {
         return plain;
     }
-    let hash = format!("-{:08x}", fnv1a(owner.as_bytes()));
+    let hash = format!("-{:08x}", fnv1a(name.as_bytes()));
     let keep = MAX_NAME - suffix.len() - hash.len();
-    let prefix = owner[..keep].trim_end_matches(['-', '.']);
+    let prefix = name[..keep].trim_end_matches(['-', '.', '_']);
     format!("{prefix}{hash}{suffix}")
+}
+
+/// The `app.kubernetes.io/instance` value of an owner's Jobs and pods: its name, shortened to
+/// the 63 characters a label value may have.
+pub fn instance_label(owner: &str) -> String {
+    shortened(owner, "")
 }
 
 fn fnv1a(bytes: &[u8]) -> u32 {
@@ -178,6 +194,8 @@ fn job_labels(input: &JobInput<'_>, overrides: &PodOverrides) -> BTreeMap<String
     let mut labels: BTreeMap<String, String> = overrides.labels.clone().unwrap_or_default();
     labels.extend([
         (LABEL_NAME.to_string(), input.worker_binary.to_string()),
+        (LABEL_INSTANCE.to_string(), instance_label(input.owner.name)),
+        (LABEL_PART_OF.to_string(), PART_OF.to_string()),
         (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
         (LABEL_OWNER_KIND.to_string(), input.owner.kind.to_string()),
         (LABEL_OWNER_UID.to_string(), input.owner.uid.to_string()),
@@ -205,7 +223,8 @@ fn worker_container(input: &JobInput<'_>, overrides: &PodOverrides, args: Vec<St
         command: Some(vec![input.worker_binary.to_string()]),
         args: Some(args),
         env: Some(input.invocation.env.clone()).filter(|e| !e.is_empty()),
-        resources: overrides.resources.clone(),
+        resources: Some(super::resources::merge(input.defaults.resources.as_ref(), overrides.resources.as_ref()))
+            .filter(|r| r.requests.is_some() || r.limits.is_some() || r.claims.is_some()),
         volume_mounts: Some(mounts),
         termination_message_path: Some(crate::worker::SUMMARY_PATH.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -233,6 +252,10 @@ fn restricted_pod(input: &JobInput<'_>, overrides: &PodOverrides, container: Con
             .clone()
             .or_else(|| input.defaults.service_account_name.clone()),
         automount_service_account_token: Some(false),
+        image_pull_secrets: Some(
+            input.defaults.image_pull_secrets.iter().map(|name| LocalObjectReference { name: name.clone() }).collect(),
+        )
+        .filter(|s: &Vec<_>| !s.is_empty()),
         node_selector: overrides.node_selector.clone(),
         tolerations: overrides.tolerations.clone(),
         security_context: Some(PodSecurityContext {
@@ -252,6 +275,7 @@ fn restricted_pod(input: &JobInput<'_>, overrides: &PodOverrides, container: Con
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::resources;
     use crate::crd::PodOverrides;
     use kube::ResourceExt;
 
@@ -388,5 +412,87 @@ mod tests {
         assert_eq!(pod.containers[0].image.as_deref(), Some("custom:2"));
         assert_eq!(pod.service_account_name.as_deref(), Some("own"));
         assert_eq!(pod.node_selector.unwrap()["pool"], "batch");
+    }
+
+    #[test]
+    fn jobs_and_pods_carry_the_standard_labels_of_their_run() {
+        let job = job(None);
+        let template = job.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        for labels in [job.metadata.labels.as_ref().unwrap(), &template] {
+            assert_eq!(labels[LABEL_NAME], "kra-collector");
+            assert_eq!(labels[LABEL_INSTANCE], "cards");
+            assert_eq!(labels[LABEL_PART_OF], "kra-operator");
+            assert_eq!(labels[LABEL_MANAGED_BY], "kra-operator");
+        }
+        let long = format!("nightly-collection-{}", "x".repeat(240));
+        let value = instance_label(&long);
+        assert!(value.len() <= 63 && value.starts_with("nightly-collection-x"), "{value}");
+        assert_ne!(value, instance_label(&format!("{long}y")), "distinct runs keep distinct values");
+    }
+
+    #[test]
+    fn worker_resources_and_pull_secrets_come_from_the_defaults_and_the_overrides() {
+        let invocation = WorkerInvocation::default();
+        let defaults = WorkerDefaults {
+            image: "registry/kra:1".into(),
+            resources: resources::defaults(
+                &resources::parse_list(resources::DEFAULT_REQUESTS).unwrap(),
+                &resources::parse_list(resources::DEFAULT_LIMITS).unwrap(),
+            ),
+            image_pull_secrets: vec!["registry-a".into(), "registry-b".into()],
+            ..Default::default()
+        };
+        let overrides = PodOverrides {
+            resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                requests: Some(
+                    [("memory".to_string(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("2Gi".into()))]
+                        .into(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let build = |defaults: &WorkerDefaults, overrides: Option<&PodOverrides>| {
+            let owner = Owner { api_version: "kra.dev/v1alpha1", kind: "KraJob", name: "a", namespace: "n", uid: "u" };
+            let job = build_job(&JobInput {
+                owner,
+                worker_binary: "kra-collector",
+                attempt: 1,
+                generation: 1,
+                active_deadline_seconds: None,
+                overrides,
+                invocation: &invocation,
+                defaults,
+                queue: None,
+                grant: None,
+                permanent_exit_codes: &[],
+            });
+            job.spec.unwrap().template.spec.unwrap()
+        };
+        let quantity = |pod: &PodSpec, part: &str, name: &str| {
+            let resources = pod.containers[0].resources.as_ref().unwrap();
+            let map = if part == "requests" { &resources.requests } else { &resources.limits };
+            map.as_ref().and_then(|m| m.get(name)).map(|q| q.0.clone())
+        };
+        let plain = build(&defaults, None);
+        assert_eq!(quantity(&plain, "requests", "cpu").as_deref(), Some("100m"));
+        assert_eq!(quantity(&plain, "requests", "memory").as_deref(), Some("256Mi"));
+        assert_eq!(quantity(&plain, "limits", "memory").as_deref(), Some("1Gi"));
+        assert_eq!(quantity(&plain, "limits", "cpu"), None, "no CPU limit by default");
+        let secrets: Vec<String> = plain.image_pull_secrets.unwrap().into_iter().map(|s| s.name).collect();
+        assert_eq!(secrets, ["registry-a", "registry-b"]);
+
+        let own = build(&defaults, Some(&overrides));
+        assert_eq!(quantity(&own, "requests", "memory").as_deref(), Some("2Gi"));
+        assert_eq!(
+            quantity(&own, "limits", "memory").as_deref(),
+            Some("2Gi"),
+            "a default limit never undercuts a request"
+        );
+        assert_eq!(quantity(&own, "requests", "cpu").as_deref(), Some("100m"));
+
+        let bare = build(&WorkerDefaults { image: "i".into(), ..Default::default() }, None);
+        assert_eq!(bare.containers[0].resources, None, "no defaults and nothing of its own: none");
+        assert_eq!(bare.image_pull_secrets, None);
     }
 }

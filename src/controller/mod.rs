@@ -16,6 +16,7 @@ pub mod plan;
 pub mod policy;
 pub mod reasons;
 pub mod recurring;
+pub mod resources;
 pub mod scheduler;
 pub mod schema;
 pub mod stores;

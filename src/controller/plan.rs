@@ -484,6 +484,16 @@ fn merge_observations<R: Clone + ResultConditions>(
     now: Timestamp,
     transitions: &mut Vec<Transition>,
 ) {
+    adopt_untracked_jobs(status, jobs, transitions);
+    record_outcomes(status, jobs, classes, now, transitions);
+}
+
+/// An attempt for every observed Job the status does not know yet (created just before a crash).
+fn adopt_untracked_jobs<R: Clone + ResultConditions>(
+    status: &mut RunStatus<R>,
+    jobs: &[ObservedJob<R>],
+    transitions: &mut Vec<Transition>,
+) {
     for job in jobs {
         if job.state == JobState::Missing {
             continue;
@@ -512,7 +522,16 @@ fn merge_observations<R: Clone + ResultConditions>(
         }
     }
     status.attempts.sort_by_key(|a| a.number);
+}
 
+/// The outcome of every running attempt whose Job finished or disappeared, and its result summary.
+fn record_outcomes<R: Clone + ResultConditions>(
+    status: &mut RunStatus<R>,
+    jobs: &[ObservedJob<R>],
+    classes: ExitClasses<'_>,
+    now: Timestamp,
+    transitions: &mut Vec<Transition>,
+) {
     for attempt in status.attempts.iter_mut().filter(|a| a.outcome == AttemptOutcome::Running) {
         let Some(job) = jobs.iter().find(|j| j.attempt == attempt.number) else { continue };
         match &job.state {

@@ -2,6 +2,7 @@
 //! (see [`crate::worker`]), or into a list of problems that each name the offending field.
 
 use jiff::civil::Date;
+use k8s_openapi::api::core::v1::ResourceRequirements;
 
 use crate::crd::{DateRange, EvaluationRunSpec, KraJobSpec, PodOverrides, SecretKeyRef};
 use crate::worker::{CollectorTask, EvaluatorTask, PredictorTask, PromptMount, RaceSelection, TrackingTask};
@@ -18,6 +19,11 @@ pub struct WorkerDefaults {
     pub database_secret: Option<SecretKeyRef>,
     pub service_account_name: Option<String>,
     pub job_managed_by: Option<String>,
+    /// Compute resources of worker containers; a resource's `podOverrides.resources` are merged
+    /// over them name by name.
+    pub resources: Option<ResourceRequirements>,
+    /// Secrets (in each run's namespace) the kubelet pulls worker images with.
+    pub image_pull_secrets: Vec<String>,
     /// MLflow tracking used by an `EvaluationRun` that names none (no token: a server that
     /// needs one is named in the run, with its Secret).
     pub mlflow: Option<DefaultMlflow>,
@@ -150,6 +156,11 @@ fn database_secret(
 }
 
 fn check_overrides(overrides: Option<&PodOverrides>, problems: &mut Problems) {
+    if let Some(resources) = overrides.and_then(|o| o.resources.as_ref()) {
+        for (field, message) in super::resources::problems(resources) {
+            problems.field(field, message);
+        }
+    }
     let Some(labels) = overrides.and_then(|o| o.labels.as_ref()) else { return };
     for key in labels.keys().filter(|k| k.starts_with(RESERVED_LABEL_PREFIX)) {
         problems.field("podOverrides.labels", format!("{key:?} uses the reserved prefix {RESERVED_LABEL_PREFIX}"));

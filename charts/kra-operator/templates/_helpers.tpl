@@ -16,7 +16,28 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ include "kra-operator.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kra-operator
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* A resource list (requests or limits) as the operator's options take it: cpu=100m,memory=1Gi. */}}
+{{- define "kra-operator.resourceList" -}}
+{{- $pairs := list -}}
+{{- range $name, $quantity := . -}}
+{{- if not (kindIs "invalid" $quantity) -}}
+{{- $pairs = append $pairs (printf "%s=%v" $name $quantity) -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
+{{/* The names of a list of {name: ...} references, comma-separated. */}}
+{{- define "kra-operator.names" -}}
+{{- $names := list -}}
+{{- range . -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- join "," $names -}}
 {{- end -}}
 
 {{- define "kra-operator.serviceAccountName" -}}
