@@ -168,7 +168,8 @@ async fn the_chart_rbac_refuses_secrets_and_spec_writes_in_both_watch_modes() {
 async fn the_garbage_collector_removes_a_scheduled_krajobs_runs_and_their_jobs() {
     let cluster = Cluster::start().await;
     let _operator = Operator::start(&cluster).await;
-    // Every minute, catching up the runs missed in the last hour: runs exist at once.
+    // Every minute, and a run at once through the run-now annotation (a schedule catches up
+    // no time before it was created, so without it the first run waits for the next minute).
     let spec = json!({
         "action": "CollectResults",
         "meet": "seoul",
@@ -176,7 +177,9 @@ async fn the_garbage_collector_removes_a_scheduled_krajobs_runs_and_their_jobs()
         "schedule": {"cron": "* * * * *", "timeZone": "Asia/Seoul", "concurrencyPolicy": "Allow",
                      "catchUp": "All", "maxCatchUp": 2, "startingDeadlineSeconds": 3600},
     });
-    let parent: KraJob = cluster.create(serde_json::from_str(&krajob_manifest("nightly", spec)).unwrap()).await;
+    let mut manifest: Value = serde_json::from_str(&krajob_manifest("nightly", spec)).unwrap();
+    manifest["metadata"]["annotations"] = json!({"kra.dev/run-now": jiff::Timestamp::now().to_string()});
+    let parent: KraJob = cluster.create(serde_json::from_value(manifest).unwrap()).await;
     let children = wait_until("the scheduled runs and their Jobs", WAIT, || async {
         let children: Vec<KraJob> = cluster
             .api::<KraJob>()

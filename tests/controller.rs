@@ -89,11 +89,20 @@ async fn creates_one_restricted_job_per_attempt() {
     let key = container.env.as_ref().unwrap().iter().find(|e| e.name == "KRA_API_KEY").unwrap();
     assert!(key.value.is_none(), "secrets reach the pod only by reference");
     assert_eq!(key.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "kra-api");
+    // The operator's default resources, accepted by the API server, and the standard labels.
+    let requests = container.resources.as_ref().and_then(|r| r.requests.as_ref()).expect("default requests");
+    assert_eq!((requests["cpu"].0.as_str(), requests["memory"].0.as_str()), ("100m", "256Mi"));
+    let pod_labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+    for labels in [job.metadata.labels.as_ref().unwrap(), pod_labels] {
+        assert_eq!(labels["app.kubernetes.io/instance"], "cards");
+        assert_eq!(labels["app.kubernetes.io/part-of"], "kra-operator");
+    }
 
     let running = wait_phase(&cluster, "cards", Phase::Running).await;
     assert_eq!(condition(&running, "Reconciling").status, "True");
     assert_eq!(condition(&running, "Ready").status, "False");
     assert_eq!(running.status.as_ref().unwrap().observed_generation, Some(1));
+    assert_eq!(running.status.as_ref().unwrap().dates.as_deref(), Some("2025-05-24"), "the Date column");
     assert_eq!(owned_jobs(&cluster, &running).await.len(), 1);
 }
 

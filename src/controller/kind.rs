@@ -65,6 +65,11 @@ pub trait RunKind:
         None
     }
 
+    /// The race days this run covers, for its status (`status.dates`, the `Date` column).
+    fn dates(&self) -> Option<String> {
+        None
+    }
+
     fn run(&self) -> &RunControls;
     fn run_status(&self) -> Option<&RunStatus<Self::Summary>>;
     /// What the CRD declares, checked client-side: every constraint of its schema, then its CEL
@@ -136,6 +141,11 @@ impl RunKind for KraJob {
         Some(super::budget::key_of(self))
     }
 
+    fn dates(&self) -> Option<String> {
+        let range = self.spec.date_range.as_ref().map(crate::crd::DateRange::label);
+        self.spec.date.clone().or(range)
+    }
+
     fn run(&self) -> &RunControls {
         &self.spec.run
     }
@@ -164,6 +174,10 @@ impl RunKind for EvaluationRun {
     ];
     const WORKER_BINARY: &'static str = "kra-evaluator";
     const REFERENCES_CONFIG_MAPS: bool = true;
+
+    fn dates(&self) -> Option<String> {
+        self.spec.dataset.date_range.as_ref().map(crate::crd::DateRange::label)
+    }
 
     fn run(&self) -> &RunControls {
         &self.spec.run

@@ -124,7 +124,8 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     let resolved = resolve(obj, ctx).await?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace);
     let observed = observe_jobs(obj, ctx, &run, &jobs).await?;
-    let plan = plan_with_budget(obj, ctx, &run, &resolved, &observed);
+    let mut plan = plan_with_budget(obj, ctx, &run, &resolved, &observed);
+    plan.status.dates = obj.dates();
     let mut notes = apply_plan(obj, ctx, &run, &jobs, &resolved, &plan).await?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &run.namespace);
     apply::write_status(&api, &run.name, obj.run_status(), &plan.status)

@@ -178,6 +178,7 @@ fn invalid_status(
     status.run.observed_generation = Some(generation);
     status.run.phase = Some(Phase::Invalid);
     status.run.conditions = conditions.finish();
+    status.run.dates = previous.run.dates.clone();
     let notes = if previous.run.phase != Some(Phase::Invalid) {
         vec![Note::warning(reasons::INVALID_SPEC, problems)]
     } else {
@@ -283,6 +284,8 @@ fn schedule_status(parent: &KraJob, previous: &KraJobStatus, plan: &scheduler::P
         conditions.schedule(!last_failed, active, last_failed, reason, &message);
     }
     status.run.conditions = conditions.finish();
+    // The newest run's window; kept when the history no longer holds a run.
+    status.run.dates = plan.status.runs.last().map(|run| run.window.label()).or_else(|| previous.run.dates.clone());
     // An empty schedule status (suspended before any run) is written as none: applied as `{}`,
     // server-side apply drops it first and keeps it on the next write, a second write for nothing
     // and, between the two, a status that reads differently.
@@ -330,6 +333,35 @@ mod tests {
 
     fn time(text: &str) -> Time {
         Time(text.parse().unwrap())
+    }
+
+    #[test]
+    fn the_schedule_shows_its_newest_runs_window_and_keeps_it_when_the_history_is_empty() {
+        let run = |name: &str, from: &str, to: &str| crate::crd::ScheduledRun {
+            name: name.into(),
+            scheduled_time: time("2025-05-24T13:00:00Z"),
+            window: crate::crd::DateRange { from: from.into(), to: to.into() },
+            phase: Some(Phase::Succeeded),
+        };
+        let mut plan = scheduler::Plan {
+            actions: Vec::new(),
+            status: ScheduleStatus {
+                runs: vec![run("a", "2025-05-17", "2025-05-23"), run("b", "2025-05-24", "2025-05-24")],
+                ..Default::default()
+            },
+            waiting: 0,
+            newly_skipped: Vec::new(),
+            unlisted: 0,
+            requeue_after: None,
+        };
+        let now = "2025-05-24T14:00:00Z".parse().unwrap();
+        let status = schedule_status(&parent(), &KraJobStatus::default(), &plan, now);
+        assert_eq!(status.run.dates.as_deref(), Some("2025-05-24"), "the newest run, a single day");
+        plan.status.runs.truncate(1);
+        let status = schedule_status(&parent(), &KraJobStatus::default(), &plan, now);
+        assert_eq!(status.run.dates.as_deref(), Some("2025-05-17..2025-05-23"));
+        plan.status.runs.clear();
+        assert_eq!(schedule_status(&parent(), &status, &plan, now).run.dates, status.run.dates);
     }
 
     fn parent() -> KraJob {

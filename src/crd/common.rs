@@ -172,6 +172,13 @@ pub struct DateRange {
     pub to: String,
 }
 
+impl DateRange {
+    /// `from..to`, or the one date when the range is a single day.
+    pub fn label(&self) -> String {
+        if self.from == self.to { self.from.clone() } else { format!("{}..{}", self.from, self.to) }
+    }
+}
+
 /// A racecourse of the Korea Racing Authority. The KRA API codes are 1, 2 and 3.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema, ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -359,6 +366,12 @@ pub struct RunStatus<R> {
     /// Summary the worker reported through its container termination message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<R>,
+    /// The race days the run covers, as `kubectl get` shows them: `YYYY-MM-DD` or
+    /// `YYYY-MM-DD..YYYY-MM-DD` (a `KraJob`'s date or range, on a schedule its newest run's window;
+    /// an `EvaluationRun`'s dataset range).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 22))]
+    pub dates: Option<String>,
 }
 
 // Written out so that `R` needs no `Default`.
@@ -374,6 +387,7 @@ impl<R> Default for RunStatus<R> {
             start_time: None,
             completion_time: None,
             result: None,
+            dates: None,
         }
     }
 }

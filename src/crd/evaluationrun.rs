@@ -157,8 +157,28 @@ fn default_experiment() -> String {
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Exact top3", type_ = "number", json_path = ".status.result.metrics.exact_top3_hit_rate"),
+    printcolumn(
+        name = "Exact hit",
+        type_ = "number",
+        json_path = ".status.result.metrics.exact_top3_hit_rate",
+        description = "Share of races whose predicted top three is exactly the actual top three"
+    ),
+    printcolumn(
+        name = "Overlap",
+        type_ = "number",
+        json_path = ".status.result.metrics.mean_top3_overlap",
+        description = "Mean share of the actual top three among the predicted top three"
+    ),
     printcolumn(name = "Promoted", type_ = "boolean", json_path = ".status.result.promotion.promoted"),
+    printcolumn(name = "Date", type_ = "string", json_path = ".status.dates", priority = "1"),
+    printcolumn(
+        name = "Attempts",
+        type_ = "integer",
+        json_path = ".status.attempts[-1:].number",
+        description = "The number of the newest attempt: how many were made",
+        priority = "1"
+    ),
+    printcolumn(name = "Next attempt", type_ = "date", json_path = ".status.nextAttemptAt", priority = "1"),
     printcolumn(name = "Snapshot", type_ = "string", json_path = ".status.result.dataSnapshotId", priority = "1"),
     printcolumn(name = "MLflow run", type_ = "string", json_path = ".status.result.mlflowRunId", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")

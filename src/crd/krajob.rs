@@ -71,11 +71,21 @@ pub struct DatabaseRef {
     doc = "A collection run of Korea Racing Authority race data, executed as batch/v1 Jobs by kra-collector.",
     printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
     printcolumn(name = "Meet", type_ = "string", json_path = ".spec.meet"),
-    printcolumn(name = "Date", type_ = "string", json_path = ".spec.date"),
-    printcolumn(name = "From", type_ = "string", json_path = ".spec.dateRange.from"),
-    printcolumn(name = "To", type_ = "string", json_path = ".spec.dateRange.to"),
+    printcolumn(
+        name = "Date",
+        type_ = "string",
+        json_path = ".status.dates",
+        description = "The race days collected: the date, the range, or on a schedule its newest run's window"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Attempts",
+        type_ = "integer",
+        json_path = ".status.attempts[-1:].number",
+        description = "The number of the newest attempt: how many were made",
+        priority = "1"
+    ),
     printcolumn(name = "Started", type_ = "date", json_path = ".status.startTime", priority = "1"),
     printcolumn(name = "Next attempt", type_ = "date", json_path = ".status.nextAttemptAt", priority = "1"),
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule.cron", priority = "1"),
