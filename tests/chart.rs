@@ -423,3 +423,59 @@ fn every_object_carries_the_standard_labels() {
         assert_eq!(labels["app.kubernetes.io/instance"], "kra", "{}", object["kind"]);
     }
 }
+
+fn promtool() -> PathBuf {
+    std::env::var_os("KRA_TEST_PROMTOOL").map(PathBuf::from).unwrap_or_else(|| root().join(".tools/bin/promtool"))
+}
+
+/// Run promtool with `args` in `dir`: its combined output, and whether it succeeded.
+fn run_promtool(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new(promtool())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("promtool is needed: bash scripts/install-tools promtool (or set KRA_TEST_PROMTOOL)");
+    (
+        output.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+    )
+}
+
+#[test]
+fn prometheus_accepts_the_rendered_alerts_and_they_fire_as_their_unit_tests_say() {
+    let objects = render(&["metrics.prometheusRule.enabled=true"]);
+    let rule = one(&objects, "PrometheusRule");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("promtool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // YAML is a superset of JSON: the rule groups as JSON are a rules file.
+    std::fs::write(dir.join("rules.yaml"), serde_json::to_string_pretty(&rule["spec"]).unwrap()).unwrap();
+    let tests = std::fs::read_to_string(root().join("tests/prometheus/alerts.test.yaml")).unwrap();
+    std::fs::write(dir.join("alerts.test.yaml"), &tests).unwrap();
+
+    let (ok, output) = run_promtool(&dir, &["check", "rules", "rules.yaml"]);
+    assert!(ok, "promtool check rules: {output}");
+    let (ok, output) = run_promtool(&dir, &["test", "rules", "alerts.test.yaml"]);
+    assert!(ok, "promtool test rules: {output}");
+
+    // Every alert has a case where it fires and one where it stays quiet.
+    let parsed: Value = serde_saphyr::from_str(&tests).unwrap();
+    let cases: Vec<&Value> =
+        parsed["tests"].as_array().unwrap().iter().flat_map(|t| t["alert_rule_test"].as_array().unwrap()).collect();
+    for group in rule["spec"]["groups"].as_array().unwrap() {
+        for alert in group["rules"].as_array().unwrap() {
+            let name = alert["alert"].as_str().unwrap();
+            let of_alert = cases.iter().filter(|c| c["alertname"] == name);
+            let (firing, quiet): (Vec<&&Value>, Vec<&&Value>) =
+                of_alert.partition(|c| c["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()));
+            assert!(!firing.is_empty() && !quiet.is_empty(), "{name} needs a firing and a quiet case");
+        }
+    }
+
+    // The tests can fail: with a threshold moved past their input, promtool says so.
+    let strict = render(&["metrics.prometheusRule.enabled=true", "metrics.prometheusRule.resultsStaleDays=10"]);
+    std::fs::write(dir.join("rules.yaml"), serde_json::to_string(&one(&strict, "PrometheusRule")["spec"]).unwrap())
+        .unwrap();
+    let (ok, output) = run_promtool(&dir, &["test", "rules", "alerts.test.yaml"]);
+    assert!(!ok && output.contains("KraResultsStale"), "{output}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
