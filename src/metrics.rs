@@ -43,6 +43,11 @@ struct MeetLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabel {
+    resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindPhase {
     kind: &'static str,
     phase: &'static str,
@@ -57,6 +62,8 @@ pub struct RunsSnapshot {
     pub results_through: Vec<(Meet, i64)>,
     /// Per KRA API key: (key, requests counted today, collector Jobs holding a share).
     pub budgets: Vec<(String, i64, i64)>,
+    /// Whether each run watch (`krajobs`, `evaluationruns`) has completed its initial list.
+    pub watches: Vec<(&'static str, bool)>,
 }
 
 /// Where the run gauges come from (the controller's watch caches); metrics know nothing else of
@@ -90,8 +97,19 @@ pub const OTHER_KEY: &str = "other";
 
 impl prometheus_client::collector::Collector for RunsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let RunsSnapshot { phases: counts, results_through: through, budgets } = self.source.runs_snapshot();
+        let RunsSnapshot { phases: counts, results_through: through, budgets, watches } = self.source.runs_snapshot();
         let budgets = cap_key_series(budgets, self.max_key_series);
+        if !watches.is_empty() {
+            let mut synced = encoder.encode_descriptor(
+                "watch_synced",
+                "1 once the leader's watch of a resource (krajobs, evaluationruns) has completed its initial list.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (resource, ready) in &watches {
+                ConstGauge::new(i64::from(*ready)).encode(synced.encode_family(&ResourceLabel { resource })?)?;
+            }
+        }
         if counts.is_empty() {
             return Ok(());
         }
@@ -196,6 +214,11 @@ impl Metrics {
             metrics.undecodable_objects.clone(),
         );
         registry.register_collector(Box::new(RunsCollector { source: runs, max_key_series }));
+        // Served at 0 from the start, so that "none yet" is a series (an alert or a dashboard's
+        // increase() sees the first one) rather than an absent metric.
+        for kind in ["krajob", "evaluationrun"] {
+            drop(metrics.undecodable_objects.get_or_create(&KindLabel { kind }));
+        }
         Arc::new(metrics)
     }
 

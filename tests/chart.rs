@@ -479,3 +479,40 @@ fn prometheus_accepts_the_rendered_alerts_and_they_fire_as_their_unit_tests_say(
     assert!(!ok && output.contains("KraResultsStale"), "{output}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_grafana_dashboard_is_an_optional_config_map_for_the_sidecar_and_every_panel_is_documented() {
+    let labelled = |objects: &[Value]| {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "ConfigMap" && o["metadata"]["labels"]["grafana_dashboard"] == "1")
+            .count()
+    };
+    assert_eq!(labelled(&render(&[])), 0, "off by default");
+    let objects = render(&[
+        "metrics.grafanaDashboard.enabled=true",
+        "metrics.grafanaDashboard.namespace=monitoring",
+        "metrics.grafanaDashboard.annotations.grafana_folder=Operators",
+    ]);
+    assert_eq!(labelled(&objects), 1);
+    let map =
+        objects.iter().find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "kra-kra-operator-dashboard");
+    let map = map.expect("the dashboard ConfigMap");
+    assert_eq!(map["metadata"]["namespace"], "monitoring");
+    assert_eq!(map["metadata"]["annotations"]["grafana_folder"], "Operators");
+    assert_eq!(map["metadata"]["labels"]["app.kubernetes.io/part-of"], "kra-operator");
+    let dashboard: Value = serde_json::from_str(map["data"]["kra-operator.json"].as_str().unwrap()).unwrap();
+    let file = std::fs::read_to_string(root().join("charts/kra-operator/files/dashboards/kra-operator.json")).unwrap();
+    assert_eq!(dashboard, serde_json::from_str::<Value>(&file).unwrap());
+
+    // Every panel says what it shows, and docs/operations/dashboard.md describes each by title.
+    let doc = std::fs::read_to_string(root().join("docs/operations/dashboard.md")).unwrap();
+    let panels: Vec<&Value> = dashboard["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row").collect();
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        assert!(panel["description"].as_str().is_some_and(|d| d.len() > 20), "panel {title} has no description");
+        assert!(doc.contains(&format!("**{title}**")), "docs/operations/dashboard.md does not describe {title}");
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "panel {title} ignores the data source variable");
+    }
+}

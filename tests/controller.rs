@@ -879,3 +879,86 @@ async fn a_sigterm_before_the_watches_sync_stops_the_operator() {
     operator.stop().await;
     assert!(operator.logs().contains("stopping before the watches synced"), "{}", operator.logs());
 }
+
+/// Metric names a `/metrics` page serves: each family's samples (a counter's `_total`, a
+/// histogram's `_bucket`, `_sum` and `_count`), read from its `# TYPE` lines.
+fn served_metric_names(page: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split_whitespace();
+            let (Some(family), Some(kind)) = (words.next(), words.next()) else { continue };
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            names.extend(suffixes.iter().map(|s| format!("{family}{s}")));
+        } else if !line.starts_with('#') && !line.is_empty() {
+            names.insert(line.split(['{', ' ']).next().unwrap_or_default().to_string());
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_dashboard_query_uses_metrics_the_running_operator_serves() {
+    let cluster = Cluster::start().await;
+    // A Job that holds a run's name without being its own: a reconcile error (foreign_job).
+    let foreign: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "taken-1"},
+        "spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": "someone/else:1"}]}}}
+    }))
+    .unwrap();
+    cluster.api::<Job>().create(&Default::default(), &foreign).await.unwrap();
+    let operator = Operator::start(&cluster).await;
+    cluster.create::<KraJob>(krajob("taken", json!({}))).await;
+    // A collection of results that succeeds: the budget, run and freshness series exist.
+    cluster.create::<KraJob>(krajob("fresh", json!({"action": "CollectResults"}))).await;
+    wait_job(&cluster, "fresh-1").await;
+    let summary = r#"{"racesFound":10,"racesCollected":10,"racesFailed":0,"rowsWritten":120,"apiCalls":57}"#;
+    cluster.finish_job("fresh-1", true, Some(summary)).await;
+    wait_phase(&cluster, "fresh", Phase::Succeeded).await;
+    let page = wait_until("the freshness series", WAIT, || async {
+        let page = operator.metrics().await;
+        let fresh = page.contains("kra_operator_results_collected_through_timestamp_seconds{");
+        (fresh && page.contains("kra_operator_reconcile_errors_total{")).then_some(page)
+    })
+    .await;
+    let served = served_metric_names(&page);
+
+    let path = support::repo().join("charts/kra-operator/files/dashboards/kra-operator.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row") {
+        let title = panel["title"].as_str().unwrap();
+        let targets = panel["targets"].as_array().filter(|t| !t.is_empty());
+        for expr in targets.unwrap_or_else(|| panic!("panel {title} has no query")).iter().map(|t| &t["expr"]) {
+            let expr = expr.as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("kra_operator_"))
+                .collect();
+            assert!(!names.is_empty(), "panel {title} queries no operator metric: {expr}");
+            for name in names {
+                assert!(served.contains(name), "panel {title} uses {name}, which /metrics does not serve: {served:?}");
+                used.insert(name.to_string());
+            }
+        }
+    }
+    // The SLIs of docs/operations/slo.md are all on the dashboard, and so are leader and watch health.
+    for sli in [
+        "kra_operator_leader",
+        "kra_operator_watch_synced",
+        "kra_operator_reconcile_duration_seconds_bucket",
+        "kra_operator_reconcile_errors_total",
+        "kra_operator_attempts_total",
+        "kra_operator_runs",
+        "kra_operator_kra_api_requests_used",
+        "kra_operator_results_collected_through_timestamp_seconds",
+    ] {
+        assert!(used.contains(sli), "no panel shows {sli}");
+    }
+    assert!(page.contains("kra_operator_watch_synced{resource=\"krajobs\"} 1"), "{page}");
+}

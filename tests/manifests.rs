@@ -131,3 +131,21 @@ fn the_worker_image_follows_the_operator_image_a_user_sets() {
     let worker = container["env"].as_array().unwrap().iter().find(|e| e["name"] == "KRA_WORKER_IMAGE").unwrap();
     assert_eq!(worker["value"], "registry.example/kra:7", "worker Jobs run the image the operator runs");
 }
+
+#[test]
+fn the_grafana_dashboard_without_helm_is_the_charts_in_a_labelled_config_map() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let objects = render(&root.join("config/grafana"));
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let map = &objects[0];
+    assert_eq!(map["kind"], "ConfigMap");
+    assert_eq!(map["metadata"]["name"], "kra-operator-dashboard");
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1", "the sidecar's label");
+    let shipped: Value = serde_json::from_str(map["data"]["kra-operator.json"].as_str().unwrap()).unwrap();
+    let chart = std::fs::read_to_string(root.join("charts/kra-operator/files/dashboards/kra-operator.json")).unwrap();
+    assert_eq!(
+        shipped,
+        serde_json::from_str::<Value>(&chart).unwrap(),
+        "config/grafana/kra-operator.json is stale: run bash scripts/generate"
+    );
+}

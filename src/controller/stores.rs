@@ -125,6 +125,7 @@ impl RunsSource for RwLock<Stores> {
                 .into_iter()
                 .map(|(key, usage)| (key, usage.requests, usage.active_jobs as i64))
                 .collect(),
+            watches: stores.synced(),
         }
     }
 }
