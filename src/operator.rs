@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// Secrets of each run's namespace that worker pods pull their image with (comma-separated).
     #[arg(long = "worker-image-pull-secret", env = "KRA_WORKER_IMAGE_PULL_SECRETS", value_delimiter = ',')]
     pub worker_image_pull_secrets: Vec<String>,
+    /// Where worker pods export their traces (OTLP over HTTP, as `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    /// Default: the operator's own `OTEL_EXPORTER_OTLP_ENDPOINT`; workers trace nothing without one.
+    #[arg(long, env = "KRA_WORKER_OTLP_ENDPOINT")]
+    pub worker_otlp_endpoint: Option<String>,
     /// Service account of worker pods when a resource names none.
     #[arg(long, env = "KRA_WORKER_SERVICE_ACCOUNT")]
     pub worker_service_account: Option<String>,
@@ -363,6 +367,7 @@ async fn run_controllers(
             job_managed_by: args.job_managed_by.clone(),
             resources: controller::resources::defaults(&args.worker_requests, &args.worker_limits),
             image_pull_secrets: args.worker_image_pull_secrets.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            otlp_endpoint: worker_otlp_endpoint(args),
             mlflow: args.default_mlflow_tracking_uri.as_ref().map(|uri| DefaultMlflow {
                 tracking_uri: uri.clone(),
                 experiment: args.default_mlflow_experiment.clone(),
@@ -439,6 +444,16 @@ async fn run_controllers(
     if let Ok(mut stores) = shared.stores.write() {
         *stores = Default::default();
     }
+}
+
+/// Where workers send traces: the option, else the operator's own endpoint while it traces.
+fn worker_otlp_endpoint(args: &RunArgs) -> Option<String> {
+    let own = || {
+        crate::telemetry::tracing_requested(|name| std::env::var(name).ok())
+            .then(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+            .flatten()
+    };
+    args.worker_otlp_endpoint.clone().filter(|e| !e.trim().is_empty()).or_else(own)
 }
 
 #[cfg(test)]

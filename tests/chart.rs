@@ -516,3 +516,26 @@ fn the_grafana_dashboard_is_an_optional_config_map_for_the_sidecar_and_every_pan
         assert_eq!(panel["datasource"]["uid"], "${datasource}", "panel {title} ignores the data source variable");
     }
 }
+
+#[test]
+fn tracing_is_off_by_default_and_one_value_turns_it_on_for_the_operator_and_its_workers() {
+    let objects = render(&["networkPolicy.enabled=true"]);
+    let container = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(container, "OTEL_EXPORTER_OTLP_ENDPOINT"), None, "off by default");
+    let egress = one(&objects, "NetworkPolicy")["spec"]["egress"].as_array().unwrap().len();
+
+    let objects = render(&[
+        "networkPolicy.enabled=true",
+        "tracing.otlpEndpoint=http://otel-collector.observability:4318",
+        "tracing.workerOtlpEndpoint=http://otel-agent.kra-jobs:4318",
+    ]);
+    let container = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(container, "OTEL_EXPORTER_OTLP_ENDPOINT"), Some("http://otel-collector.observability:4318"));
+    assert_eq!(env(container, "KRA_WORKER_OTLP_ENDPOINT"), Some("http://otel-agent.kra-jobs:4318"));
+    let rules = one(&objects, "NetworkPolicy")["spec"]["egress"].as_array().unwrap().clone();
+    assert_eq!(rules.len(), egress + 1, "the spans may leave the operator pod");
+    assert_eq!(rules.last().unwrap()["ports"][0]["port"], 4318);
+
+    let error = template(&["tracing.otlpEndpoint=otel-collector:4318"]).expect_err("a URL is needed");
+    assert!(error.contains("otlpEndpoint"), "{error}");
+}

@@ -139,6 +139,7 @@ async fn a_job_created_just_before_a_crash_is_adopted_not_duplicated() {
         queue: None,
         grant: None,
         permanent_exit_codes: &[],
+        traceparent: None,
     });
     cluster.api::<Job>().create(&Default::default(), &job).await.unwrap();
     assert!(created.status.is_none());

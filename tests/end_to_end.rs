@@ -46,11 +46,12 @@ fn today_in_seoul() -> Date {
 
 impl Stack {
     async fn start() -> Stack {
-        Self::start_with(false).await
+        Self::start_with(false, &[]).await
     }
 
     /// `processes`: run the worker Pods as local processes even where podman runs the image.
-    async fn start_with(processes: bool) -> Stack {
+    /// `operator_env`: environment variables of the operator beyond the harness's own.
+    async fn start_with(processes: bool, operator_env: &[(&str, &str)]) -> Stack {
         let cluster = Cluster::start().await;
         let postgres = Postgres::start();
         let database = postgres.database().await;
@@ -91,7 +92,7 @@ impl Stack {
         )
         .await
         .expect("start the local node");
-        let operator = Operator::start_for_job_controller(
+        let operator = Operator::start_for_job_controller_with_env(
             &cluster,
             // The fake LLM serves plain http on loopback.
             &[
@@ -101,6 +102,7 @@ impl Stack {
                 "1000",
                 "--allow-http-llm-endpoints=true",
             ],
+            operator_env,
         )
         .await;
         Stack { cluster, _operator: operator, node, kra, season, database, _postgres: postgres }
@@ -228,7 +230,7 @@ async fn a_krajob_collects_cards_results_and_odds_into_postgresql_through_the_jo
 #[tokio::test]
 async fn a_failing_worker_is_retried_by_the_operator_as_a_new_job() {
     // This one runs its workers as local processes, so both ways of the local node are tested.
-    let stack = Stack::start_with(true).await;
+    let stack = Stack::start_with(true, &[]).await;
     let day = stack.next_race_day(Meet::Busan);
     // The first attempt finds the race plan unavailable (every retry of its client answered 500).
     stack.kra.faults(season::PLAN, vec![Fault::Status { code: 500, retry_after: None }; 4]);
@@ -545,4 +547,67 @@ async fn a_rejected_key_fails_at_once_and_a_spent_quota_waits_for_the_kra_midnig
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let later = stack.cluster.api::<KraJob>().get("quota").await.unwrap().status.unwrap();
     assert_eq!(later.run.attempts.len(), 1, "no retry before the reset, whatever the 1 s backoff says");
+}
+
+#[tokio::test]
+async fn a_krajobs_trace_holds_the_reconcile_and_the_collector_run_it_started() {
+    let scratch = tempfile_dir("trace");
+    let jaeger = support::jaeger::Jaeger::start(&scratch).await;
+    // Tracing on through the standard variables; spans leave the operator every half second. The
+    // worker pods run as local processes, which reach the receiver on loopback.
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "500")];
+    let stack = Stack::start_with(true, &env).await;
+    let day = stack.next_race_day(Meet::Seoul);
+    stack.create("KraJob", "traced", collect("CollectRaceCards", Meet::Seoul, day, day)).await;
+    let done = stack.finished_krajob("traced").await;
+    assert!(succeeded(&done), "{:?}\n{}", done.status, stack.logs());
+
+    // The Job carries the reconcile's trace context and the operator's endpoint.
+    let job = stack.cluster.api::<Job>().get("traced-1").await.unwrap();
+    let container = &job.spec.unwrap().template.spec.unwrap().containers[0];
+    let env = |name: &str| {
+        container.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone()).unwrap_or_default()
+    };
+    assert_eq!(env("OTEL_EXPORTER_OTLP_ENDPOINT"), jaeger.otlp_endpoint);
+    assert_eq!(env("OTEL_SERVICE_NAME"), "kra-collector");
+    let traceparent = env("TRACEPARENT");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "a W3C traceparent: {traceparent:?}");
+    let (trace_id, parent_span) = (parts[1], parts[2]);
+
+    // One trace holds both processes: the reconcile that created the Job, and the collector's
+    // run as its child.
+    let trace = wait_until("the trace with both processes' spans", support::WAIT, || async {
+        let trace = jaeger.trace(trace_id).await?;
+        let services: Vec<&str> =
+            trace["processes"].as_object()?.values().filter_map(|p| p["serviceName"].as_str()).collect();
+        (services.contains(&"kra-operator") && services.contains(&"kra-collector")).then_some(trace)
+    })
+    .await;
+    let spans = trace["spans"].as_array().unwrap();
+    let service_of = |span: &Value| trace["processes"][span["processID"].as_str().unwrap()]["serviceName"].clone();
+    let reconcile = spans
+        .iter()
+        .find(|s| s["spanID"] == parent_span)
+        .unwrap_or_else(|| panic!("the span of TRACEPARENT is in the trace: {trace}"));
+    assert_eq!(service_of(reconcile), "kra-operator");
+    assert_eq!(reconcile["operationName"], "reconcile");
+    let tag = |span: &Value, key: &str| {
+        span["tags"].as_array().unwrap().iter().find(|t| t["key"] == key).map(|t| t["value"].clone())
+    };
+    let object = tag(reconcile, "object").unwrap();
+    assert!(object.as_str().unwrap().ends_with("/traced"), "{object}");
+    assert_eq!(tag(reconcile, "outcome").unwrap(), "success");
+    let worker = spans
+        .iter()
+        .find(|s| service_of(s) == "kra-collector" && s["operationName"] == "kra-collector")
+        .unwrap_or_else(|| panic!("the collector's run: {trace}"));
+    let parent = &worker["references"][0];
+    assert_eq!((parent["refType"].as_str(), parent["spanID"].as_str()), (Some("CHILD_OF"), Some(parent_span)));
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

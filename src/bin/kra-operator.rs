@@ -71,7 +71,7 @@ fn main() -> ExitCode {
         Command::Crd { reference: true, .. } => print_stdout(&crd::reference::markdown(&crd::all())),
         Command::Crd { out_dir, .. } => write_crds(out_dir),
         Command::Run(args) => {
-            telemetry::init(telemetry::default_log_format(cli.log_format));
+            let _telemetry = telemetry::init(telemetry::default_log_format(cli.log_format), "kra-operator");
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

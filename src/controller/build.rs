@@ -7,8 +7,8 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, LocalObjectReference, PodSecurityContext, PodSpec,
+    PodTemplateSpec, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -91,6 +91,9 @@ pub struct JobInput<'a> {
     /// The worker's exit codes that no retry can change: a `FailJob` rule of the Job's
     /// `podFailurePolicy`, so the Job itself says why it failed (reason `PodFailurePolicy`).
     pub permanent_exit_codes: &'a [i32],
+    /// The W3C trace context of the reconcile that creates the Job, given to the worker as
+    /// `TRACEPARENT` so that its spans join the reconcile's trace (only while tracing is on).
+    pub traceparent: Option<&'a str>,
 }
 
 /// Annotation holding a Job's request grant (JSON).
@@ -213,6 +216,21 @@ fn job_labels(input: &JobInput<'_>, overrides: &PodOverrides) -> BTreeMap<String
 
 /// The worker container: restricted (non-root, read-only root, no capabilities), a writable
 /// `/tmp`, the summary in the termination message.
+/// The worker's environment: what its task needs, then where its traces go (the operator's OTLP
+/// endpoint, its binary as the service) and the trace it continues.
+fn worker_env(input: &JobInput<'_>) -> Vec<EnvVar> {
+    let mut env = input.invocation.env.clone();
+    let var = |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), value_from: None };
+    if let Some(endpoint) = &input.defaults.otlp_endpoint {
+        env.push(var("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
+        env.push(var("OTEL_SERVICE_NAME", input.worker_binary));
+        if let Some(traceparent) = input.traceparent {
+            env.push(var(crate::telemetry::TRACEPARENT, traceparent));
+        }
+    }
+    env
+}
+
 fn worker_container(input: &JobInput<'_>, overrides: &PodOverrides, args: Vec<String>) -> Container {
     let mut mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }];
     mounts.extend(input.invocation.mounts.iter().cloned());
@@ -222,7 +240,7 @@ fn worker_container(input: &JobInput<'_>, overrides: &PodOverrides, args: Vec<St
         image_pull_policy: input.defaults.image_pull_policy.clone(),
         command: Some(vec![input.worker_binary.to_string()]),
         args: Some(args),
-        env: Some(input.invocation.env.clone()).filter(|e| !e.is_empty()),
+        env: Some(worker_env(input)).filter(|e| !e.is_empty()),
         resources: Some(super::resources::merge(input.defaults.resources.as_ref(), overrides.resources.as_ref()))
             .filter(|r| r.requests.is_some() || r.limits.is_some() || r.claims.is_some()),
         volume_mounts: Some(mounts),
@@ -308,6 +326,7 @@ mod tests {
             queue,
             grant: None,
             permanent_exit_codes: &[2, 5, 7],
+            traceparent: None,
         })
     }
 
@@ -466,6 +485,7 @@ mod tests {
                 queue: None,
                 grant: None,
                 permanent_exit_codes: &[],
+                traceparent: None,
             });
             job.spec.unwrap().template.spec.unwrap()
         };
@@ -494,5 +514,43 @@ mod tests {
         let bare = build(&WorkerDefaults { image: "i".into(), ..Default::default() }, None);
         assert_eq!(bare.containers[0].resources, None, "no defaults and nothing of its own: none");
         assert_eq!(bare.image_pull_secrets, None);
+    }
+
+    #[test]
+    fn a_traced_reconcile_gives_its_worker_the_endpoint_its_name_and_the_trace_to_continue() {
+        let invocation = WorkerInvocation::default();
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let env_of = |endpoint: Option<&str>, traceparent: Option<&str>| {
+            let defaults =
+                WorkerDefaults { image: "i".into(), otlp_endpoint: endpoint.map(String::from), ..Default::default() };
+            let owner = Owner { api_version: "kra.dev/v1alpha1", kind: "KraJob", name: "a", namespace: "n", uid: "u" };
+            let job = build_job(&JobInput {
+                owner,
+                worker_binary: "kra-collector",
+                attempt: 1,
+                generation: 1,
+                active_deadline_seconds: None,
+                overrides: None,
+                invocation: &invocation,
+                defaults: &defaults,
+                queue: None,
+                grant: None,
+                permanent_exit_codes: &[],
+                traceparent,
+            });
+            let container = job.spec.unwrap().template.spec.unwrap().containers.remove(0);
+            container
+                .env
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.name, e.value.unwrap_or_default()))
+                .collect::<Vec<_>>()
+        };
+        let traced = env_of(Some("http://otel:4318"), Some(traceparent));
+        let value = |name: &str| traced.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(value("OTEL_EXPORTER_OTLP_ENDPOINT"), Some("http://otel:4318"));
+        assert_eq!(value("OTEL_SERVICE_NAME"), Some("kra-collector"));
+        assert_eq!(value("TRACEPARENT"), Some(traceparent));
+        assert!(env_of(None, Some(traceparent)).is_empty(), "tracing off: no trace variables");
     }
 }

@@ -61,10 +61,20 @@ fn describe<K: RunKind>(obj: &K) -> String {
 async fn reconcile<K: RunKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     static RECONCILE_IDS: AtomicU64 = AtomicU64::new(1);
     let object = describe(&*obj);
-    let span = tracing::info_span!("reconcile", object, reconcile_id = RECONCILE_IDS.fetch_add(1, Ordering::Relaxed));
+    let span = tracing::info_span!(
+        "reconcile",
+        object,
+        kind = K::METRIC_KIND,
+        reconcile_id = RECONCILE_IDS.fetch_add(1, Ordering::Relaxed),
+        outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
     let started = Instant::now();
     let result = reconcile_run(obj.as_ref(), &ctx).instrument(span.clone()).await;
-    ctx.metrics.observe_reconcile(K::METRIC_KIND, started.elapsed(), result.as_ref().err().map(Error::category));
+    let category = result.as_ref().err().map(Error::category);
+    span.record("outcome", category.unwrap_or("success"));
+    span.record("otel.status_code", if category.is_some() { "ERROR" } else { "OK" });
+    ctx.metrics.observe_reconcile(K::METRIC_KIND, started.elapsed(), category);
     let result = match result {
         Err(error) if error.stall_reason().is_some() => stall(obj.as_ref(), &ctx, &error).instrument(span).await,
         other => other,
@@ -243,7 +253,9 @@ async fn apply_plan<K: RunKind>(
         match action {
             PlanAction::CreateJob { attempt } => {
                 let Ok(invocation) = resolved else { continue };
-                let job = build_attempt(obj, ctx, run, invocation, plan, *attempt);
+                // The trace of this reconcile, continued by the worker (none while tracing is off).
+                let traceparent = crate::telemetry::current_traceparent();
+                let job = build_attempt(obj, ctx, run, invocation, plan, *attempt, traceparent.as_deref());
                 let job_name = run.job_name(*attempt);
                 apply::create_or_adopt(jobs, &job, &job_name, &run.uid).await.map_err(|e| match e {
                     CreateError::Foreign => Error::ForeignJob { job: job_name.clone(), object: run.object.clone() },
@@ -286,6 +298,7 @@ fn build_attempt<K: RunKind>(
     invocation: &WorkerInvocation,
     plan: &plan::Plan<K::Summary>,
     attempt: i32,
+    traceparent: Option<&str>,
 ) -> Job {
     let api_version = K::api_version(&());
     let permanent_codes: Vec<i32> = K::PERMANENT_EXIT_CODES.iter().map(|(code, _)| *code).collect();
@@ -307,6 +320,7 @@ fn build_attempt<K: RunKind>(
         queue: obj.run().queue.as_ref(),
         grant: plan.status.attempts.iter().find(|a| a.number == attempt).and_then(|a| a.request_budget.as_ref()),
         permanent_exit_codes: &permanent_codes,
+        traceparent,
     })
 }
 

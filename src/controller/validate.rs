@@ -24,6 +24,8 @@ pub struct WorkerDefaults {
     pub resources: Option<ResourceRequirements>,
     /// Secrets (in each run's namespace) the kubelet pulls worker images with.
     pub image_pull_secrets: Vec<String>,
+    /// Where workers export their traces (OTLP/HTTP); none: workers trace nothing.
+    pub otlp_endpoint: Option<String>,
     /// MLflow tracking used by an `EvaluationRun` that names none (no token: a server that
     /// needs one is named in the run, with its Secret).
     pub mlflow: Option<DefaultMlflow>,

@@ -17,6 +17,7 @@
 
 pub mod fake_kra;
 pub mod fake_llm;
+pub mod jaeger;
 pub mod kra_day;
 pub mod mlflow;
 pub mod postgres;
@@ -457,6 +458,8 @@ pub struct Operator {
     kubeconfig: PathBuf,
     log: PathBuf,
     starts: u32,
+    /// Environment variables beyond the harness's own (for example OpenTelemetry's).
+    env: Vec<(String, String)>,
 }
 
 impl Operator {
@@ -479,13 +482,22 @@ impl Operator {
         extra: &[&str],
         granted: Option<&[String]>,
     ) -> Operator {
-        Self::launch(cluster, identity, extra, granted, Some(MANAGED_BY)).await
+        Self::launch(cluster, identity, extra, granted, Some(MANAGED_BY), &[]).await
     }
 
     /// Start the operator with its Jobs left to the control plane's real Job controller (for a
     /// local node to run their Pods), and wait until it is ready.
     pub async fn start_for_job_controller(cluster: &Cluster, extra: &[&str]) -> Operator {
-        let operator = Self::launch(cluster, "operator-a", extra, None, None).await;
+        Self::start_for_job_controller_with_env(cluster, extra, &[]).await
+    }
+
+    /// As `start_for_job_controller`, with these environment variables set too.
+    pub async fn start_for_job_controller_with_env(
+        cluster: &Cluster,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
+        let operator = Self::launch(cluster, "operator-a", extra, None, None, env).await;
         operator.wait_ready().await;
         operator
     }
@@ -496,6 +508,7 @@ impl Operator {
         extra: &[&str],
         granted: Option<&[String]>,
         managed_by: Option<&str>,
+        env: &[(&str, &str)],
     ) -> Operator {
         let mut args: Vec<String> = vec![
             "run".into(),
@@ -529,6 +542,7 @@ impl Operator {
             kubeconfig,
             log: cluster.dir.join(format!("{identity}.log")),
             starts: 0,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         operator.spawn();
         operator
@@ -542,6 +556,7 @@ impl Operator {
             .args(["--http-addr", &format!("127.0.0.1:{}", self.port), "--identity", &self.identity])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
