@@ -963,3 +963,39 @@ async fn every_dashboard_query_uses_metrics_the_running_operator_serves() {
     }
     assert!(page.contains("kra_operator_watch_synced{resource=\"krajobs\"} 1"), "{page}");
 }
+
+#[tokio::test]
+async fn after_its_watches_synced_the_operator_reads_nothing_from_the_api_server() {
+    let cluster = Cluster::start().await;
+    let prompt: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "prompts"}, "data": {"v1": "Rank {{race}}"}})).unwrap();
+    cluster.api::<ConfigMap>().create(&Default::default(), &prompt).await.unwrap();
+    let operator = Operator::start(&cluster).await;
+    // Ready means the watches have synced: from here on, every read is a cache miss.
+    let since = Timestamp::now();
+    let reads_before = cluster.operator_reads_since(Timestamp::UNIX_EPOCH).expect("the API server's audit log");
+
+    // A KraJob's whole life: its Job created, finished, its outcome recorded; and one that fails
+    // and is retried.
+    cluster.create::<KraJob>(krajob("counted", json!({"action": "CollectResults"}))).await;
+    cluster.create::<KraJob>(krajob("retried", quick_retries(1, 1))).await;
+    wait_job(&cluster, "counted-1").await;
+    wait_job(&cluster, "retried-1").await;
+    let summary = r#"{"racesFound":10,"racesCollected":10,"racesFailed":0,"rowsWritten":120,"apiCalls":57}"#;
+    cluster.finish_job("counted-1", true, Some(summary)).await;
+    cluster.finish_job("retried-1", false, None).await;
+    wait_phase(&cluster, "counted", Phase::Succeeded).await;
+    wait_job(&cluster, "retried-2").await;
+    // An EvaluationRun whose prompt comes from a ConfigMap, up to its Job.
+    let run = json!({"apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun", "metadata": {"name": "scored"},
+        "spec": {"dataset": {"meet": "seoul", "dateRange": {"from": "2025-05-01", "to": "2025-05-31"}}, "predictor": {"llm": {"endpoint": "https://llm.example/v1", "model": "m"}},
+                 "prompt": {"configMapName": "prompts", "key": "v1", "version": "v1"}}});
+    cluster.create::<EvaluationRun>(run).await;
+    wait_job(&cluster, "scored-1").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(operator);
+
+    assert!(reads_before.values().sum::<u64>() > 0, "the log records the operator's reads (its initial lists)");
+    let reads = cluster.operator_reads_since(since).unwrap();
+    assert!(reads.is_empty(), "the operator read from the API server after its watches synced: {reads:?}");
+}

@@ -158,15 +158,15 @@ impl Cluster {
     /// the test itself, from the API server's audit log (`scripts/control-plane` records every
     /// write). None on a cluster without that log.
     pub fn write_counts(&self) -> Option<Value> {
-        let log = std::env::var_os("KRA_TEST_AUDIT_LOG")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.kubeconfig.parent().unwrap().join("logs/audit.log"));
-        let text = std::fs::read_to_string(log).ok()?;
+        let text = std::fs::read_to_string(self.audit_log()).ok()?;
         let mut counts = serde_json::Map::new();
         for line in text.lines() {
             let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
             let object = &event["objectRef"];
             if object["namespace"] != json!(self.namespace) || event["user"]["username"] == json!(ADMIN_USER) {
+                continue;
+            }
+            if matches!(event["verb"].as_str(), Some("get" | "list" | "watch")) {
                 continue;
             }
             let resource = object["resource"].as_str().unwrap_or_default().to_string();
@@ -177,6 +177,36 @@ impl Cluster {
             counts.entry(resource.to_string()).or_insert(json!(0));
         }
         Some(Value::Object(counts))
+    }
+
+    fn audit_log(&self) -> PathBuf {
+        std::env::var_os("KRA_TEST_AUDIT_LOG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.kubeconfig.parent().unwrap().join("logs/audit.log"))
+    }
+
+    /// The GETs and LISTs the operator (the chart's ServiceAccount of this test's namespace) made
+    /// since `since`, by verb and resource (`"list jobs"`), Lease reads left out, from the API
+    /// server's audit log. None on a cluster without that log.
+    pub fn operator_reads_since(&self, since: jiff::Timestamp) -> Option<std::collections::BTreeMap<String, u64>> {
+        let text = std::fs::read_to_string(self.audit_log()).ok()?;
+        let operator = format!("system:serviceaccount:{}:", self.namespace);
+        let mut counts = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
+            let (Some(verb), Some(user)) = (event["verb"].as_str(), event["user"]["username"].as_str()) else {
+                continue;
+            };
+            let at = event["requestReceivedTimestamp"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+            let resource = event["objectRef"]["resource"].as_str().unwrap_or_default();
+            if !matches!(verb, "get" | "list") || !user.starts_with(&operator) || resource == "leases" {
+                continue;
+            }
+            if at.is_some_and(|at| at >= since) {
+                *counts.entry(format!("{verb} {resource}")).or_insert(0) += 1;
+            }
+        }
+        Some(counts)
     }
 
     /// Create an object from JSON in the test namespace.
