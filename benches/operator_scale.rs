@@ -4,8 +4,12 @@
 //! For each N it measures the time from a KraJob's create request to the arrival of the watch
 //! event of its first Job (p50, p99, max), the operator's peak RSS and CPU seconds, the API
 //! server's CPU seconds, and the requests the API server served by verb and resource (from its
-//! own `/metrics`). A second run has the benchmark create each Job itself right after its KraJob,
-//! with no operator: that is the API server's own ceiling to compare against.
+//! own `/metrics`). Then it completes every Job as the Job controller and kubelet would report it
+//! (a terminated worker pod with its summary, a `Complete` condition) and measures the time from
+//! each Job's completion to its KraJob's `Succeeded` on a watch, the operator's CPU seconds for
+//! it, and, for both phases, the requests the operator itself made (from the API server's audit
+//! log). A second run has the benchmark create each Job itself right after its KraJob, with no
+//! operator: that is the API server's own ceiling to compare against.
 //!
 //! Run: `cargo bench --bench operator_scale` (N defaults to 100 and 1000; set KRA_BENCH_N=100,500).
 
@@ -68,6 +72,62 @@ struct Outcome {
     operator: Option<(f64, f64)>,
     requests: Vec<(String, f64)>,
     jobs_at_end: usize,
+    /// With the operator: the operator's own requests while the Jobs were created.
+    operator_requests: Vec<(String, u64)>,
+    completion: Option<Completion>,
+}
+
+/// The completion phase: every Job finished, every KraJob `Succeeded`.
+struct Completion {
+    latencies: Vec<Duration>,
+    wall: Duration,
+    operator_cpu: f64,
+    operator_requests: Vec<(String, u64)>,
+}
+
+const SUMMARY: &str = r#"{"racesFound":10,"racesCollected":10,"racesFailed":0,"rowsWritten":120,"apiCalls":57}"#;
+
+/// Finish every Job (`IN_FLIGHT` at a time) and wait until every KraJob has succeeded: for each,
+/// the time from its Job's completion to the watch event of its `Succeeded` status.
+async fn complete_all(cluster: &Cluster, n: usize) -> (Vec<Duration>, Duration) {
+    let succeeded: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let seen = succeeded.clone();
+    let krajobs = cluster.api::<KraJob>();
+    let watch = tokio::spawn(async move {
+        let mut events = watcher(krajobs, watcher::Config::default()).boxed();
+        while let Ok(Some(event)) = events.try_next().await {
+            if let watcher::Event::Apply(kj) | watcher::Event::InitApply(kj) = event {
+                let done = kj.status.as_ref().and_then(|s| s.run.phase) == Some(kra_operator::crd::Phase::Succeeded);
+                if done {
+                    seen.lock().unwrap().entry(kj.metadata.name.unwrap_or_default()).or_insert_with(Instant::now);
+                }
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let finished: Vec<(usize, Instant)> = stream::iter(0..n)
+        .map(|i| async move {
+            cluster.finish_job(&format!("bench-{i}-1"), true, Some(SUMMARY)).await;
+            (i, Instant::now())
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while succeeded.lock().unwrap().len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wall = started.elapsed();
+    watch.abort();
+    let succeeded = std::mem::take(&mut *succeeded.lock().unwrap());
+    let mut latencies: Vec<Duration> = finished
+        .iter()
+        .filter_map(|(i, at)| succeeded.get(&format!("bench-{i}")).map(|done| done.saturating_duration_since(*at)))
+        .collect();
+    assert_eq!(latencies.len(), n, "not every KraJob succeeded within 10 minutes of its Job");
+    latencies.sort();
+    (latencies, wall)
 }
 
 /// The API server's `apiserver_request_total`, summed by verb and resource (with subresource).
@@ -100,6 +160,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     let unlimited = ["--kra-api-max-concurrent-jobs", "1000000", "--kra-api-requests-per-day", "1000000000000"];
     let operator =
         if with_operator { Some(Operator::start_with(&cluster, "operator-a", &unlimited).await) } else { None };
+    let since = jiff::Timestamp::now();
     let (server_cpu_before, _) = process_usage(server_pid);
     let requests_before = request_counts(&cluster).await;
     let operator_cpu_before = operator.as_ref().and_then(|o| o.pid()).map(|pid| process_usage(pid).0).unwrap_or(0.0);
@@ -179,7 +240,39 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
         .filter(|(key, delta)| *delta >= 1.0 && !key.contains("leases"))
         .collect();
     requests.sort_by(|a, b| b.1.total_cmp(&a.1));
-    Outcome { latencies, wall, server_cpu, operator: operator_usage, requests, jobs_at_end }
+    let by_count = |counts: std::collections::BTreeMap<String, u64>| {
+        let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+        counts
+    };
+    let operator_requests = by_count(cluster.operator_requests_since(since).unwrap_or_default());
+    let completion = match &operator {
+        Some(operator) => {
+            let pid = operator.pid().expect("the operator runs");
+            let cpu_before = process_usage(pid).0;
+            let since = jiff::Timestamp::now();
+            let (latencies, wall) = complete_all(&cluster, n).await;
+            // Trailing reconciles (the status write's own watch event) settle.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Some(Completion {
+                latencies,
+                wall,
+                operator_cpu: process_usage(pid).0 - cpu_before,
+                operator_requests: by_count(cluster.operator_requests_since(since).unwrap_or_default()),
+            })
+        }
+        None => None,
+    };
+    Outcome {
+        latencies,
+        wall,
+        server_cpu,
+        operator: operator_usage,
+        requests,
+        jobs_at_end,
+        operator_requests,
+        completion,
+    }
 }
 
 fn main() {
@@ -213,6 +306,23 @@ fn main() {
                 outcome.requests.iter().map(|(key, count)| format!("{key} {count:.0}")).collect();
             println!("|   | requests served (verb resource count) | {} |", requests.join(", "));
             println!("|   | Jobs at the end | {} for {n} KraJobs |", outcome.jobs_at_end);
+            let listed = |requests: &[(String, u64)]| {
+                requests.iter().map(|(key, count)| format!("{key} {count}")).collect::<Vec<_>>().join(", ")
+            };
+            if with_operator {
+                println!("|   | the operator's requests while creating | {} |", listed(&outcome.operator_requests));
+            }
+            if let Some(done) = &outcome.completion {
+                println!(
+                    "|   | completion: Job complete→KraJob Succeeded p50 {} p99 {} max {}, all after {:.2} s, operator CPU {:.2} s |",
+                    ms(percentile(&done.latencies, 0.5)),
+                    ms(percentile(&done.latencies, 0.99)),
+                    ms(*done.latencies.last().unwrap()),
+                    done.wall.as_secs_f64(),
+                    done.operator_cpu,
+                );
+                println!("|   | the operator's requests while completing | {} |", listed(&done.operator_requests));
+            }
         }
     }
 }

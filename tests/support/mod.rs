@@ -189,6 +189,15 @@ impl Cluster {
     /// since `since`, by verb and resource (`"list jobs"`), Lease reads left out, from the API
     /// server's audit log. None on a cluster without that log.
     pub fn operator_reads_since(&self, since: jiff::Timestamp) -> Option<std::collections::BTreeMap<String, u64>> {
+        let mut requests = self.operator_requests_since(since)?;
+        requests.retain(|key, _| key.starts_with("get ") || key.starts_with("list "));
+        Some(requests)
+    }
+
+    /// Every request but watches the operator (the chart's ServiceAccount of this test's
+    /// namespace) made since `since`, by verb and resource with its subresource
+    /// (`"patch krajobs/status"`), Lease requests left out, from the API server's audit log.
+    pub fn operator_requests_since(&self, since: jiff::Timestamp) -> Option<std::collections::BTreeMap<String, u64>> {
         let text = std::fs::read_to_string(self.audit_log()).ok()?;
         let operator = format!("system:serviceaccount:{}:", self.namespace);
         let mut counts = std::collections::BTreeMap::new();
@@ -198,13 +207,17 @@ impl Cluster {
                 continue;
             };
             let at = event["requestReceivedTimestamp"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
-            let resource = event["objectRef"]["resource"].as_str().unwrap_or_default();
-            if !matches!(verb, "get" | "list") || !user.starts_with(&operator) || resource == "leases" {
+            let object = &event["objectRef"];
+            let resource = object["resource"].as_str().unwrap_or_default();
+            if verb == "watch" || !user.starts_with(&operator) || resource == "leases" || at.is_none_or(|at| at < since)
+            {
                 continue;
             }
-            if at.is_some_and(|at| at >= since) {
-                *counts.entry(format!("{verb} {resource}")).or_insert(0) += 1;
-            }
+            let key = match object["subresource"].as_str() {
+                Some(sub) => format!("{verb} {resource}/{sub}"),
+                None => format!("{verb} {resource}"),
+            };
+            *counts.entry(key).or_insert(0) += 1;
         }
         Some(counts)
     }
