@@ -85,24 +85,38 @@ struct Completion {
     operator_requests: Vec<(String, u64)>,
 }
 
+/// When each object that `selects` first arrived on a watch of `api`, by name (the watch runs
+/// until the handle is aborted).
+fn first_seen<K>(
+    api: kube::Api<K>,
+    selects: impl Fn(&K) -> bool + Send + 'static,
+) -> (Arc<Mutex<HashMap<String, Instant>>>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let recorded = seen.clone();
+    let watch = tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default()).boxed();
+        while let Ok(Some(event)) = events.try_next().await {
+            if let watcher::Event::Apply(object) | watcher::Event::InitApply(object) = event
+                && selects(&object)
+            {
+                let name = object.meta().name.clone().unwrap_or_default();
+                recorded.lock().unwrap().entry(name).or_insert_with(Instant::now);
+            }
+        }
+    });
+    (seen, watch)
+}
+
 const SUMMARY: &str = r#"{"racesFound":10,"racesCollected":10,"racesFailed":0,"rowsWritten":120,"apiCalls":57}"#;
 
 /// Finish every Job (`IN_FLIGHT` at a time) and wait until every KraJob has succeeded: for each,
 /// the time from its Job's completion to the watch event of its `Succeeded` status.
 async fn complete_all(cluster: &Cluster, n: usize) -> (Vec<Duration>, Duration) {
-    let succeeded: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let seen = succeeded.clone();
-    let krajobs = cluster.api::<KraJob>();
-    let watch = tokio::spawn(async move {
-        let mut events = watcher(krajobs, watcher::Config::default()).boxed();
-        while let Ok(Some(event)) = events.try_next().await {
-            if let watcher::Event::Apply(kj) | watcher::Event::InitApply(kj) = event {
-                let done = kj.status.as_ref().and_then(|s| s.run.phase) == Some(kra_operator::crd::Phase::Succeeded);
-                if done {
-                    seen.lock().unwrap().entry(kj.metadata.name.unwrap_or_default()).or_insert_with(Instant::now);
-                }
-            }
-        }
+    let (succeeded, watch) = first_seen(cluster.api::<KraJob>(), |kj: &KraJob| {
+        kj.status.as_ref().and_then(|s| s.run.phase) == Some(kra_operator::crd::Phase::Succeeded)
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
@@ -165,18 +179,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     let requests_before = request_counts(&cluster).await;
     let operator_cpu_before = operator.as_ref().and_then(|o| o.pid()).map(|pid| process_usage(pid).0).unwrap_or(0.0);
 
-    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let jobs = cluster.api::<Job>();
-    let watch_seen = seen.clone();
-    let watch = tokio::spawn(async move {
-        let mut events = watcher(jobs, watcher::Config::default()).boxed();
-        while let Ok(Some(event)) = events.try_next().await {
-            if let watcher::Event::Apply(job) | watcher::Event::InitApply(job) = event {
-                let name = job.metadata.name.unwrap_or_default();
-                watch_seen.lock().unwrap().entry(name).or_insert_with(Instant::now);
-            }
-        }
-    });
+    let (seen, watch) = first_seen(cluster.api::<Job>(), |_: &Job| true);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let krajobs = cluster.api::<KraJob>();

@@ -3,6 +3,9 @@
 //! objects that match the Service, the operator's metrics and the runbook. (`helm lint --strict`
 //! and the Kubernetes schema validation run in scripts/check-chart.)
 
+#[path = "support/prometheus_text.rs"]
+mod prometheus_text;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, RwLock};
@@ -262,13 +265,7 @@ fn exported_metric_names() -> Vec<String> {
     *stores.write().unwrap() = Stores { krajobs: vec![writer.as_reader()], evaluation_runs: vec![], undecodable: None };
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-    let mut names: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
-        .collect();
-    names.dedup();
-    names
+    prometheus_text::served_metric_names(&text).into_iter().collect()
 }
 
 #[test]
@@ -285,10 +282,7 @@ fn alerts_use_exported_metrics_and_each_has_a_runbook_section() {
             alerts += 1;
             let name = alert["alert"].as_str().unwrap();
             let expr = alert["expr"].as_str().unwrap();
-            let used: Vec<&str> = expr
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .filter(|word| word.starts_with("kra_operator_"))
-                .collect();
+            let used = prometheus_text::operator_metrics_in(expr);
             assert!(!used.is_empty(), "{name} uses no operator metric");
             for metric in used {
                 assert!(

@@ -27,6 +27,17 @@ fn krajob(name: &str, extra: Value) -> Value {
     json!({"apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "metadata": {"name": name}, "spec": spec})
 }
 
+/// A suspended Job named `name` that is not the operator's (no owner, none of its labels).
+async fn create_foreign_job(cluster: &Cluster, name: &str) {
+    let foreign: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": "someone/else:1"}]}}}
+    }))
+    .unwrap();
+    cluster.api::<Job>().create(&Default::default(), &foreign).await.unwrap();
+}
+
 /// A retry policy with short waits, so tests do not sleep long.
 fn quick_retries(limit: i32, seconds: i64) -> Value {
     json!({"retryPolicy": {"limit": limit, "backoff": {"initialSeconds": seconds, "factor": 1.0, "maxSeconds": seconds}}})
@@ -163,13 +174,7 @@ async fn a_job_of_the_runs_name_that_is_not_its_own_stalls_the_run_until_it_is_g
     let cluster = Cluster::start().await;
     // Someone else's Job holds the name of attempt 1: the run must neither take it over, nor
     // retry with backoff forever, nor create a second Job of another name.
-    let foreign: Job = serde_json::from_value(json!({
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "taken-1"},
-        "spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
-                 "containers": [{"name": "c", "image": "someone/else:1"}]}}}
-    }))
-    .unwrap();
-    cluster.api::<Job>().create(&Default::default(), &foreign).await.unwrap();
+    create_foreign_job(&cluster, "taken-1").await;
     let operator = Operator::start(&cluster).await;
     cluster.create::<KraJob>(krajob("taken", json!({}))).await;
     let stalled = wait_until("the run stalled on the foreign Job", WAIT, || async {
@@ -881,38 +886,11 @@ async fn a_sigterm_before_the_watches_sync_stops_the_operator() {
     assert!(operator.logs().contains("stopping before the watches synced"), "{}", operator.logs());
 }
 
-/// Metric names a `/metrics` page serves: each family's samples (a counter's `_total`, a
-/// histogram's `_bucket`, `_sum` and `_count`), read from its `# TYPE` lines.
-fn served_metric_names(page: &str) -> std::collections::BTreeSet<String> {
-    let mut names = std::collections::BTreeSet::new();
-    for line in page.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut words = rest.split_whitespace();
-            let (Some(family), Some(kind)) = (words.next(), words.next()) else { continue };
-            let suffixes: &[&str] = match kind {
-                "counter" => &["_total"],
-                "histogram" => &["_bucket", "_sum", "_count"],
-                _ => &[""],
-            };
-            names.extend(suffixes.iter().map(|s| format!("{family}{s}")));
-        } else if !line.starts_with('#') && !line.is_empty() {
-            names.insert(line.split(['{', ' ']).next().unwrap_or_default().to_string());
-        }
-    }
-    names
-}
-
 #[tokio::test]
 async fn every_dashboard_query_uses_metrics_the_running_operator_serves() {
     let cluster = Cluster::start().await;
     // A Job that holds a run's name without being its own: a reconcile error (foreign_job).
-    let foreign: Job = serde_json::from_value(json!({
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "taken-1"},
-        "spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
-                 "containers": [{"name": "c", "image": "someone/else:1"}]}}}
-    }))
-    .unwrap();
-    cluster.api::<Job>().create(&Default::default(), &foreign).await.unwrap();
+    create_foreign_job(&cluster, "taken-1").await;
     let operator = Operator::start(&cluster).await;
     cluster.create::<KraJob>(krajob("taken", json!({}))).await;
     // A collection of results that succeeds: the budget, run and freshness series exist.
@@ -927,7 +905,7 @@ async fn every_dashboard_query_uses_metrics_the_running_operator_serves() {
         (fresh && page.contains("kra_operator_reconcile_errors_total{")).then_some(page)
     })
     .await;
-    let served = served_metric_names(&page);
+    let served = support::prometheus_text::served_metric_names(&page);
 
     let path = support::repo().join("charts/kra-operator/files/dashboards/kra-operator.json");
     let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -937,10 +915,7 @@ async fn every_dashboard_query_uses_metrics_the_running_operator_serves() {
         let targets = panel["targets"].as_array().filter(|t| !t.is_empty());
         for expr in targets.unwrap_or_else(|| panic!("panel {title} has no query")).iter().map(|t| &t["expr"]) {
             let expr = expr.as_str().unwrap();
-            let names: Vec<&str> = expr
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .filter(|w| w.starts_with("kra_operator_"))
-                .collect();
+            let names = support::prometheus_text::operator_metrics_in(expr);
             assert!(!names.is_empty(), "panel {title} queries no operator metric: {expr}");
             for name in names {
                 assert!(served.contains(name), "panel {title} uses {name}, which /metrics does not serve: {served:?}");

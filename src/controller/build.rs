@@ -330,6 +330,26 @@ mod tests {
         })
     }
 
+    /// The pod of attempt 1 of KraJob `a`, built with these defaults, overrides and trace context.
+    fn pod(defaults: &WorkerDefaults, overrides: Option<&PodOverrides>, traceparent: Option<&str>) -> PodSpec {
+        let owner = Owner { api_version: "kra.dev/v1alpha1", kind: "KraJob", name: "a", namespace: "n", uid: "u" };
+        let job = build_job(&JobInput {
+            owner,
+            worker_binary: "kra-collector",
+            attempt: 1,
+            generation: 1,
+            active_deadline_seconds: None,
+            overrides,
+            invocation: &WorkerInvocation::default(),
+            defaults,
+            queue: None,
+            grant: None,
+            permanent_exit_codes: &[],
+            traceparent,
+        });
+        job.spec.unwrap().template.spec.unwrap()
+    }
+
     #[test]
     fn a_queued_job_is_created_suspended_with_kueues_labels() {
         let plain = job(None);
@@ -451,7 +471,6 @@ mod tests {
 
     #[test]
     fn worker_resources_and_pull_secrets_come_from_the_defaults_and_the_overrides() {
-        let invocation = WorkerInvocation::default();
         let defaults = WorkerDefaults {
             image: "registry/kra:1".into(),
             resources: resources::defaults(
@@ -471,30 +490,12 @@ mod tests {
             }),
             ..Default::default()
         };
-        let build = |defaults: &WorkerDefaults, overrides: Option<&PodOverrides>| {
-            let owner = Owner { api_version: "kra.dev/v1alpha1", kind: "KraJob", name: "a", namespace: "n", uid: "u" };
-            let job = build_job(&JobInput {
-                owner,
-                worker_binary: "kra-collector",
-                attempt: 1,
-                generation: 1,
-                active_deadline_seconds: None,
-                overrides,
-                invocation: &invocation,
-                defaults,
-                queue: None,
-                grant: None,
-                permanent_exit_codes: &[],
-                traceparent: None,
-            });
-            job.spec.unwrap().template.spec.unwrap()
-        };
         let quantity = |pod: &PodSpec, part: &str, name: &str| {
             let resources = pod.containers[0].resources.as_ref().unwrap();
             let map = if part == "requests" { &resources.requests } else { &resources.limits };
             map.as_ref().and_then(|m| m.get(name)).map(|q| q.0.clone())
         };
-        let plain = build(&defaults, None);
+        let plain = pod(&defaults, None, None);
         assert_eq!(quantity(&plain, "requests", "cpu").as_deref(), Some("100m"));
         assert_eq!(quantity(&plain, "requests", "memory").as_deref(), Some("256Mi"));
         assert_eq!(quantity(&plain, "limits", "memory").as_deref(), Some("1Gi"));
@@ -502,7 +503,7 @@ mod tests {
         let secrets: Vec<String> = plain.image_pull_secrets.unwrap().into_iter().map(|s| s.name).collect();
         assert_eq!(secrets, ["registry-a", "registry-b"]);
 
-        let own = build(&defaults, Some(&overrides));
+        let own = pod(&defaults, Some(&overrides), None);
         assert_eq!(quantity(&own, "requests", "memory").as_deref(), Some("2Gi"));
         assert_eq!(
             quantity(&own, "limits", "memory").as_deref(),
@@ -511,40 +512,20 @@ mod tests {
         );
         assert_eq!(quantity(&own, "requests", "cpu").as_deref(), Some("100m"));
 
-        let bare = build(&WorkerDefaults { image: "i".into(), ..Default::default() }, None);
+        let bare = pod(&WorkerDefaults { image: "i".into(), ..Default::default() }, None, None);
         assert_eq!(bare.containers[0].resources, None, "no defaults and nothing of its own: none");
         assert_eq!(bare.image_pull_secrets, None);
     }
 
     #[test]
     fn a_traced_reconcile_gives_its_worker_the_endpoint_its_name_and_the_trace_to_continue() {
-        let invocation = WorkerInvocation::default();
         let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let env_of = |endpoint: Option<&str>, traceparent: Option<&str>| {
             let defaults =
                 WorkerDefaults { image: "i".into(), otlp_endpoint: endpoint.map(String::from), ..Default::default() };
-            let owner = Owner { api_version: "kra.dev/v1alpha1", kind: "KraJob", name: "a", namespace: "n", uid: "u" };
-            let job = build_job(&JobInput {
-                owner,
-                worker_binary: "kra-collector",
-                attempt: 1,
-                generation: 1,
-                active_deadline_seconds: None,
-                overrides: None,
-                invocation: &invocation,
-                defaults: &defaults,
-                queue: None,
-                grant: None,
-                permanent_exit_codes: &[],
-                traceparent,
-            });
-            let container = job.spec.unwrap().template.spec.unwrap().containers.remove(0);
-            container
-                .env
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| (e.name, e.value.unwrap_or_default()))
-                .collect::<Vec<_>>()
+            let container = pod(&defaults, None, traceparent).containers.remove(0);
+            let env = container.env.unwrap_or_default().into_iter();
+            env.map(|e| (e.name, e.value.unwrap_or_default())).collect::<Vec<_>>()
         };
         let traced = env_of(Some("http://otel:4318"), Some(traceparent));
         let value = |name: &str| traced.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());

@@ -21,6 +21,7 @@ pub mod jaeger;
 pub mod kra_day;
 pub mod mlflow;
 pub mod postgres;
+pub mod prometheus_text;
 pub mod season;
 
 use std::path::{Path, PathBuf};
