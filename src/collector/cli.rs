@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jiff::civil::Date;
 
+use super::history::{self, HistoryRequest, HistorySummary};
 use super::run::{Collector, RunRequest, RunSummary, Stage};
 use crate::crd::{CollectionSummary, Meet};
 use crate::kra::budget::{Budget, BudgetLimits};
@@ -77,9 +78,11 @@ pub enum Command {
     Odds(DayArgs),
     /// Cards, results and odds, in that order.
     Pipeline(DayArgs),
-    /// Re-derive the pre-race state from stored raw responses (not implemented yet).
+    /// Re-derive pre-race snapshots (class `reconstructed`) from the stored raw race cards of
+    /// races that have no live snapshot from before their cutoff. Calls no API.
     Preprocess(DayArgs),
-    /// Add history-based features (not implemented yet).
+    /// Store every runner's form as of its race's cutoff, from the races stored before that
+    /// day. Calls no API.
     Enrich(DayArgs),
     /// Print a shell completion script.
     Completions(crate::completions::CompletionArgs),
@@ -156,6 +159,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     if let Command::Completions(args) = &cli.command {
         return crate::completions::print::<Cli>(args.shell, "kra-collector");
     }
+    if let Command::Preprocess(args) | Command::Enrich(args) = &cli.command {
+        return run_history(&cli, args).await;
+    }
     let global = &cli.global;
     let (request, args, key) = match request(&cli) {
         Ok(checked) => checked,
@@ -220,21 +226,12 @@ fn request(cli: &Cli) -> Result<(RunRequest, &DayArgs, &str), String> {
         Command::Odds(a) => (vec![Stage::Odds], a),
         Command::Pipeline(a) => (vec![Stage::Cards, Stage::Results, Stage::Odds], a),
         Command::Completions(_) => return Err("completions are printed, not collected".into()),
-        Command::Preprocess(_) | Command::Enrich(_) => {
-            return Err(
-                "preprocess and enrich are not implemented yet; `collect` stores the pre-race state already".into()
-            );
-        }
+        Command::Preprocess(_) | Command::Enrich(_) => return Err("preprocess and enrich call no API".into()),
     };
     if global.insecure_skip_tls_verify && global.environment != Environment::Development {
         return Err("refusing --insecure-skip-tls-verify outside --environment development".into());
     }
-    let (from, to) = match (args.date, args.from, args.to) {
-        (Some(day), None, None) => (day, day),
-        (None, Some(from), Some(to)) if from <= to => (from, to),
-        (None, Some(_), Some(_)) => return Err("--to is before --from".into()),
-        _ => return Err("give --date, or --from and --to".into()),
-    };
+    let (from, to) = days(args)?;
     let Some(key) = global.api_key.as_deref().filter(|k| !k.trim().is_empty()) else {
         return Err("no KRA service key: set KRA_API_KEY (or --api-key)".into());
     };
@@ -252,6 +249,69 @@ fn request(cli: &Cli) -> Result<(RunRequest, &DayArgs, &str), String> {
         odds_backfill: args.backfill,
     };
     Ok((request, args, key))
+}
+
+/// The days of the arguments: `--date`, or `--from` to `--to`.
+fn days(args: &DayArgs) -> Result<(Date, Date), String> {
+    match (args.date, args.from, args.to) {
+        (Some(day), None, None) => Ok((day, day)),
+        (None, Some(from), Some(to)) if from <= to => Ok((from, to)),
+        (None, Some(_), Some(_)) => Err("--to is before --from".into()),
+        _ => Err("give --date, or --from and --to".into()),
+    }
+}
+
+/// `preprocess` and `enrich`: from the store to the store, no KRA API key needed.
+async fn run_history(cli: &Cli, args: &DayArgs) -> ExitCode {
+    let (from, to) = match days(args) {
+        Ok(days) => days,
+        Err(message) => return usage(&message),
+    };
+    let url = match database_url(&cli.global) {
+        Ok(url) => url,
+        Err(message) => return usage(&message),
+    };
+    let store = match Store::open(&url).await {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("kra-collector: {error}");
+            return ExitCode::from(exit::DATABASE);
+        }
+    };
+    let request = HistoryRequest { meet: args.meet, from, to, races: args.races.clone() };
+    let now = jiff::Timestamp::now();
+    let summary = match &cli.command {
+        Command::Enrich(_) => history::enrich(&store, &request, now).await,
+        _ => history::preprocess(&store, &request, now).await,
+    };
+    match serde_json::to_string_pretty(&summary) {
+        Ok(json) => println!("{json}"),
+        Err(error) => eprintln!("kra-collector: failed to encode the summary: {error}"),
+    }
+    if let Some(path) = &args.summary_file
+        && let Err(error) = std::fs::write(path, history_termination_summary(&summary))
+    {
+        eprintln!("kra-collector: failed to write the summary to {}: {error}", path.display());
+    }
+    if summary.stopped.is_some() {
+        eprintln!("kra-collector: {}", summary.message);
+        return ExitCode::from(exit::DATABASE);
+    }
+    ExitCode::SUCCESS
+}
+
+/// The compact summary of `preprocess` or `enrich` for the termination message: races found,
+/// derived (written or already stored) as collected, excluded as failed.
+pub fn history_termination_summary(summary: &HistorySummary) -> String {
+    let compact = CollectionSummary {
+        races_found: Some(summary.races_found),
+        races_collected: Some(summary.races_written + summary.races_unchanged + summary.races_skipped),
+        races_failed: Some(summary.excluded.len() as i64),
+        rows_written: Some(summary.rows_written),
+        api_calls: Some(0),
+        message: Some(summary.message.chars().take(1000).collect()),
+    };
+    serde_json::to_string(&compact).unwrap_or_default()
 }
 
 /// The database URL: `--database-url`, else an SQLite file in the data directory, which must be

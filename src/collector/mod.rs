@@ -2,6 +2,8 @@
 //! odds) around the I/O of the KRA client and the store.
 
 pub mod cli;
+pub mod entry_rules;
+pub mod history;
 pub mod odds;
 pub mod prerace;
 pub mod race_plan;

@@ -85,6 +85,11 @@ pub fn card(rows: &[Row], cancelled: &BTreeSet<i64>) -> PreRaceCard {
         }
     }
     entries.sort_by_key(|e| e.chul_no);
+    PreRaceCard { entries, ..race_fields(rows) }
+}
+
+/// The race-level fields of a card (from its first row), without entries.
+pub fn race_fields(rows: &[Row]) -> PreRaceCard {
     let first = rows.first();
     let get = |k: &str| first.and_then(|r| r.get(k));
     let prizes = (1..=5).filter_map(|i| normalize::int(get(&format!("chaksun{i}")))).collect();
@@ -99,7 +104,7 @@ pub fn card(rows: &[Row], cancelled: &BTreeSet<i64>) -> PreRaceCard {
         track: normalize::text(get("track")),
         weather: normalize::text(get("weather")),
         prizes,
-        entries,
+        entries: Vec::new(),
     }
 }
 

@@ -312,7 +312,13 @@ mod tests {
         StoredRace {
             key: RaceKey { date: day.parse().unwrap(), meet: Meet::Seoul, number },
             distance: Some(1400),
-            snapshots: vec![Snapshot { revision: 1, content_sha256: format!("s{day}{number}"), content, after_cutoff }],
+            snapshots: vec![Snapshot {
+                revision: 1,
+                content_sha256: format!("s{day}{number}"),
+                content,
+                after_cutoff,
+                reconstructed: false,
+            }],
             results: vec![StoredResult {
                 revision: 1,
                 content_sha256: format!("r{day}{number}"),

@@ -4,6 +4,7 @@
 //! the other way round.
 
 pub mod card;
+pub mod form;
 pub mod odds;
 pub mod result;
 
@@ -54,6 +55,20 @@ pub struct PreRaceSnapshot {
     pub training: Value,
 }
 
+/// A pre-race snapshot re-derived after the race from its stored raw race-card responses
+/// (`kra-collector preprocess`): the entry card under the entry rules, with their audit, and
+/// none of the detail, track or training blocks, which were fetched after the race (their
+/// cumulative counts include it). Fields in alphabetical order, like [`PreRaceSnapshot`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReconstructedSnapshot {
+    #[serde(serialize_with = "as_json_object")]
+    pub card: PreRaceCard,
+    pub details: Value,
+    pub preprocessing: Value,
+    pub track: Option<Value>,
+    pub training: Value,
+}
+
 fn as_json_object<S: serde::Serializer, T: Serialize>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
     serde_json::to_value(value).map_err(serde::ser::Error::custom)?.serialize(serializer)
 }
@@ -67,6 +82,9 @@ pub struct Snapshot {
     pub content: Value,
     /// Collected after the race's cutoff: not an honest model input.
     pub after_cutoff: bool,
+    /// Re-derived from stored raw responses by `kra-collector preprocess` (class
+    /// `reconstructed`): entry-card fields only, under the entry rules.
+    pub reconstructed: bool,
 }
 
 /// One stored revision of a race's result.

@@ -94,6 +94,25 @@ pub struct Written {
     pub rows: u64,
 }
 
+/// A stored raw API response.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawResponse {
+    pub sha256: String,
+    /// The call's parameters, with `pageNo` and `numOfRows`.
+    pub params: Value,
+    pub body: Vec<u8>,
+    /// RFC 3339, whole seconds, UTC: the pages of one call share it.
+    pub fetched_at: String,
+}
+
+/// The newest stored enrichment of a race.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEnrichment {
+    pub inputs_sha256: String,
+    pub version: String,
+    pub features: crate::race::form::RaceForm,
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
@@ -300,6 +319,58 @@ impl Store {
         Ok(Some(revision))
     }
 
+    /// Store a snapshot re-derived from stored raw responses (`kra-collector preprocess`): class
+    /// `reconstructed`, always after its race's cutoff, with what it was derived from. Same
+    /// content as a stored revision: nothing happens (`None`); live snapshots are never touched.
+    pub async fn add_reconstructed_snapshot<C: Serialize>(
+        &self,
+        race_id: &str,
+        content: &C,
+        derivation: &Value,
+        collected_at: Timestamp,
+    ) -> Result<Option<i64>, StoreError> {
+        let (json, sha) = content_hash(content).map_err(|source| StoreError::Encode { what: "the card", source })?;
+        let values =
+            format!("$3, {}, {}, {}, $7, 'reconstructed', {}", self.json(4), self.json(5), self.time(6), self.json(8));
+        self.add_revision(
+            "prerace_snapshots",
+            "schema_version, card, sources, collected_at, after_cutoff, snapshot_class, derivation",
+            &values,
+            race_id,
+            &sha,
+            vec![
+                Bind::Text(crate::race::PRERACE_SCHEMA.to_string()),
+                Bind::Text(json),
+                Bind::Text(derivation.to_string()),
+                Bind::Text(ts(collected_at)),
+                Bind::Bool(true),
+                Bind::Text(derivation.to_string()),
+            ],
+        )
+        .await
+    }
+
+    /// Store the features of a race's runners as of its cutoff (`kra-collector enrich`). The
+    /// same inputs again: nothing happens (`None`); new inputs: a new revision.
+    pub async fn add_enrichment(
+        &self,
+        race_id: &str,
+        form: &crate::race::form::RaceForm,
+        computed_at: Timestamp,
+    ) -> Result<Option<i64>, StoreError> {
+        let features = serde_json::to_string(form).map_err(|source| StoreError::Encode { what: "features", source })?;
+        let values = format!("$3, {}, {}", self.json(4), self.time(5));
+        self.add_revision(
+            "race_enrichments",
+            "version, features, computed_at",
+            &values,
+            race_id,
+            &form.inputs_sha256,
+            vec![Bind::Text(form.version.clone()), Bind::Text(features), Bind::Text(ts(computed_at))],
+        )
+        .await
+    }
+
     /// Store a pre-race snapshot. Same content as a stored revision: nothing happens (`None`).
     /// Different content: a new revision, earlier ones untouched.
     pub async fn add_prerace_snapshot<C: Serialize>(
@@ -437,8 +508,15 @@ impl Store {
 
     /// Number of rows of a table (tests and summaries).
     pub async fn count(&self, table: &str) -> Result<i64, StoreError> {
-        let allowed =
-            ["raw_responses", "races", "prerace_snapshots", "race_results", "race_odds", "collection_failures"];
+        let allowed = [
+            "raw_responses",
+            "races",
+            "prerace_snapshots",
+            "race_results",
+            "race_odds",
+            "collection_failures",
+            "race_enrichments",
+        ];
         let table = allowed.iter().find(|t| **t == table).copied().unwrap_or("races");
         let row = statement(format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(&self.pool)
@@ -481,7 +559,7 @@ impl Store {
         };
         let snapshots = statement(format!(
             "SELECT s.race_id, CAST(s.revision AS BIGINT), s.content_sha256, {}, \
-             CAST(CASE WHEN s.after_cutoff THEN 1 ELSE 0 END AS BIGINT) \
+             CAST(CASE WHEN s.after_cutoff THEN 1 ELSE 0 END AS BIGINT), s.snapshot_class \
              FROM prerace_snapshots s JOIN races r ON r.race_id = s.race_id WHERE {filter} ORDER BY s.race_id, s.revision",
             text("s.card")
         ))
@@ -529,6 +607,7 @@ impl Store {
                     content_sha256: row.get(2),
                     content,
                     after_cutoff: row.get::<i64, _>(4) != 0,
+                    reconstructed: row.get::<String, _>(5) == "reconstructed",
                 });
             }
         }
@@ -538,6 +617,95 @@ impl Store {
                 let result = json(row.get(3), "a stored result")?;
                 out[i].results.push(StoredResult { revision: row.get(1), content_sha256: row.get(2), result });
             }
+        }
+        Ok(out)
+    }
+
+    /// The raw responses of one API for a racecourse's days in `[from, to]` (by the call's
+    /// `meet` and `rc_date` parameters), oldest fetch first.
+    pub async fn raw_responses(
+        &self,
+        api: &str,
+        meet: Meet,
+        from: jiff::civil::Date,
+        to: jiff::civil::Date,
+    ) -> Result<Vec<RawResponse>, StoreError> {
+        let sql = match self.dialect {
+            Dialect::Postgres => {
+                "SELECT sha256, params::text, body, \
+                 to_char(fetched_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM raw_responses \
+                 WHERE api = $1 AND params->>'meet' = $2 AND params->>'rc_date' >= $3 AND params->>'rc_date' <= $4 \
+                 ORDER BY fetched_at, sha256"
+            }
+            Dialect::Sqlite => {
+                "SELECT sha256, params, body, fetched_at FROM raw_responses \
+                 WHERE api = $1 AND json_extract(params, '$.meet') = $2 \
+                 AND json_extract(params, '$.rc_date') >= $3 AND json_extract(params, '$.rc_date') <= $4 \
+                 ORDER BY fetched_at, sha256"
+            }
+        };
+        let day = |d: jiff::civil::Date| d.strftime("%Y%m%d").to_string();
+        let rows = sqlx::query(sql)
+            .bind(api.to_string())
+            .bind(meet.api_code().to_string())
+            .bind(day(from))
+            .bind(day(to))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("read raw responses"))?;
+        rows.iter()
+            .map(|row| {
+                let params: String = row.get(1);
+                Ok(RawResponse {
+                    sha256: row.get(0),
+                    params: serde_json::from_str(&params)
+                        .map_err(|source| StoreError::Encode { what: "a raw response's parameters", source })?,
+                    body: row.get(2),
+                    fetched_at: row.get(3),
+                })
+            })
+            .collect()
+    }
+
+    /// The newest enrichment of every race of a racecourse (all when `meet` is `None`) between
+    /// two dates, by race id.
+    pub async fn enrichments_between(
+        &self,
+        meet: Option<Meet>,
+        from: jiff::civil::Date,
+        to: jiff::civil::Date,
+    ) -> Result<std::collections::HashMap<String, StoredEnrichment>, StoreError> {
+        let date = match self.dialect {
+            Dialect::Postgres => "CAST($2 AS DATE)",
+            Dialect::Sqlite => "$2",
+        };
+        let features = match self.dialect {
+            Dialect::Postgres => "e.features::text",
+            Dialect::Sqlite => "e.features",
+        };
+        let sql = format!(
+            "SELECT e.race_id, e.content_sha256, e.version, {features} FROM race_enrichments e \
+             JOIN races r ON r.race_id = e.race_id \
+             WHERE (CAST($1 AS BIGINT) IS NULL OR r.meet = CAST($1 AS BIGINT)) AND r.race_date >= {date} \
+             AND r.race_date <= {} ORDER BY e.race_id, e.revision",
+            date.replace("$2", "$3")
+        );
+        let rows = statement(sql)
+            .bind(meet.map(|m| i64::from(m.api_code())))
+            .bind(from.to_string())
+            .bind(to.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("read enrichments"))?;
+        let mut out = std::collections::HashMap::new();
+        for row in &rows {
+            let text: String = row.get(3);
+            let features =
+                serde_json::from_str(&text).map_err(|source| StoreError::Encode { what: "stored features", source })?;
+            out.insert(
+                row.get::<String, _>(0),
+                StoredEnrichment { inputs_sha256: row.get(1), version: row.get(2), features },
+            );
         }
         Ok(out)
     }
