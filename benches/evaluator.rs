@@ -44,10 +44,19 @@ fn synthetic(races: usize) -> Dataset {
                 actual: Actual { placed: vec![a, b, c], winners: vec![a] },
                 snapshot_sha256: String::new(),
                 result_sha256: String::new(),
+                reconstructed: false,
+                enrichment_sha256: None,
             }
         })
         .collect();
-    Dataset { snapshot_id: "ds-bench".into(), races, excluded: vec![] }
+    Dataset {
+        snapshot_id: "ds-bench".into(),
+        races,
+        excluded: vec![],
+        snapshot_policy: Default::default(),
+        features: Default::default(),
+        enrichment_version: None,
+    }
 }
 
 /// A season like 2025's: 148 race days, 1,758 races of 7–14 runners, with snapshots and results.

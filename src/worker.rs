@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, Volume, VolumeMount,
 };
 
-use crate::crd::evaluationrun::{Baseline, EvaluationMode, LlmApi, Split};
+use crate::crd::evaluationrun::{Baseline, EvaluationMode, FeatureSet, LlmApi, SnapshotPolicy, Split};
 use crate::crd::krajob::KraAction;
 use crate::crd::{Meet, SecretKeyRef, arg_value};
 
@@ -184,6 +184,8 @@ pub struct EvaluatorTask {
     pub meet: Option<Meet>,
     pub races: RaceSelection,
     pub split: Option<Split>,
+    pub snapshot_policy: Option<SnapshotPolicy>,
+    pub features: Option<FeatureSet>,
     pub predictor: PredictorTask,
     pub prompt: Option<PromptMount>,
     pub seed: i64,
@@ -212,6 +214,12 @@ impl EvaluatorTask {
         }
         if let Some(split) = self.split {
             flag(&mut args, "--split", arg_value(split));
+        }
+        if let Some(policy) = self.snapshot_policy {
+            flag(&mut args, "--snapshot-policy", arg_value(policy));
+        }
+        if let Some(features) = self.features {
+            flag(&mut args, "--features", arg_value(features));
         }
         let mut env = vec![secret_env("DATABASE_URL", &self.database)];
         match &self.predictor {
@@ -307,6 +315,8 @@ mod tests {
             let split = Split::value_variants()[i % 3];
             let mode = EvaluationMode::value_variants()[i % 2];
             let api = LlmApi::value_variants()[i % 2];
+            let policy = SnapshotPolicy::value_variants()[i % 2];
+            let features = FeatureSet::value_variants()[(i + 1) % 2];
             let predictor = if i == 0 {
                 PredictorTask::Baseline(Baseline::value_variants()[2])
             } else {
@@ -317,6 +327,8 @@ mod tests {
                 meet: Some(meet),
                 races: RaceSelection::Days { from: date("2025-01-04"), to: date("2025-02-01") },
                 split: Some(split),
+                snapshot_policy: Some(policy),
+                features: Some(features),
                 predictor,
                 prompt: Some(PromptMount { config_map: "p".into(), key: "t".into(), version: "v2".into() }),
                 seed: 7,
@@ -330,6 +342,7 @@ mod tests {
             let request = crate::evaluator::cli::request(&cli).unwrap();
             assert_eq!(request.selection.meet, Some(meet));
             assert_eq!(request.selection.split, Some(split));
+            assert_eq!((request.selection.snapshot_policy, request.selection.features), (policy, features));
             assert_eq!(
                 (request.selection.from, request.selection.to),
                 (Some(date("2025-01-04")), Some(date("2025-02-01")))

@@ -4,6 +4,7 @@
 use jiff::civil::Date;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
+use crate::crd::evaluationrun::{Baseline, FeatureSet};
 use crate::crd::{DateRange, EvaluationRunSpec, KraJobSpec, PodOverrides, SecretKeyRef};
 use crate::worker::{CollectorTask, EvaluatorTask, PredictorTask, PromptMount, RaceSelection, TrackingTask};
 
@@ -225,6 +226,13 @@ pub fn evaluation_run(
     if spec.baseline_run.as_deref() == Some(name) {
         problems.field("baselineRun", "a run cannot be its own baseline");
     }
+    if spec.predictor.baseline == Some(Baseline::Form) && spec.dataset.features != Some(FeatureSet::CardForm) {
+        problems.field(
+            "predictor.baseline",
+            "the Form baseline ranks runners by their form: set dataset.features to CardForm (after an Enrich KraJob \
+             for these days)",
+        );
+    }
     let tracking = match (&spec.mlflow, &defaults.mlflow) {
         (Some(own), _) => Some(TrackingTask {
             uri: own.tracking_uri.clone(),
@@ -248,6 +256,8 @@ pub fn evaluation_run(
             meet: spec.dataset.meet,
             races,
             split: spec.dataset.split,
+            snapshot_policy: spec.dataset.snapshot_policy,
+            features: spec.dataset.features,
             predictor,
             prompt,
             seed: spec.seed,
@@ -329,7 +339,8 @@ fn prompt_mount(spec: &EvaluationRunSpec, lookup: &PromptLookup, problems: &mut 
 mod tests {
     use super::*;
     use crate::crd::evaluationrun::{
-        Baseline, DatasetSelection, LlmPredictor, MlflowTracking, Predictor, PromptRef, Split,
+        Baseline, DatasetSelection, FeatureSet, LlmPredictor, MlflowTracking, Predictor, PromptRef, SnapshotPolicy,
+        Split,
     };
     use crate::crd::krajob::{DatabaseRef, KraAction};
     use crate::crd::{Meet, RunControls};
@@ -471,6 +482,8 @@ mod tests {
                 date_range: None,
                 races: Some(vec!["20250523_3_1".into(), "20250524_1_10".into()]),
                 split: None,
+                snapshot_policy: None,
+                features: None,
             },
             prompt: Some(PromptRef { config_map_name: "prompts".into(), key: "p.md".into(), version: "v2".into() }),
             predictor: Predictor {
@@ -564,5 +577,20 @@ mod tests {
         assert!(invocation.args.windows(2).any(|w| w == ["--baseline", "random"]));
         assert!(invocation.args.windows(2).any(|w| w == ["--split", "holdout"]));
         assert!(invocation.volumes.is_empty());
+    }
+
+    #[test]
+    fn the_form_baseline_needs_the_form_features_and_both_reach_the_worker() {
+        let mut spec = run_spec();
+        spec.prompt = None;
+        spec.predictor = Predictor { baseline: Some(Baseline::Form), llm: None };
+        let refused = evaluation_run("r", &spec, &PromptLookup::NotNeeded, &defaults()).unwrap_err().to_string();
+        assert!(refused.contains("predictor.baseline: the Form baseline ranks runners by their form"), "{refused}");
+        spec.dataset.features = Some(FeatureSet::CardForm);
+        spec.dataset.snapshot_policy = Some(SnapshotPolicy::Reconstructed);
+        let invocation = evaluation_run("r", &spec, &PromptLookup::NotNeeded, &defaults()).unwrap().invocation();
+        for pair in [["--baseline", "form"], ["--features", "card+form"], ["--snapshot-policy", "reconstructed"]] {
+            assert!(invocation.args.windows(2).any(|w| w == pair), "{pair:?} in {:?}", invocation.args);
+        }
     }
 }

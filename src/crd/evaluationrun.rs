@@ -17,6 +17,28 @@ pub enum Split {
     Holdout,
 }
 
+/// Which pre-race snapshots may stand for a race.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema, ValueEnum)]
+pub enum SnapshotPolicy {
+    /// Only live snapshots collected before the race's cutoff.
+    #[default]
+    Live,
+    /// A live pre-cutoff snapshot where one exists, else one reconstructed from the race's stored
+    /// raw card (`kra-collector preprocess`): entry-card fields only, under the entry rules.
+    Reconstructed,
+}
+
+/// What the model input holds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema, ValueEnum)]
+pub enum FeatureSet {
+    /// The pre-race entry card.
+    #[default]
+    Card,
+    /// The card and each runner's form as of the cutoff (`kra-collector enrich`).
+    #[value(name = "card+form")]
+    CardForm,
+}
+
 /// Which stored races are evaluated.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -36,6 +58,12 @@ pub struct DatasetSelection {
     /// Evaluate only this part of a time-ordered train/validation/holdout split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<Split>,
+    /// Which snapshots may stand for a race: `Live` (the default) or `Reconstructed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_policy: Option<SnapshotPolicy>,
+    /// The model input: `Card` (the default) or `CardForm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeatureSet>,
 }
 
 /// The prompt template, kept in a ConfigMap of the same namespace.
@@ -62,6 +90,9 @@ pub enum Baseline {
     Favourite,
     /// Three runners drawn with the run's seed.
     Random,
+    /// The three runners with the best recent form (top-three rate, then win rate, then
+    /// rating); needs the `CardForm` features.
+    Form,
 }
 
 /// The wire protocol of an LLM endpoint.

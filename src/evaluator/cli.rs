@@ -10,7 +10,7 @@ use jiff::civil::Date;
 use super::error::EvaluatorError;
 use super::request::{self, LlmRequest, PredictorRequest, PromptFile, Request, Tracking};
 use crate::crd::Meet;
-use crate::crd::evaluationrun::{Baseline, EvaluationMode, LlmApi, Split};
+use crate::crd::evaluationrun::{Baseline, EvaluationMode, FeatureSet, LlmApi, SnapshotPolicy, Split};
 use crate::telemetry::LogFormat;
 
 /// Evaluate top-three predictors on stored KRA races, reproducibly.
@@ -66,6 +66,13 @@ pub struct Selection {
     /// Races in the validation set (at least; whole days).
     #[arg(long, default_value_t = 200)]
     pub validation_min: usize,
+    /// Which snapshots may stand for a race: live ones collected before the cutoff only, or also
+    /// ones reconstructed after the race (`kra-collector preprocess`) where no live one exists.
+    #[arg(long, value_enum, default_value_t = SnapshotPolicy::Live)]
+    pub snapshot_policy: SnapshotPolicy,
+    /// Model input: the entry card, or the card and each runner's form (`kra-collector enrich`).
+    #[arg(long, value_enum, default_value_t = FeatureSet::Card)]
+    pub features: FeatureSet,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -159,6 +166,8 @@ impl Selection {
             split: self.split,
             holdout_min: self.holdout_min,
             validation_min: self.validation_min,
+            snapshot_policy: self.snapshot_policy,
+            features: self.features,
         }
     }
 }
@@ -186,7 +195,7 @@ pub fn request(cli: &Cli) -> Result<Request, EvaluatorError> {
                         defer_threshold: e.defer_threshold,
                     })
                 }
-                _ => return Err(usage("choose one predictor: --baseline rating|random, or --llm-endpoint")),
+                _ => return Err(usage("choose one predictor: --baseline rating|random|form, or --llm-endpoint")),
             };
             let prompt = e.prompt_file.clone().map(|path| PromptFile { path, version: e.prompt_version.clone() });
             (&e.run, predictor, prompt)

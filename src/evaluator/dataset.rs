@@ -9,9 +9,20 @@ use sha2::{Digest, Sha256};
 
 use super::metrics::RaceFacts;
 use super::scoring::Actual;
-use crate::crd::evaluationrun::Split;
-use crate::race::StoredRace;
+use crate::crd::arg_value;
+use crate::crd::evaluationrun::{FeatureSet, SnapshotPolicy, Split};
 use crate::race::card::{HELD_FIELDS, is_post_race_field};
+use crate::race::{Snapshot, StoredRace};
+use crate::store::StoredEnrichment;
+
+/// How a dataset is built: which snapshots may stand for a race, what the input holds, and the
+/// stored enrichments by race id (read only for the `CardForm` features).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DatasetOptions<'a> {
+    pub policy: SnapshotPolicy,
+    pub features: FeatureSet,
+    pub enrichments: Option<&'a std::collections::HashMap<String, StoredEnrichment>>,
+}
 
 /// The split rule: the most recent complete race days until at least `holdout_min` races are
 /// the holdout, the days before them until `validation_min` races the validation set, the rest
@@ -42,6 +53,10 @@ pub struct DatasetRace {
     pub actual: Actual,
     pub snapshot_sha256: String,
     pub result_sha256: String,
+    /// The input stands on a snapshot reconstructed after the race.
+    pub reconstructed: bool,
+    /// The enrichment the runners' form came from (`CardForm` only).
+    pub enrichment_sha256: Option<String>,
 }
 
 impl DatasetRace {
@@ -71,6 +86,17 @@ pub struct Dataset {
     pub snapshot_id: String,
     pub races: Vec<DatasetRace>,
     pub excluded: Vec<Exclusion>,
+    pub snapshot_policy: SnapshotPolicy,
+    pub features: FeatureSet,
+    /// The enrichment version of the runners' form (`CardForm` only).
+    pub enrichment_version: Option<String>,
+}
+
+impl Dataset {
+    /// Races whose input stands on a reconstructed snapshot.
+    pub fn reconstructed_races(&self) -> usize {
+        self.races.iter().filter(|r| r.reconstructed).count()
+    }
 }
 
 /// Where a forbidden field was found in a model input.
@@ -157,25 +183,58 @@ fn actual(result: &Value) -> Option<Actual> {
     Some(Actual { placed, winners })
 }
 
-/// Build a dataset from stored races. Each race uses its newest snapshot collected before the
-/// cutoff and its newest result. `ids` keeps only those races (in any order given).
+/// The snapshot standing for a race under a policy: its newest live snapshot collected before
+/// the cutoff, else (policy `Reconstructed`) its newest reconstructed one; else why none may.
+fn chosen_snapshot(race: &StoredRace, policy: SnapshotPolicy) -> Result<&Snapshot, &'static str> {
+    let live = race.snapshots.iter().rev().find(|s| !s.after_cutoff && !s.reconstructed);
+    let reconstructed = race.snapshots.iter().rev().find(|s| s.reconstructed);
+    match (live, reconstructed, policy) {
+        (Some(live), _, _) => Ok(live),
+        (None, Some(reconstructed), SnapshotPolicy::Reconstructed) => Ok(reconstructed),
+        (None, Some(_), SnapshotPolicy::Live) => Err("reconstructed_snapshot_only"),
+        _ if race.snapshots.is_empty() => Err("missing_basic_data"),
+        _ => Err("late_snapshot_unusable"),
+    }
+}
+
+/// Each runner's form by horse number, `null` for a runner the enrichment does not know.
+fn with_form(input: &mut Value, form: &crate::race::form::RaceForm) {
+    for runner in input["runners"].as_array_mut().into_iter().flatten() {
+        let known = runner["hr_no"].as_str().and_then(|hr| form.runners.get(hr));
+        runner["form"] = known.and_then(|f| serde_json::to_value(f).ok()).unwrap_or(Value::Null);
+    }
+}
+
+/// Build a dataset from stored races with the default options (live snapshots, the card).
 pub fn build(stored: &[StoredRace], ids: Option<&[String]>) -> Result<Dataset, LeakageError> {
+    build_with(stored, ids, DatasetOptions::default())
+}
+
+/// Build a dataset from stored races. Each race uses the snapshot its policy allows (see
+/// [`chosen_snapshot`]) and its newest result; with the `CardForm` features, each runner also
+/// gets its form from the race's stored enrichment. `ids` keeps only those races (in any order
+/// given).
+pub fn build_with(
+    stored: &[StoredRace],
+    ids: Option<&[String]>,
+    options: DatasetOptions<'_>,
+) -> Result<Dataset, LeakageError> {
     let wanted: Option<BTreeSet<&str>> = ids.map(|ids| ids.iter().map(String::as_str).collect());
     let mut races = Vec::new();
     let mut excluded = Vec::new();
+    let mut versions: BTreeSet<String> = BTreeSet::new();
     for race in stored {
         let race_id = race.key.race_id();
         if wanted.as_ref().is_some_and(|w| !w.contains(race_id.as_str())) {
             continue;
         }
         let exclude = |reason| Exclusion { race_id: race_id.clone(), reason };
-        let Some(snapshot) = race.snapshots.iter().rev().find(|s| !s.after_cutoff) else {
-            excluded.push(exclude(if race.snapshots.is_empty() {
-                "missing_basic_data"
-            } else {
-                "late_snapshot_unusable"
-            }));
-            continue;
+        let snapshot = match chosen_snapshot(race, options.policy) {
+            Ok(snapshot) => snapshot,
+            Err(reason) => {
+                excluded.push(exclude(reason));
+                continue;
+            }
         };
         let content = &snapshot.content;
         let Some(result) = race.results.last() else {
@@ -186,7 +245,18 @@ pub fn build(stored: &[StoredRace], ids: Option<&[String]>) -> Result<Dataset, L
             excluded.push(exclude("invalid_top3_result"));
             continue;
         };
-        let input = model_input(race, content);
+        let mut input = model_input(race, content);
+        let enrichment = match (options.features, options.enrichments.and_then(|e| e.get(&race_id))) {
+            (FeatureSet::Card, _) => None,
+            (FeatureSet::CardForm, Some(stored)) => {
+                with_form(&mut input, &stored.features);
+                Some(stored)
+            }
+            (FeatureSet::CardForm, None) => {
+                excluded.push(exclude("missing_enrichment"));
+                continue;
+            }
+        };
         let active: BTreeSet<i64> =
             input["runners"].as_array().into_iter().flatten().filter_map(|r| r["chul_no"].as_i64()).collect();
         if active.len() < 3 {
@@ -207,7 +277,12 @@ pub fn build(stored: &[StoredRace], ids: Option<&[String]>) -> Result<Dataset, L
             actual,
             snapshot_sha256: snapshot.content_sha256.clone(),
             result_sha256: result.content_sha256.clone(),
+            reconstructed: snapshot.reconstructed,
+            enrichment_sha256: enrichment.map(|e| e.inputs_sha256.clone()),
         });
+        if let Some(e) = enrichment {
+            versions.insert(e.version.clone());
+        }
     }
     if let Some(wanted) = &wanted {
         let present: BTreeSet<String> = stored.iter().map(|r| r.key.race_id()).collect();
@@ -221,14 +296,39 @@ pub fn build(stored: &[StoredRace], ids: Option<&[String]>) -> Result<Dataset, L
     leakage_check(&races)?;
     races.sort_by(|a, b| (&a.date, &a.meet, a.race_number).cmp(&(&b.date, &b.meet, b.race_number)));
     excluded.sort_by(|a, b| a.race_id.cmp(&b.race_id));
-    let snapshot_id = snapshot_id(&races);
-    Ok(Dataset { snapshot_id, races, excluded })
+    let mut dataset = Dataset {
+        snapshot_id: String::new(),
+        races,
+        excluded,
+        snapshot_policy: options.policy,
+        features: options.features,
+        enrichment_version: (!versions.is_empty()).then(|| versions.into_iter().collect::<Vec<_>>().join(",")),
+    };
+    dataset.snapshot_id = snapshot_id(&dataset);
+    Ok(dataset)
 }
 
-fn snapshot_id(races: &[DatasetRace]) -> String {
+/// The id of a dataset's content: every race's id, snapshot and result hashes (and enrichment
+/// hash), and, when not the defaults, the snapshot policy and the features. A default dataset
+/// keeps the id it had before policies existed.
+fn snapshot_id(dataset: &Dataset) -> String {
     let mut hasher = Sha256::new();
-    let mut lines: Vec<String> =
-        races.iter().map(|r| format!("{} {} {}\n", r.race_id, r.snapshot_sha256, r.result_sha256)).collect();
+    let mut lines: Vec<String> = dataset
+        .races
+        .iter()
+        .map(|r| match &r.enrichment_sha256 {
+            None => format!("{} {} {}\n", r.race_id, r.snapshot_sha256, r.result_sha256),
+            Some(e) => format!("{} {} {} {e}\n", r.race_id, r.snapshot_sha256, r.result_sha256),
+        })
+        .collect();
+    if (dataset.snapshot_policy, dataset.features) != (SnapshotPolicy::Live, FeatureSet::Card) {
+        lines.push(format!(
+            "policy {} features {} enrichment {}\n",
+            arg_value(dataset.snapshot_policy),
+            arg_value(dataset.features),
+            dataset.enrichment_version.as_deref().unwrap_or("-")
+        ));
+    }
     lines.sort();
     for line in lines {
         hasher.update(line.as_bytes());
@@ -265,8 +365,9 @@ pub fn split(dataset: Dataset, part: Split, rule: SplitRule) -> Dataset {
     }
     let races: Vec<DatasetRace> =
         dataset.races.into_iter().filter(|r| assignment.get(&r.date) == Some(&part)).collect();
-    let snapshot_id = snapshot_id(&races);
-    Dataset { snapshot_id, races, excluded: dataset.excluded }
+    let mut part = Dataset { snapshot_id: String::new(), races, ..dataset };
+    part.snapshot_id = snapshot_id(&part);
+    part
 }
 
 /// Why no race is left, reason by reason with its count, and what would fix each.
@@ -284,8 +385,16 @@ pub fn no_races_advice(excluded: &[Exclusion]) -> String {
         "missing_basic_data" => "no race card stored: run `kra-collector collect` for these days before their races",
         "late_snapshot_unusable" => {
             "every card was collected after the race's cutoff (10 minutes before the start), so none is an \
-             honest model input: collect cards before the races (reconstructing pre-race inputs from history, \
-             `kra-collector preprocess`, is not implemented yet)"
+             honest model input: collect cards before the races, or reconstruct pre-race inputs from the stored \
+             cards with `kra-collector preprocess` and evaluate with `--snapshot-policy reconstructed`"
+        }
+        "reconstructed_snapshot_only" => {
+            "only a snapshot reconstructed after the race is stored: evaluate with `--snapshot-policy \
+             reconstructed` (spec.dataset.snapshotPolicy: Reconstructed) to use it"
+        }
+        "missing_enrichment" => {
+            "no form is stored for the race: run `kra-collector enrich` for these days (an Enrich KraJob), \
+             or evaluate with `--features card`"
         }
         "missing_result_data" => "no result stored: run `kra-collector results` for these days after their races",
         "invalid_top3_result" => "the stored result has fewer than three placed horses: collect the results again",
@@ -325,6 +434,70 @@ mod tests {
                 result: json!({"placed": placed, "finishers": [{"position": 1, "chul_no": placed[0]}]}),
             }],
         }
+    }
+
+    fn reconstructed(day: &str, number: i64) -> StoredRace {
+        let mut race = stored(day, number, &[3, 1, 2], true);
+        race.snapshots[0].reconstructed = true;
+        race.snapshots[0].content["card"]["entries"][0]["hr_no"] = json!("h-one");
+        race
+    }
+
+    #[test]
+    fn a_reconstructed_snapshot_stands_for_a_race_only_under_its_policy() {
+        let races = [stored("2025-05-24", 1, &[3, 1, 2], false), reconstructed("2025-05-24", 2)];
+        let live = build(&races, None).unwrap();
+        assert_eq!(live.races.len(), 1);
+        assert_eq!(
+            live.excluded,
+            [Exclusion { race_id: "20250524_1_2".into(), reason: "reconstructed_snapshot_only" }]
+        );
+        assert!(no_races_advice(&live.excluded).contains("--snapshot-policy reconstructed"));
+        let options = DatasetOptions { policy: SnapshotPolicy::Reconstructed, ..Default::default() };
+        let with = build_with(&races, None, options).unwrap();
+        assert_eq!(with.races.len(), 2);
+        assert_eq!((with.reconstructed_races(), with.races[0].reconstructed), (1, false));
+        assert_ne!(with.snapshot_id, live.snapshot_id);
+        // A live pre-cutoff snapshot always wins over a reconstructed one.
+        let mut both = stored("2025-05-24", 3, &[3, 1, 2], false);
+        both.snapshots.push(Snapshot { revision: 2, ..reconstructed("2025-05-24", 3).snapshots[0].clone() });
+        let chosen = build_with(&[both], None, options).unwrap();
+        assert!(!chosen.races[0].reconstructed);
+        // The default dataset keeps the id it had before policies existed.
+        let mut hasher = Sha256::new();
+        hasher.update(b"20250524_1_1 s2025-05-241 r2025-05-241\n");
+        let old: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(live.snapshot_id, format!("ds-{old}"));
+    }
+
+    #[test]
+    fn the_form_features_join_each_runner_and_a_race_without_them_is_excluded() {
+        use crate::race::form::{RaceForm, RunnerForm};
+        let form = RaceForm {
+            version: "kra-form-v1".into(),
+            window_days: 90,
+            runners: [("h-one".to_string(), RunnerForm { recent_race_count: 3, ..Default::default() })].into(),
+            inputs_sha256: "e1".into(),
+        };
+        let enrichments = std::collections::HashMap::from([(
+            "20250524_1_2".to_string(),
+            StoredEnrichment { inputs_sha256: "e1".into(), version: "kra-form-v1".into(), features: form },
+        )]);
+        let options = DatasetOptions {
+            policy: SnapshotPolicy::Reconstructed,
+            features: FeatureSet::CardForm,
+            enrichments: Some(&enrichments),
+        };
+        let races = [reconstructed("2025-05-24", 2), reconstructed("2025-05-24", 3)];
+        let dataset = build_with(&races, None, options).unwrap();
+        assert_eq!(dataset.excluded, [Exclusion { race_id: "20250524_1_3".into(), reason: "missing_enrichment" }]);
+        let runners = dataset.races[0].input["runners"].as_array().unwrap();
+        assert_eq!(runners[0]["form"]["recent_race_count"], 3);
+        assert_eq!(runners[1]["form"], Value::Null, "a runner the enrichment does not know keeps its place");
+        assert_eq!(runners.len(), 7);
+        assert_eq!(dataset.enrichment_version.as_deref(), Some("kra-form-v1"));
+        assert_eq!(dataset.races[0].enrichment_sha256.as_deref(), Some("e1"));
+        assert!(leakage_check(&dataset.races).is_ok(), "the form's names are not post-race names");
     }
 
     #[test]

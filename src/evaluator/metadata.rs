@@ -19,6 +19,13 @@ pub struct RunMetadata {
     pub prompt_version: Option<String>,
     pub prompt_sha256: Option<String>,
     pub data_snapshot_id: String,
+    /// `live` or `reconstructed`: which snapshots could stand for a race.
+    pub snapshot_policy: String,
+    /// `card` or `card+form`.
+    pub features: String,
+    pub enrichment_version: Option<String>,
+    /// Races whose input is a snapshot reconstructed after the race.
+    pub reconstructed_race_count: usize,
     pub seed: i64,
     pub mode: String,
     pub predictor: Value,
@@ -58,5 +65,7 @@ pub fn selection_json(selection: &Selection) -> Value {
         "split": selection.split.map(arg_value),
         "holdoutMin": selection.holdout_min,
         "validationMin": selection.validation_min,
+        "snapshotPolicy": arg_value(selection.snapshot_policy),
+        "features": arg_value(selection.features),
     })
 }

@@ -15,6 +15,9 @@ pub enum Predictor {
     /// Three runners drawn per race from the seed and the race id (the same race always draws
     /// the same, whatever else the dataset holds).
     Random { seed: u64 },
+    /// The three runners with the best recent form: top-three rate, then win rate (no recent
+    /// starts last), then rating, then start number. Needs the `CardForm` features.
+    Form,
     /// Predictions made elsewhere, by race id.
     Recorded(Recorded),
 }
@@ -78,6 +81,7 @@ impl Predictor {
         match self {
             Predictor::Rating => json!({"kind": "baseline", "name": "rating"}),
             Predictor::Random { seed } => json!({"kind": "baseline", "name": "random", "seed": seed}),
+            Predictor::Form => json!({"kind": "baseline", "name": "form"}),
             Predictor::Recorded(r) => json!({
                 "kind": "recorded",
                 "sourceSha256": r.source_sha256,
@@ -108,7 +112,61 @@ impl Predictor {
                 runners.truncate(3);
                 Some(json!({"predicted": runners}))
             }
+            Predictor::Form => {
+                let mut runners: Vec<(i64, [f64; 3])> = race.input["runners"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| {
+                        let rate = |k: &str| r["form"][k].as_f64().unwrap_or(-1.0);
+                        let rating = r["rating"].as_f64().unwrap_or(-1.0);
+                        Some((r["chul_no"].as_i64()?, [rate("recent_top3_rate"), rate("recent_win_rate"), rating]))
+                    })
+                    .collect();
+                runners.sort_by(|(a_chul, a), (b_chul, b)| {
+                    let by_key = b.iter().zip(a).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne());
+                    by_key.unwrap_or(std::cmp::Ordering::Equal).then(a_chul.cmp(b_chul))
+                });
+                Some(json!({"predicted": runners.iter().take(3).map(|(c, _)| *c).collect::<Vec<_>>()}))
+            }
             Predictor::Recorded(recorded) => recorded.by_race.get(&race.race_id).cloned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluator::scoring::Actual;
+
+    #[test]
+    fn the_form_baseline_ranks_by_top3_rate_then_win_rate_then_rating() {
+        let runner = |chul: i64, top3: Option<f64>, win: Option<f64>, rating: i64| {
+            let form = match top3 {
+                Some(t) => json!({"recent_top3_rate": t, "recent_win_rate": win}),
+                None => Value::Null,
+            };
+            json!({"chul_no": chul, "rating": rating, "form": form})
+        };
+        let race = DatasetRace {
+            race_id: "20250524_1_1".into(),
+            date: "2025-05-24".into(),
+            meet: "seoul".into(),
+            race_number: 1,
+            distance: None,
+            input: json!({"runners": [
+                runner(1, None, None, 99),
+                runner(2, Some(0.5), Some(0.1), 40),
+                runner(3, Some(0.5), Some(0.3), 30),
+                runner(4, Some(0.2), Some(0.2), 60),
+                runner(5, Some(0.2), Some(0.2), 70),
+            ]}),
+            actual: Actual { placed: vec![1, 2, 3], winners: vec![1] },
+            snapshot_sha256: String::new(),
+            result_sha256: String::new(),
+            reconstructed: false,
+            enrichment_sha256: None,
+        };
+        assert_eq!(Predictor::Form.predict(&race), Some(json!({"predicted": [3, 2, 5]})));
     }
 }

@@ -130,6 +130,24 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
         escape(commit),
         prompt_version.map(|v| format!(", prompt <code>{}</code>", escape(v))).unwrap_or_default()
     );
+    let inputs = &results.inputs;
+    let _ = write!(
+        page,
+        "<p>Inputs: snapshot policy <code>{}</code>, features <code>{}</code>{}.</p>",
+        escape(&inputs.snapshot_policy),
+        escape(&inputs.features),
+        inputs.enrichment_version.as_deref().map(|v| format!(", form <code>{}</code>", escape(v))).unwrap_or_default()
+    );
+    if inputs.reconstructed_races > 0 {
+        let _ = write!(
+            page,
+            "<p class=\"reconstructed\"><strong>Reconstructed inputs:</strong> {} of {} races stand on pre-race \
+             snapshots reconstructed after the race from its stored race card (entry-card fields only, under the \
+             entry rules), not on cards collected before the cutoff. Their figures are estimates of what a live \
+             collection would have seen.</p>",
+            inputs.reconstructed_races, m.races
+        );
+    }
     let _ = write!(
         page,
         "<table><tr><th>Metric</th><th>Value</th><th>95% interval</th></tr>\
@@ -207,9 +225,18 @@ mod tests {
                 actual: Actual { placed: if i % 3 == 0 { vec![1, 2, 3] } else { vec![1, 5, 6] }, winners: vec![1] },
                 snapshot_sha256: String::new(),
                 result_sha256: String::new(),
+                reconstructed: i < 5,
+                enrichment_sha256: None,
             })
             .collect();
-        let dataset = Dataset { snapshot_id: "ds-test".into(), races, excluded: vec![] };
+        let dataset = Dataset {
+            snapshot_id: "ds-test".into(),
+            races,
+            excluded: vec![],
+            snapshot_policy: Default::default(),
+            features: Default::default(),
+            enrichment_version: None,
+        };
         run::evaluate(&dataset, &Predictor::Rating, 200, None)
     }
 
@@ -229,5 +256,14 @@ mod tests {
         assert!(page.contains("class=\"whisker\""), "intervals are drawn");
         assert!(!page.contains("<script"), "self-contained, no scripts");
         assert_eq!(page, html(&results, "abc123", Some("v1.7")), "the same results give the same report");
+    }
+
+    #[test]
+    fn the_report_says_plainly_when_inputs_were_reconstructed() {
+        let mut results = results();
+        let page = html(&results, "abc123", None);
+        assert!(page.contains("<strong>Reconstructed inputs:</strong> 5 of 40 races"), "{page}");
+        results.inputs.reconstructed_races = 0;
+        assert!(!html(&results, "abc123", None).contains("Reconstructed inputs"));
     }
 }

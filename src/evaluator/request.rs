@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::civil::Date;
 
 use crate::crd::Meet;
-use crate::crd::evaluationrun::{Baseline, EvaluationMode, LlmApi, Split};
+use crate::crd::evaluationrun::{Baseline, EvaluationMode, FeatureSet, LlmApi, SnapshotPolicy, Split};
 
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -40,6 +40,8 @@ pub struct Selection {
     pub split: Option<Split>,
     pub holdout_min: usize,
     pub validation_min: usize,
+    pub snapshot_policy: SnapshotPolicy,
+    pub features: FeatureSet,
 }
 
 #[derive(Clone, Debug)]

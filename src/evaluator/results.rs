@@ -20,6 +20,8 @@ pub struct EvaluationResults {
     pub schema: &'static str,
     pub prediction_contract: &'static str,
     pub data_snapshot_id: String,
+    /// What the dataset's inputs stand on.
+    pub inputs: DatasetInputs,
     pub predictor: Value,
     pub policy: ScoringPolicy,
     pub metrics: Metrics,
@@ -29,6 +31,28 @@ pub struct EvaluationResults {
     pub prediction_errors: BTreeMap<String, usize>,
     pub races: Vec<RaceScore>,
     pub excluded: Vec<Exclusion>,
+}
+
+/// What a dataset's model inputs stand on: the snapshot policy, the features, the enrichment
+/// version, and how many races use a reconstructed snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetInputs {
+    pub snapshot_policy: String,
+    pub features: String,
+    pub enrichment_version: Option<String>,
+    pub reconstructed_races: usize,
+}
+
+impl DatasetInputs {
+    pub fn of(dataset: &Dataset) -> DatasetInputs {
+        DatasetInputs {
+            snapshot_policy: crate::crd::arg_value(dataset.snapshot_policy),
+            features: crate::crd::arg_value(dataset.features),
+            enrichment_version: dataset.enrichment_version.clone(),
+            reconstructed_races: dataset.reconstructed_races(),
+        }
+    }
 }
 
 /// Score every race of the dataset with a predictor that answers at once (pure).
@@ -76,6 +100,7 @@ pub fn score_answers(
         schema: RESULTS_SCHEMA,
         prediction_contract: PREDICTION_CONTRACT,
         data_snapshot_id: dataset.snapshot_id.clone(),
+        inputs: DatasetInputs::of(dataset),
         predictor: answers.identity,
         policy,
         metrics: metrics::metrics(&races, resamples),

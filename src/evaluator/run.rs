@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::dataset::{self, Dataset, SplitRule};
+use super::dataset::{self, Dataset, DatasetOptions, SplitRule};
 use super::error::EvaluatorError;
 use super::llm::{LlmPredictor, LlmSettings};
 use super::metadata::{self, COMMIT_SHA, METADATA_SCHEMA, RunMetadata};
@@ -18,7 +18,7 @@ use super::scoring::{RaceScore, ScoringPolicy};
 use super::tracking::{self, TrackedRun};
 use super::{artifacts, report};
 use crate::crd::arg_value;
-use crate::crd::evaluationrun::Baseline;
+use crate::crd::evaluationrun::{Baseline, FeatureSet};
 use crate::store::{Store, redact_url};
 
 /// A prompt template read from its file.
@@ -57,6 +57,10 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         prompt_version: prompt.as_ref().and_then(|p| p.version.clone()),
         prompt_sha256: prompt.map(|p| p.sha256),
         data_snapshot_id: dataset.snapshot_id.clone(),
+        snapshot_policy: results.inputs.snapshot_policy.clone(),
+        features: results.inputs.features.clone(),
+        enrichment_version: results.inputs.enrichment_version.clone(),
+        reconstructed_race_count: results.inputs.reconstructed_races,
         seed: request.seed,
         mode: arg_value(request.mode),
         predictor: identity,
@@ -116,6 +120,13 @@ fn predictor(request: &Request, prompt: Option<&Prompt>) -> Result<Source, Evalu
         PredictorRequest::Baseline(Baseline::Random) => {
             Ok(Source::Immediate(Predictor::Random { seed: request.seed as u64 }))
         }
+        PredictorRequest::Baseline(Baseline::Form) => match request.selection.features {
+            FeatureSet::CardForm => Ok(Source::Immediate(Predictor::Form)),
+            FeatureSet::Card => Err(usage(
+                "the form baseline ranks runners by their form: evaluate with --features card+form (after \
+                 `kra-collector enrich` for these days)",
+            )),
+        },
         PredictorRequest::Baseline(Baseline::Favourite) => Err(usage(
             "the favourite baseline needs odds, which are held back from model input until their publication time is known",
         )),
@@ -162,7 +173,20 @@ async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, Evalu
         }
         None => Vec::new(),
     };
-    let dataset = dataset::build(&stored, ids.as_deref()).map_err(|e| EvaluatorError::Leakage(e.to_string()))?;
+    let enrichments = match (selection.features, from.zip(to)) {
+        (FeatureSet::CardForm, Some((from, to))) => store
+            .enrichments_between(selection.meet, from, to)
+            .await
+            .map_err(|e| EvaluatorError::Database(e.to_string()))?,
+        _ => Default::default(),
+    };
+    let options = DatasetOptions {
+        policy: selection.snapshot_policy,
+        features: selection.features,
+        enrichments: Some(&enrichments),
+    };
+    let dataset =
+        dataset::build_with(&stored, ids.as_deref(), options).map_err(|e| EvaluatorError::Leakage(e.to_string()))?;
     let dataset = match selection.split {
         None => dataset,
         Some(part) => {

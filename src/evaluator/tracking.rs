@@ -10,11 +10,15 @@ use super::results::EvaluationResults;
 use super::scoring::PREDICTION_CONTRACT;
 
 /// The metadata fields logged as MLflow parameters.
-const PARAMETERS: [&str; 11] = [
+const PARAMETERS: [&str; 15] = [
     "commitSha",
     "promptVersion",
     "promptSha256",
     "dataSnapshotId",
+    "snapshotPolicy",
+    "features",
+    "enrichmentVersion",
+    "reconstructedRaceCount",
     "seed",
     "mode",
     "predictor",

@@ -54,7 +54,7 @@ pub struct Runner {
 pub struct Record {
     pub starts: i64,
     pub wins: i64,
-    pub top3: i64,
+    pub top3_finishes: i64,
     pub win_rate: Option<f64>,
     pub top3_rate: Option<f64>,
 }
@@ -63,14 +63,14 @@ impl Record {
     fn add(&mut self, start: &Start) {
         self.starts += 1;
         self.wins += i64::from(start.position == Some(1));
-        self.top3 += i64::from(start.placed);
+        self.top3_finishes += i64::from(start.placed);
     }
 
     fn finish(mut self) -> Record {
         if self.starts > 0 {
             let n = self.starts as f64;
             self.win_rate = Some(round4(self.wins as f64 / n));
-            self.top3_rate = Some(round4(self.top3 as f64 / n));
+            self.top3_rate = Some(round4(self.top3_finishes as f64 / n));
         }
         self
     }
@@ -187,7 +187,7 @@ impl History {
             let horse = self.record(&self.by_horse, Some(&hr_no), first, day);
             form.recent_race_count = horse.starts;
             form.recent_win_count = horse.wins;
-            form.recent_top3_count = horse.top3;
+            form.recent_top3_count = horse.top3_finishes;
             form.recent_win_rate = horse.win_rate;
             form.recent_top3_rate = horse.top3_rate;
             let last = self
@@ -269,7 +269,11 @@ mod tests {
         assert_eq!((h1.recent_race_count, h1.recent_win_count, h1.recent_top3_count), (2, 0, 1));
         assert_eq!((h1.recent_win_rate, h1.recent_top3_rate), (Some(0.0), Some(0.5)));
         assert_eq!(h1.days_since_last_start, Some(11));
-        assert_eq!((h1.jockey.starts, h1.jockey.wins, h1.jockey.top3), (2, 0, 0), "j1 rode h2 in b and h1 in c");
+        assert_eq!(
+            (h1.jockey.starts, h1.jockey.wins, h1.jockey.top3_finishes),
+            (2, 0, 0),
+            "j1 rode h2 in b and h1 in c"
+        );
         assert_eq!(h1.trainer.starts, 4);
         assert!(h1.flags.is_empty(), "{:?}", h1.flags);
         let h9 = &form.runners["h9"];
