@@ -99,7 +99,8 @@ pub struct CollectorTask {
     pub to: Date,
     /// Only these race numbers; the race plan decides when absent.
     pub races: Option<Vec<i32>>,
-    pub api_key: SecretKeyRef,
+    /// The KRA service key; `None` for an action that calls no KRA API (it is given no key).
+    pub api_key: Option<SecretKeyRef>,
     pub database: SecretKeyRef,
     /// A mirror or egress proxy of the KRA API; the collector's default when absent.
     pub kra_api_base_url: Option<String>,
@@ -116,7 +117,8 @@ impl CollectorTask {
             flag(&mut args, "--races", list.join(","));
         }
         flag(&mut args, "--summary-file", SUMMARY_PATH.to_string());
-        let mut env = vec![secret_env("KRA_API_KEY", &self.api_key), secret_env("DATABASE_URL", &self.database)];
+        let mut env: Vec<EnvVar> = self.api_key.iter().map(|key| secret_env("KRA_API_KEY", key)).collect();
+        env.push(secret_env("DATABASE_URL", &self.database));
         if let Some(url) = &self.kra_api_base_url {
             env.push(EnvVar { name: "KRA_API_BASE_URL".into(), value: Some(url.clone()), value_from: None });
         }
@@ -362,7 +364,7 @@ mod tests {
                 from: date("2025-03-01"),
                 to: date("2025-03-02"),
                 races: Some(vec![1, 12]),
-                api_key: secret("key"),
+                api_key: Some(secret("key")),
                 database: secret("db"),
                 kra_api_base_url: None,
             };
@@ -390,7 +392,7 @@ mod tests {
             from: from.parse().unwrap(),
             to: to.parse().unwrap(),
             races,
-            api_key: secret("key"),
+            api_key: Some(secret("key")),
             database: secret("db"),
             kra_api_base_url: None,
         }

@@ -361,7 +361,7 @@ async fn every_action_stays_within_the_calls_its_grant_is_sized_from() {
             from: Date::new(2025, 5, 24).unwrap(),
             to: Date::new(2025, 5, 24).unwrap(),
             races: None,
-            api_key: kra_operator::crd::SecretKeyRef { name: "kra-api".into(), key: "serviceKey".into() },
+            api_key: Some(kra_operator::crd::SecretKeyRef { name: "kra-api".into(), key: "serviceKey".into() }),
             database: kra_operator::crd::SecretKeyRef { name: "kra-db".into(), key: "url".into() },
             kra_api_base_url: None,
         }

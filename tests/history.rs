@@ -76,6 +76,7 @@ async fn the_season_is_evaluated_after_the_fact(url: &str, dir: &Path) {
     let collected = summary(&collector(&kra, url, &[&["pipeline"], &range[..]].concat(), true).await);
     let races = collected["racesCollected"].as_i64().unwrap();
     assert!(races >= 60, "five weeks of Seoul racing: {collected}");
+    assert_eq!(collected["enrichment"]["racesWritten"].as_i64(), Some(races), "the pipeline ends with enrich");
     let evaluate = |extra: &'static [&'static str]| {
         let mut args: Vec<String> = ["evaluate", "--meet", "seoul", "--from", &from_text, "--to", &to_text]
             .iter()

@@ -76,7 +76,7 @@ pub enum Command {
     Results(DayArgs),
     /// Collect the odds of the races (post-race data, never a model input).
     Odds(DayArgs),
-    /// Cards, results and odds, in that order.
+    /// Cards, results and odds, then the runners' form (`enrich`), in that order.
     Pipeline(DayArgs),
     /// Re-derive pre-race snapshots (class `reconstructed`) from the stored raw race cards of
     /// races that have no live snapshot from before their cutoff. Calls no API.
@@ -202,7 +202,20 @@ pub async fn run(cli: Cli) -> ExitCode {
             tracing::info!("{line}");
         }
     };
-    let summary = Collector::new(&client, &store, Arc::new(jiff::Timestamp::now), &progress).run(&request).await;
+    let mut summary = Collector::new(&client, &store, Arc::new(jiff::Timestamp::now), &progress).run(&request).await;
+    if matches!(cli.command, Command::Pipeline(_)) && summary.stopped.is_none() {
+        // The pipeline ends with the enrichment of what it collected.
+        let days =
+            HistoryRequest { meet: request.meet, from: request.from, to: request.to, races: request.races.clone() };
+        let enrichment = history::enrich(&store, &days, jiff::Timestamp::now()).await;
+        summary.rows_written += enrichment.rows_written;
+        summary.message = format!("{}; {}", summary.message, enrichment.message);
+        if let Some(reason) = &enrichment.stopped {
+            summary.stopped = Some(reason.clone());
+            summary.stop_class = Some("database");
+        }
+        summary.enrichment = Some(enrichment);
+    }
 
     match serde_json::to_string_pretty(&summary) {
         Ok(json) => println!("{json}"),

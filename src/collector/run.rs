@@ -78,6 +78,9 @@ pub struct RunSummary {
     /// The class of that stop: `auth`, `quota_exhausted`, `budget_exhausted` or `database`.
     pub stop_class: Option<&'static str>,
     pub message: String,
+    /// `pipeline`: the enrichment that followed the collection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrichment: Option<super::history::HistorySummary>,
 }
 
 impl RunSummary {

@@ -83,10 +83,11 @@ pub struct Usage {
     pub requests: i64,
 }
 
-/// The budget key of a KraJob: `<namespace>/<secret>/<key>` of its API key reference.
-pub fn key_of(job: &KraJob) -> String {
-    let secret = &job.spec.api_key_secret_ref;
-    format!("{}/{}/{}", job.metadata.namespace.as_deref().unwrap_or_default(), secret.name, secret.key)
+/// The budget key of a KraJob: `<namespace>/<secret>/<key>` of its API key reference; `None`
+/// for a KraJob without one (its action calls no KRA API).
+pub fn key_of(job: &KraJob) -> Option<String> {
+    let secret = job.spec.api_key_secret_ref.as_ref()?;
+    Some(format!("{}/{}/{}", job.metadata.namespace.as_deref().unwrap_or_default(), secret.name, secret.key))
 }
 
 /// The use of `key` on `day`, from the recorded attempts of every KraJob (pure). Returns the
@@ -99,7 +100,7 @@ pub fn usage(jobs: &[Arc<KraJob>], key: &str, day: Date) -> (Usage, Vec<String>)
     let mut parts = key.splitn(3, '/');
     let (namespace, secret, secret_key) = (parts.next(), parts.next(), parts.next());
     let same_key = |job: &KraJob| {
-        let reference = &job.spec.api_key_secret_ref;
+        let Some(reference) = &job.spec.api_key_secret_ref else { return false };
         namespace == Some(job.metadata.namespace.as_deref().unwrap_or_default())
             && secret == Some(reference.name.as_str())
             && secret_key == Some(reference.key.as_str())

@@ -138,7 +138,7 @@ impl RunKind for KraJob {
     }
 
     fn budget_key(&self) -> Option<String> {
-        Some(super::budget::key_of(self))
+        super::budget::key_of(self)
     }
 
     fn dates(&self) -> Option<String> {
@@ -261,6 +261,16 @@ mod tests {
             json!({"limit": 1, "backoff": {"initialSeconds": 100, "factor": 2.0, "maxSeconds": 10}});
         let error = krajob(backoff).check_declared().unwrap_err();
         assert!(error.contains("backoff.maxSeconds must be at least backoff.initialSeconds"), "{error}");
+
+        let mut keyless = base.clone();
+        keyless["date"] = json!("2025-05-24");
+        keyless.as_object_mut().unwrap().remove("apiKeySecretRef");
+        let error = krajob(keyless.clone()).check_declared().unwrap_err();
+        assert!(error.contains("apiKeySecretRef is required: this action calls the KRA API"), "{error}");
+        for action in ["Preprocess", "Enrich"] {
+            keyless["action"] = json!(action);
+            assert_eq!(krajob(keyless.clone()).check_declared(), Ok(()), "{action} needs no key");
+        }
 
         let mut fine = base;
         fine["date"] = json!("2025-05-24");

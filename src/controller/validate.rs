@@ -196,13 +196,17 @@ pub fn krajob(spec: &KraJobSpec, defaults: &WorkerDefaults) -> Result<CollectorT
         database_secret("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems);
     check_overrides(spec.run.pod_overrides.as_ref(), &mut problems);
     defaults.policy.check_overrides(&defaults.image, spec.run.pod_overrides.as_ref(), &mut problems);
+    if spec.action.calls_kra_api() && spec.api_key_secret_ref.is_none() {
+        problems.field("apiKeySecretRef", format!("required: {:?} calls the KRA API", spec.action));
+    }
     let task = range.zip(database).map(|((from, to), database)| CollectorTask {
         action: spec.action,
         meet: spec.meet,
         from,
         to,
         races: spec.race_numbers.clone(),
-        api_key: spec.api_key_secret_ref.clone(),
+        // An action that calls no KRA API is given no key, whatever the spec names.
+        api_key: spec.api_key_secret_ref.clone().filter(|_| spec.action.calls_kra_api()),
         database,
         kra_api_base_url: defaults.kra_api_base_url.clone(),
     });
@@ -362,7 +366,7 @@ mod tests {
             date_range: None,
             schedule: None,
             race_numbers: None,
-            api_key_secret_ref: secret("kra-api", "serviceKey"),
+            api_key_secret_ref: Some(secret("kra-api", "serviceKey")),
             database: None,
             run: RunControls::default(),
         }
@@ -453,6 +457,21 @@ mod tests {
         let problems =
             krajob(&spec(), &WorkerDefaults { image: "img".into(), ..Default::default() }).unwrap_err().to_string();
         assert!(problems.contains("no database is configured"), "{problems}");
+    }
+
+    #[test]
+    fn actions_that_call_no_api_get_no_key_and_no_budget_and_the_others_need_one() {
+        for action in [KraAction::Preprocess, KraAction::Enrich] {
+            let job = KraJobSpec { action, ..spec() };
+            let invocation = krajob(&job, &defaults()).unwrap().invocation();
+            assert!(invocation.env.iter().all(|e| e.name != "KRA_API_KEY"), "{action:?} is given no key");
+            assert_eq!(invocation.kra_requests, 0, "{action:?} asks no budget");
+            let keyless = KraJobSpec { api_key_secret_ref: None, ..job };
+            assert!(krajob(&keyless, &defaults()).is_ok());
+        }
+        let keyless = KraJobSpec { api_key_secret_ref: None, ..spec() };
+        let refused = krajob(&keyless, &defaults()).unwrap_err().to_string();
+        assert!(refused.contains("apiKeySecretRef: required: CollectResults calls the KRA API"), "{refused}");
     }
 
     #[test]

@@ -16,15 +16,22 @@ pub enum KraAction {
     CollectResults,
     /// Collect the final odds after the races.
     CollectOdds,
-    /// Turn stored race cards into the pre-race model input (allow-listed fields only).
+    /// Reconstruct pre-race snapshots from the stored race cards of races collected after their
+    /// cutoff (entry-card fields only, under the entry rules). Calls no KRA API.
     Preprocess,
-    /// Add history-based features to preprocessed races.
+    /// Store each runner's form as of its race's cutoff, from the races stored before that day.
+    /// Calls no KRA API.
     Enrich,
-    /// Race cards, preprocessing, results and odds, in that order.
+    /// Race cards, results and odds, then enrichment, in that order.
     FullPipeline,
 }
 
 impl KraAction {
+    /// Whether the action calls the KRA API (and so needs a key and a share of its budget).
+    pub fn calls_kra_api(self) -> bool {
+        !matches!(self, KraAction::Preprocess | KraAction::Enrich)
+    }
+
     /// Every action, in the order of the CRD's enum.
     pub const ALL: [KraAction; 6] = [
         KraAction::CollectRaceCards,
@@ -99,7 +106,9 @@ pub struct DatabaseRef {
 )]
 #[x_kube(
     validation = Rule::new("(has(self.date) ? 1 : 0) + (has(self.dateRange) ? 1 : 0) + (has(self.schedule) ? 1 : 0) == 1")
-        .message("set exactly one of date, dateRange and schedule")
+        .message("set exactly one of date, dateRange and schedule"),
+    validation = Rule::new("self.action in ['Preprocess', 'Enrich'] || has(self.apiKeySecretRef)")
+        .message("apiKeySecretRef is required: this action calls the KRA API")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KraJobSpec {
@@ -125,7 +134,10 @@ pub struct KraJobSpec {
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub race_numbers: Option<Vec<i32>>,
     /// The KRA (data.go.kr) service key, as a reference to a Secret key. Never a value.
-    pub api_key_secret_ref: SecretKeyRef,
+    /// Required by every action that calls the KRA API; `Preprocess` and `Enrich` call none and
+    /// are given no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
     /// The database to write to. When absent, the operator's default database is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseRef>,
