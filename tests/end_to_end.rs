@@ -228,6 +228,40 @@ async fn a_krajob_collects_cards_results_and_odds_into_postgresql_through_the_jo
 }
 
 #[tokio::test]
+async fn past_days_collected_after_the_fact_are_preprocessed_and_enriched_by_keyless_krajobs() {
+    let stack = Stack::start().await;
+    let today = today_in_seoul();
+    let past: Vec<Date> = stack.season.race_days(Meet::Busan).into_iter().filter(|d| *d < today).collect();
+    let (from, to) = (past[past.len() - 2], past[past.len() - 1]);
+    let races: i64 = past[past.len() - 2..].iter().map(|d| stack.season.races(*d, Meet::Busan).len() as i64).sum();
+    stack.create("KraJob", "history", collect("FullPipeline", Meet::Busan, from, to)).await;
+    let pipeline = stack.finished_krajob("history").await;
+    assert!(succeeded(&pipeline), "{:?}\n{}", pipeline.status, stack.logs());
+    let calls = stack.kra.requests().len();
+
+    for (name, action) in [("preprocess", "Preprocess"), ("enrich", "Enrich")] {
+        let mut spec = collect(action, Meet::Busan, from, to);
+        spec.as_object_mut().unwrap().remove("apiKeySecretRef");
+        stack.create("KraJob", name, spec).await;
+        let job = stack.finished_krajob(name).await;
+        assert!(succeeded(&job), "{name}: {:?}\n{}", job.status, stack.logs());
+        let result = job.status.as_ref().unwrap().run.result.clone().expect("the summary in status");
+        assert_eq!((result.races_found, result.races_collected, result.api_calls), (Some(races), Some(races), Some(0)));
+        let attempt = &job.status.as_ref().unwrap().run.attempts[0];
+        assert!(attempt.request_budget.is_none(), "{name} asked no share of the API budget");
+        let worker = stack.cluster.api::<Job>().get(&format!("{name}-1")).await.unwrap();
+        let env = worker.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap_or_default();
+        assert!(env.iter().all(|e| e.name != "KRA_API_KEY"), "{name} is given no key");
+    }
+    assert_eq!(stack.kra.requests().len(), calls, "neither calls the KRA API");
+    let store = Store::open(&stack.database).await.unwrap();
+    let stored = store.races_between(Some(kra_operator::crd::Meet::Busan), from, to).await.unwrap();
+    assert!(stored.iter().all(|r| r.snapshots.iter().any(|s| s.reconstructed)), "every race reconstructed");
+    let enriched = store.enrichments_between(Some(kra_operator::crd::Meet::Busan), from, to).await.unwrap();
+    assert_eq!(enriched.len() as i64, races);
+}
+
+#[tokio::test]
 async fn a_failing_worker_is_retried_by_the_operator_as_a_new_job() {
     // This one runs its workers as local processes, so both ways of the local node are tested.
     let stack = Stack::start_with(true, &[]).await;
