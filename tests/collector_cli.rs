@@ -109,9 +109,10 @@ async fn bad_configuration_is_refused_with_a_clear_message() {
     assert_eq!(reversed.status.code(), Some(2));
     assert!(text(&reversed).contains("--to is before --from"));
 
-    let unimplemented = collector(&kra, &dir, &["enrich", "--meet", "jeju", "--date", "2025-05-24"], &[]).await;
-    assert_eq!(unimplemented.status.code(), Some(2));
-    assert!(text(&unimplemented).contains("not implemented yet"));
+    let reversed_history =
+        collector(&kra, &dir, &["enrich", "--meet", "jeju", "--from", "2025-05-24", "--to", "2025-05-01"], &[]).await;
+    assert_eq!(reversed_history.status.code(), Some(2));
+    assert!(text(&reversed_history).contains("--to is before --from"));
 
     let bad_db = collector(
         &kra,

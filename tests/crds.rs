@@ -65,10 +65,11 @@ fn the_crd_reference_is_generated_from_the_types() {
         "docs/reference/crds.md is stale: regenerate it with `cargo run --bin kra-operator -- crd --reference > docs/reference/crds.md`"
     );
     // Every spec field of both kinds is documented, with its validation.
-    for field in ["`apiKeySecretRef` *", "`raceNumbers`", "`baselineRun`", "`predictor` *"] {
+    for field in ["`apiKeySecretRef`", "`raceNumbers`", "`baselineRun`", "`predictor` *", "`snapshotPolicy`"] {
         assert!(generated.contains(field), "{field} missing from the reference");
     }
     assert!(generated.contains("set exactly one of date, dateRange and schedule"));
+    assert!(generated.contains("apiKeySecretRef is required: this action calls the KRA API"));
 }
 
 #[test]

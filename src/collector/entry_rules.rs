@@ -114,46 +114,13 @@ fn entry(row: &Row, scratched: &BTreeSet<i64>) -> Result<PreRaceEntry, ExcludedE
         }
         bucket.to_string()
     });
-    let rating = match present(row, "rating") {
-        None => {
-            flags.push("rating_known_false");
-            None
-        }
-        Some(value) => match normalize::int(Some(value)) {
-            None => {
-                flags.push("rating_parse_failed");
-                None
-            }
-            Some(r) if !(0..=RATING_MAX).contains(&r) => {
-                flags.push("rating_outlier");
-                None
-            }
-            // 0 is kept: an unknown rating, not a missing one.
-            Some(0) => {
-                flags.push("rating_known_false");
-                Some(0)
-            }
-            Some(r) => Some(r),
-        },
-    };
+    let rating = rating(row, &mut flags);
     let wg_budam_bigo = normalize::text(get("wgBudamBigo"));
     if wg_budam_bigo.is_none() {
         flags.push("budam_note_missing");
     }
     let (body_weight, body_weight_delta) = body_weight(get("wgHr"), &mut flags);
-    let days_since_last_race = match present(row, "ilsu") {
-        None => {
-            flags.push("ilsu_missing");
-            None
-        }
-        Some(value) => {
-            let days = normalize::int(Some(value)).filter(|d| *d >= 0);
-            if days.is_none() {
-                flags.push("ilsu_parse_failed");
-            }
-            days
-        }
-    };
+    let days_since_last_race = days_since_last_race(row, &mut flags);
     let equipment = normalize::text(get("hrTool"));
     if equipment.is_none() {
         flags.push("hr_tool_missing");
@@ -185,6 +152,43 @@ fn entry(row: &Row, scratched: &BTreeSet<i64>) -> Result<PreRaceEntry, ExcludedE
         scratched: scratched.contains(&chul_no) || win_odds == Some(0.0),
         flags: flags.into_iter().map(String::from).collect(),
     })
+}
+
+/// The rating, 0..=140; 0 is kept (an unknown rating, not a missing one) and flagged.
+fn rating(row: &Row, flags: &mut Vec<&'static str>) -> Option<i64> {
+    match present(row, "rating") {
+        None => {
+            flags.push("rating_known_false");
+            None
+        }
+        Some(value) => match normalize::int(Some(value)) {
+            None => {
+                flags.push("rating_parse_failed");
+                None
+            }
+            Some(r) if !(0..=RATING_MAX).contains(&r) => {
+                flags.push("rating_outlier");
+                None
+            }
+            Some(0) => {
+                flags.push("rating_known_false");
+                Some(0)
+            }
+            Some(r) => Some(r),
+        },
+    }
+}
+
+/// Days since the horse's last race (`ilsu`), an integer ≥ 0.
+fn days_since_last_race(row: &Row, flags: &mut Vec<&'static str>) -> Option<i64> {
+    let value = present(row, "ilsu");
+    let days = normalize::int(value).filter(|d| *d >= 0);
+    match (value, days) {
+        (None, _) => flags.push("ilsu_missing"),
+        (Some(_), None) => flags.push("ilsu_parse_failed"),
+        _ => {}
+    }
+    days
 }
 
 /// Body weight and its change from `"511(+2)"`, each nulled and flagged when missing, unreadable
