@@ -374,3 +374,32 @@ async fn a_window_crosses_the_month_boundary() {
     assert_ne!(from.month(), first_day.month(), "the window is in the previous month");
     assert_eq!(get(&cluster, &name).await.spec.date_range.as_ref(), Some(window));
 }
+
+#[tokio::test]
+async fn a_keyless_enrich_schedule_runs_after_each_race_day_without_a_key() {
+    let cluster = Cluster::start().await;
+    let clock = Clock::new(&cluster, Timestamp::now());
+    let _operator = start(&cluster, &clock).await;
+    let cron = "30 23 * * SAT,SUN";
+    let [first, _] = fires(cron, &seoul(), 2)[..] else { unreachable!() };
+    let mut object = scheduled("seoul-enrich", json!({"cron": cron}));
+    object["spec"]["action"] = json!("Enrich");
+    object["spec"].as_object_mut().unwrap().remove("apiKeySecretRef");
+    cluster.create::<KraJob>(object).await;
+    wait_for(&cluster, "seoul-enrich", "scheduled", |j| {
+        j.status.as_ref().and_then(|s| s.run.phase) == Some(Phase::Scheduled)
+    })
+    .await;
+    clock.set(first + 30.seconds());
+    let child_name = name_at("seoul-enrich", first, &seoul());
+    wait_for(&cluster, "seoul-enrich", "a run", |j| run_names(j) == [child_name.clone()]).await;
+    let child = get(&cluster, &child_name).await;
+    assert_eq!(child.spec.api_key_secret_ref, None, "the child names no key either");
+    let day = first.to_zoned(seoul()).date().to_string();
+    assert_eq!(child.spec.date_range.clone().unwrap().from, day, "the race day just run");
+    let job = wait_job(&cluster, &format!("{child_name}-1")).await;
+    let container = &job.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(container.args.as_ref().unwrap()[0], "enrich");
+    assert!(container.env.iter().flatten().all(|e| e.name != "KRA_API_KEY"), "no key in the worker");
+    finish_run(&cluster, &child_name, true).await;
+}
