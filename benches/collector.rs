@@ -111,6 +111,7 @@ async fn calls_per_day() -> (u64, u64, std::collections::BTreeMap<&'static str, 
         details: true,
         odds_batch: 500,
         odds_backfill: false,
+        refresh: false,
     };
     let progress = |_: &str| {};
     let summary = Collector::new(&client, &store, Arc::new(Timestamp::now), &progress).run(&request).await;

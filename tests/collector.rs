@@ -54,6 +54,7 @@ impl Harness {
             details: true,
             odds_batch: 100,
             odds_backfill: false,
+            refresh: false,
         }
     }
 

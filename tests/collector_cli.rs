@@ -129,7 +129,7 @@ async fn bad_configuration_is_refused_with_a_clear_message() {
 async fn every_retry_is_a_warning_naming_the_endpoint_the_attempt_and_the_class() {
     let kra = FakeKra::start().await;
     kra_day::serve_before(&kra, &Day::default());
-    kra.faults(kra_day::TRACK, vec![Fault::Status { code: 503, retry_after: None }]);
+    kra.faults(kra_day::CANCELLED, vec![Fault::Status { code: 503, retry_after: None }]);
     let dir = scratch();
     let output = collector(&kra, &dir, &["collect", "--meet", "seoul", "--date", "2025-05-24"], &[]).await;
     assert!(output.status.success(), "one 503 is retried and the run succeeds: {}", text(&output));
@@ -142,7 +142,7 @@ async fn every_retry_is_a_warning_naming_the_endpoint_the_attempt_and_the_class(
     assert_eq!(retries.len(), 1, "one warning per retry, at the default log level: {stderr}");
     let retry = &retries[0];
     assert_eq!(retry["level"], "WARN");
-    assert_eq!(retry["api"], "API189_1");
+    assert_eq!(retry["api"], "API9_1");
     assert_eq!(retry["attempt"], 1);
     assert_eq!(retry["class"], "server_error");
     assert_eq!(retry["page"], 1);
@@ -159,8 +159,9 @@ async fn the_service_key_appears_in_no_output_log_error_or_stored_row() {
     kra_day::serve_after(&kra, &day);
     // Every failure path that carries text: server errors, truncation, a business error, a
     // timeout-free network hiccup, and finally a rejected key.
-    kra.faults(kra_day::TRACK, vec![Fault::Status { code: 503, retry_after: None }; 4]);
-    kra.faults(kra_day::HORSE, vec![Fault::Truncate; 3]);
+    // (The day is long past: no detail, track or training call is made for it.)
+    kra.faults(kra_day::CANCELLED, vec![Fault::Status { code: 503, retry_after: None }; 4]);
+    kra.faults(kra_day::CARD, vec![Fault::Truncate; 3]);
     kra.faults(kra_day::ODDS, vec![Fault::Body(support::fake_kra::business_error("99", "UNKNOWN_ERROR")); 4]);
     let dir = scratch();
     let summary_file = dir.join("termination-log");
@@ -172,8 +173,14 @@ async fn the_service_key_appears_in_no_output_log_error_or_stored_row() {
     )
     .await;
     kra.faults(kra_day::PLAN, vec![Fault::Body(gateway_error("30", "SERVICE_KEY_IS_NOT_REGISTERED_ERROR"))]);
-    let rejected =
-        collector(&kra, &dir, &["collect", "--meet", "seoul", "--date", "2025-05-24"], &[("RUST_LOG", "trace")]).await;
+    // `--refresh`: the day is stored in full, and would otherwise be skipped without a call.
+    let rejected = collector(
+        &kra,
+        &dir,
+        &["collect", "--meet", "seoul", "--date", "2025-05-24", "--refresh"],
+        &[("RUST_LOG", "trace")],
+    )
+    .await;
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_kra-collector"))
         .args(["collect", "--help"])
         .env("KRA_API_KEY", KEY)

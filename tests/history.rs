@@ -45,14 +45,15 @@ fn read(path: PathBuf) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
-/// Five weeks of Seoul racing that ended yesterday, served by the fake KRA API.
-async fn season_in_the_past() -> (FakeKra, Date, Date) {
+/// Five weeks of Seoul racing that ended yesterday, served by the fake KRA API: the first and
+/// last race day, and the number of race days.
+async fn season_in_the_past() -> (FakeKra, Date, Date, usize) {
     let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::get("Asia/Seoul").unwrap()).date();
     let season = Arc::new(Season::generate(17, today, 5, 0));
     let days: Vec<Date> = season.race_days(support::season::Meet::Seoul).into_iter().filter(|d| *d < today).collect();
     let kra = FakeKra::start().await;
     kra.source(season);
-    (kra, days[0], *days.last().unwrap())
+    (kra, days[0], *days.last().unwrap(), days.len())
 }
 
 /// Every key of a JSON value, at any depth.
@@ -70,13 +71,27 @@ fn keys(value: &Value, out: &mut Vec<String>) {
 }
 
 async fn the_season_is_evaluated_after_the_fact(url: &str, dir: &Path) {
-    let (kra, from, to) = season_in_the_past().await;
+    let (kra, from, to, race_days) = season_in_the_past().await;
     let (from_text, to_text) = (from.to_string(), to.to_string());
     let range = ["--meet", "seoul", "--from", from_text.as_str(), "--to", to_text.as_str()];
     let collected = summary(&collector(&kra, url, &[&["pipeline"], &range[..]].concat(), true).await);
     let races = collected["racesCollected"].as_i64().unwrap();
     assert!(races >= 60, "five weeks of Seoul racing: {collected}");
     assert_eq!(collected["enrichment"]["racesWritten"].as_i64(), Some(races), "the pipeline ends with enrich");
+    // A backfill: one race-card call per race gives card and result, no detail, track or
+    // training call, and the day's plan and scratch list once each.
+    let (days, race_days) = (collected["daysDone"].as_i64().unwrap(), race_days as i64);
+    assert_eq!(collected["days"].as_i64(), Some(days), "every day done");
+    let calls = &collected["apiCallsByEndpoint"];
+    assert_eq!((calls["API214_1"].as_i64(), calls["API160_1"].as_i64()), (Some(races), Some(races)), "{calls}");
+    assert_eq!((calls["API72_2"].as_i64(), calls["API9_1"].as_i64()), (Some(days), Some(race_days)), "{calls}");
+    for endpoint in ["API8_2", "API12_1", "API11_1", "API19_1", "API14_1", "API189_1", "API329"] {
+        assert_eq!(calls[endpoint], Value::Null, "{endpoint} is not called for races past their cutoff");
+    }
+    assert_eq!(collected["apiCalls"].as_i64(), Some(2 * races + days + race_days));
+    // Run again: everything is stored, not a single call.
+    let again = summary(&collector(&kra, url, &[&["pipeline"], &range[..]].concat(), true).await);
+    assert_eq!((again["apiCalls"].as_i64(), again["racesSkipped"].as_i64()), (Some(0), Some(races)), "{again}");
     let evaluate = |extra: &'static [&'static str]| {
         let mut args: Vec<String> = ["evaluate", "--meet", "seoul", "--from", &from_text, "--to", &to_text]
             .iter()
@@ -218,4 +233,51 @@ async fn a_season_collected_after_the_fact_is_evaluated_on_postgres() {
     let dir = std::env::temp_dir().join(format!("kra-history-pg-{}", support::random_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     the_season_is_evaluated_after_the_fact(&url, &dir).await;
+}
+
+#[tokio::test]
+async fn a_backfill_stopped_by_the_daily_quota_resumes_where_it_stopped() {
+    let (kra, from, to, _) = season_in_the_past().await;
+    let dir = std::env::temp_dir().join(format!("kra-resume-{}", support::random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("kra.sqlite3").display());
+    let (from_text, to_text) = (from.to_string(), to.to_string());
+    let args = ["pipeline", "--meet", "seoul", "--from", from_text.as_str(), "--to", to_text.as_str()];
+    // The quota runs out at the third race day's plan.
+    let mut faults = vec![support::fake_kra::Fault::Delay(std::time::Duration::ZERO); 2];
+    faults.push(support::fake_kra::Fault::Body(support::fake_kra::business_error(
+        "22",
+        "LIMITED_NUMBER_OF_SERVICE_REQUESTS_EXCEEDS_ERROR",
+    )));
+    kra.faults(support::season::PLAN, faults);
+    let summary_file = dir.join("termination-log");
+    let mut with_summary = args.to_vec();
+    with_summary.extend(["--summary-file", summary_file.to_str().unwrap()]);
+    let stopped = collector(&kra, &url, &with_summary, true).await;
+    assert_eq!(stopped.status.code(), Some(6), "{}", text(&stopped));
+    let first: Value = serde_json::from_slice(&stopped.stdout).unwrap();
+    let days = first["days"].as_i64().unwrap();
+    assert_eq!(first["daysDone"].as_i64(), Some(days - first["daysLeft"].as_i64().unwrap()));
+    let compact: kra_operator::crd::CollectionSummary =
+        serde_json::from_str(&std::fs::read_to_string(&summary_file).unwrap()).unwrap();
+    assert_eq!(compact.days_left, first["daysLeft"].as_i64(), "the KraJob status shows the progress");
+    let last = first["lastCompleteDay"].as_str().expect("two race days were done").to_string();
+    let plans_before = kra.requests_to(support::season::PLAN);
+
+    // After the reset: the next attempt starts after the last complete day.
+    let resumed = summary(&collector(&kra, &url, &args, true).await);
+    assert_eq!(resumed["daysLeft"].as_i64(), Some(0), "{resumed}");
+    let asked: Vec<String> = kra.requests()[..]
+        .iter()
+        .filter(|r| r.path == support::season::PLAN)
+        .skip(plans_before)
+        .map(|r| r.param("rc_date").unwrap().to_string())
+        .collect();
+    let last_compact = last.replace('-', "");
+    assert!(asked.iter().all(|day| *day > last_compact), "no plan asked again for a done day: {asked:?} after {last}");
+    assert_eq!(
+        resumed["racesSkipped"].as_i64(),
+        first["racesCollected"].as_i64(),
+        "what was stored is not fetched again"
+    );
 }

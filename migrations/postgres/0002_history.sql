@@ -20,4 +20,14 @@ CREATE TABLE race_enrichments (
     UNIQUE (race_id, content_sha256)
 );
 
+-- The race plan's answer for a racecourse's day, so that a resumed backfill asks no day twice
+-- (a day without races included).
+CREATE TABLE planned_days (
+    meet        SMALLINT NOT NULL CHECK (meet IN (1, 2, 3)),
+    race_date   DATE NOT NULL,
+    races       INTEGER NOT NULL,
+    planned_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (meet, race_date)
+);
+
 CREATE INDEX raw_by_api ON raw_responses (api);

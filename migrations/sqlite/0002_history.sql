@@ -1,6 +1,7 @@
 -- History without leakage (issue #17); SQLite: JSON and timestamps are TEXT, as in 0001.
--- A pre-race snapshot is either `live` (collected by `kra-collector collect`) or `reconstructed` (re-derived by `kra-collector preprocess` from the
--- stored raw responses of a race collected after the fact); a reconstructed snapshot records
+-- A pre-race snapshot is either `live` (collected by `kra-collector collect`) or
+-- `reconstructed` (re-derived by `kra-collector preprocess` from the stored raw responses of a
+-- race collected after the fact); a reconstructed snapshot records
 -- what it was derived from, so it can be derived again byte for byte. Enrichments are the
 -- as-of-cutoff features of a race's runners, a revision per new set of inputs.
 
@@ -18,6 +19,16 @@ CREATE TABLE race_enrichments (
     computed_at     TEXT NOT NULL,
     PRIMARY KEY (race_id, revision),
     UNIQUE (race_id, content_sha256)
+);
+
+-- The race plan's answer for a racecourse's day, so that a resumed backfill asks no day twice
+-- (a day without races included).
+CREATE TABLE planned_days (
+    meet        INTEGER NOT NULL CHECK (meet IN (1, 2, 3)),
+    race_date   TEXT NOT NULL,
+    races       INTEGER NOT NULL,
+    planned_at  TEXT NOT NULL,
+    PRIMARY KEY (meet, race_date)
 );
 
 CREATE INDEX raw_by_api ON raw_responses (api);

@@ -114,6 +114,10 @@ pub struct DayArgs {
     /// Odds from the dividend totals (API301, for backfilling past days) instead of API160_1.
     #[arg(long)]
     pub backfill: bool,
+    /// Fetch races again although what the command stores of them is already stored (by default
+    /// a race whose result is stored is skipped without a call, so a stopped backfill resumes).
+    #[arg(long)]
+    pub refresh: bool,
     /// Also write the summary here, compact (a Kubernetes termination message, at most 4 KiB).
     #[arg(long)]
     pub summary_file: Option<PathBuf>,
@@ -148,6 +152,9 @@ pub fn termination_summary(summary: &RunSummary) -> String {
         races_failed: Some(summary.races_failed),
         rows_written: Some(summary.rows_written),
         api_calls: Some(summary.api_calls),
+        days_done: Some(summary.days_done),
+        days_left: Some(summary.days_left),
+        last_complete_day: summary.last_complete_day.clone(),
         message: Some(message),
     };
     serde_json::to_string(&compact).unwrap_or_default()
@@ -260,6 +267,7 @@ fn request(cli: &Cli) -> Result<(RunRequest, &DayArgs, &str), String> {
         details: !args.no_details,
         odds_batch: args.odds_batch,
         odds_backfill: args.backfill,
+        refresh: args.refresh,
     };
     Ok((request, args, key))
 }
@@ -322,6 +330,9 @@ pub fn history_termination_summary(summary: &HistorySummary) -> String {
         races_failed: Some(summary.excluded.len() as i64),
         rows_written: Some(summary.rows_written),
         api_calls: Some(0),
+        days_done: None,
+        days_left: None,
+        last_complete_day: None,
         message: Some(summary.message.chars().take(1000).collect()),
     };
     serde_json::to_string(&compact).unwrap_or_default()

@@ -22,7 +22,7 @@ use crate::kra::envelope::Row;
 use crate::kra::normalize;
 use crate::race::{PRERACE_SCHEMA, PreRaceCard, PreRaceSnapshot};
 use crate::race::{PlannedRace, RaceKey};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoredRaceState};
 
 /// Minutes before the scheduled start when the pre-race state is frozen.
 pub const CUTOFF_MINUTES: i64 = 10;
@@ -51,6 +51,9 @@ pub struct RunRequest {
     /// Take odds from the day-level dividend totals (API301, the backfill source) instead of
     /// the per-race odds (API160_1). Stored under their own source, never mixed.
     pub odds_backfill: bool,
+    /// Fetch races again although everything the stages ask for is stored (a race whose result
+    /// is stored is otherwise skipped: it has run, and a new card of it adds nothing honest).
+    pub refresh: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -68,6 +71,8 @@ pub struct RaceFailure {
 pub struct RunSummary {
     pub races_found: i64,
     pub races_collected: i64,
+    /// Of the races collected, those already stored and complete: no call made for them.
+    pub races_skipped: i64,
     pub races_failed: i64,
     pub rows_written: i64,
     pub api_calls: i64,
@@ -78,6 +83,12 @@ pub struct RunSummary {
     /// The class of that stop: `auth`, `quota_exhausted`, `budget_exhausted` or `database`.
     pub stop_class: Option<&'static str>,
     pub message: String,
+    /// Requested days, and those whose every race is stored (collected now or before).
+    pub days: i64,
+    pub days_done: i64,
+    pub days_left: i64,
+    /// The last day up to which every requested day is done: where a stopped run resumes.
+    pub last_complete_day: Option<String>,
     /// `pipeline`: the enrichment that followed the collection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enrichment: Option<super::history::HistorySummary>,
@@ -112,6 +123,9 @@ pub struct Collector<'a> {
     failed_races: BTreeSet<String>,
     /// Races whose last requested stage has run: collected unless they failed on the way.
     finished_races: BTreeSet<String>,
+    /// Rows of race cards fetched after the race that already carry its result: the result
+    /// stage reads them instead of calling the API again.
+    card_results: HashMap<String, Vec<Row>>,
 }
 
 fn param(date: Date) -> String {
@@ -139,26 +153,44 @@ impl<'a> Collector<'a> {
             summary: RunSummary::default(),
             failed_races: BTreeSet::new(),
             finished_races: BTreeSet::new(),
+            card_results: HashMap::new(),
         }
     }
 
     /// Run the request to its end (or to a stop) and summarise.
     pub async fn run(mut self, request: &RunRequest) -> RunSummary {
+        self.summary.days = request.from.until(request.to).map_or(0, |span| i64::from(span.get_days())) + 1;
+        let mut contiguous = true;
         let mut date = request.from;
         while date <= request.to {
-            if let Err(stop) = self.day(request, date).await {
-                self.summary.stop_class = Some(match &stop {
-                    Stop::Api(error) => error.class(),
-                    Stop::Store(_) => "database",
-                });
-                self.summary.stopped = Some(stop.to_string());
-                break;
+            match self.day(request, date).await {
+                Err(stop) => {
+                    self.summary.stop_class = Some(match &stop {
+                        Stop::Api(error) => error.class(),
+                        Stop::Store(_) => "database",
+                    });
+                    self.summary.stopped = Some(stop.to_string());
+                    break;
+                }
+                Ok(ids) => {
+                    let prefix = format!("{}_{}_", param(date), request.meet.api_code());
+                    let failed = self.failed_races.iter().any(|id| id.starts_with(&prefix));
+                    if !failed && ids.iter().all(|id| self.finished_races.contains(id)) {
+                        self.summary.days_done += 1;
+                        if contiguous {
+                            self.summary.last_complete_day = Some(date.to_string());
+                        }
+                    } else {
+                        contiguous = false;
+                    }
+                }
             }
             date = match date.tomorrow() {
                 Ok(next) => next,
                 Err(_) => break,
             };
         }
+        self.summary.days_left = self.summary.days - self.summary.days_done;
         let stats = self.client.stats();
         self.summary.api_calls = stats.total() as i64;
         self.summary.api_calls_by_endpoint = stats.by_endpoint();
@@ -175,12 +207,16 @@ impl<'a> Collector<'a> {
                 self.summary.races_found, self.summary.races_collected, self.summary.races_failed
             ),
             None => format!(
-                "{} race(s) found, {} collected, {} failed, {} row(s) written, {} API call(s)",
+                "{} race(s) found, {} collected ({} already stored), {} failed, {} row(s) written, {} API call(s); \
+                 {} of {} day(s) done",
                 self.summary.races_found,
                 self.summary.races_collected,
+                self.summary.races_skipped,
                 self.summary.races_failed,
                 self.summary.rows_written,
-                self.summary.api_calls
+                self.summary.api_calls,
+                self.summary.days_done,
+                self.summary.days
             ),
         };
         self.summary
@@ -222,12 +258,59 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
-    async fn day(&mut self, request: &RunRequest, date: Date) -> Result<(), Stop> {
+    /// Races of a day stored with everything the request's stages ask for (none with `refresh`):
+    /// their result is stored, so they have run.
+    fn complete_races(request: &RunRequest, state: &[StoredRaceState]) -> Vec<StoredRaceState> {
+        if request.refresh {
+            return Vec::new();
+        }
+        let complete = |s: &&StoredRaceState| {
+            let odds = if request.odds_backfill { s.odds_api301 } else { s.odds_api160 };
+            s.results > 0
+                && (!request.stages.contains(&Stage::Cards) || s.snapshots > 0)
+                && (!request.stages.contains(&Stage::Odds) || odds > 0)
+        };
+        let wanted = |n: i64| request.races.as_ref().is_none_or(|list| list.contains(&n));
+        state.iter().filter(|s| wanted(s.number)).filter(complete).cloned().collect()
+    }
+
+    /// Count races as collected without a call: they are stored and complete.
+    fn skip_stored(&mut self, ids: &[String]) {
+        self.summary.races_found += ids.len() as i64;
+        self.summary.races_skipped += ids.len() as i64;
+        self.finished_races.extend(ids.iter().cloned());
+    }
+
+    /// One day: its race ids (as far as they are known).
+    async fn day(&mut self, request: &RunRequest, date: Date) -> Result<Vec<String>, Stop> {
         let meet = request.meet;
+        let stored_races = self.store.day_state(meet, date).await?;
+        let complete = Self::complete_races(request, &stored_races);
+        let today = (self.clock)().to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(9))).date();
+        if !request.refresh && date < today && self.store.planned_races(meet, date).await? == Some(0) {
+            // A past day the plan said has no races: it will not get any.
+            return Ok(Vec::new());
+        }
+        let known = |n: &i64| stored_races.iter().any(|s| s.number == *n);
+        let every_wanted_complete = match &request.races {
+            Some(list) => list.iter().all(|n| complete.iter().any(|s| s.number == *n)),
+            None => !stored_races.is_empty() && complete.len() == stored_races.len(),
+        };
+        if every_wanted_complete && request.races.as_ref().is_none_or(|list| list.iter().all(known)) {
+            // A past day stored in full (a resumed backfill): not a single call.
+            let ids: Vec<String> = complete.iter().map(|s| s.race_id.clone()).collect();
+            (self.progress)(&format!("{} {}: {} race(s) already stored", date, meet.as_str(), ids.len()));
+            self.skip_stored(&ids);
+            return Ok(ids);
+        }
         let day_params = vec![("meet", meet.api_code().to_string()), ("rc_date", param(date))];
         let day_id = format!("{}_{}_*", param(date), meet.api_code());
         let plan = match self.fetch(Endpoint::RacePlan, &day_params).await? {
-            Ok(fetched) => race_plan::planned_races(date, meet, &fetched.rows),
+            Ok(fetched) => {
+                let plan = race_plan::planned_races(date, meet, &fetched.rows);
+                self.store.record_plan(meet, date, plan.len() as i64, (self.clock)()).await?;
+                plan
+            }
             Err(error) => match &request.races {
                 // Without the plan the requested races can still be tried; their start is unknown.
                 Some(numbers) => numbers
@@ -236,7 +319,7 @@ impl<'a> Collector<'a> {
                     .collect(),
                 None => {
                     self.fail(&day_id, "card", error.class(), format!("the race plan is unavailable: {error}")).await?;
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
             },
         };
@@ -252,13 +335,17 @@ impl<'a> Collector<'a> {
             None => plan,
         };
         (self.progress)(&format!("{} {}: {} race(s) planned", date, meet.as_str(), races.len()));
-        self.summary.races_found += races.len() as i64;
+        let ids: Vec<String> = races.iter().map(|r| r.key.race_id()).collect();
         for race in &races {
             let written = self.store.upsert_race(race, (self.clock)()).await?;
             self.summary.rows_written += written.rows as i64;
         }
+        let is_complete = |race: &PlannedRace| complete.iter().any(|s| s.race_id == race.key.race_id());
+        let (stored, races): (Vec<PlannedRace>, Vec<PlannedRace>) = races.into_iter().partition(is_complete);
+        self.skip_stored(&stored.iter().map(|r| r.key.race_id()).collect::<Vec<_>>());
+        self.summary.races_found += races.len() as i64;
         if races.is_empty() {
-            return Ok(());
+            return Ok(ids);
         }
         if request.stages.contains(&Stage::Cards) {
             self.cards(request, date, &races).await?;
@@ -273,7 +360,7 @@ impl<'a> Collector<'a> {
                 self.finished(request, Stage::Odds, race);
             }
         }
-        Ok(())
+        Ok(ids)
     }
 
     /// A race whose `stage` just ran is finished when that is the last stage the run asked for.
@@ -296,12 +383,28 @@ impl<'a> Collector<'a> {
         let meet = request.meet;
         let code = meet.api_code().to_string();
         let day = param(date);
+        let now = (self.clock)();
+        let today = now.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(9))).date();
+        // Past its cutoff; a race without a known start is past once its day is.
+        let past = |race: &PlannedRace| cutoff(race).map_or(race.key.date < today, |c| now > c);
+        // A day whose every race is past its cutoff (a backfill): what the track and training
+        // sources say now is no pre-race state, and no snapshot of it is a model input.
+        let all_past = races.iter().all(past);
         let (cancelled, cancelled_flag) =
             self.soft(Endpoint::Cancelled, &[("meet", code.clone()), ("rc_date", day.clone())]).await?;
-        let (track, track_flag) = self
-            .soft(Endpoint::Track, &[("meet", code.clone()), ("rc_date_fr", day.clone()), ("rc_date_to", day.clone())])
-            .await?;
-        let (training, training_flag) = if meet == Meet::Seoul {
+        let not_fetched = || (Vec::new(), "not fetched: every race of the day is past its cutoff".to_string());
+        let (track, track_flag) = if all_past {
+            not_fetched()
+        } else {
+            self.soft(
+                Endpoint::Track,
+                &[("meet", code.clone()), ("rc_date_fr", day.clone()), ("rc_date_to", day.clone())],
+            )
+            .await?
+        };
+        let (training, training_flag) = if all_past && meet == Meet::Seoul {
+            not_fetched()
+        } else if meet == Meet::Seoul {
             self.soft(Endpoint::Training, &[("trng_dt", day.clone())]).await?
         } else {
             (Vec::new(), "not collected for this racecourse".to_string())
@@ -326,9 +429,15 @@ impl<'a> Collector<'a> {
                 cancelled.iter().filter(of_race).filter_map(|r| normalize::int(r.get("chulNo"))).collect();
             let card = prerace::card(&rows, &scratched);
             let track_row = track.iter().find(of_race).cloned();
-
+            let after_race = past(race);
+            if after_race && results::result(&rows).is_ok() {
+                // The same call already says how the race ended: the result stage reads it.
+                self.card_results.insert(race_id.clone(), rows.clone());
+            }
+            // Details fetched after the cutoff count the race itself (a winner's record shows one
+            // more win): never fetched then.
             let (details, failed_horses) =
-                if request.details { self.details(&card, meet).await? } else { (json!({}), vec![]) };
+                if request.details && !after_race { self.details(&card, meet).await? } else { (json!({}), vec![]) };
             let runners = card.entries.iter().filter(|e| !e.scratched).count();
             if request.details && runners > 0 && (failed_horses.len() * 2 >= runners) {
                 let message = format!("details failed for {} of {} horses", failed_horses.len(), runners);
@@ -339,11 +448,9 @@ impl<'a> Collector<'a> {
             let content =
                 PreRaceSnapshot { track: track_row.map(|r| track_block(&r)), details, training: training_block, card };
             let collected_at = (self.clock)();
-            let cutoff = race.start.and_then(|time| {
-                let start = date.to_datetime(time).in_tz("Asia/Seoul").ok()?.timestamp();
-                Some(start - SignedDuration::from_mins(CUTOFF_MINUTES))
-            });
+            let cutoff = cutoff(race);
             let sources = json!({
+                "details": if after_race { "not fetched: after the cutoff" } else if request.details { "ok" } else { "not requested" },
                 "cancelled": cancelled_flag,
                 "track": track_flag,
                 "training": if training_state.is_empty() { training_flag.clone() } else { training_state },
@@ -462,10 +569,14 @@ impl<'a> Collector<'a> {
             ("rc_date", param(race.key.date)),
             ("rc_no", race.key.number.to_string()),
         ];
-        // Always a fresh call: a result read from a cached card shows every `ord` as 0.
-        let rows = match self.fetch(Endpoint::RaceDetail, &params).await? {
-            Ok(fetched) => fetched.rows,
-            Err(error) => return self.fail(&race_id, "result", error.class(), error.to_string()).await,
+        // A fresh call, unless this run's card call for the race was made after it ran and already
+        // holds its result (a card read before the race shows every `ord` as 0: never reused).
+        let rows = match self.card_results.remove(&race_id) {
+            Some(rows) => rows,
+            None => match self.fetch(Endpoint::RaceDetail, &params).await? {
+                Ok(fetched) => fetched.rows,
+                Err(error) => return self.fail(&race_id, "result", error.class(), error.to_string()).await,
+            },
         };
         match results::result(&rows) {
             Ok(result) => {
@@ -501,6 +612,14 @@ impl<'a> Collector<'a> {
         (self.progress)(&format!("{race_id} odds: {} row(s), {} changed", odds.len(), written.rows));
         Ok(())
     }
+}
+
+/// The cutoff of a race: its scheduled start (Asia/Seoul) less [`CUTOFF_MINUTES`]; `None` when the
+/// start is unknown.
+fn cutoff(race: &PlannedRace) -> Option<Timestamp> {
+    let time = race.start?;
+    let start = race.key.date.to_datetime(time).in_tz("Asia/Seoul").ok()?.timestamp();
+    Some(start - SignedDuration::from_mins(CUTOFF_MINUTES))
 }
 
 /// The allow-listed track fields of API189_1 (an L0 snapshot).

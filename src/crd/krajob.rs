@@ -165,6 +165,15 @@ pub struct CollectionSummary {
     /// KRA API calls made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_calls: Option<i64>,
+    /// Requested race days whose every race is stored (collected now or before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days_done: Option<i64>,
+    /// Requested race days not done yet: the next attempt starts with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days_left: Option<i64>,
+    /// The last day up to which every requested day is done (`YYYY-MM-DD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_complete_day: Option<String>,
     /// One-line human summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -105,6 +105,17 @@ pub struct RawResponse {
     pub fetched_at: String,
 }
 
+/// What is stored of a race: counts of its snapshots, results and odds rows by source.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredRaceState {
+    pub race_id: String,
+    pub number: i64,
+    pub snapshots: i64,
+    pub results: i64,
+    pub odds_api160: i64,
+    pub odds_api301: i64,
+}
+
 /// The newest stored enrichment of a race.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredEnrichment {
@@ -619,6 +630,79 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Remember how many races the race plan listed for a racecourse's day.
+    pub async fn record_plan(
+        &self,
+        meet: Meet,
+        date: jiff::civil::Date,
+        races: i64,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO planned_days (meet, race_date, races, planned_at) VALUES ($1, {}, $3, {}) \
+             ON CONFLICT (meet, race_date) DO UPDATE SET races = excluded.races, planned_at = excluded.planned_at",
+            self.date(2),
+            self.time(4)
+        );
+        statement(sql)
+            .bind(i64::from(meet.api_code()))
+            .bind(date.to_string())
+            .bind(races)
+            .bind(ts(at))
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("record a race plan"))?;
+        Ok(())
+    }
+
+    /// How many races the race plan listed for a racecourse's day, if it was asked.
+    pub async fn planned_races(&self, meet: Meet, date: jiff::civil::Date) -> Result<Option<i64>, StoreError> {
+        let sql = format!(
+            "SELECT CAST(races AS BIGINT) FROM planned_days WHERE meet = CAST($1 AS BIGINT) AND race_date = {}",
+            self.date(2)
+        );
+        let row = statement(sql)
+            .bind(i64::from(meet.api_code()))
+            .bind(date.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_error("read a race plan"))?;
+        Ok(row.map(|r| r.get::<i64, _>(0)))
+    }
+
+    /// What is stored of each race of a racecourse's day (the races an earlier race plan listed).
+    pub async fn day_state(&self, meet: Meet, date: jiff::civil::Date) -> Result<Vec<StoredRaceState>, StoreError> {
+        let count = |table: &str, extra: &str| {
+            format!("CAST((SELECT COUNT(*) FROM {table} t WHERE t.race_id = r.race_id{extra}) AS BIGINT)")
+        };
+        let sql = format!(
+            "SELECT r.race_id, CAST(r.race_number AS BIGINT), {}, {}, {}, {} FROM races r \
+             WHERE r.meet = CAST($1 AS BIGINT) AND r.race_date = {} ORDER BY r.race_number",
+            count("prerace_snapshots", ""),
+            count("race_results", ""),
+            count("race_odds", " AND t.source = 'API160_1'"),
+            count("race_odds", " AND t.source = 'API301'"),
+            self.date(2)
+        );
+        let rows = statement(sql)
+            .bind(i64::from(meet.api_code()))
+            .bind(date.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error("read what is stored of a day"))?;
+        Ok(rows
+            .iter()
+            .map(|row| StoredRaceState {
+                race_id: row.get(0),
+                number: row.get(1),
+                snapshots: row.get(2),
+                results: row.get(3),
+                odds_api160: row.get(4),
+                odds_api301: row.get(5),
+            })
+            .collect())
     }
 
     /// The raw responses of one API for a racecourse's days in `[from, to]` (by the call's

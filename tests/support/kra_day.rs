@@ -179,6 +179,7 @@ pub async fn collected_store(url: &str) {
         details: false,
         odds_batch: 100,
         odds_backfill: false,
+        refresh: false,
     };
     let quiet = |_: &str| {};
     let morning: Timestamp = "2025-05-24T00:00:00Z".parse().unwrap();
