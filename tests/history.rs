@@ -281,3 +281,43 @@ async fn a_backfill_stopped_by_the_daily_quota_resumes_where_it_stopped() {
         "what was stored is not fetched again"
     );
 }
+
+/// Calls per race of a live collection (cards before the cutoff, results and odds after) against
+/// a backfill of days long past; the figures in docs/collector.md come from this test's output
+/// (`cargo nextest run --test history --no-capture -E 'test(fraction)'`).
+#[tokio::test]
+async fn a_backfill_costs_a_fraction_of_a_live_collection() {
+    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::get("Asia/Seoul").unwrap()).date();
+    let season = Arc::new(Season::generate(23, today, 0, 2));
+    let ahead = season.race_days(support::season::Meet::Seoul).into_iter().find(|d| *d > today).unwrap();
+    let kra = FakeKra::start().await;
+    kra.source(season.clone());
+    let dir = std::env::temp_dir().join(format!("kra-cost-{}", support::random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("live.sqlite3").display());
+    let day = ahead.to_string();
+    let live_args = |command: &'static str| [command, "--meet", "seoul", "--date", day.as_str()];
+    let cards = summary(&collector(&kra, &url, &live_args("collect"), true).await);
+    season.run_through(ahead);
+    let results = summary(&collector(&kra, &url, &live_args("results"), true).await);
+    let odds = summary(&collector(&kra, &url, &live_args("odds"), true).await);
+    let live_races = cards["racesCollected"].as_i64().unwrap();
+    let live_calls: i64 = [&cards, &results, &odds].iter().map(|s| s["apiCalls"].as_i64().unwrap()).sum();
+
+    let (kra, from, to, race_days) = season_in_the_past().await;
+    let url = format!("sqlite://{}", dir.join("backfill.sqlite3").display());
+    let (from, to) = (from.to_string(), to.to_string());
+    let backfill =
+        summary(&collector(&kra, &url, &["pipeline", "--meet", "seoul", "--from", &from, "--to", &to], true).await);
+    let races = backfill["racesCollected"].as_i64().unwrap();
+    let calls = backfill["apiCalls"].as_i64().unwrap();
+    let (live_per_race, backfill_per_race) = (live_calls as f64 / live_races as f64, calls as f64 / races as f64);
+    println!(
+        "live: {live_calls} calls for {live_races} races ({live_per_race:.1} per race, one race day); \
+         backfill: {calls} calls for {races} races on {race_days} race days, {} calendar days \
+         ({backfill_per_race:.2} per race, {:.1} per race day)",
+        backfill["days"],
+        calls as f64 / race_days as f64
+    );
+    assert!(backfill_per_race * 5.0 < live_per_race, "a backfill costs a fraction of a live collection");
+}
