@@ -498,6 +498,8 @@ mod tests {
         assert_eq!(dataset.enrichment_version.as_deref(), Some("kra-form-v1"));
         assert_eq!(dataset.races[0].enrichment_sha256.as_deref(), Some("e1"));
         assert!(leakage_check(&dataset.races).is_ok(), "the form's names are not post-race names");
+        let prompt = crate::evaluator::llm::prompt("T", &dataset.races[0]);
+        assert!(prompt.contains("\"recent_race_count\": 3"), "an LLM sees the form in its race JSON: {prompt}");
     }
 
     #[test]
