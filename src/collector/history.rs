@@ -16,8 +16,8 @@ use crate::crd::Meet;
 use crate::kra::envelope;
 use crate::kra::normalize;
 use crate::race::ReconstructedSnapshot;
-use crate::race::StoredRace;
 use crate::race::form::{self, History, PastRace, Runner, Start};
+use crate::race::{RaceRunners, StoredRace};
 use crate::store::{RawResponse, Store, StoreError};
 
 /// What `preprocess` or `enrich` is asked to do.
@@ -177,8 +177,8 @@ fn placed(race: &StoredRace) -> Option<Vec<i64>> {
     Some(result["placed"].as_array()?.iter().filter_map(Value::as_i64).collect())
 }
 
-fn wanted(request: &HistoryRequest, race: &StoredRace) -> bool {
-    race.key.meet == request.meet && request.races.as_ref().is_none_or(|numbers| numbers.contains(&race.key.number))
+fn wanted(request: &HistoryRequest, key: &crate::race::RaceKey) -> bool {
+    key.meet == request.meet && request.races.as_ref().is_none_or(|numbers| numbers.contains(&key.number))
 }
 
 /// `kra-collector preprocess`: a reconstructed snapshot for every race of the request without a
@@ -202,7 +202,7 @@ async fn preprocess_races(
     let stored = store.races_between(Some(request.meet), from, to).await?;
     let cards = store.raw_responses("API214_1", request.meet, from, to).await?;
     let scratches = store.raw_responses("API9_1", request.meet, from, to).await?;
-    for race in stored.iter().filter(|r| wanted(request, r)) {
+    for race in stored.iter().filter(|r| wanted(request, &r.key)) {
         summary.races_found += 1;
         let race_id = race.key.race_id();
         if race.snapshots.iter().any(|s| !s.after_cutoff && !s.reconstructed) {
@@ -234,38 +234,27 @@ async fn preprocess_races(
     Ok(())
 }
 
-/// The runner identities and result of a stored race as history: its newest snapshot says who
-/// ran under which number (any class: identities only), its newest result where they finished.
-/// `None` without a result or a snapshot.
-pub fn past_race(race: &StoredRace) -> Option<PastRace> {
-    let result = race.results.last()?;
-    let snapshot = race.snapshots.last()?;
-    let finishers: BTreeMap<i64, i64> = result.result["finishers"]
-        .as_array()?
+/// A stored race as history: its newest snapshot says who ran under which number (any class:
+/// identities only), its newest result where they finished. `None` without a result or a
+/// snapshot.
+pub fn past_race(race: &RaceRunners) -> Option<PastRace> {
+    let result = race.result.as_ref()?;
+    let (snapshot_sha256, entries) = race.snapshots.last()?;
+    let starts = entries
         .iter()
-        .filter_map(|f| Some((f["chul_no"].as_i64()?, f["position"].as_i64()?)))
-        .collect();
-    let placed: BTreeSet<i64> = result.result["placed"].as_array()?.iter().filter_map(Value::as_i64).collect();
-    let starts = snapshot.content["card"]["entries"]
-        .as_array()?
-        .iter()
-        .filter(|e| e["scratched"] != json!(true))
-        .filter_map(|e| {
-            let chul_no = e["chul_no"].as_i64()?;
-            let text = |k: &str| e[k].as_str().map(String::from);
-            Some(Start {
-                hr_no: text("hr_no"),
-                jk_no: text("jk_no"),
-                tr_no: text("tr_no"),
-                position: finishers.get(&chul_no).copied(),
-                placed: placed.contains(&chul_no),
-            })
+        .filter(|e| !e.scratched)
+        .map(|e| Start {
+            hr_no: e.hr_no.clone(),
+            jk_no: e.jk_no.clone(),
+            tr_no: e.tr_no.clone(),
+            position: result.positions.get(&e.chul_no).copied(),
+            placed: result.placed.contains(&e.chul_no),
         })
         .collect();
     Some(PastRace {
         race_id: race.key.race_id(),
         date: race.key.date,
-        snapshot_sha256: snapshot.content_sha256.clone(),
+        snapshot_sha256: snapshot_sha256.clone(),
         result_sha256: result.content_sha256.clone(),
         starts,
     })
@@ -273,18 +262,18 @@ pub fn past_race(race: &StoredRace) -> Option<PastRace> {
 
 /// The runners of a race over all its snapshots (a horse once, with its newest jockey and
 /// trainer) and the identity of those inputs (the snapshots' hashes).
-pub fn runners(race: &StoredRace) -> (Vec<Runner>, String) {
+pub fn runners(race: &RaceRunners) -> (Vec<Runner>, String) {
     let mut by_horse: BTreeMap<String, Runner> = BTreeMap::new();
-    for snapshot in &race.snapshots {
-        for entry in snapshot.content["card"]["entries"].as_array().into_iter().flatten() {
-            let text = |k: &str| entry[k].as_str().map(String::from);
-            if let Some(hr_no) = text("hr_no") {
-                by_horse
-                    .insert(hr_no.clone(), Runner { hr_no: Some(hr_no), jk_no: text("jk_no"), tr_no: text("tr_no") });
+    for (_, entries) in &race.snapshots {
+        for entry in entries {
+            if let Some(hr_no) = entry.hr_no.clone() {
+                let runner =
+                    Runner { hr_no: Some(hr_no.clone()), jk_no: entry.jk_no.clone(), tr_no: entry.tr_no.clone() };
+                by_horse.insert(hr_no, runner);
             }
         }
     }
-    let own: Vec<&str> = race.snapshots.iter().map(|s| s.content_sha256.as_str()).collect();
+    let own: Vec<&str> = race.snapshots.iter().map(|(sha, _)| sha.as_str()).collect();
     (by_horse.into_values().collect(), own.join(" "))
 }
 
@@ -294,7 +283,7 @@ pub fn runners(race: &StoredRace) -> (Vec<Runner>, String) {
 pub async fn enrich(store: &Store, request: &HistoryRequest, now: Timestamp) -> HistorySummary {
     let mut summary = HistorySummary { action: "enrich", ..Default::default() };
     let first = request.from.checked_sub(jiff::Span::new().days(form::LAST_START_WINDOW_DAYS)).unwrap_or(request.from);
-    let stored = match store.races_between(None, first, request.to).await {
+    let stored = match store.race_runners_between(first, request.to).await {
         Ok(stored) => stored,
         Err(error) => {
             summary.stopped = Some(error.to_string());
@@ -302,7 +291,7 @@ pub async fn enrich(store: &Store, request: &HistoryRequest, now: Timestamp) -> 
         }
     };
     let history = History::new(stored.iter().filter_map(past_race).collect());
-    for race in stored.iter().filter(|r| r.key.date >= request.from && wanted(request, r)) {
+    for race in stored.iter().filter(|r| r.key.date >= request.from && wanted(request, &r.key)) {
         summary.races_found += 1;
         let race_id = race.key.race_id();
         if race.snapshots.is_empty() {

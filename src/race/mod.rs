@@ -104,6 +104,40 @@ pub struct StoredRace {
     pub results: Vec<StoredResult>,
 }
 
+/// A runner's identity on a stored card: who ran under which number (read by `enrich`, which
+/// needs nothing else of a card).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct RunnerIdentity {
+    pub chul_no: i64,
+    #[serde(default)]
+    pub hr_no: Option<String>,
+    #[serde(default)]
+    pub jk_no: Option<String>,
+    #[serde(default)]
+    pub tr_no: Option<String>,
+    #[serde(default)]
+    pub scratched: bool,
+}
+
+/// How a stored race ended, as far as form needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunnerResult {
+    pub content_sha256: String,
+    /// Finishing position by start number.
+    pub positions: std::collections::BTreeMap<i64, i64>,
+    /// The placed horses (the top three; four with a dead heat for third).
+    pub placed: std::collections::BTreeSet<i64>,
+}
+
+/// Who ran in a stored race: the runners of each of its snapshots (content hash, identities),
+/// oldest first, and its newest result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RaceRunners {
+    pub key: RaceKey,
+    pub snapshots: Vec<(String, Vec<RunnerIdentity>)>,
+    pub result: Option<RunnerResult>,
+}
+
 /// A stored pre-race snapshot with its collection time (audits and tests).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SnapshotRecord {

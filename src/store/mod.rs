@@ -14,7 +14,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use crate::crd::Meet;
-use crate::race::{OddsRow, PlannedRace, RaceKey, Snapshot, SnapshotRecord, StoredRace, StoredResult};
+use crate::race::{
+    OddsRow, PlannedRace, RaceKey, RaceRunners, RunnerIdentity, RunnerResult, Snapshot, SnapshotRecord, StoredRace,
+    StoredResult,
+};
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -790,6 +793,90 @@ impl Store {
                 row.get::<String, _>(0),
                 StoredEnrichment { inputs_sha256: row.get(1), version: row.get(2), features },
             );
+        }
+        Ok(out)
+    }
+
+    /// Who ran in every race (all racecourses) between two dates and how it ended: only the
+    /// runners' identities are read of each snapshot, row by row, so a long range stays small.
+    pub async fn race_runners_between(
+        &self,
+        from: jiff::civil::Date,
+        to: jiff::civil::Date,
+    ) -> Result<Vec<RaceRunners>, StoreError> {
+        use futures::TryStreamExt;
+        #[derive(serde::Deserialize)]
+        struct Card {
+            #[serde(default)]
+            entries: Vec<RunnerIdentity>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Content {
+            card: Card,
+        }
+        #[derive(serde::Deserialize)]
+        struct Outcome {
+            #[serde(default)]
+            finishers: Vec<crate::race::Finisher>,
+            #[serde(default)]
+            placed: Vec<i64>,
+        }
+        let (date, day_text, text) = match self.dialect {
+            Dialect::Postgres => ("CAST($1 AS DATE)", "to_char(r.race_date, 'YYYY-MM-DD')", "::text"),
+            Dialect::Sqlite => ("$1", "r.race_date", ""),
+        };
+        let filter = format!("r.race_date >= {date} AND r.race_date <= {}", date.replace("$1", "$2"));
+        let races = statement(format!(
+            "SELECT r.race_id, {day_text}, CAST(r.meet AS BIGINT), CAST(r.race_number AS BIGINT) FROM races r \
+             WHERE {filter} ORDER BY r.race_date, r.meet, r.race_number"
+        ))
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("read races"))?;
+        let mut out = Vec::with_capacity(races.len());
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for row in &races {
+            let id: String = row.get(0);
+            let day: String = row.get(1);
+            let unreadable = |what: &str| StoreError::Corrupt(format!("race {id}: {what}"));
+            let key = RaceKey {
+                date: day.parse().map_err(|_| unreadable(&format!("race date {day:?} is not a date")))?,
+                meet: Meet::from_api_code(row.get(2)).ok_or_else(|| unreadable("meet is not 1, 2 or 3"))?,
+                number: row.get(3),
+            };
+            index.insert(id, out.len());
+            out.push(RaceRunners { key, snapshots: Vec::new(), result: None });
+        }
+        let sql = format!(
+            "SELECT s.race_id, s.content_sha256, s.card{text} FROM prerace_snapshots s JOIN races r \
+             ON r.race_id = s.race_id WHERE {filter} ORDER BY s.race_id, s.revision"
+        );
+        let mut rows = statement(sql).bind(from.to_string()).bind(to.to_string()).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(query_error("read pre-race snapshots"))? {
+            let id: String = row.get(0);
+            let Some(&i) = index.get(&id) else { continue };
+            let content: Content = serde_json::from_str(&row.get::<String, _>(2))
+                .map_err(|source| StoreError::Encode { what: "a stored snapshot", source })?;
+            out[i].snapshots.push((row.get(1), content.card.entries));
+        }
+        drop(rows);
+        let sql = format!(
+            "SELECT x.race_id, x.content_sha256, x.result{text} FROM race_results x JOIN races r \
+             ON r.race_id = x.race_id WHERE {filter} ORDER BY x.race_id, x.revision"
+        );
+        let mut rows = statement(sql).bind(from.to_string()).bind(to.to_string()).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(query_error("read results"))? {
+            let id: String = row.get(0);
+            let Some(&i) = index.get(&id) else { continue };
+            let outcome: Outcome = serde_json::from_str(&row.get::<String, _>(2))
+                .map_err(|source| StoreError::Encode { what: "a stored result", source })?;
+            out[i].result = Some(RunnerResult {
+                content_sha256: row.get(1),
+                positions: outcome.finishers.iter().map(|f| (f.chul_no, f.position)).collect(),
+                placed: outcome.placed.into_iter().collect(),
+            });
         }
         Ok(out)
     }
