@@ -173,14 +173,18 @@ fn model_input(race: &StoredRace, content: &Value) -> Value {
     })
 }
 
-/// The answer of a stored result (`placed` holds four horses when a dead heat ties third).
+/// The answer of a stored result (`placed` holds four horses when a dead heat ties third), with
+/// the placed horses' positions from the finishers.
 fn actual(result: &Value) -> Option<Actual> {
     let placed: Vec<i64> = result["placed"].as_array()?.iter().filter_map(Value::as_i64).collect();
-    let winners = result["finishers"]
+    let finishers: Vec<(i64, i64)> = result["finishers"]
         .as_array()
-        .map(|f| f.iter().filter(|x| x["position"] == json!(1)).filter_map(|x| x["chul_no"].as_i64()).collect())
+        .map(|f| f.iter().filter_map(|x| Some((x["chul_no"].as_i64()?, x["position"].as_i64()?))).collect())
         .unwrap_or_default();
-    Some(Actual { placed, winners })
+    let winners = finishers.iter().filter(|(_, p)| *p == 1).map(|(c, _)| *c).collect();
+    let positions: Option<Vec<i64>> =
+        placed.iter().map(|c| finishers.iter().find(|(f, _)| f == c).map(|(_, p)| *p)).collect();
+    Some(Actual { placed, winners, positions: positions.unwrap_or_default() })
 }
 
 /// The snapshot standing for a race under a policy: its newest live snapshot collected before
@@ -507,7 +511,7 @@ mod tests {
         let dataset = build(&[stored("2025-05-24", 1, &[3, 1, 2], false)], None).unwrap();
         let race = &dataset.races[0];
         assert_eq!(race.input["runners"].as_array().unwrap().len(), 7, "the scratched runner is left out");
-        assert_eq!(race.actual, Actual { placed: vec![3, 1, 2], winners: vec![3] });
+        assert_eq!(race.actual, Actual { placed: vec![3, 1, 2], winners: vec![3], positions: vec![] });
         assert!(!serde_json::to_string(&race.input).unwrap().contains("placed"));
         assert!(dataset.snapshot_id.starts_with("ds-") && dataset.snapshot_id.len() == 19);
     }

@@ -43,6 +43,54 @@ pub struct Interval {
     pub high: f64,
 }
 
+/// Calibration of the stated confidence as the probability of the event "the first pick wins"
+/// (the predecessor's definitions), over the covered races whose prediction has a confidence.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub races: usize,
+    /// Mean squared difference between confidence and the 0/1 outcome.
+    pub brier: f64,
+    /// Expected calibration error over 10 equal-width confidence bins.
+    pub ece: f64,
+    /// Mean negative log-likelihood, the confidence clamped to [1e-15, 1 - 1e-15].
+    pub log_loss: f64,
+}
+
+/// The calibration of the races with a stated confidence; `None` without any.
+pub fn calibration(scores: &[&RaceScore]) -> Option<Calibration> {
+    let pairs: Vec<(f64, f64)> = scores
+        .iter()
+        .filter(|s| s.status.valid_prediction())
+        .filter_map(|s| Some((s.confidence?, f64::from(u8::from(s.winner_hit)))))
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let n = pairs.len() as f64;
+    let brier = pairs.iter().map(|(p, y)| (p - y).powi(2)).sum::<f64>() / n;
+    let log_loss = pairs
+        .iter()
+        .map(|(p, y)| {
+            let p = p.clamp(1e-15, 1.0 - 1e-15);
+            -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+        })
+        .sum::<f64>()
+        / n;
+    let mut bins = [(0usize, 0.0f64, 0.0f64); 10];
+    for (p, y) in &pairs {
+        let bin = &mut bins[((p * 10.0) as usize).min(9)];
+        bin.0 += 1;
+        bin.1 += p;
+        bin.2 += y;
+    }
+    let ece = bins
+        .iter()
+        .filter(|(count, _, _)| *count > 0)
+        .map(|(count, confidence, hits)| (*count as f64 / n) * ((hits - confidence) / *count as f64).abs())
+        .sum();
+    Some(Calibration { races: pairs.len(), brier, ece, log_loss })
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     pub races: usize,
@@ -53,6 +101,16 @@ pub struct Metrics {
     pub mean_top3_overlap: f64,
     pub mean_top3_overlap_ci95: Option<Interval>,
     pub top1_winner_rate: f64,
+    /// A winner among the three picks.
+    #[serde(default)]
+    pub winner_top3_rate: f64,
+    /// Mean NDCG@3 (relevance 3, 2, 1 for the horses placed 1st, 2nd, 3rd).
+    #[serde(default)]
+    pub ndcg3: f64,
+    /// The stated confidence as the probability that the first pick wins; `None` when no
+    /// prediction stated one.
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
     /// Share of races whose prediction parsed and met the contract.
     pub json_valid_rate: f64,
     pub contract_error_rate: f64,
@@ -63,17 +121,24 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The headline figures by name: what the summary, the status and MLflow carry.
-    pub fn headline(&self) -> [(&'static str, f64); 7] {
-        [
+    /// The headline figures by name: what the summary, the status and MLflow carry (the
+    /// calibration only when a prediction stated a confidence).
+    pub fn headline(&self) -> Vec<(&'static str, f64)> {
+        let mut figures = vec![
             ("exact_top3_hit_rate", self.exact_top3_hit_rate),
             ("mean_top3_overlap", self.mean_top3_overlap),
             ("top1_winner_rate", self.top1_winner_rate),
+            ("winner_top3_rate", self.winner_top3_rate),
+            ("ndcg3", self.ndcg3),
             ("json_valid_rate", self.json_valid_rate),
             ("contract_error_rate", self.contract_error_rate),
             ("coverage", self.coverage),
             ("races", self.races as f64),
-        ]
+        ];
+        if let Some(c) = self.calibration {
+            figures.extend([("brier_top1", c.brier), ("ece_top1", c.ece), ("log_loss_top1", c.log_loss)]);
+        }
+        figures
     }
 }
 
@@ -139,6 +204,13 @@ pub fn metrics(scores: &[RaceScore], resamples: usize) -> Metrics {
         mean_top3_overlap: if overlap.is_empty() { 0.0 } else { overlap.iter().sum::<f64>() / overlap.len() as f64 },
         mean_top3_overlap_ci95: bootstrap_mean(&overlap, resamples, BOOTSTRAP_SEED),
         top1_winner_rate: rate(covered.iter().filter(|s| s.winner_hit).count(), covered.len()),
+        winner_top3_rate: rate(covered.iter().filter(|s| s.winner_in_picks).count(), covered.len()),
+        ndcg3: if covered.is_empty() {
+            0.0
+        } else {
+            covered.iter().map(|s| s.ndcg3).sum::<f64>() / covered.len() as f64
+        },
+        calibration: calibration(&covered),
         json_valid_rate: rate(valid, scores.len()),
         contract_error_rate: rate(scores.len() - valid, scores.len()),
         coverage: rate(covered.len(), scores.len()),
@@ -299,6 +371,8 @@ mod tests {
             correct_count: correct,
             exact_hit: correct == 3,
             winner_hit: winner,
+            winner_in_picks: winner,
+            ndcg3: f64::from(correct) / 3.0,
         }
     }
 
@@ -326,6 +400,38 @@ mod tests {
         let distribution: Vec<usize> = m.correct_count_distribution.values().copied().collect();
         assert_eq!(distribution, [1, 1, 1, 1]);
         assert_eq!(m.status_counts["FAIL_PREDICTED_TOP3_INVALID"], 1);
+        assert_eq!(m.calibration, None, "no confidence stated");
+        assert!((m.ndcg3 - 0.5).abs() < 1e-12, "the fixture's ndcg is correct/3: (1 + 2/3 + 1/3 + 0) / 4");
+    }
+
+    #[test]
+    fn brier_ece_and_log_loss_of_the_first_pick_by_hand() {
+        let with = |id: &str, confidence: f64, won: bool, status: ScoreStatus| RaceScore {
+            confidence: Some(confidence),
+            ..scored(id, 1, won, status)
+        };
+        let scores = vec![
+            with("a", 0.9, true, ScoreStatus::ScoredOk),
+            with("b", 0.8, false, ScoreStatus::ScoredOk),
+            with("c", 0.3, true, ScoreStatus::ScoredOk),
+            with("d", 0.25, false, ScoreStatus::ScoredOk),
+            // Deferred: left out of every aggregate, the calibration too.
+            with("e", 0.1, true, ScoreStatus::DeferredLowConfidence),
+            scored("f", 0, false, ScoreStatus::FailPredictionPayloadMissing),
+        ];
+        let m = metrics(&scores, 0);
+        let c = m.calibration.expect("confidences were stated");
+        assert_eq!(c.races, 4);
+        // (0.1² + 0.8² + 0.7² + 0.25²) / 4
+        assert!((c.brier - 0.300625).abs() < 1e-12, "{}", c.brier);
+        // bins 9, 8, 3 and 2, one race each: (0.1 + 0.8 + 0.7 + 0.25) / 4
+        assert!((c.ece - 0.4625).abs() < 1e-12, "{}", c.ece);
+        // -(ln 0.9 + ln 0.2 + ln 0.3 + ln 0.75) / 4
+        let expected = -(0.9f64.ln() + 0.2f64.ln() + 0.3f64.ln() + 0.75f64.ln()) / 4.0;
+        assert!((c.log_loss - expected).abs() < 1e-12 && (expected - 0.801_613).abs() < 1e-6, "{}", c.log_loss);
+        assert_eq!(m.winner_top3_rate, 0.4, "2 of the 5 covered races");
+        let names: Vec<&str> = m.headline().iter().map(|(n, _)| *n).collect();
+        assert!(names.contains(&"brier_top1") && names.contains(&"ece_top1") && names.contains(&"log_loss_top1"));
     }
 
     #[test]

@@ -161,7 +161,7 @@ mod tests {
                 runner(4, Some(0.2), Some(0.2), 60),
                 runner(5, Some(0.2), Some(0.2), 70),
             ]}),
-            actual: Actual { placed: vec![1, 2, 3], winners: vec![1] },
+            actual: Actual { placed: vec![1, 2, 3], winners: vec![1], positions: vec![] },
             snapshot_sha256: String::new(),
             result_sha256: String::new(),
             reconstructed: false,

@@ -154,6 +154,8 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
          <tr><td>exact_top3_hit_rate (all three right)</td><td>{}</td><td>{}</td></tr>\
          <tr><td>mean_top3_overlap (|predicted ∩ actual| / 3)</td><td>{}</td><td>{}</td></tr>\
          <tr><td>top1_winner_rate</td><td>{}</td><td></td></tr>\
+         <tr><td>winner_top3_rate (a winner among the three picks)</td><td>{}</td><td></td></tr>\
+         <tr><td>ndcg3 (relevance 3, 2, 1 for 1st, 2nd, 3rd)</td><td>{:.3}</td><td></td></tr>\
          <tr><td>json_valid_rate</td><td>{}</td><td></td></tr>\
          <tr><td>coverage</td><td>{}</td><td></td></tr>\
          <tr><td>races (covered)</td><td>{} ({})</td><td></td></tr>\
@@ -163,12 +165,22 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
         pct(m.mean_top3_overlap),
         interval(m.mean_top3_overlap_ci95),
         pct(m.top1_winner_rate),
+        pct(m.winner_top3_rate),
+        m.ndcg3,
         pct(m.json_valid_rate),
         pct(m.coverage),
         m.races,
         m.covered,
         results.excluded.len()
     );
+    if let Some(c) = &m.calibration {
+        let _ = write!(
+            page,
+            "<h2>Confidence as the probability that the first pick wins</h2><p>Over {} \
+             races: Brier score {:.4}, expected calibration error (10 bins) {:.4}, log-loss {:.4}.</p>",
+            c.races, c.brier, c.ece, c.log_loss
+        );
+    }
     if let Some(c) = &results.comparison {
         let _ = write!(
             page,
@@ -222,7 +234,11 @@ mod tests {
                 race_number: i as i64,
                 distance: Some(1200),
                 input: json!({"runners": (1..=8).map(|c| json!({"chul_no": c, "rating": 50 - c})).collect::<Vec<_>>()}),
-                actual: Actual { placed: if i % 3 == 0 { vec![1, 2, 3] } else { vec![1, 5, 6] }, winners: vec![1] },
+                actual: Actual {
+                    placed: if i % 3 == 0 { vec![1, 2, 3] } else { vec![1, 5, 6] },
+                    winners: vec![1],
+                    positions: vec![1, 2, 3],
+                },
                 snapshot_sha256: String::new(),
                 result_sha256: String::new(),
                 reconstructed: i < 5,
@@ -245,6 +261,16 @@ mod tests {
         let results = results();
         let page = html(&results, "abc123", Some("v1.7"));
         assert!(page.contains("exact_top3_hit_rate") && page.contains("mean_top3_overlap"));
+        assert!(page.contains("winner_top3_rate") && page.contains(&format!("{:.3}", results.metrics.ndcg3)));
+        assert!(!page.contains("Confidence as the probability"), "no confidence stated");
+        let mut stated = results.clone();
+        stated.metrics.calibration =
+            Some(crate::evaluator::metrics::Calibration { races: 4, brier: 0.300625, ece: 0.4625, log_loss: 0.8016 });
+        let page_stated = html(&stated, "abc123", None);
+        assert!(
+            page_stated.contains("Brier score 0.3006, expected calibration error (10 bins) 0.4625"),
+            "{page_stated}"
+        );
         assert!(page.contains(&pct(results.metrics.exact_top3_hit_rate)));
         assert_eq!(
             page.matches("<svg").count(),

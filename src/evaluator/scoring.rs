@@ -37,12 +37,64 @@ impl ScoreStatus {
     }
 }
 
-/// The actual outcome: the horses placed 1st–3rd (four when a dead heat for third ties them;
-/// any three of them then make the trio) and the winners.
+/// The actual outcome: the horses placed 1st–3rd (more than three when a dead heat ties the
+/// third place), their finishing positions, and the winners.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actual {
     pub placed: Vec<i64>,
     pub winners: Vec<i64>,
+    /// The finishing position of each placed horse, in the order of `placed`. Empty when not
+    /// known: `placed` is then read as ordered by position, the first two ahead of the rest.
+    #[serde(default)]
+    pub positions: Vec<i64>,
+}
+
+impl Actual {
+    /// Positions of the placed horses, by start number.
+    fn placings(&self) -> Vec<(i64, i64)> {
+        let mut placings: Vec<(i64, i64)> = if self.positions.len() == self.placed.len() {
+            self.positions.iter().copied().zip(self.placed.iter().copied()).collect()
+        } else {
+            self.placed.iter().enumerate().map(|(i, chul)| ((i as i64 + 1).min(3), *chul)).collect()
+        };
+        placings.sort_unstable();
+        placings
+    }
+
+    /// What every winning trio holds, and the horses tied at the last place of the trio from
+    /// which the rest is chosen. Without a dead heat at third, all three are required. With
+    /// placings 1st, 2nd, 3rd, 3rd, the 1st and 2nd are required and one of the two 3rds
+    /// completes the trio: {1st, 3rd, 3rd} leaves out the 2nd and is not a winning trio.
+    pub fn trio(&self) -> (Vec<i64>, Vec<i64>) {
+        let placings = self.placings();
+        let Some(&(boundary, _)) = placings.get(2) else { return (self.placed.clone(), Vec::new()) };
+        let required = placings.iter().filter(|(p, _)| *p < boundary).map(|(_, c)| *c).collect();
+        let tied: Vec<i64> = placings.iter().filter(|(p, _)| *p == boundary).map(|(_, c)| *c).collect();
+        if placings.len() == 3 { (placings.iter().map(|(_, c)| *c).collect(), Vec::new()) } else { (required, tied) }
+    }
+
+    /// The most picks any winning trio shares with `picks`.
+    pub fn correct(&self, picks: &[i64; 3]) -> u8 {
+        let (required, tied) = self.trio();
+        let open = 3usize.saturating_sub(required.len());
+        let held = picks.iter().filter(|n| required.contains(n)).count();
+        let from_tied = picks.iter().filter(|n| tied.contains(n)).count().min(open);
+        (held + from_tied).min(3) as u8
+    }
+
+    /// NDCG@3 of `picks`: relevance 3, 2 and 1 for the horses placed 1st, 2nd and 3rd (tied
+    /// horses share their position's), against the best ordering the placings allow.
+    pub fn ndcg3(&self, picks: &[i64; 3]) -> f64 {
+        let placings = self.placings();
+        let relevance =
+            |chul: i64| placings.iter().find(|(_, c)| *c == chul).map_or(0.0, |(p, _)| (4 - p.clamp(&1, &4)) as f64);
+        let discount = |i: usize| 1.0 / ((i + 2) as f64).log2();
+        let dcg: f64 = picks.iter().enumerate().map(|(i, chul)| relevance(*chul) * discount(i)).sum();
+        let mut ideal: Vec<f64> = placings.iter().map(|(_, c)| relevance(*c)).collect();
+        ideal.sort_by(|a, b| b.total_cmp(a));
+        let idcg: f64 = ideal.iter().take(3).enumerate().map(|(i, r)| r * discount(i)).sum();
+        if idcg == 0.0 { 0.0 } else { dcg / idcg }
+    }
 }
 
 /// How predictions are judged.
@@ -78,6 +130,12 @@ pub struct RaceScore {
     pub exact_hit: bool,
     /// The first pick won.
     pub winner_hit: bool,
+    /// A winner is among the three picks.
+    #[serde(default)]
+    pub winner_in_picks: bool,
+    /// NDCG@3 of the picks (0 for every failure status).
+    #[serde(default)]
+    pub ndcg3: f64,
 }
 
 fn positive_int(value: &Value) -> Option<i64> {
@@ -130,11 +188,15 @@ pub fn score(
         correct_count: 0,
         exact_hit: false,
         winner_hit: false,
+        winner_in_picks: false,
+        ndcg3: 0.0,
     };
     let status = (|| {
         let Some(actual) = actual.filter(|a| a.placed.len() >= 3) else { return ScoreStatus::FailActualTop3Missing };
         let distinct: BTreeSet<i64> = actual.placed.iter().copied().collect();
-        if distinct.len() != actual.placed.len() || actual.placed.iter().any(|n| *n <= 0) || actual.placed.len() > 4 {
+        // More than four placed horses needs their positions (a three-way dead heat for third).
+        let too_many = actual.placed.len() > 4 && actual.positions.len() != actual.placed.len();
+        if distinct.len() != actual.placed.len() || actual.placed.iter().any(|n| *n <= 0) || too_many {
             return ScoreStatus::FailActualTop3Invalid;
         }
         let Some(Value::Object(payload)) = payload else { return ScoreStatus::FailPredictionPayloadMissing };
@@ -156,10 +218,12 @@ pub fn score(
             Some(Err(())) => return ScoreStatus::FailConfidenceInvalid,
         };
         result.confidence = confidence;
-        let correct = top3.iter().filter(|n| actual.placed.contains(n)).count().min(3) as u8;
+        let correct = actual.correct(&top3);
         result.correct_count = correct;
         result.exact_hit = correct == 3;
         result.winner_hit = actual.winners.contains(&top3[0]);
+        result.winner_in_picks = top3.iter().any(|n| actual.winners.contains(n));
+        result.ndcg3 = actual.ndcg3(&top3);
         match (policy.defer_threshold, confidence) {
             (Some(threshold), Some(c)) if c < threshold => ScoreStatus::DeferredLowConfidence,
             _ => ScoreStatus::ScoredOk,
@@ -170,6 +234,8 @@ pub fn score(
         result.correct_count = 0;
         result.exact_hit = false;
         result.winner_hit = false;
+        result.winner_in_picks = false;
+        result.ndcg3 = 0.0;
     }
     result
 }
@@ -224,7 +290,7 @@ mod tests {
     use serde_json::json;
 
     fn actual() -> Actual {
-        Actual { placed: vec![4, 2, 9], winners: vec![4] }
+        Actual { placed: vec![4, 2, 9], winners: vec![4], positions: vec![1, 2, 3] }
     }
 
     fn status(payload: Value, policy: &ScoringPolicy) -> ScoreStatus {
@@ -250,7 +316,7 @@ mod tests {
             score("r", None, &[], Some(&json!({"predicted": [1, 2, 3]})), &required).status,
             ScoreStatus::FailActualTop3Missing
         );
-        let duplicated = Actual { placed: vec![4, 4, 9], winners: vec![4] };
+        let duplicated = Actual { placed: vec![4, 4, 9], winners: vec![4], positions: vec![] };
         assert_eq!(
             score("r", Some(&duplicated), &[], None, &required).status,
             ScoreStatus::FailActualTop3Invalid,
@@ -327,16 +393,48 @@ mod tests {
         }
     }
 
+    fn scored(actual: &Actual, picks: [i64; 3]) -> RaceScore {
+        score("r", Some(actual), &[], Some(&json!({"predicted": picks})), &ScoringPolicy::default())
+    }
+
     #[test]
-    fn a_dead_heat_for_third_accepts_either_trio() {
-        let dead_heat = Actual { placed: vec![4, 2, 9, 6], winners: vec![4] };
-        let policy = ScoringPolicy::default();
+    fn a_dead_heat_for_third_accepts_either_trio_that_holds_first_and_second() {
+        // 4 won, 2 second, 9 and 6 dead-heated for third.
+        let dead_heat = Actual { placed: vec![4, 2, 6, 9], winners: vec![4], positions: vec![1, 2, 3, 3] };
         for trio in [[4, 2, 9], [6, 4, 2]] {
-            assert!(
-                score("r", Some(&dead_heat), &[], Some(&json!({"predicted": trio})), &policy).exact_hit,
-                "{trio:?}"
-            );
+            let s = scored(&dead_heat, trio);
+            assert_eq!((s.exact_hit, s.correct_count), (true, 3), "{trio:?}");
         }
+        // {1st, 3rd, 3rd} leaves out the 2nd: not a winning trio, two right at most.
+        let both_thirds = scored(&dead_heat, [4, 9, 6]);
+        assert_eq!((both_thirds.exact_hit, both_thirds.correct_count), (false, 2));
+        let (second, thirds) = (scored(&dead_heat, [2, 9, 6]), scored(&dead_heat, [1, 9, 6]));
+        assert_eq!((second.correct_count, thirds.correct_count), (2, 1));
+        // The stored order alone (no positions) reads the same way: first two ahead of the rest.
+        let legacy = Actual { positions: vec![], ..dead_heat.clone() };
+        assert_eq!(scored(&legacy, [4, 9, 6]).correct_count, 2);
+        assert!(scored(&legacy, [9, 2, 4]).exact_hit);
+        // A dead heat for first: 4 and 2 both won, then 9 third.
+        let first = Actual { placed: vec![2, 4, 9], winners: vec![2, 4], positions: vec![1, 1, 3] };
+        assert!(scored(&first, [9, 4, 2]).exact_hit);
+        // Three horses tied for third: the winner and the second, and any one of the three.
+        let three_way = Actual { placed: vec![1, 2, 3, 4, 5], winners: vec![1], positions: vec![1, 2, 3, 3, 3] };
+        assert!(scored(&three_way, [5, 1, 2]).exact_hit);
+        assert_eq!(scored(&three_way, [3, 4, 5]).correct_count, 1);
+    }
+
+    #[test]
+    fn ndcg_at_3_weighs_first_second_and_third_by_hand() {
+        let a = actual(); // 4 first, 2 second, 9 third
+        let ideal = 3.0 + 2.0 / 3f64.log2() + 1.0 / 2.0;
+        assert!((scored(&a, [4, 2, 9]).ndcg3 - 1.0).abs() < 1e-12);
+        let reversed = (1.0 + 2.0 / 3f64.log2() + 3.0 / 2.0) / ideal;
+        assert!((scored(&a, [9, 2, 4]).ndcg3 - reversed).abs() < 1e-12, "{}", scored(&a, [9, 2, 4]).ndcg3);
+        let one = (2.0 / 3f64.log2()) / ideal; // only the 2nd, picked second
+        assert!((scored(&a, [7, 2, 8]).ndcg3 - one).abs() < 1e-12);
+        assert_eq!(scored(&a, [7, 8, 1]).ndcg3, 0.0);
+        let s = scored(&a, [7, 8, 4]);
+        assert!(s.winner_in_picks && !s.winner_hit);
     }
 
     #[test]
