@@ -120,6 +120,7 @@ async fn recorded_predictions_are_scored_on_equal_terms_and_nothing_is_dropped()
             r#"{"raceId": "20250524_1_3", "reasoning": "forgot the picks"}"#,
             "this line is not JSON",
             r#"{"raceId": "20250524_1_1", "predicted": [1, 2, 3]}"#,
+            r#"{"raceId": "20250525_1_1", "predicted": [1, 2, 3]}"#,
         ]
         .join("\n"),
     )
@@ -139,6 +140,7 @@ async fn recorded_predictions_are_scored_on_equal_terms_and_nothing_is_dropped()
     assert_eq!(results["metrics"]["exact_top3_hit_rate"], 0.25);
     assert_eq!(results["predictor"]["unreadableLines"], 1);
     assert_eq!(results["predictor"]["duplicateLines"], 1, "the second line for race 1 does not count");
+    assert_eq!(results["predictor"]["linesForRacesNotInTheDataset"], 1, "a race of another day is reported");
 }
 
 #[tokio::test]

@@ -92,7 +92,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub baseline_run: Option<String>,
     /// Bootstrap resamples for the confidence intervals (seed 42).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 10_000)]
     pub resamples: usize,
     /// MLflow tracking server; run metadata, metrics and artifacts go there too.
     #[arg(long, env = "MLFLOW_TRACKING_URI")]

@@ -96,6 +96,9 @@ pub struct Metrics {
     pub races: usize,
     /// Races counted in the aggregates (all but deferred).
     pub covered: usize,
+    /// Races deferred for a low confidence: scored, left out of the aggregates.
+    #[serde(default)]
+    pub deferred: usize,
     pub exact_top3_hit_rate: f64,
     pub exact_top3_hit_rate_ci95: Option<Interval>,
     pub mean_top3_overlap: f64,
@@ -199,6 +202,7 @@ pub fn metrics(scores: &[RaceScore], resamples: usize) -> Metrics {
     Metrics {
         races: scores.len(),
         covered: covered.len(),
+        deferred: scores.len() - covered.len(),
         exact_top3_hit_rate: rate(covered.iter().filter(|s| s.exact_hit).count(), covered.len()),
         exact_top3_hit_rate_ci95: bootstrap_mean(&exact, resamples, BOOTSTRAP_SEED),
         mean_top3_overlap: if overlap.is_empty() { 0.0 } else { overlap.iter().sum::<f64>() / overlap.len() as f64 },
@@ -253,6 +257,11 @@ pub struct Comparison {
     pub paired: usize,
     pub only_in_run: usize,
     pub only_in_baseline: usize,
+    /// Races in both runs left out of the pairing because one of the runs deferred them.
+    #[serde(default)]
+    pub deferred_in_run: usize,
+    #[serde(default)]
+    pub deferred_in_baseline: usize,
     pub exact_hit_rate_difference: f64,
     pub exact_hit_rate_difference_ci95: Option<Interval>,
     pub mean_overlap_difference: f64,
@@ -293,10 +302,13 @@ pub fn compare(run: &[RaceScore], baseline: &[RaceScore], resamples: usize) -> C
     let mut exact_diff = Vec::new();
     let mut overlap_diff = Vec::new();
     let (mut run_better, mut baseline_better) = (0, 0);
+    let (mut deferred_in_run, mut deferred_in_baseline) = (0, 0);
     let mut ids: Vec<&str> = mine.keys().copied().filter(|id| base.contains_key(id)).collect();
     ids.sort_unstable();
     for id in &ids {
         let (a, b) = (mine[id], base[id]);
+        deferred_in_run += usize::from(!a.status.covered());
+        deferred_in_baseline += usize::from(!b.status.covered());
         if !a.status.covered() || !b.status.covered() {
             continue;
         }
@@ -319,6 +331,8 @@ pub fn compare(run: &[RaceScore], baseline: &[RaceScore], resamples: usize) -> C
         paired: exact_diff.len(),
         only_in_run: mine.keys().filter(|id| !base.contains_key(*id)).count(),
         only_in_baseline: base.keys().filter(|id| !mine.contains_key(*id)).count(),
+        deferred_in_run,
+        deferred_in_baseline,
         exact_hit_rate_difference: mean(&exact_diff),
         exact_hit_rate_difference_ci95: bootstrap_mean(&exact_diff, resamples, BOOTSTRAP_SEED),
         mean_overlap_difference: mean(&overlap_diff),
@@ -444,6 +458,23 @@ mod tests {
     }
 
     #[test]
+    fn races_deferred_in_either_run_are_counted_not_silently_unpaired() {
+        let run = vec![
+            scored("a", 3, true, ScoreStatus::ScoredOk),
+            scored("b", 3, true, ScoreStatus::DeferredLowConfidence),
+            scored("c", 1, false, ScoreStatus::ScoredOk),
+        ];
+        let baseline = vec![
+            scored("a", 0, false, ScoreStatus::ScoredOk),
+            scored("b", 0, false, ScoreStatus::ScoredOk),
+            scored("c", 0, false, ScoreStatus::DeferredLowConfidence),
+        ];
+        let c = compare(&run, &baseline, 0);
+        assert_eq!((c.paired, c.deferred_in_run, c.deferred_in_baseline), (1, 1, 1));
+        assert_eq!((metrics(&run, 0).deferred, metrics(&baseline, 0).deferred), (1, 1));
+    }
+
+    #[test]
     fn comparisons_pair_races_by_id_not_by_position() {
         let run = vec![
             scored("a", 3, true, ScoreStatus::ScoredOk),
@@ -458,6 +489,7 @@ mod tests {
         ];
         let c = compare(&run, &baseline, 0);
         assert_eq!((c.paired, c.only_in_run, c.only_in_baseline), (2, 1, 1));
+        assert_eq!((c.deferred_in_run, c.deferred_in_baseline), (0, 0));
         assert_eq!((c.run_better, c.baseline_better), (1, 1));
         assert_eq!(c.exact_hit_rate_difference, 0.0);
         assert!((c.mcnemar_p_value - 1.0).abs() < 1e-6);

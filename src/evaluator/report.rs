@@ -158,7 +158,7 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
          <tr><td>ndcg3 (relevance 3, 2, 1 for 1st, 2nd, 3rd)</td><td>{:.3}</td><td></td></tr>\
          <tr><td>json_valid_rate</td><td>{}</td><td></td></tr>\
          <tr><td>coverage</td><td>{}</td><td></td></tr>\
-         <tr><td>races (covered)</td><td>{} ({})</td><td></td></tr>\
+         <tr><td>races (covered, deferred)</td><td>{} ({}, {})</td><td></td></tr>\
          <tr><td>races excluded from the dataset</td><td>{}</td><td></td></tr></table>",
         pct(m.exact_top3_hit_rate),
         interval(m.exact_top3_hit_rate_ci95),
@@ -171,6 +171,7 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
         pct(m.coverage),
         m.races,
         m.covered,
+        m.deferred,
         results.excluded.len()
     );
     if let Some(c) = &m.calibration {
@@ -185,14 +186,19 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
         let _ = write!(
             page,
             "<h2>Against the baseline run</h2><p>{} paired races: exact-hit rate difference {:+.1} pp ({}), mean overlap \
-             difference {:+.1} pp; the run alone hit {} races, the baseline alone {}; McNemar p = {:.4}.</p>",
+             difference {:+.1} pp; the run alone hit {} races, the baseline alone {}; McNemar p = {:.4}. Not paired: \
+             {} race(s) only in this run, {} only in the baseline, {} deferred in this run, {} in the baseline.</p>",
             c.paired,
             c.exact_hit_rate_difference * 100.0,
             interval(c.exact_hit_rate_difference_ci95),
             c.mean_overlap_difference * 100.0,
             c.run_better,
             c.baseline_better,
-            c.mcnemar_p_value
+            c.mcnemar_p_value,
+            c.only_in_run,
+            c.only_in_baseline,
+            c.deferred_in_run,
+            c.deferred_in_baseline
         );
     }
     page.push_str("<h2>Hit rates</h2>");

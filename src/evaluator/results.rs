@@ -63,8 +63,17 @@ pub fn evaluate(
     baseline: Option<&[RaceScore]>,
 ) -> EvaluationResults {
     let payloads: Vec<Option<Value>> = dataset.races.iter().map(|race| predictor.predict(race)).collect();
-    let answers =
-        Answers { identity: predictor.identity(), policy: predictor.policy(), payloads, errors: BTreeMap::new() };
+    let mut identity = predictor.identity();
+    if let Predictor::Recorded(recorded) = predictor {
+        // Lines for races the dataset does not hold are reported, never dropped without a word.
+        let ids: std::collections::HashSet<&str> = dataset.races.iter().map(|r| r.race_id.as_str()).collect();
+        let excluded: std::collections::HashSet<&str> = dataset.excluded.iter().map(|e| e.race_id.as_str()).collect();
+        let unknown = recorded.by_race.keys().filter(|id| !ids.contains(id.as_str())).count();
+        let of_excluded = recorded.by_race.keys().filter(|id| excluded.contains(id.as_str())).count();
+        identity["linesForRacesNotInTheDataset"] = unknown.into();
+        identity["linesForExcludedRaces"] = of_excluded.into();
+    }
+    let answers = Answers { identity, policy: predictor.policy(), payloads, errors: BTreeMap::new() };
     score_answers(dataset, answers, resamples, baseline)
 }
 
