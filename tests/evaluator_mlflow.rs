@@ -53,6 +53,16 @@ async fn a_run_is_tracked_in_mlflow_and_a_rerun_duplicates_nothing() {
     let tag = |key: &str| data["tags"].as_array().unwrap().iter().find(|t| t["key"] == key).map(|t| t["value"].clone());
     assert_eq!(tag("kra.run_name"), Some(Value::from("rating-may")));
     assert_eq!(tag("mlflow.source.git.commit"), Some(metadata["commitSha"].clone()));
+    let note = tag("mlflow.note.content").expect("the run's description for the MLflow UI");
+    let snapshot = metadata["dataSnapshotId"].as_str().unwrap();
+    assert!(note.as_str().unwrap().starts_with(&format!("rating on {snapshot} (4 races")), "{note}");
+    // The dataset is a run input: name, digest (the dataset id) and source.
+    let inputs = run["run"]["inputs"]["dataset_inputs"].as_array().expect("dataset inputs");
+    assert_eq!(inputs.len(), 1, "{inputs:?}");
+    assert_eq!(inputs[0]["dataset"]["digest"], snapshot);
+    assert!(inputs[0]["dataset"]["source"].as_str().unwrap().contains("2025-05-24"), "{inputs:?}");
+    assert_eq!(inputs[0]["tags"][0], serde_json::json!({"key": "mlflow.data.context", "value": "evaluation"}));
+    assert_eq!(param("snapshotPolicy"), Some(Value::from("live")));
     let artifacts = mlflow.get(&format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}")).await;
     let names: Vec<&str> = artifacts["files"].as_array().unwrap().iter().filter_map(|f| f["path"].as_str()).collect();
     assert!(
@@ -101,4 +111,57 @@ async fn an_unreachable_tracking_server_fails_clearly_and_keeps_the_local_artifa
     assert_eq!(output.status.code(), Some(8), "{}", text(&output));
     assert!(text(&output).contains("failed to look up the experiment in MLflow"), "{}", text(&output));
     assert!(dir.join("runs/offline/results.json").exists());
+}
+
+#[tokio::test]
+async fn an_llm_run_logs_its_prompt_beside_its_hash() {
+    let dir = std::env::temp_dir().join(format!("kra-mlflow-llm-{}", support::random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", dir.join("kra.sqlite3").display());
+    kra_day::collected_store(&database).await;
+    let mlflow = MlflowServer::start(&dir).await;
+    let llm = support::fake_llm::FakeLlm::start(r#"{"predicted": [8, 7, 6], "confidence": 0.7}"#).await;
+    let template = "You are a handicapper. Pick the top three.\n";
+    let prompt = dir.join("prompt.md");
+    std::fs::write(&prompt, template).unwrap();
+    let args = [
+        "evaluate",
+        "--llm-endpoint",
+        &llm.url,
+        "--model",
+        "m",
+        "--prompt-file",
+        prompt.to_str().unwrap(),
+        "--prompt-version",
+        "v2",
+        "--from",
+        "2025-05-24",
+        "--to",
+        "2025-05-24",
+        "--run-name",
+        "llm",
+        "--mlflow-tracking-uri",
+        &mlflow.url,
+        "--mlflow-experiment",
+        "kra-tests",
+    ];
+    let output = support::run_evaluator(&dir.join("runs"), &database, &args, &[]).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let metadata: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("runs/llm/metadata.json")).unwrap()).unwrap();
+    let run_id = metadata["mlflowRunId"].as_str().unwrap();
+    let experiment = metadata["mlflowExperimentId"].as_str().unwrap();
+    let logged = support::http_get(&format!(
+        "{}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run_id}/artifacts/prompt.txt",
+        mlflow.url
+    ))
+    .await
+    .unwrap();
+    assert!(logged.ends_with(template), "the prompt as an artifact: {logged}");
+    let run = mlflow.get(&format!("/api/2.0/mlflow/runs/get?run_id={run_id}")).await;
+    let params = run["run"]["data"]["params"].as_array().unwrap();
+    let sha = params.iter().find(|p| p["key"] == "promptSha256").unwrap()["value"].clone();
+    assert_eq!(sha, metadata["promptSha256"]);
+    let metrics = run["run"]["data"]["metrics"].as_array().unwrap();
+    assert!(metrics.iter().any(|m| m["key"] == "brier_top1"), "the stated confidences' calibration is logged");
 }

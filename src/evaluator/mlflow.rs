@@ -47,6 +47,25 @@ pub struct Metric {
     pub value: f64,
 }
 
+/// A dataset a run used, as an MLflow run input.
+pub struct DatasetInput {
+    pub name: String,
+    /// The dataset's content id.
+    pub digest: String,
+    /// Where it came from (the selection, never a database URL).
+    pub source: String,
+    /// A summary: races, exclusions, policy.
+    pub profile: String,
+}
+
+/// What a finished run logs.
+pub struct Completion<'a> {
+    pub params: &'a [(String, String)],
+    pub metrics: &'a [Metric],
+    pub dataset: Option<DatasetInput>,
+    pub files: &'a [(&'a str, Vec<u8>)],
+}
+
 impl Mlflow {
     pub fn new(base: &str, token: Option<String>) -> Result<Self, MlflowError> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| MlflowError {
@@ -243,16 +262,20 @@ impl Mlflow {
         Ok(Logged { experiment_id, run_id, reused: false, artifact_uri })
     }
 
-    /// Log params, metrics and artifacts (name, bytes) of a started run, then finish it.
-    pub async fn complete(
-        &self,
-        run: &Logged,
-        params: &[(String, String)],
-        metrics: &[Metric],
-        files: &[(&str, Vec<u8>)],
-        finished_ms: i64,
-    ) -> Result<(), MlflowError> {
+    /// Log params, metrics, the dataset input and artifacts (name, bytes) of a started run, then
+    /// finish it.
+    pub async fn complete(&self, run: &Logged, logged: &Completion<'_>, finished_ms: i64) -> Result<(), MlflowError> {
+        let Completion { params, metrics, dataset, files } = logged;
         let run_id = &run.run_id;
+        if let Some(dataset) = dataset {
+            // The dataset as a run input: the MLflow UI shows which data each run used.
+            let input = json!({"run_id": run_id, "datasets": [{
+                "tags": [{"key": "mlflow.data.context", "value": "evaluation"}],
+                "dataset": {"name": dataset.name, "digest": dataset.digest, "source_type": "kra-store",
+                            "source": dataset.source, "profile": dataset.profile},
+            }]});
+            self.ok("log the dataset input", reqwest::Method::POST, "runs/log-inputs", Some(input)).await?;
+        }
         let params: Vec<Value> = params
             .iter()
             .map(|(k, v)| json!({"key": k, "value": v.chars().take(MAX_PARAM_VALUE).collect::<String>()}))
@@ -280,7 +303,7 @@ impl Mlflow {
             )
             .await?;
         }
-        for (name, body) in files {
+        for (name, body) in files.iter() {
             self.upload(&run.experiment_id, run_id, name, body.clone()).await?;
         }
         let finish = json!({"run_id": run_id, "status": "FINISHED", "end_time": finished_ms});

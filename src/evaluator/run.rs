@@ -55,7 +55,7 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         run_id,
         commit_sha: COMMIT_SHA,
         prompt_version: prompt.as_ref().and_then(|p| p.version.clone()),
-        prompt_sha256: prompt.map(|p| p.sha256),
+        prompt_sha256: prompt.as_ref().map(|p| p.sha256.clone()),
         data_snapshot_id: dataset.snapshot_id.clone(),
         snapshot_policy: results.inputs.snapshot_policy.clone(),
         features: results.inputs.features.clone(),
@@ -74,9 +74,16 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         finished_at: jiff::Timestamp::now().to_string(),
     };
     let report = report::html(&results, COMMIT_SHA, metadata.prompt_version.as_deref());
+    let prompt_text = prompt.map(|p| p.template);
     let tracked = match &request.tracking {
         Some(tracking) => {
-            let run = TrackedRun { run_name: &run_name, results_json: &results_json, report: &report, started_at };
+            let run = TrackedRun {
+                run_name: &run_name,
+                results_json: &results_json,
+                report: &report,
+                prompt: prompt_text.as_deref(),
+                started_at,
+            };
             Some(tracking::track(tracking, run, &results, &mut metadata).await)
         }
         None => None,

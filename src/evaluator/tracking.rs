@@ -1,10 +1,10 @@
 //! Tracking in MLflow: one run per evaluation, with its parameters, metrics, tags and artifacts.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::metadata::{COMMIT_SHA, RunMetadata};
 use super::metrics::Metrics;
-use super::mlflow::{Metric, Mlflow, MlflowError};
+use super::mlflow::{Completion, DatasetInput, Metric, Mlflow, MlflowError};
 use super::request::Tracking;
 use super::results::EvaluationResults;
 use super::scoring::PREDICTION_CONTRACT;
@@ -33,7 +33,28 @@ pub struct TrackedRun<'a> {
     pub run_name: &'a str,
     pub results_json: &'a str,
     pub report: &'a str,
+    /// The prompt template, logged as an artifact beside its hash (LLM runs).
+    pub prompt: Option<&'a str>,
     pub started_at: jiff::Timestamp,
+}
+
+/// The run's one-line description (`mlflow.note.content`): predictor, dataset, headline.
+pub fn note(metadata: &RunMetadata, results: &EvaluationResults) -> String {
+    let predictor = metadata.predictor["name"]
+        .as_str()
+        .or_else(|| metadata.predictor["model"].as_str())
+        .or_else(|| metadata.predictor["kind"].as_str())
+        .unwrap_or("predictor");
+    format!(
+        "{predictor} on {} ({} races, {} snapshots, {} features{}): exact top-3 {:.1}%, mean overlap {:.1}%",
+        metadata.data_snapshot_id,
+        metadata.race_count,
+        metadata.snapshot_policy,
+        metadata.features,
+        metadata.prompt_version.as_deref().map(|v| format!(", prompt {v}")).unwrap_or_default(),
+        results.metrics.exact_top3_hit_rate * 100.0,
+        results.metrics.mean_top3_overlap * 100.0
+    )
 }
 
 /// Log the run to MLflow; fills the MLflow ids into the metadata. The artifact URI on success.
@@ -49,6 +70,7 @@ pub async fn track(
         ("mlflow.source.git.commit".to_string(), COMMIT_SHA.to_string()),
         ("kra.data_snapshot_id".to_string(), metadata.data_snapshot_id.clone()),
         ("kra.mode".to_string(), metadata.mode.clone()),
+        ("mlflow.note.content".to_string(), note(metadata, results)),
     ];
     let begun = mlflow
         .begin(
@@ -62,13 +84,31 @@ pub async fn track(
     metadata.mlflow_experiment_id = Some(begun.experiment_id.clone());
     metadata.mlflow_run_id = Some(begun.run_id.clone());
     if !begun.reused {
-        let files = vec![
+        let mut files = vec![
             ("results.json", logged.results_json.as_bytes().to_vec()),
             ("metadata.json", (serde_json::to_string_pretty(&*metadata).unwrap_or_default() + "\n").into_bytes()),
             ("report.html", logged.report.as_bytes().to_vec()),
         ];
+        if let Some(prompt) = logged.prompt {
+            files.push(("prompt.txt", prompt.as_bytes().to_vec()));
+        }
+        let dataset = DatasetInput {
+            name: format!("kra-races-{}", metadata.data_snapshot_id),
+            digest: metadata.data_snapshot_id.clone(),
+            source: metadata.selection.to_string(),
+            profile: json!({
+                "races": metadata.race_count,
+                "excluded": metadata.excluded_count,
+                "snapshotPolicy": metadata.snapshot_policy,
+                "features": metadata.features,
+                "reconstructedRaces": metadata.reconstructed_race_count,
+            })
+            .to_string(),
+        };
         let finished = jiff::Timestamp::now().as_millisecond();
-        mlflow.complete(&begun, &parameters(metadata), &tracked_metrics(results), &files, finished).await?;
+        let (params, metrics) = (parameters(metadata), tracked_metrics(results));
+        let completion = Completion { params: &params, metrics: &metrics, dataset: Some(dataset), files: &files };
+        mlflow.complete(&begun, &completion, finished).await?;
     }
     Ok(begun.artifact_uri)
 }
