@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, EnvVar, EnvVarSource, KeyToPath, SecretKeySelector, Volume, VolumeMount,
 };
 
-use crate::crd::evaluationrun::{Baseline, EvaluationMode, FeatureSet, LlmApi, SnapshotPolicy, Split};
+use crate::crd::evaluationrun::{Baseline, EvaluationMode, FeatureSet, GateSeed, LlmApi, SnapshotPolicy, Split};
 use crate::crd::krajob::KraAction;
 use crate::crd::{Meet, SecretKeyRef, arg_value};
 
@@ -191,6 +191,8 @@ pub struct EvaluatorTask {
     pub predictor: PredictorTask,
     pub prompt: Option<PromptMount>,
     pub seed: i64,
+    pub seeds: Option<Vec<i64>>,
+    pub gate_seed: Option<GateSeed>,
     pub mode: EvaluationMode,
     pub baseline_run: Option<String>,
     pub tracking: Option<TrackingTask>,
@@ -245,7 +247,16 @@ impl EvaluatorTask {
                 ..Default::default()
             });
         }
-        flag(&mut args, "--seed", self.seed.to_string());
+        match &self.seeds {
+            Some(seeds) => {
+                let list: Vec<String> = seeds.iter().map(i64::to_string).collect();
+                flag(&mut args, "--seeds", list.join(","));
+            }
+            None => flag(&mut args, "--seed", self.seed.to_string()),
+        }
+        if let Some(gate_seed) = self.gate_seed {
+            flag(&mut args, "--gate-seed", arg_value(gate_seed));
+        }
         flag(&mut args, "--mode", arg_value(self.mode));
         if let Some(baseline) = &self.baseline_run {
             flag(&mut args, "--baseline-run", baseline.clone());
@@ -334,6 +345,8 @@ mod tests {
                 predictor,
                 prompt: Some(PromptMount { config_map: "p".into(), key: "t".into(), version: "v2".into() }),
                 seed: 7,
+                seeds: None,
+                gate_seed: None,
                 mode,
                 baseline_run: None,
                 tracking: None,

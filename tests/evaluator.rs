@@ -208,3 +208,24 @@ async fn the_evaluator_reads_races_from_postgres() {
     assert!(evaluator(&sqlite_dir, &sqlite_url, &args).await.status.success());
     assert_eq!(read(sqlite_dir.join("runs/lite/results.json"))["dataSnapshotId"], results["dataSnapshotId"]);
 }
+
+#[tokio::test]
+async fn a_run_over_several_seeds_reports_each_and_stands_on_the_lowest() {
+    let (dir, url) = collected_day().await;
+    let mut args = vec!["evaluate", "--baseline", "random", "--seeds", "5,6,7", "--run-name", "seeds"];
+    args.extend(DAY);
+    let output = evaluator(&dir, &url, &args).await;
+    assert!(output.status.success(), "{}", text(&output));
+    let results = read(dir.join("runs/seeds/results.json"));
+    let seeds = &results["seedRuns"];
+    assert_eq!(seeds["seeds"], serde_json::json!([5, 6, 7]));
+    let overlap = &seeds["metrics"]["mean_top3_overlap"];
+    assert_eq!(overlap["values"].as_array().unwrap().len(), 3);
+    let exact = &seeds["metrics"]["exact_top3_hit_rate"];
+    assert_eq!(results["metrics"]["exact_top3_hit_rate"], exact["lowest"], "the lowest seed's run stands");
+    let metadata = read(dir.join("runs/seeds/metadata.json"));
+    assert_eq!(metadata["seeds"], serde_json::json!([5, 6, 7]));
+    assert_eq!(metadata["seed"], seeds["judgedSeed"]);
+    let report = std::fs::read_to_string(dir.join("runs/seeds/report.html")).unwrap();
+    assert!(report.contains("<th>seed 5</th><th>seed 6</th><th>seed 7</th>"), "every seed in the report");
+}

@@ -265,6 +265,8 @@ pub fn evaluation_run(
             predictor,
             prompt,
             seed: spec.seed,
+            seeds: spec.seeds.clone(),
+            gate_seed: spec.gate.as_ref().and_then(|g| g.seed),
             mode: spec.mode,
             baseline_run: spec.baseline_run.clone(),
             tracking,
@@ -515,6 +517,8 @@ mod tests {
                 }),
             },
             seed: 11,
+            seeds: None,
+            gate: None,
             mode: Default::default(),
             baseline_run: Some("champion".into()),
             mlflow: Some(MlflowTracking {
@@ -611,5 +615,20 @@ mod tests {
         for pair in [["--baseline", "form"], ["--features", "card+form"], ["--snapshot-policy", "reconstructed"]] {
             assert!(invocation.args.windows(2).any(|w| w == pair), "{pair:?} in {:?}", invocation.args);
         }
+    }
+
+    #[test]
+    fn several_seeds_and_the_gates_seed_rule_reach_the_evaluator() {
+        use crate::crd::evaluationrun::{GateSeed, GateSpec};
+        use clap::Parser;
+        let mut spec = run_spec();
+        spec.seeds = Some(vec![3, 1, 4]);
+        spec.gate = Some(GateSpec { seed: Some(GateSeed::First) });
+        let invocation = evaluation_run("r", &spec, &PromptLookup::Found, &defaults()).unwrap().invocation();
+        assert!(!invocation.args.iter().any(|a| a == "--seed"), "{:?}", invocation.args);
+        let argv = std::iter::once("kra-evaluator".to_string()).chain(invocation.args);
+        let cli = crate::evaluator::cli::Cli::try_parse_from(argv).unwrap();
+        let request = crate::evaluator::cli::request(&cli).unwrap();
+        assert_eq!((request.seeds, request.seed, request.gate_seed), (vec![3, 1, 4], 3, GateSeed::First));
     }
 }

@@ -228,6 +228,15 @@ pub struct EvaluationRunSpec {
     #[serde(default = "default_seed")]
     #[schemars(range(min = 0))]
     pub seed: i64,
+    /// Run the predictor once per seed on the same dataset (instead of `seed`): every seed's
+    /// figures, and the lowest, median and highest of each, are reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 20), inner(range(min = 0)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub seeds: Option<Vec<i64>>,
+    /// How the champion gate judges the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateSpec>,
     /// Why the run is made.
     #[serde(default)]
     pub mode: EvaluationMode,
@@ -248,6 +257,25 @@ pub struct EvaluationRunSpec {
 
 fn default_seed() -> i64 {
     42
+}
+
+/// Which seed's run stands for a multi-seed run (its results, the comparison, the gate).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema, ValueEnum)]
+pub enum GateSeed {
+    /// The seed with the lowest exact top-3 hit rate (the predecessor's holdout rule).
+    #[default]
+    Lowest,
+    /// The first seed listed.
+    First,
+}
+
+/// How the champion gate judges a run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateSpec {
+    /// With several `seeds`, which seed's run is judged: `Lowest` (the default) or `First`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<GateSeed>,
 }
 
 /// The champion gate's decision on a run compared with its baseline run.

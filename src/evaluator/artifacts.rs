@@ -46,10 +46,25 @@ pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, 
         artifact_uri: Some(artifacts.to_string()),
         metrics: Some(metrics),
         promotion: results.comparison.as_ref().map(super::metrics::promotion),
-        message: Some(format!(
-            "{} races: exact_top3_hit_rate {:.4}, mean_top3_overlap {:.4}",
-            m.races, m.exact_top3_hit_rate, m.mean_top3_overlap
-        )),
+        message: Some(
+            match results.seed_runs.as_ref().and_then(|s| Some((s, s.metrics.get("exact_top3_hit_rate")?))) {
+                Some((seeds, exact)) => format!(
+                    "{} races, {} seeds: exact_top3_hit_rate lowest {:.4}, median {:.4}, highest {:.4} (seed {} judged); \
+                 mean_top3_overlap {:.4}",
+                    m.races,
+                    seeds.seeds.len(),
+                    exact.lowest,
+                    exact.median,
+                    exact.highest,
+                    seeds.judged_seed,
+                    m.mean_top3_overlap
+                ),
+                None => format!(
+                    "{} races: exact_top3_hit_rate {:.4}, mean_top3_overlap {:.4}",
+                    m.races, m.exact_top3_hit_rate, m.mean_top3_overlap
+                ),
+            },
+        ),
     };
     serde_json::to_string(&summary).unwrap_or_default()
 }

@@ -10,7 +10,7 @@ use jiff::civil::Date;
 use super::error::EvaluatorError;
 use super::request::{self, LlmRequest, PredictorRequest, PromptFile, Request, Tracking};
 use crate::crd::Meet;
-use crate::crd::evaluationrun::{Baseline, EvaluationMode, FeatureSet, LlmApi, SnapshotPolicy, Split};
+use crate::crd::evaluationrun::{Baseline, EvaluationMode, FeatureSet, GateSeed, LlmApi, SnapshotPolicy, Split};
 use crate::telemetry::LogFormat;
 
 /// Evaluate top-three predictors on stored KRA races, reproducibly.
@@ -82,6 +82,13 @@ pub struct RunArgs {
     /// Seed of every random choice in the run.
     #[arg(long, default_value_t = 42)]
     pub seed: i64,
+    /// Run the predictor once per seed (comma-separated) instead of once with --seed; every
+    /// seed's figures and their lowest, median and highest are reported.
+    #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
+    pub seeds: Option<Vec<i64>>,
+    /// With several --seeds, which seed's run stands for the run (results, comparison, gate).
+    #[arg(long, value_enum, default_value_t = GateSeed::Lowest)]
+    pub gate_seed: GateSeed,
     /// Why the run is made (recorded in the metadata).
     #[arg(long, value_enum, default_value_t = EvaluationMode::Evaluate)]
     pub mode: EvaluationMode,
@@ -218,7 +225,9 @@ pub fn request(cli: &Cli) -> Result<Request, EvaluatorError> {
         predictor,
         prompt,
         selection: args.selection.request(),
-        seed: args.seed,
+        seed: args.seeds.as_ref().and_then(|s| s.first().copied()).unwrap_or(args.seed),
+        seeds: args.seeds.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| vec![args.seed]),
+        gate_seed: args.gate_seed,
         mode: args.mode,
         run_name: args.run_name.clone(),
         baseline_run: args.baseline_run.clone(),

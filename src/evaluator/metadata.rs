@@ -26,7 +26,10 @@ pub struct RunMetadata {
     pub enrichment_version: Option<String>,
     /// Races whose input is a snapshot reconstructed after the race.
     pub reconstructed_race_count: usize,
+    /// The seed of the run the results are (the judged one of several).
     pub seed: i64,
+    /// Every seed the predictor ran with.
+    pub seeds: Vec<i64>,
     pub mode: String,
     pub predictor: Value,
     pub selection: Value,

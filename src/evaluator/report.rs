@@ -174,6 +174,26 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
         m.deferred,
         results.excluded.len()
     );
+    if let Some(seeds) = &results.seed_runs {
+        let _ = write!(
+            page,
+            "<h2>Seeds</h2><p>The predictor ran once per seed on the same dataset; this report is the run of seed \
+             <code>{}</code> (rule: {}).</p><table><tr><th>Metric</th>{}<th>lowest</th><th>median</th><th>highest</th></tr>",
+            seeds.judged_seed,
+            escape(&seeds.rule),
+            seeds.seeds.iter().map(|s| format!("<th>seed {s}</th>")).collect::<String>()
+        );
+        for name in ["exact_top3_hit_rate", "mean_top3_overlap", "top1_winner_rate", "ndcg3"] {
+            let Some(f) = seeds.metrics.get(name) else { continue };
+            let cells: String = f.values.iter().map(|v| format!("<td>{:.4}</td>", v)).collect();
+            let _ = write!(
+                page,
+                "<tr><td>{name}</td>{cells}<td>{:.4}</td><td>{:.4}</td><td>{:.4}</td></tr>",
+                f.lowest, f.median, f.highest
+            );
+        }
+        page.push_str("</table>");
+    }
     if let Some(c) = &m.calibration {
         let _ = write!(
             page,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::civil::Date;
 
 use crate::crd::Meet;
-use crate::crd::evaluationrun::{Baseline, EvaluationMode, FeatureSet, LlmApi, SnapshotPolicy, Split};
+use crate::crd::evaluationrun::{Baseline, EvaluationMode, FeatureSet, GateSeed, LlmApi, SnapshotPolicy, Split};
 
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -19,6 +19,10 @@ pub struct Request {
     pub prompt: Option<PromptFile>,
     pub selection: Selection,
     pub seed: i64,
+    /// Every seed to run the predictor with (at least one; `seed` alone by default).
+    pub seeds: Vec<i64>,
+    /// Which seed's run stands for the run when there are several.
+    pub gate_seed: GateSeed,
     pub mode: EvaluationMode,
     /// The artifact directory's name; a generated run id otherwise.
     pub run_name: Option<String>,

@@ -29,6 +29,9 @@ pub struct EvaluationResults {
     pub comparison: Option<Comparison>,
     /// Races without a usable answer, by cause (LLM transport failures, answers without JSON).
     pub prediction_errors: BTreeMap<String, usize>,
+    /// With several seeds: every seed's headline figures, and which seed these results are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed_runs: Option<SeedRuns>,
     pub races: Vec<RaceScore>,
     pub excluded: Vec<Exclusion>,
 }
@@ -53,6 +56,74 @@ impl DatasetInputs {
             reconstructed_races: dataset.reconstructed_races(),
         }
     }
+}
+
+/// A metric over several seeds: each seed's value (in the order of the seeds), and the lowest,
+/// median and highest.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeedFigures {
+    pub values: Vec<f64>,
+    pub lowest: f64,
+    pub median: f64,
+    pub highest: f64,
+}
+
+/// The runs of one evaluation with several seeds.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedRuns {
+    pub seeds: Vec<i64>,
+    /// The seed whose run these results are: the comparison and the gate judge it.
+    pub judged_seed: i64,
+    /// `lowest` (the seed with the lowest exact top-3 hit rate) or `first`.
+    pub rule: String,
+    /// Per headline metric.
+    pub metrics: BTreeMap<String, SeedFigures>,
+}
+
+fn figures(values: Vec<f64>) -> SeedFigures {
+    let mut sorted = values.clone();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+    SeedFigures { lowest: sorted[0], median, highest: sorted[n - 1], values }
+}
+
+/// One evaluation's runs, one per seed (in order; at least one), reduced to the run that
+/// stands for it — the first, or the one with the lowest exact top-3 hit rate (the earliest of
+/// equals) — with every seed's figures when there are several. Returns that run's seed.
+pub fn judge(
+    runs: Vec<(i64, EvaluationResults, Value)>,
+    rule: crate::crd::evaluationrun::GateSeed,
+) -> (i64, EvaluationResults, Value) {
+    use crate::crd::evaluationrun::GateSeed;
+    let judged = match rule {
+        GateSeed::First => 0,
+        GateSeed::Lowest => (0..runs.len())
+            .min_by(|a, b| runs[*a].1.metrics.exact_top3_hit_rate.total_cmp(&runs[*b].1.metrics.exact_top3_hit_rate))
+            .unwrap_or(0),
+    };
+    let seed_runs = (runs.len() > 1).then(|| {
+        let mut metrics: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for (_, results, _) in &runs {
+            for (name, value) in results.metrics.headline() {
+                metrics.entry(name.to_string()).or_default().push(value);
+            }
+        }
+        SeedRuns {
+            seeds: runs.iter().map(|(seed, _, _)| *seed).collect(),
+            judged_seed: runs[judged].0,
+            rule: crate::crd::arg_value(rule),
+            metrics: metrics
+                .into_iter()
+                .filter(|(_, values)| values.len() == runs.len())
+                .map(|(name, values)| (name, figures(values)))
+                .collect(),
+        }
+    });
+    let (seed, mut results, identity) = runs.into_iter().nth(judged).expect("at least one run");
+    results.seed_runs = seed_runs;
+    (seed, results, identity)
 }
 
 /// Score every race of the dataset with a predictor that answers at once (pure).
@@ -116,7 +187,83 @@ pub fn score_answers(
         breakdowns: metrics::breakdowns(&races, &facts, resamples),
         comparison: baseline.map(|b| metrics::compare(&races, b, resamples)),
         prediction_errors: answers.errors,
+        seed_runs: None,
         races,
         excluded: dataset.excluded.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::evaluationrun::GateSeed;
+    use crate::evaluator::dataset::DatasetRace;
+    use crate::evaluator::scoring::Actual;
+    use serde_json::json;
+
+    /// 40 races of four runners: a random trio is exact one time in four, so seeds differ.
+    fn dataset() -> Dataset {
+        let races = (0..40)
+            .map(|i| DatasetRace {
+                race_id: format!("20250524_1_{i}"),
+                date: "2025-05-24".into(),
+                meet: "seoul".into(),
+                race_number: i,
+                distance: None,
+                input: json!({"runners": (1..=4).map(|c| json!({"chul_no": c})).collect::<Vec<_>>()}),
+                actual: Actual { placed: vec![1, 2, 3], winners: vec![1], positions: vec![1, 2, 3] },
+                snapshot_sha256: String::new(),
+                result_sha256: String::new(),
+                reconstructed: false,
+                enrichment_sha256: None,
+            })
+            .collect();
+        Dataset {
+            snapshot_id: "ds-seeds".into(),
+            races,
+            excluded: vec![],
+            snapshot_policy: Default::default(),
+            features: Default::default(),
+            enrichment_version: None,
+        }
+    }
+
+    fn runs(seeds: &[i64]) -> Vec<(i64, EvaluationResults, Value)> {
+        let dataset = dataset();
+        seeds
+            .iter()
+            .map(|&seed| {
+                let predictor = Predictor::Random { seed: seed as u64 };
+                (seed, evaluate(&dataset, &predictor, 0, None), predictor.identity())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn several_seeds_report_every_value_and_the_lowest_run_stands_for_them() {
+        let seeds = [3, 1, 4, 15, 9];
+        let rates: Vec<f64> = runs(&seeds).iter().map(|(_, r, _)| r.metrics.exact_top3_hit_rate).collect();
+        let lowest = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        assert!(rates.iter().any(|r| *r != lowest), "the seeds give different rates: {rates:?}");
+        let (seed, results, identity) = judge(runs(&seeds), GateSeed::Lowest);
+        let index = rates.iter().position(|r| *r == lowest).unwrap();
+        assert_eq!(seed, seeds[index], "the earliest seed with the lowest rate");
+        assert_eq!(identity["seed"], seed);
+        assert_eq!(results.metrics.exact_top3_hit_rate, lowest);
+        let summary = results.seed_runs.expect("several seeds");
+        assert_eq!(
+            (summary.seeds.as_slice(), summary.judged_seed, summary.rule.as_str()),
+            (&seeds[..], seed, "lowest")
+        );
+        let exact = &summary.metrics["exact_top3_hit_rate"];
+        assert_eq!(exact.values, rates);
+        let mut sorted = rates.clone();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!((exact.lowest, exact.median, exact.highest), (sorted[0], sorted[2], sorted[4]));
+
+        let (first, results, _) = judge(runs(&seeds), GateSeed::First);
+        assert_eq!((first, results.seed_runs.unwrap().judged_seed), (3, 3));
+        let (_, single, _) = judge(runs(&[7]), GateSeed::Lowest);
+        assert!(single.seed_runs.is_none(), "one seed: the results are as they always were");
     }
 }

@@ -37,14 +37,24 @@ enum Source {
 /// Carry out the request; the summary printed at the end on success.
 pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
     let prompt = request.prompt.as_ref().map(read_prompt).transpose()?;
-    let source = predictor(&request, prompt.as_ref())?;
+    // Every seed's predictor is made first: a bad request fails before any data is read.
+    let sources: Vec<(i64, Source)> = request
+        .seeds
+        .iter()
+        .map(|&seed| predictor(&request, seed, prompt.as_ref()).map(|source| (seed, source)))
+        .collect::<Result<_, _>>()?;
     let started_at = jiff::Timestamp::now();
     let dataset = load_dataset(&request.database_url, &request.selection).await?;
     let baseline = match &request.baseline_run {
         Some(name) => Some(baseline_scores(&request.output_dir, request.tracking.as_ref(), name).await?),
         None => None,
     };
-    let (results, identity) = predict_and_score(&dataset, &source, request.resamples, baseline.as_deref()).await?;
+    let mut runs = Vec::with_capacity(sources.len());
+    for (seed, source) in &sources {
+        let (results, identity) = predict_and_score(&dataset, source, request.resamples, baseline.as_deref()).await?;
+        runs.push((*seed, results, identity));
+    }
+    let (seed, results, identity) = results::judge(runs, request.gate_seed);
     let results_json = serde_json::to_string_pretty(&results)
         .map(|json| json + "\n")
         .map_err(|e| EvaluatorError::Usage(format!("failed to encode the results: {e}")))?;
@@ -61,7 +71,8 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         features: results.inputs.features.clone(),
         enrichment_version: results.inputs.enrichment_version.clone(),
         reconstructed_race_count: results.inputs.reconstructed_races,
-        seed: request.seed,
+        seed,
+        seeds: request.seeds.clone(),
         mode: arg_value(request.mode),
         predictor: identity,
         selection: metadata::selection_json(&request.selection),
@@ -120,13 +131,11 @@ fn read_prompt(file: &PromptFile) -> Result<Prompt, EvaluatorError> {
     })
 }
 
-fn predictor(request: &Request, prompt: Option<&Prompt>) -> Result<Source, EvaluatorError> {
+fn predictor(request: &Request, seed: i64, prompt: Option<&Prompt>) -> Result<Source, EvaluatorError> {
     let usage = |message: &str| EvaluatorError::Usage(message.to_string());
     match &request.predictor {
         PredictorRequest::Baseline(Baseline::Rating) => Ok(Source::Immediate(Predictor::Rating)),
-        PredictorRequest::Baseline(Baseline::Random) => {
-            Ok(Source::Immediate(Predictor::Random { seed: request.seed as u64 }))
-        }
+        PredictorRequest::Baseline(Baseline::Random) => Ok(Source::Immediate(Predictor::Random { seed: seed as u64 })),
         PredictorRequest::Baseline(Baseline::Form) => match request.selection.features {
             FeatureSet::CardForm => Ok(Source::Immediate(Predictor::Form)),
             FeatureSet::Card => Err(usage(
@@ -148,7 +157,7 @@ fn predictor(request: &Request, prompt: Option<&Prompt>) -> Result<Source, Evalu
                 concurrency: llm.concurrency,
                 timeout: llm.timeout,
                 attempts: llm.attempts.max(1),
-                seed: request.seed,
+                seed,
             };
             let policy = ScoringPolicy { require_confidence: true, defer_threshold: llm.defer_threshold };
             let predictor = LlmPredictor::new(settings).map_err(EvaluatorError::Usage)?;

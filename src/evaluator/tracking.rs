@@ -163,5 +163,17 @@ pub fn tracked_metrics(results: &EvaluationResults) -> Vec<Metric> {
     for (i, n) in results.metrics.correct_count_distribution.iter() {
         out.push(Metric { key: format!("correct_count.{i}"), value: *n as f64 });
     }
+    if let Some(seeds) = &results.seed_runs {
+        // `<metric>.seed.<seed>` for each seed, and `<metric>.seeds.lowest|median|highest`.
+        for (name, figures) in &seeds.metrics {
+            for (seed, value) in seeds.seeds.iter().zip(&figures.values) {
+                out.push(Metric { key: format!("{name}.seed.{seed}"), value: *value });
+            }
+            for (which, value) in [("lowest", figures.lowest), ("median", figures.median), ("highest", figures.highest)]
+            {
+                out.push(Metric { key: format!("{name}.seeds.{which}"), value });
+            }
+        }
+    }
     out
 }
