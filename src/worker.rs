@@ -159,7 +159,15 @@ pub enum RaceSelection {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PredictorTask {
     Baseline(Baseline),
-    Llm { endpoint: String, api: LlmApi, model: String, api_key: Option<SecretKeyRef> },
+    Llm {
+        endpoint: String,
+        api: LlmApi,
+        model: String,
+        api_key: Option<SecretKeyRef>,
+        /// Prices per million tokens (prompt, completion), as decimals.
+        prices: Option<(String, String)>,
+        cache: Option<bool>,
+    },
 }
 
 /// The prompt template: a key of a ConfigMap of the run's namespace, mounted read-only.
@@ -228,7 +236,14 @@ impl EvaluatorTask {
         let mut env = vec![secret_env("DATABASE_URL", &self.database)];
         match &self.predictor {
             PredictorTask::Baseline(baseline) => flag(&mut args, "--baseline", arg_value(*baseline)),
-            PredictorTask::Llm { endpoint, api, model, api_key } => {
+            PredictorTask::Llm { endpoint, api, model, api_key, prices, cache } => {
+                if let Some((prompt, completion)) = prices {
+                    flag(&mut args, "--llm-price-per-million-prompt-tokens", prompt.clone());
+                    flag(&mut args, "--llm-price-per-million-completion-tokens", completion.clone());
+                }
+                if *cache == Some(false) {
+                    args.push("--no-llm-cache".into());
+                }
                 flag(&mut args, "--llm-endpoint", endpoint.clone());
                 flag(&mut args, "--llm-api", arg_value(*api));
                 flag(&mut args, "--model", model.clone());
@@ -333,7 +348,14 @@ mod tests {
             let predictor = if i == 0 {
                 PredictorTask::Baseline(Baseline::value_variants()[2])
             } else {
-                PredictorTask::Llm { endpoint: "http://llm/v1".into(), api, model: "m".into(), api_key: None }
+                PredictorTask::Llm {
+                    endpoint: "http://llm/v1".into(),
+                    api,
+                    model: "m".into(),
+                    api_key: None,
+                    prices: Some(("2.5".into(), "10".into())),
+                    cache: Some(false),
+                }
             };
             let task = EvaluatorTask {
                 run_name: "r".into(),
@@ -366,7 +388,10 @@ mod tests {
             assert_eq!(request.seed, 7);
             match (&task.predictor, &request.predictor) {
                 (PredictorTask::Baseline(b), PredictorRequest::Baseline(parsed)) => assert_eq!(b, parsed),
-                (PredictorTask::Llm { api, .. }, PredictorRequest::Llm(parsed)) => assert_eq!(*api, parsed.api),
+                (PredictorTask::Llm { api, .. }, PredictorRequest::Llm(parsed)) => {
+                    assert_eq!(*api, parsed.api);
+                    assert_eq!((parsed.prices, parsed.cache), (Some((2.5, 10.0)), false));
+                }
                 other => panic!("predictor changed on the way: {other:?}"),
             }
         }

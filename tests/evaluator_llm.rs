@@ -119,3 +119,51 @@ async fn an_unreachable_endpoint_is_a_clear_error() {
     assert!(text(&output).contains("answered none of 4 calls"));
     assert!(!dir.join("runs/llm/results.json").exists(), "no results from a run that could not predict");
 }
+
+#[tokio::test]
+async fn tokens_are_counted_and_priced_and_a_rerun_reuses_the_kept_answers() {
+    let (dir, url, prompt) = setup().await;
+    let llm = FakeLlm::start(GOOD).await;
+    let prices = ["--llm-price-per-million-prompt-tokens", "3", "--llm-price-per-million-completion-tokens", "15"];
+    let first = evaluate(&dir, &url, &prompt, &llm.url, &prices).await;
+    assert!(first.status.success(), "{}", text(&first));
+    let metadata = |dir: &Path| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("runs/llm/metadata.json")).unwrap()).unwrap()
+    };
+    let usage = metadata(&dir)["llmUsage"].clone();
+    let reported = llm.usage();
+    assert_eq!(reported.len(), 4, "one call per race");
+    let (prompt_tokens, completion_tokens) = reported.iter().fold((0, 0), |(p, c), (rp, rc)| (p + rp, c + rc));
+    assert_eq!((usage["calls"].as_i64(), usage["cachedAnswers"].as_i64()), (Some(4), Some(0)));
+    assert_eq!(
+        (usage["promptTokens"].as_i64(), usage["completionTokens"].as_i64()),
+        (Some(prompt_tokens), Some(completion_tokens))
+    );
+    let cost = (prompt_tokens as f64 * 3.0 + completion_tokens as f64 * 15.0) / 1e6;
+    assert!((usage["cost"].as_f64().unwrap() - cost).abs() < 1e-12, "{usage}");
+    assert_eq!(usage["races"][0]["calls"], 1, "per call: {usage}");
+    let results_first = std::fs::read(dir.join("runs/llm/results.json")).unwrap();
+
+    // The same evaluation again: every answer is kept, nothing is called or paid.
+    let again = evaluate(&dir, &url, &prompt, &llm.url, &prices).await;
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(llm.calls().len(), 4, "no call on the re-run");
+    let usage = metadata(&dir)["llmUsage"].clone();
+    assert_eq!((usage["calls"].as_i64(), usage["cachedAnswers"].as_i64()), (Some(0), Some(4)));
+    assert_eq!(usage["cost"].as_f64(), Some(0.0));
+    assert_eq!(usage["tokensReused"].as_i64(), Some(prompt_tokens + completion_tokens));
+    assert_eq!(std::fs::read(dir.join("runs/llm/results.json")).unwrap(), results_first, "the same results");
+
+    // A changed prompt is a new question: every race is asked again.
+    std::fs::write(&prompt, "You are a cautious handicapper. Pick the three most likely placed horses.\n").unwrap();
+    let changed = evaluate(&dir, &url, &prompt, &llm.url, &[]).await;
+    assert!(changed.status.success(), "{}", text(&changed));
+    assert_eq!(llm.calls().len(), 8, "a changed prompt never hits the kept answers");
+    // And another seed too.
+    let seeded = evaluate(&dir, &url, &prompt, &llm.url, &["--seed", "9"]).await;
+    assert!(seeded.status.success(), "{}", text(&seeded));
+    assert_eq!(llm.calls().len(), 12, "a changed seed never hits the kept answers");
+    let uncached = evaluate(&dir, &url, &prompt, &llm.url, &["--seed", "9", "--no-llm-cache"]).await;
+    assert!(uncached.status.success(), "{}", text(&uncached));
+    assert_eq!(llm.calls().len(), 16, "--no-llm-cache asks again");
+}

@@ -175,7 +175,7 @@ async fn a_database_with_unknown_migrations_is_refused_by_name() {
     match Store::open(&url).await {
         Err(error @ StoreError::UnknownMigrations { .. }) => {
             let message = error.to_string();
-            assert!(message.contains("[7007]") && message.contains("this build knows [1, 2]"), "{message}");
+            assert!(message.contains("[7007]") && message.contains("this build knows [1, 2, 3]"), "{message}");
         }
         other => panic!("expected UnknownMigrations, got {other:?}"),
     }

@@ -287,4 +287,22 @@ mod tests {
         let error = run.check_declared().unwrap_err();
         assert!(error.contains("an llm predictor needs a prompt"), "{error}");
     }
+
+    #[test]
+    fn llm_token_prices_come_in_pairs() {
+        let run = |llm: serde_json::Value| -> EvaluationRun {
+            serde_json::from_value(json!({
+                "apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun", "metadata": {"name": "r"},
+                "spec": {"dataset": {"races": ["20250523_3_1"]}, "predictor": {"llm": llm},
+                         "prompt": {"configMapName": "p", "key": "k", "version": "v1"}}
+            }))
+            .unwrap()
+        };
+        let one = run(json!({"endpoint": "https://x", "model": "m", "pricePerMillionPromptTokens": "2.5"}));
+        let error = one.check_declared().unwrap_err();
+        assert!(error.contains("set both LLM token prices or neither"), "{error}");
+        let both = run(json!({"endpoint": "https://x", "model": "m", "pricePerMillionPromptTokens": "2.5",
+                              "pricePerMillionCompletionTokens": "10"}));
+        assert_eq!(both.check_declared(), Ok(()));
+    }
 }

@@ -309,6 +309,8 @@ fn predictor_task(predictor: &crate::crd::evaluationrun::Predictor, problems: &m
             api: llm.api,
             model: llm.model.clone(),
             api_key: llm.api_key_secret_ref.clone(),
+            prices: llm.price_per_million_prompt_tokens.clone().zip(llm.price_per_million_completion_tokens.clone()),
+            cache: llm.cache,
         }),
         _ => {
             problems.field("predictor", "set exactly one of baseline and llm");
@@ -514,6 +516,9 @@ mod tests {
                     api: Default::default(),
                     model: "m".into(),
                     api_key_secret_ref: Some(secret("llm", "key")),
+                    price_per_million_prompt_tokens: None,
+                    price_per_million_completion_tokens: None,
+                    cache: None,
                 }),
             },
             seed: 11,

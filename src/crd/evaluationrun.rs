@@ -107,8 +107,9 @@ pub enum LlmApi {
 }
 
 /// A model behind an HTTP endpoint.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.pricePerMillionPromptTokens) == has(self.pricePerMillionCompletionTokens)").message("set both LLM token prices or neither"))]
 pub struct LlmPredictor {
     /// Base URL of the endpoint, for example `https://api.openai.com/v1`.
     #[schemars(regex(pattern = r"^https?://"))]
@@ -122,6 +123,19 @@ pub struct LlmPredictor {
     /// Secret key holding the endpoint's API key; absent for endpoints without authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeyRef>,
+    /// Price of a million prompt (input) tokens, a decimal such as `"2.50"`: the run's cost is
+    /// reported. Set with `pricePerMillionCompletionTokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"))]
+    pub price_per_million_prompt_tokens: Option<String>,
+    /// Price of a million completion (output) tokens, a decimal such as `"10"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,6}(\.[0-9]{1,6})?$"))]
+    pub price_per_million_completion_tokens: Option<String>,
+    /// Re-use answers kept from earlier runs to the same endpoint, model, prompt, race input and
+    /// seed (the default); `false` asks the endpoint for every race.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
 }
 
 /// What makes the predictions: exactly one of a built-in baseline and an LLM.

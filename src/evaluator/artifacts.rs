@@ -37,7 +37,12 @@ pub fn printed_summary(results: &EvaluationResults, metadata: &RunMetadata, dire
 /// The compact summary for the termination message (read by the operator into EvaluationRun status).
 pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, artifacts: &str) -> String {
     let m = &results.metrics;
-    let metrics = m.headline().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let metrics = m
+        .headline()
+        .into_iter()
+        .chain(super::tracking::usage_figures(metadata))
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     let summary = EvaluationSummary {
         data_snapshot_id: Some(metadata.data_snapshot_id.clone()),
         prompt_sha256: metadata.prompt_sha256.clone(),

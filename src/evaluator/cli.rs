@@ -152,6 +152,16 @@ pub struct EvaluateArgs {
     /// Defer (score but leave out of the aggregates) answers below this confidence.
     #[arg(long)]
     pub defer_threshold: Option<f64>,
+    /// Price of a million prompt (input) tokens, for the run's cost.
+    #[arg(long, requires = "llm_price_per_million_completion_tokens")]
+    pub llm_price_per_million_prompt_tokens: Option<f64>,
+    /// Price of a million completion (output) tokens, for the run's cost.
+    #[arg(long, requires = "llm_price_per_million_prompt_tokens")]
+    pub llm_price_per_million_completion_tokens: Option<f64>,
+    /// Ask the endpoint for every race, even when the store keeps an answer to the same
+    /// endpoint, model, prompt, race input and seed (kept answers are re-used by default).
+    #[arg(long)]
+    pub no_llm_cache: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -200,6 +210,8 @@ pub fn request(cli: &Cli) -> Result<Request, EvaluatorError> {
                         timeout: Duration::from_secs(e.llm_timeout_seconds),
                         attempts: e.llm_attempts,
                         defer_threshold: e.defer_threshold,
+                        prices: e.llm_price_per_million_prompt_tokens.zip(e.llm_price_per_million_completion_tokens),
+                        cache: !e.no_llm_cache,
                     })
                 }
                 _ => return Err(usage("choose one predictor: --baseline rating|random|form, or --llm-endpoint")),

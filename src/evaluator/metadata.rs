@@ -36,6 +36,9 @@ pub struct RunMetadata {
     pub race_count: usize,
     pub excluded_count: usize,
     pub results_sha256: String,
+    /// An LLM run's calls, tokens, kept answers re-used and cost (every seed's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm_usage: Option<super::llm::RunUsage>,
     pub mlflow_experiment_id: Option<String>,
     pub mlflow_run_id: Option<String>,
     pub started_at: String,

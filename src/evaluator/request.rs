@@ -66,6 +66,10 @@ pub struct LlmRequest {
     pub timeout: Duration,
     pub attempts: u32,
     pub defer_threshold: Option<f64>,
+    /// Prices per million tokens (prompt, completion).
+    pub prices: Option<(f64, f64)>,
+    /// Keep answers in the store and re-use them.
+    pub cache: bool,
 }
 
 #[derive(Clone, Debug)]

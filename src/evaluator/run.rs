@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::dataset::{self, Dataset, DatasetOptions, SplitRule};
 use super::error::EvaluatorError;
-use super::llm::{LlmPredictor, LlmSettings};
+use super::llm::{self, LlmPredictor, LlmSettings, RaceUsage};
 use super::metadata::{self, COMMIT_SHA, METADATA_SCHEMA, RunMetadata};
 use super::predictors::{Predictor, Recorded};
 use super::request::{PredictorRequest, PromptFile, Request, Selection, Tracking};
@@ -37,11 +37,18 @@ enum Source {
 /// Carry out the request; the summary printed at the end on success.
 pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
     let prompt = request.prompt.as_ref().map(read_prompt).transpose()?;
+    // LLM answers are kept in the store and re-used (unless turned off).
+    let cache = match &request.predictor {
+        PredictorRequest::Llm(llm) if llm.cache => {
+            Some(Store::open(&request.database_url).await.map_err(|e| EvaluatorError::Database(e.to_string()))?)
+        }
+        _ => None,
+    };
     // Every seed's predictor is made first: a bad request fails before any data is read.
     let sources: Vec<(i64, Source)> = request
         .seeds
         .iter()
-        .map(|&seed| predictor(&request, seed, prompt.as_ref()).map(|source| (seed, source)))
+        .map(|&seed| predictor(&request, seed, prompt.as_ref(), cache.clone()).map(|source| (seed, source)))
         .collect::<Result<_, _>>()?;
     let started_at = jiff::Timestamp::now();
     let dataset = load_dataset(&request.database_url, &request.selection).await?;
@@ -50,10 +57,20 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         None => None,
     };
     let mut runs = Vec::with_capacity(sources.len());
+    let mut usage: Option<Vec<RaceUsage>> = None;
     for (seed, source) in &sources {
-        let (results, identity) = predict_and_score(&dataset, source, request.resamples, baseline.as_deref()).await?;
+        let (results, identity, races) =
+            predict_and_score(&dataset, source, request.resamples, baseline.as_deref()).await?;
+        if let Some(races) = races {
+            usage.get_or_insert_with(Vec::new).extend(races);
+        }
         runs.push((*seed, results, identity));
     }
+    let prices = match &request.predictor {
+        PredictorRequest::Llm(llm) => llm.prices,
+        _ => None,
+    };
+    let llm_usage = usage.map(|races| llm::run_usage(races, prices));
     let (seed, results, identity) = results::judge(runs, request.gate_seed);
     let results_json = serde_json::to_string_pretty(&results)
         .map(|json| json + "\n")
@@ -79,6 +96,7 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         race_count: dataset.races.len(),
         excluded_count: dataset.excluded.len(),
         results_sha256: metadata::sha256_hex(results_json.as_bytes()),
+        llm_usage,
         mlflow_experiment_id: None,
         mlflow_run_id: None,
         started_at: started_at.to_string(),
@@ -131,7 +149,12 @@ fn read_prompt(file: &PromptFile) -> Result<Prompt, EvaluatorError> {
     })
 }
 
-fn predictor(request: &Request, seed: i64, prompt: Option<&Prompt>) -> Result<Source, EvaluatorError> {
+fn predictor(
+    request: &Request,
+    seed: i64,
+    prompt: Option<&Prompt>,
+    cache: Option<Store>,
+) -> Result<Source, EvaluatorError> {
     let usage = |message: &str| EvaluatorError::Usage(message.to_string());
     match &request.predictor {
         PredictorRequest::Baseline(Baseline::Rating) => Ok(Source::Immediate(Predictor::Rating)),
@@ -158,9 +181,11 @@ fn predictor(request: &Request, seed: i64, prompt: Option<&Prompt>) -> Result<So
                 timeout: llm.timeout,
                 attempts: llm.attempts.max(1),
                 seed,
+                prompt_sha256: prompt.sha256.clone(),
+                prices: llm.prices,
             };
             let policy = ScoringPolicy { require_confidence: true, defer_threshold: llm.defer_threshold };
-            let predictor = LlmPredictor::new(settings).map_err(EvaluatorError::Usage)?;
+            let predictor = LlmPredictor::new(settings, cache).map_err(EvaluatorError::Usage)?;
             Ok(Source::Llm(predictor, policy))
         }
         PredictorRequest::Recorded(path) => match std::fs::read_to_string(path) {
@@ -255,16 +280,16 @@ async fn baseline_scores(
         .map_err(|e| EvaluatorError::Usage(format!("the baseline run {name:?} has no readable race scores: {e}")))
 }
 
-/// The results and the predictor's identity.
+/// The results, the predictor's identity and, for an LLM, what each race's answer cost.
 async fn predict_and_score(
     dataset: &Dataset,
     source: &Source,
     resamples: usize,
     baseline: Option<&[RaceScore]>,
-) -> Result<(EvaluationResults, Value), EvaluatorError> {
+) -> Result<(EvaluationResults, Value, Option<Vec<RaceUsage>>), EvaluatorError> {
     match source {
         Source::Immediate(predictor) => {
-            Ok((results::evaluate(dataset, predictor, resamples, baseline), predictor.identity()))
+            Ok((results::evaluate(dataset, predictor, resamples, baseline), predictor.identity(), None))
         }
         Source::Llm(llm, policy) => {
             let answers = llm.answers(&dataset.races).await;
@@ -279,13 +304,14 @@ async fn predict_and_score(
                     answers.len()
                 )));
             }
+            let usage: Vec<RaceUsage> = answers.iter().map(|a| a.usage.clone()).collect();
             let answers = results::Answers {
                 identity: llm.identity(),
                 policy: *policy,
                 payloads: answers.into_iter().map(|a| a.payload).collect(),
                 errors,
             };
-            Ok((results::score_answers(dataset, answers, resamples, baseline), llm.identity()))
+            Ok((results::score_answers(dataset, answers, resamples, baseline), llm.identity(), Some(usage)))
         }
     }
 }

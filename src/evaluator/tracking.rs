@@ -106,11 +106,29 @@ pub async fn track(
             .to_string(),
         };
         let finished = jiff::Timestamp::now().as_millisecond();
-        let (params, metrics) = (parameters(metadata), tracked_metrics(results));
+        let params = parameters(metadata);
+        let metrics: Vec<Metric> = tracked_metrics(results)
+            .into_iter()
+            .chain(usage_figures(metadata).into_iter().map(|(key, value)| Metric { key: key.into(), value }))
+            .collect();
         let completion = Completion { params: &params, metrics: &metrics, dataset: Some(dataset), files: &files };
         mlflow.complete(&begun, &completion, finished).await?;
     }
     Ok(begun.artifact_uri)
+}
+
+/// An LLM run's usage as figures: calls, kept answers re-used, tokens paid and the cost.
+pub fn usage_figures(metadata: &RunMetadata) -> Vec<(&'static str, f64)> {
+    let Some(usage) = &metadata.llm_usage else { return Vec::new() };
+    let mut figures = vec![
+        ("llm_calls", usage.calls as f64),
+        ("llm_cached_answers", usage.cached_answers as f64),
+        ("llm_prompt_tokens", usage.prompt_tokens as f64),
+        ("llm_completion_tokens", usage.completion_tokens as f64),
+        ("llm_tokens_reused", usage.tokens_reused as f64),
+    ];
+    figures.extend(usage.cost.map(|cost| ("llm_cost", cost)));
+    figures
 }
 
 /// The run's MLflow parameters: the reproducibility fields of the metadata, as text.

@@ -108,6 +108,20 @@ pub struct RawResponse {
     pub fetched_at: String,
 }
 
+/// An LLM answer kept for re-use, and what it was the answer to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedAnswer {
+    pub cache_key: String,
+    pub endpoint: String,
+    pub model: String,
+    pub prompt_sha256: String,
+    pub input_sha256: String,
+    pub seed: i64,
+    pub answer: String,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+}
+
 /// What is stored of a race: counts of its snapshots, results and odds rows by source.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredRaceState {
@@ -673,6 +687,54 @@ impl Store {
             .await
             .map_err(query_error("read a race plan"))?;
         Ok(row.map(|r| r.get::<i64, _>(0)))
+    }
+
+    /// The LLM answer kept under `cache_key`, if any.
+    pub async fn cached_answer(&self, cache_key: &str) -> Result<Option<CachedAnswer>, StoreError> {
+        let row = sqlx::query(
+            "SELECT cache_key, endpoint, model, prompt_sha256, input_sha256, CAST(seed AS BIGINT), answer, \
+             CAST(prompt_tokens AS BIGINT), CAST(completion_tokens AS BIGINT) FROM llm_responses WHERE cache_key = $1",
+        )
+        .bind(cache_key.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error("read a kept LLM answer"))?;
+        Ok(row.map(|row| CachedAnswer {
+            cache_key: row.get(0),
+            endpoint: row.get(1),
+            model: row.get(2),
+            prompt_sha256: row.get(3),
+            input_sha256: row.get(4),
+            seed: row.get(5),
+            answer: row.get(6),
+            prompt_tokens: row.get(7),
+            completion_tokens: row.get(8),
+        }))
+    }
+
+    /// Keep an LLM answer (the first answer under a key stays).
+    pub async fn keep_answer(&self, answer: &CachedAnswer, at: Timestamp) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO llm_responses (cache_key, endpoint, model, prompt_sha256, input_sha256, seed, answer, \
+             prompt_tokens, completion_tokens, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {}) \
+             ON CONFLICT (cache_key) DO NOTHING",
+            self.time(10)
+        );
+        statement(sql)
+            .bind(answer.cache_key.clone())
+            .bind(answer.endpoint.clone())
+            .bind(answer.model.clone())
+            .bind(answer.prompt_sha256.clone())
+            .bind(answer.input_sha256.clone())
+            .bind(answer.seed)
+            .bind(answer.answer.clone())
+            .bind(answer.prompt_tokens)
+            .bind(answer.completion_tokens)
+            .bind(ts(at))
+            .execute(&self.pool)
+            .await
+            .map_err(query_error("keep an LLM answer"))?;
+        Ok(())
     }
 
     /// What is stored of each race of a racecourse's day (the races an earlier race plan listed).

@@ -30,6 +30,8 @@ struct State_ {
     default: String,
     /// (path, authorization header, x-api-key header, race id)
     calls: Vec<(String, Option<String>, Option<String>, String)>,
+    /// (prompt tokens, completion tokens) reported with each answer.
+    usage: Vec<(i64, i64)>,
 }
 
 #[derive(Clone)]
@@ -65,10 +67,17 @@ async fn answer(path: &'static str, state: Arc<Mutex<State_>>, headers: HeaderMa
         }
         Reply::Text(text) => text,
     };
+    // Tokens, as a real endpoint counts them (here: words), reported with every answer.
+    let prompt_tokens = body["messages"][0]["content"].as_str().unwrap_or_default().split_whitespace().count() as i64;
+    let completion_tokens = text.split_whitespace().count() as i64;
+    state.lock().unwrap().usage.push((prompt_tokens, completion_tokens));
     let response = if path == "messages" {
-        json!({"type": "message", "content": [{"type": "text", "text": text}]})
+        json!({"type": "message", "content": [{"type": "text", "text": text}],
+               "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens}})
     } else {
-        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
+        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+               "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                         "total_tokens": prompt_tokens + completion_tokens}})
     };
     ([("content-type", "application/json")], response.to_string()).into_response()
 }
@@ -96,6 +105,11 @@ impl FakeLlm {
 
     pub fn script(&self, race_id: &str, replies: Vec<Reply>) {
         self.state.lock().unwrap().script.insert(race_id.to_string(), replies);
+    }
+
+    /// (prompt tokens, completion tokens) the endpoint reported with each answer.
+    pub fn usage(&self) -> Vec<(i64, i64)> {
+        self.state.lock().unwrap().usage.clone()
     }
 
     /// (path, authorization, x-api-key, race id) of every call.
