@@ -201,6 +201,9 @@ pub struct EvaluatorTask {
     pub seed: i64,
     pub seeds: Option<Vec<i64>>,
     pub gate_seed: Option<GateSeed>,
+    pub gate_min_paired_races: Option<i64>,
+    pub gate_significance_level: Option<String>,
+    pub champion_model: Option<String>,
     pub mode: EvaluationMode,
     pub baseline_run: Option<String>,
     pub tracking: Option<TrackingTask>,
@@ -271,6 +274,15 @@ impl EvaluatorTask {
         }
         if let Some(gate_seed) = self.gate_seed {
             flag(&mut args, "--gate-seed", arg_value(gate_seed));
+        }
+        if let Some(paired) = self.gate_min_paired_races {
+            flag(&mut args, "--gate-min-paired-races", paired.to_string());
+        }
+        if let Some(level) = &self.gate_significance_level {
+            flag(&mut args, "--gate-significance-level", level.clone());
+        }
+        if let Some(model) = &self.champion_model {
+            flag(&mut args, "--champion-model", model.clone());
         }
         flag(&mut args, "--mode", arg_value(self.mode));
         if let Some(baseline) = &self.baseline_run {
@@ -369,6 +381,9 @@ mod tests {
                 seed: 7,
                 seeds: None,
                 gate_seed: None,
+                gate_min_paired_races: Some(12),
+                gate_significance_level: Some("0.01".into()),
+                champion_model: Some("kra-champion".into()),
                 mode,
                 baseline_run: None,
                 tracking: None,
@@ -386,6 +401,8 @@ mod tests {
             );
             assert_eq!(request.mode, mode);
             assert_eq!(request.seed, 7);
+            assert_eq!((request.gate.min_paired_races, request.gate.significance_level), (12, 0.01));
+            assert_eq!(request.champion_model.as_deref(), Some("kra-champion"));
             match (&task.predictor, &request.predictor) {
                 (PredictorTask::Baseline(b), PredictorRequest::Baseline(parsed)) => assert_eq!(b, parsed),
                 (PredictorTask::Llm { api, .. }, PredictorRequest::Llm(parsed)) => {

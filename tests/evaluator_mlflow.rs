@@ -165,3 +165,66 @@ async fn an_llm_run_logs_its_prompt_beside_its_hash() {
     let metrics = run["run"]["data"]["metrics"].as_array().unwrap();
     assert!(metrics.iter().any(|m| m["key"] == "brier_top1"), "the stated confidences' calibration is logged");
 }
+
+#[tokio::test]
+async fn a_promoted_run_takes_the_champion_alias_and_the_next_challenger_meets_it() {
+    let dir = std::env::temp_dir().join(format!("kra-mlflow-champion-{}", support::random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", dir.join("kra.sqlite3").display());
+    kra_day::collected_store(&database).await;
+    let mlflow = MlflowServer::start(&dir).await;
+    let run = |name: &'static str, predictor: &'static [&'static str]| {
+        let (dir, database, url) = (dir.clone(), database.clone(), mlflow.url.clone());
+        async move {
+            let mut args = vec!["evaluate", "--from", "2025-05-24", "--to", "2025-05-24", "--run-name", name];
+            args.extend(predictor);
+            // Four races: the gate is told to decide on them.
+            args.extend(["--baseline-run", "champion", "--champion-model", "kra-top3", "--gate-min-paired-races", "4"]);
+            args.extend(["--gate-significance-level", "0.2", "--mlflow-tracking-uri", &url]);
+            args.extend(["--mlflow-experiment", "kra-champions"]);
+            let output = support::run_evaluator(&dir.join("runs"), &database, &args, &[]).await;
+            assert!(output.status.success(), "{name}: {}", text(&output));
+            let read = |file: &str| -> Value {
+                serde_json::from_str(&std::fs::read_to_string(dir.join(format!("runs/{name}/{file}"))).unwrap())
+                    .unwrap()
+            };
+            (read("metadata.json"), read("results.json"))
+        }
+    };
+    let alias = || async {
+        mlflow.get("/api/2.0/mlflow/registered-models/alias?name=kra-top3&alias=champion").await["model_version"]
+            .clone()
+    };
+
+    // No champion yet: the first run becomes it.
+    let (first, _) = run("first", &["--baseline", "random", "--seed", "1"]).await;
+    assert_eq!(first["promotion"]["reason"], "FirstChampion");
+    assert_eq!(first["champion"]["version"], "1");
+    assert_eq!(alias().await["run_id"], first["mlflowRunId"]);
+
+    // The rating baseline (every race right on this day) beats it: the alias moves, version 1 stays.
+    let (challenger, results) = run("challenger", &["--baseline", "rating"]).await;
+    assert_eq!(results["comparison"]["paired"], 4, "compared with the champion's races");
+    assert_eq!(challenger["promotion"]["reason"], "Promoted", "{challenger}");
+    assert_eq!(
+        (challenger["champion"]["previousVersion"].as_str(), challenger["champion"]["version"].as_str()),
+        (Some("1"), Some("2"))
+    );
+    assert_eq!(alias().await["run_id"], challenger["mlflowRunId"]);
+    let kept = mlflow.get("/api/2.0/mlflow/model-versions/get?name=kra-top3&version=1").await;
+    assert_eq!(kept["model_version"]["run_id"], first["mlflowRunId"], "the previous champion keeps its version");
+    let tracked =
+        mlflow.get(&format!("/api/2.0/mlflow/runs/get?run_id={}", challenger["mlflowRunId"].as_str().unwrap())).await;
+    let tags = tracked["run"]["data"]["tags"].as_array().unwrap();
+    assert!(tags.iter().any(|t| t["key"] == "kra.promotion" && t["value"] == "Promoted"), "{tags:?}");
+
+    // A second challenger is compared with the new champion, not the first.
+    let (second, results) = run("second", &["--baseline", "random", "--seed", "2"]).await;
+    let comparison = &results["comparison"];
+    assert_eq!(comparison["paired"], 4);
+    assert!(comparison["exactHitRateDifference"].as_f64().unwrap() < 0.0, "the champion hits every race: {comparison}");
+    assert_eq!(comparison["runBetter"], 0, "nothing beats a champion that hits every race");
+    assert_eq!(second["promotion"]["promoted"], false);
+    assert_eq!(second["champion"]["previousVersion"], "2");
+    assert_eq!(alias().await["run_id"], challenger["mlflowRunId"], "the alias stays with the champion");
+}

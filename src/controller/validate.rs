@@ -250,6 +250,12 @@ pub fn evaluation_run(
         }),
         (None, None) => None,
     };
+    if spec.champion.is_some() && tracking.is_none() {
+        problems.field(
+            "champion",
+            "the champion is kept in MLflow's model registry: set mlflow (or the operator's default)",
+        );
+    }
     let database =
         database_secret("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems);
     check_overrides(spec.run.pod_overrides.as_ref(), &mut problems);
@@ -267,6 +273,9 @@ pub fn evaluation_run(
             seed: spec.seed,
             seeds: spec.seeds.clone(),
             gate_seed: spec.gate.as_ref().and_then(|g| g.seed),
+            gate_min_paired_races: spec.gate.as_ref().and_then(|g| g.min_paired_races),
+            gate_significance_level: spec.gate.as_ref().and_then(|g| g.significance_level.clone()),
+            champion_model: spec.champion.as_ref().map(|c| c.registered_model.clone()),
             mode: spec.mode,
             baseline_run: spec.baseline_run.clone(),
             tracking,
@@ -524,6 +533,7 @@ mod tests {
             seed: 11,
             seeds: None,
             gate: None,
+            champion: None,
             mode: Default::default(),
             baseline_run: Some("champion".into()),
             mlflow: Some(MlflowTracking {
@@ -628,7 +638,7 @@ mod tests {
         use clap::Parser;
         let mut spec = run_spec();
         spec.seeds = Some(vec![3, 1, 4]);
-        spec.gate = Some(GateSpec { seed: Some(GateSeed::First) });
+        spec.gate = Some(GateSpec { seed: Some(GateSeed::First), ..Default::default() });
         let invocation = evaluation_run("r", &spec, &PromptLookup::Found, &defaults()).unwrap().invocation();
         assert!(!invocation.args.iter().any(|a| a == "--seed"), "{:?}", invocation.args);
         let argv = std::iter::once("kra-evaluator".to_string()).chain(invocation.args);

@@ -251,6 +251,9 @@ pub struct EvaluationRunSpec {
     /// How the champion gate judges the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GateSpec>,
+    /// The champion in MLflow's model registry (needs MLflow tracking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<ChampionSpec>,
     /// Why the run is made.
     #[serde(default)]
     pub mode: EvaluationMode,
@@ -290,6 +293,25 @@ pub struct GateSpec {
     /// With several `seeds`, which seed's run is judged: `Lowest` (the default) or `First`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<GateSeed>,
+    /// Paired races needed for a decision (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub min_paired_races: Option<i64>,
+    /// McNemar's p-value must be below this, a decimal such as `"0.05"` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^0?\.[0-9]{1,6}$"))]
+    pub significance_level: Option<String>,
+}
+
+/// The champion kept in MLflow's model registry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChampionSpec {
+    /// The registered model whose `champion` alias points at the current champion's run. With
+    /// it, `baselineRun: champion` compares with that champion, and a promoted run (or the
+    /// model's first) takes the alias.
+    #[schemars(length(min = 1, max = 256))]
+    pub registered_model: String,
 }
 
 /// The champion gate's decision on a run compared with its baseline run.

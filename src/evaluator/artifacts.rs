@@ -29,7 +29,8 @@ pub fn printed_summary(results: &EvaluationResults, metadata: &RunMetadata, dire
         "predictor": metadata.predictor,
         "metrics": results.metrics,
         "comparison": results.comparison,
-        "promotion": results.comparison.as_ref().map(super::metrics::promotion),
+        "promotion": metadata.promotion,
+        "champion": metadata.champion,
         "excluded": results.excluded.len(),
     })
 }
@@ -50,7 +51,7 @@ pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, 
         mlflow_run_id: metadata.mlflow_run_id.clone(),
         artifact_uri: Some(artifacts.to_string()),
         metrics: Some(metrics),
-        promotion: results.comparison.as_ref().map(super::metrics::promotion),
+        promotion: metadata.promotion.clone(),
         message: Some(
             match results.seed_runs.as_ref().and_then(|s| Some((s, s.metrics.get("exact_top3_hit_rate")?))) {
                 Some((seeds, exact)) => format!(

@@ -89,6 +89,16 @@ pub struct RunArgs {
     /// With several --seeds, which seed's run stands for the run (results, comparison, gate).
     #[arg(long, value_enum, default_value_t = GateSeed::Lowest)]
     pub gate_seed: GateSeed,
+    /// The champion gate: paired races needed for a decision.
+    #[arg(long, default_value_t = crate::evaluator::metrics::MIN_PAIRED)]
+    pub gate_min_paired_races: usize,
+    /// The champion gate: McNemar's p-value must be below this.
+    #[arg(long, default_value_t = crate::evaluator::metrics::SIGNIFICANCE)]
+    pub gate_significance_level: f64,
+    /// An MLflow registered model whose `champion` alias a promoted run takes (the first run
+    /// becomes champion when it has none); `--baseline-run champion` then means its champion.
+    #[arg(long)]
+    pub champion_model: Option<String>,
     /// Why the run is made (recorded in the metadata).
     #[arg(long, value_enum, default_value_t = EvaluationMode::Evaluate)]
     pub mode: EvaluationMode,
@@ -240,6 +250,11 @@ pub fn request(cli: &Cli) -> Result<Request, EvaluatorError> {
         seed: args.seeds.as_ref().and_then(|s| s.first().copied()).unwrap_or(args.seed),
         seeds: args.seeds.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| vec![args.seed]),
         gate_seed: args.gate_seed,
+        gate: crate::evaluator::metrics::GateSettings {
+            min_paired_races: args.gate_min_paired_races,
+            significance_level: args.gate_significance_level,
+        },
+        champion_model: args.champion_model.clone(),
         mode: args.mode,
         run_name: args.run_name.clone(),
         baseline_run: args.baseline_run.clone(),

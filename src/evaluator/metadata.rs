@@ -36,6 +36,12 @@ pub struct RunMetadata {
     pub race_count: usize,
     pub excluded_count: usize,
     pub results_sha256: String,
+    /// The champion gate's decision (with a baseline run, or the first champion of a model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<crate::crd::PromotionDecision>,
+    /// The registered model's champion before and after this run (with `--champion-model`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub champion: Option<ChampionRecord>,
     /// An LLM run's calls, tokens, kept answers re-used and cost (every seed's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llm_usage: Option<super::llm::RunUsage>,
@@ -43,6 +49,16 @@ pub struct RunMetadata {
     pub mlflow_run_id: Option<String>,
     pub started_at: String,
     pub finished_at: String,
+}
+
+/// A registered model's champion around a run: the version it was compared with, and the
+/// version that is champion after it (this run's when it was promoted).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChampionRecord {
+    pub model: String,
+    pub previous_version: Option<String>,
+    pub version: Option<String>,
 }
 
 /// The commit the binary was built from.

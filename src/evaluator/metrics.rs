@@ -348,16 +348,33 @@ pub const MIN_PAIRED: usize = 30;
 /// The significance level of the champion gate.
 pub const SIGNIFICANCE: f64 = 0.05;
 
-/// The champion gate: a run is promoted over its baseline when at least [`MIN_PAIRED`] races are
-/// paired, its exact top-three hit rate on them is higher, and McNemar's test on the paired exact
-/// hits gives p < [`SIGNIFICANCE`]. (The leakage check has passed: a run that fails it ends before
-/// scoring.) The gate looks at the north-star metric, not at the top-1 winner.
-pub fn promotion(comparison: &Comparison) -> crate::crd::PromotionDecision {
-    let reason = if comparison.paired < MIN_PAIRED {
+/// The champion gate's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateSettings {
+    /// Paired races needed for a decision.
+    pub min_paired_races: usize,
+    /// McNemar's p-value must be below it.
+    pub significance_level: f64,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        GateSettings { min_paired_races: MIN_PAIRED, significance_level: SIGNIFICANCE }
+    }
+}
+
+/// The champion gate: a run is promoted over its baseline when at least `min_paired_races`
+/// races are paired (default [`MIN_PAIRED`]), its exact top-three hit rate on them is higher, and
+/// McNemar's test on the paired exact hits gives p below `significance_level` (default
+/// [`SIGNIFICANCE`]). (The leakage check has passed: a run that fails it ends before scoring.)
+/// The gate looks at the north-star metric, not at the top-1 winner.
+pub fn promotion(comparison: &Comparison, gate: &GateSettings) -> crate::crd::PromotionDecision {
+    let reason = if comparison.paired < gate.min_paired_races {
         "InsufficientPairs"
     } else if comparison.exact_hit_rate_difference <= 0.0 {
         "NotBetter"
-    } else if comparison.mcnemar_p_value >= SIGNIFICANCE {
+    } else if comparison.mcnemar_p_value >= gate.significance_level {
         "NotSignificant"
     } else {
         "Promoted"
@@ -507,6 +524,16 @@ mod tests {
         assert_eq!(c.exact_hit_rate_difference, 0.5);
     }
 
+    fn pairs_of(n: usize, run_hits: usize, base_hits: usize) -> Comparison {
+        let run: Vec<RaceScore> = (0..n)
+            .map(|i| scored(&i.to_string(), if i < run_hits { 3 } else { 0 }, false, ScoreStatus::ScoredOk))
+            .collect();
+        let base: Vec<RaceScore> = (0..n)
+            .map(|i| scored(&i.to_string(), if i >= n - base_hits { 3 } else { 0 }, false, ScoreStatus::ScoredOk))
+            .collect();
+        compare(&run, &base, 0)
+    }
+
     #[test]
     fn the_champion_gate_needs_pairs_a_gain_and_significance() {
         let pairs = |n: usize, run_hits: usize, base_hits: usize| {
@@ -516,7 +543,7 @@ mod tests {
             let base: Vec<RaceScore> = (0..n)
                 .map(|i| scored(&i.to_string(), if i >= n - base_hits { 3 } else { 0 }, false, ScoreStatus::ScoredOk))
                 .collect();
-            promotion(&compare(&run, &base, 0))
+            promotion(&compare(&run, &base, 0), &GateSettings::default())
         };
         assert_eq!(pairs(20, 15, 0).reason, "InsufficientPairs");
         assert_eq!(pairs(40, 5, 10).reason, "NotBetter");
@@ -524,6 +551,14 @@ mod tests {
         let promoted = pairs(40, 15, 2);
         assert!(promoted.promoted && promoted.reason == "Promoted", "{promoted:?}");
         assert!(promoted.mcnemar_p_value < 0.05 && promoted.exact_hit_rate_difference > 0.0);
+        // The spec's gate: fewer pairs suffice, or a stricter level refuses.
+        let run: Vec<RaceScore> =
+            (0..20).map(|i| scored(&i.to_string(), if i < 15 { 3 } else { 0 }, false, ScoreStatus::ScoredOk)).collect();
+        let base: Vec<RaceScore> = (0..20).map(|i| scored(&i.to_string(), 0, false, ScoreStatus::ScoredOk)).collect();
+        let lenient = GateSettings { min_paired_races: 20, significance_level: 0.05 };
+        assert!(promotion(&compare(&run, &base, 0), &lenient).promoted);
+        let strict = GateSettings { min_paired_races: 40, significance_level: 1e-9 };
+        assert_eq!(promotion(&pairs_of(40, 15, 2), &strict).reason, "NotSignificant");
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct DatasetInput {
     pub profile: String,
 }
 
+/// The alias of a registered model's current champion.
+pub const CHAMPION_ALIAS: &str = "champion";
+
 /// What a finished run logs.
 pub struct Completion<'a> {
     pub params: &'a [(String, String)],
@@ -182,6 +185,91 @@ impl Mlflow {
     }
 
     /// The `results.json` of the newest finished run named `run_name` in the experiment, if any.
+    /// The champion of a registered model: the version its `champion` alias points at and that
+    /// version's run. `None` while the model or the alias does not exist.
+    pub async fn champion(&self, model: &str) -> Result<Option<(String, String)>, MlflowError> {
+        let path = format!(
+            "registered-models/alias?name={}&alias={CHAMPION_ALIAS}",
+            percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let (status, body) = self.call("look up the champion", reqwest::Method::GET, &path, None).await?;
+        if status == 404 || body["error_code"] == "RESOURCE_DOES_NOT_EXIST" {
+            return Ok(None);
+        }
+        if status != 200 {
+            return Err(self.error("look up the champion", format!("HTTP {status}: {body}")));
+        }
+        let version = &body["model_version"];
+        match (version["version"].as_str(), version["run_id"].as_str()) {
+            (Some(v), Some(run)) => Ok(Some((v.to_string(), run.to_string()))),
+            _ => Err(self.error("look up the champion", format!("no version or run in {body}"))),
+        }
+    }
+
+    /// The `results.json` of a run, by its id.
+    pub async fn results_of_run(&self, run_id: &str) -> Result<Vec<u8>, MlflowError> {
+        let run = self
+            .ok("read the champion's run", reqwest::Method::GET, &format!("runs/get?run_id={run_id}"), None)
+            .await?;
+        let experiment_id = run["run"]["info"]["experiment_id"]
+            .as_str()
+            .ok_or_else(|| self.error("read the champion's run", "no experiment id"))?;
+        self.download_results(experiment_id, run_id).await
+    }
+
+    /// Make a run the champion of a registered model (created when missing): a new model version
+    /// from the run's artifacts, and the `champion` alias moved to it. Earlier versions stay.
+    /// Returns the new version.
+    pub async fn crown(&self, model: &str, run_id: &str, source: &str) -> Result<String, MlflowError> {
+        let (status, body) = self
+            .call("register the model", reqwest::Method::POST, "registered-models/create", Some(json!({"name": model})))
+            .await?;
+        if status != 200 && body["error_code"] != "RESOURCE_ALREADY_EXISTS" {
+            return Err(self.error("register the model", format!("HTTP {status}: {body}")));
+        }
+        let created = self
+            .ok(
+                "create a model version",
+                reqwest::Method::POST,
+                "model-versions/create",
+                Some(json!({"name": model, "source": source, "run_id": run_id})),
+            )
+            .await?;
+        let version = created["model_version"]["version"]
+            .as_str()
+            .ok_or_else(|| self.error("create a model version", "no version"))?
+            .to_string();
+        let alias = json!({"name": model, "alias": CHAMPION_ALIAS, "version": version});
+        self.ok("move the champion alias", reqwest::Method::POST, "registered-models/alias", Some(alias)).await?;
+        Ok(version)
+    }
+
+    /// Set tags on a run.
+    pub async fn set_tags(&self, run_id: &str, tags: &[(&str, String)]) -> Result<(), MlflowError> {
+        let tags: Vec<Value> = tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+        self.ok("tag the run", reqwest::Method::POST, "runs/log-batch", Some(json!({"run_id": run_id, "tags": tags})))
+            .await
+            .map(|_| ())
+    }
+
+    async fn download_results(&self, experiment_id: &str, run_id: &str) -> Result<Vec<u8>, MlflowError> {
+        let url =
+            format!("{}/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/results.json", self.base);
+        let mut request = self.http.get(url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| self.error("download an artifact", e.without_url()))?;
+        if !response.status().is_success() {
+            return Err(self.error(
+                "download an artifact",
+                format!("HTTP {} for results.json of run {run_id}", response.status()),
+            ));
+        }
+        let bytes = response.bytes().await.map_err(|e| self.error("download an artifact", e.without_url()))?;
+        Ok(bytes.to_vec())
+    }
+
     pub async fn finished_results(
         &self,
         experiment_name: &str,
@@ -200,21 +288,7 @@ impl Mlflow {
         let body = json!({"experiment_ids": [experiment_id], "filter": filter, "max_results": 1, "order_by": ["attributes.start_time DESC"]});
         let found = self.ok("search runs", reqwest::Method::POST, "runs/search", Some(body)).await?;
         let Some(run_id) = found["runs"][0]["info"]["run_id"].as_str() else { return Ok(None) };
-        let url =
-            format!("{}/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/results.json", self.base);
-        let mut request = self.http.get(url);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.map_err(|e| self.error("download an artifact", e.without_url()))?;
-        if !response.status().is_success() {
-            return Err(self.error(
-                "download an artifact",
-                format!("HTTP {} for results.json of run {run_id}", response.status()),
-            ));
-        }
-        let bytes = response.bytes().await.map_err(|e| self.error("download an artifact", e.without_url()))?;
-        Ok(Some(bytes.to_vec()))
+        self.download_results(experiment_id, run_id).await.map(Some)
     }
 
     /// Find the experiment (creating it) and start the run, or find a finished run with the same

@@ -23,6 +23,11 @@ pub struct Request {
     pub seeds: Vec<i64>,
     /// Which seed's run stands for the run when there are several.
     pub gate_seed: GateSeed,
+    /// The champion gate's settings.
+    pub gate: super::metrics::GateSettings,
+    /// The MLflow registered model whose `champion` alias the gate moves; with it,
+    /// `baseline_run: "champion"` means that model's champion.
+    pub champion_model: Option<String>,
     pub mode: EvaluationMode,
     /// The artifact directory's name; a generated run id otherwise.
     pub run_name: Option<String>,

@@ -27,6 +27,8 @@ pub struct EvaluationResults {
     pub metrics: Metrics,
     pub breakdowns: BTreeMap<String, BTreeMap<String, Metrics>>,
     pub comparison: Option<Comparison>,
+    /// The champion gate's settings (its decision follows from them and the comparison).
+    pub gate: super::metrics::GateSettings,
     /// Races without a usable answer, by cause (LLM transport failures, answers without JSON).
     pub prediction_errors: BTreeMap<String, usize>,
     /// With several seeds: every seed's headline figures, and which seed these results are.
@@ -186,6 +188,7 @@ pub fn score_answers(
         metrics: metrics::metrics(&races, resamples),
         breakdowns: metrics::breakdowns(&races, &facts, resamples),
         comparison: baseline.map(|b| metrics::compare(&races, b, resamples)),
+        gate: Default::default(),
         prediction_errors: answers.errors,
         seed_runs: None,
         races,

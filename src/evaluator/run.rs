@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::dataset::{self, Dataset, DatasetOptions, SplitRule};
 use super::error::EvaluatorError;
 use super::llm::{self, LlmPredictor, LlmSettings, RaceUsage};
-use super::metadata::{self, COMMIT_SHA, METADATA_SCHEMA, RunMetadata};
+use super::metadata::{self, COMMIT_SHA, ChampionRecord, METADATA_SCHEMA, RunMetadata};
 use super::predictors::{Predictor, Recorded};
 use super::request::{PredictorRequest, PromptFile, Request, Selection, Tracking};
 use super::results::{self, EvaluationResults};
@@ -52,10 +52,7 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         .collect::<Result<_, _>>()?;
     let started_at = jiff::Timestamp::now();
     let dataset = load_dataset(&request.database_url, &request.selection).await?;
-    let baseline = match &request.baseline_run {
-        Some(name) => Some(baseline_scores(&request.output_dir, request.tracking.as_ref(), name).await?),
-        None => None,
-    };
+    let (baseline, champion) = baseline(&request).await?;
     let mut runs = Vec::with_capacity(sources.len());
     let mut usage: Option<Vec<RaceUsage>> = None;
     for (seed, source) in &sources {
@@ -71,7 +68,16 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         _ => None,
     };
     let llm_usage = usage.map(|races| llm::run_usage(races, prices));
-    let (seed, results, identity) = results::judge(runs, request.gate_seed);
+    let (seed, mut results, identity) = results::judge(runs, request.gate_seed);
+    results.gate = request.gate;
+    let promotion = match (&results.comparison, &champion) {
+        (Some(comparison), _) => Some(super::metrics::promotion(comparison, &request.gate)),
+        // No champion yet: this run is the first.
+        (None, Some(record)) if record.previous_version.is_none() => {
+            Some(crate::crd::PromotionDecision { promoted: true, reason: "FirstChampion".into(), ..Default::default() })
+        }
+        (None, _) => None,
+    };
     let results_json = serde_json::to_string_pretty(&results)
         .map(|json| json + "\n")
         .map_err(|e| EvaluatorError::Usage(format!("failed to encode the results: {e}")))?;
@@ -97,6 +103,8 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         excluded_count: dataset.excluded.len(),
         results_sha256: metadata::sha256_hex(results_json.as_bytes()),
         llm_usage,
+        promotion,
+        champion,
         mlflow_experiment_id: None,
         mlflow_run_id: None,
         started_at: started_at.to_string(),
@@ -121,7 +129,15 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
     artifacts::write(&directory, &results_json, &report, &metadata)
         .map_err(|e| EvaluatorError::Usage(format!("failed to write the artifacts to {}: {e}", directory.display())))?;
     let artifact_uri = match tracked {
-        Some(Ok(uri)) => uri,
+        Some(Ok(uri)) => {
+            crown(&request, &mut metadata, &uri).await.map_err(|e| {
+                EvaluatorError::Tracking(format!("{e} (the local artifacts are in {})", directory.display()))
+            })?;
+            artifacts::write(&directory, &results_json, &report, &metadata).map_err(|e| {
+                EvaluatorError::Usage(format!("failed to write the artifacts to {}: {e}", directory.display()))
+            })?;
+            uri
+        }
         Some(Err(error)) => {
             return Err(EvaluatorError::Tracking(format!(
                 "{error} (the local artifacts are in {})",
@@ -245,6 +261,46 @@ async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, Evalu
     Ok(dataset)
 }
 
+/// The baseline's race scores, and with `--champion-model` and `--baseline-run champion`, the
+/// champion they are (none yet: no baseline, and this run may become the first).
+async fn baseline(request: &Request) -> Result<(Option<Vec<RaceScore>>, Option<ChampionRecord>), EvaluatorError> {
+    let Some(name) = &request.baseline_run else { return Ok((None, None)) };
+    let Some(model) = request.champion_model.as_ref().filter(|_| name == "champion") else {
+        return Ok((Some(baseline_scores(&request.output_dir, request.tracking.as_ref(), name).await?), None));
+    };
+    let Some(tracking) = &request.tracking else {
+        return Err(EvaluatorError::Usage("--champion-model needs MLflow tracking (--mlflow-tracking-uri)".into()));
+    };
+    let tracking_error = |e: super::mlflow::MlflowError| EvaluatorError::Tracking(e.to_string());
+    let mlflow = super::mlflow::Mlflow::new(&tracking.uri, tracking.token.clone()).map_err(tracking_error)?;
+    let record =
+        |version: Option<String>| ChampionRecord { model: model.clone(), previous_version: version.clone(), version };
+    match mlflow.champion(model).await.map_err(tracking_error)? {
+        None => Ok((None, Some(record(None)))),
+        Some((version, run_id)) => {
+            let bytes = mlflow.results_of_run(&run_id).await.map_err(tracking_error)?;
+            Ok((Some(scores_of(&bytes, &format!("champion (version {version})"))?), Some(record(Some(version)))))
+        }
+    }
+}
+
+/// A promoted run (or a model's first) becomes the champion: a new model version and the alias
+/// moved to it. The decision is tagged on the run either way.
+async fn crown(request: &Request, metadata: &mut RunMetadata, artifact_uri: &str) -> Result<(), String> {
+    let (Some(tracking), Some(record), Some(decision), Some(run_id)) =
+        (&request.tracking, metadata.champion.as_mut(), &metadata.promotion, &metadata.mlflow_run_id)
+    else {
+        return Ok(());
+    };
+    let mlflow = super::mlflow::Mlflow::new(&tracking.uri, tracking.token.clone()).map_err(|e| e.to_string())?;
+    if decision.promoted {
+        record.version = Some(mlflow.crown(&record.model, run_id, artifact_uri).await.map_err(|e| e.to_string())?);
+    }
+    let mut tags = vec![("kra.promotion", decision.reason.clone())];
+    tags.extend(record.version.clone().map(|v| ("kra.champion_version", v)));
+    mlflow.set_tags(run_id, &tags).await.map_err(|e| e.to_string())
+}
+
 /// The race scores of an earlier run: from the output directory, else (with tracking
 /// configured) from the newest finished MLflow run of that name — pods do not share a disk.
 async fn baseline_scores(
@@ -274,10 +330,14 @@ async fn baseline_scores(
             })?
         }
     };
-    let value: Value = serde_json::from_slice(&text)
-        .map_err(|e| EvaluatorError::Usage(format!("the baseline run {name:?} has no readable results: {e}")))?;
+    scores_of(&text, &format!("{name:?}"))
+}
+
+fn scores_of(text: &[u8], name: &str) -> Result<Vec<RaceScore>, EvaluatorError> {
+    let value: Value = serde_json::from_slice(text)
+        .map_err(|e| EvaluatorError::Usage(format!("the baseline run {name} has no readable results: {e}")))?;
     serde_json::from_value(value["races"].clone())
-        .map_err(|e| EvaluatorError::Usage(format!("the baseline run {name:?} has no readable race scores: {e}")))
+        .map_err(|e| EvaluatorError::Usage(format!("the baseline run {name} has no readable race scores: {e}")))
 }
 
 /// The results, the predictor's identity and, for an LLM, what each race's answer cost.
