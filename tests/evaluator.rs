@@ -160,6 +160,11 @@ async fn a_run_is_compared_with_its_baseline_race_by_race() {
         comparison["exactHitRateDifference"].as_f64().unwrap() < 0.0,
         "random does worse than the perfect rating baseline here"
     );
+    let results = read(dir.join("runs/challenger/results.json"));
+    assert_eq!(results["baselineMetrics"]["exact_top3_hit_rate"], 1.0, "the baseline's figures on the same races");
+    let report = std::fs::read_to_string(dir.join("runs/challenger/report.html")).unwrap();
+    assert!(report.contains("<h2>The champion gate: InsufficientPairs</h2>"), "the decision and its reason");
+    assert!(report.contains("<td>exact_top3_hit_rate</td><td>0.0% ("), "side by side: {report}");
 }
 
 #[tokio::test]

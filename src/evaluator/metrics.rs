@@ -404,6 +404,7 @@ mod tests {
             winner_hit: winner,
             winner_in_picks: winner,
             ndcg3: f64::from(correct) / 3.0,
+            actual: vec![],
         }
     }
 

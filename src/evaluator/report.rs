@@ -47,11 +47,13 @@ fn bar_chart(title: &str, bars: &[(String, f64, Option<Interval>, usize)]) -> St
     }
     for (i, (label, value, ci, n)) in bars.iter().enumerate() {
         let x = left + slot * i as f64 + (slot - bar_w) / 2.0;
+        // A 0 % bar is drawn as a visible 2-pixel bar of its own colour, never left out.
+        let height = (y(0.0) - y(*value)).max(0.0);
+        let (height, class) = if height < 2.0 { (2.0, "bar zero") } else { (height, "bar") };
         let _ = write!(
             svg,
-            "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{bar_w:.1}\" height=\"{:.1}\" class=\"bar\"><title>{}: {} of {n} races</title></rect>",
-            y(*value),
-            (y(0.0) - y(*value)).max(0.0),
+            "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{bar_w:.1}\" height=\"{height:.1}\" class=\"{class}\"><title>{}: {} of {n} races</title></rect>",
+            y(0.0) - height,
             escape(label),
             pct(*value)
         );
@@ -114,13 +116,12 @@ fn calibration(results: &EvaluationResults) -> String {
 }
 
 pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&str>) -> String {
-    let m = &results.metrics;
     let mut page = String::from(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>KRA evaluation report</title><style>\
          body{font-family:system-ui,sans-serif;max-width:760px;margin:2rem auto;color:#222}\
          table{border-collapse:collapse;margin:1rem 0}td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}\
          .bar{fill:#3b6ea8}.whisker{stroke:#111;stroke-width:2}.grid{stroke:#eee}.axis{font-size:11px;fill:#555}\
-         .empty{color:#888}code{background:#f4f4f4;padding:1px 4px}</style></head><body>",
+         .empty{color:#888}.zero{fill:#b33}details{margin:.5rem 0}code{background:#f4f4f4;padding:1px 4px}</style></head><body>",
     );
     let _ = write!(
         page,
@@ -130,6 +131,86 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
         escape(commit),
         prompt_version.map(|v| format!(", prompt <code>{}</code>", escape(v))).unwrap_or_default()
     );
+    let _ = write!(page, "<p>{}</p>", escape(&describe(&results.predictor)));
+    inputs_section(&mut page, results);
+    metrics_table(&mut page, results);
+    seeds_section(&mut page, results);
+    calibration_section(&mut page, results);
+    comparison_section(&mut page, results);
+    charts_section(&mut page, results);
+    race_table(&mut page, results);
+    page.push_str("</body></html>\n");
+    page
+}
+
+/// The predictor in words, from its identity.
+fn describe(predictor: &serde_json::Value) -> String {
+    let text = |k: &str| predictor[k].as_str().unwrap_or("?").to_string();
+    match (predictor["kind"].as_str(), predictor["name"].as_str()) {
+        (Some("baseline"), Some("rating")) => {
+            "The rating baseline: the three highest-rated runners (unrated last, then by start number).".into()
+        }
+        (Some("baseline"), Some("random")) => format!(
+            "The random baseline: three runners drawn from seed {} and the race id (a floor every predictor must beat).",
+            predictor["seed"]
+        ),
+        (Some("baseline"), Some("form")) => {
+            "The form baseline: the three runners with the best 90-day top-three rate, \
+             then win rate, then rating."
+                .into()
+        }
+        (Some("llm"), _) => format!(
+            "A language model, {} at {} ({}), given the prompt template and each race as JSON.",
+            text("model"),
+            text("endpoint"),
+            text("api")
+        ),
+        (Some("recorded"), _) => {
+            "Predictions made elsewhere, read from a file of JSON lines and scored on equal terms.".into()
+        }
+        _ => format!("Predictor {predictor}."),
+    }
+}
+
+/// Every race: picks, the horses placed, correct count and status, grouped by status (each
+/// group opens and closes: the report's filter) and sorted by race id within.
+fn race_table(page: &mut String, results: &EvaluationResults) {
+    let mut by_status: BTreeMap<String, Vec<&crate::evaluator::scoring::RaceScore>> = BTreeMap::new();
+    for race in &results.races {
+        let status =
+            serde_json::to_value(race.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        by_status.entry(status).or_default().push(race);
+    }
+    page.push_str("<h2>Races</h2>");
+    for (status, mut races) in by_status {
+        races.sort_by(|a, b| a.race_id.cmp(&b.race_id));
+        let _ = write!(
+            page,
+            "<details><summary>{} ({} races)</summary><table><tr><th>Race</th><th>Picks</th><th>Placed</th>\
+             <th>Correct</th><th>Exact</th></tr>",
+            escape(&status),
+            races.len()
+        );
+        for race in races {
+            let picks = race.predicted.map(|p| format!("{}, {}, {}", p[0], p[1], p[2])).unwrap_or_else(|| "–".into());
+            let placed: Vec<String> = race.actual.iter().map(i64::to_string).collect();
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{picks}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&race.race_id),
+                placed.join(", "),
+                race.correct_count,
+                if race.exact_hit { "yes" } else { "" }
+            );
+        }
+        page.push_str("</table></details>");
+    }
+}
+
+/// What the dataset's inputs stand on.
+fn inputs_section(page: &mut String, results: &EvaluationResults) {
+    let m = &results.metrics;
+    let _ = m;
     let inputs = &results.inputs;
     let _ = write!(
         page,
@@ -148,6 +229,12 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
             inputs.reconstructed_races, m.races
         );
     }
+}
+
+/// The headline figures.
+fn metrics_table(page: &mut String, results: &EvaluationResults) {
+    let m = &results.metrics;
+    let _ = m;
     let _ = write!(
         page,
         "<table><tr><th>Metric</th><th>Value</th><th>95% interval</th></tr>\
@@ -174,6 +261,12 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
         m.deferred,
         results.excluded.len()
     );
+}
+
+/// Every seed's figures, when there were several.
+fn seeds_section(page: &mut String, results: &EvaluationResults) {
+    let m = &results.metrics;
+    let _ = m;
     if let Some(seeds) = &results.seed_runs {
         let _ = write!(
             page,
@@ -194,12 +287,59 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
         }
         page.push_str("</table>");
     }
+}
+
+/// The stated confidence as a probability.
+fn calibration_section(page: &mut String, results: &EvaluationResults) {
+    let m = &results.metrics;
+    let _ = m;
     if let Some(c) = &m.calibration {
         let _ = write!(
             page,
             "<h2>Confidence as the probability that the first pick wins</h2><p>Over {} \
              races: Brier score {:.4}, expected calibration error (10 bins) {:.4}, log-loss {:.4}.</p>",
             c.races, c.brier, c.ece, c.log_loss
+        );
+    }
+}
+
+/// The run and its baseline side by side, and the gate's decision.
+fn comparison_section(page: &mut String, results: &EvaluationResults) {
+    let m = &results.metrics;
+    let _ = m;
+    if let (Some(c), Some(b)) = (&results.comparison, &results.baseline_metrics) {
+        let decision = super::metrics::promotion(c, &results.gate);
+        let _ = write!(
+            page,
+            "<h2>The champion gate: {}</h2><p>Promoted when at least {} races are paired, the exact top-3 hit rate \
+             is higher and McNemar's p is below {}: {}.</p>\
+             <table><tr><th>Metric (the same races)</th><th>This run</th><th>Baseline</th></tr>\
+             <tr><td>exact_top3_hit_rate</td><td>{} ({})</td><td>{} ({})</td></tr>\
+             <tr><td>mean_top3_overlap</td><td>{} ({})</td><td>{} ({})</td></tr>\
+             <tr><td>top1_winner_rate</td><td>{}</td><td>{}</td></tr>\
+             <tr><td>ndcg3</td><td>{:.3}</td><td>{:.3}</td></tr>\
+             <tr><td>json_valid_rate</td><td>{}</td><td>{}</td></tr>\
+             <tr><td>coverage</td><td>{}</td><td>{}</td></tr></table>",
+            escape(&decision.reason),
+            results.gate.min_paired_races,
+            results.gate.significance_level,
+            if decision.promoted { "this run beats its baseline" } else { "this run does not replace its baseline" },
+            pct(m.exact_top3_hit_rate),
+            interval(m.exact_top3_hit_rate_ci95),
+            pct(b.exact_top3_hit_rate),
+            interval(b.exact_top3_hit_rate_ci95),
+            pct(m.mean_top3_overlap),
+            interval(m.mean_top3_overlap_ci95),
+            pct(b.mean_top3_overlap),
+            interval(b.mean_top3_overlap_ci95),
+            pct(m.top1_winner_rate),
+            pct(b.top1_winner_rate),
+            m.ndcg3,
+            b.ndcg3,
+            pct(m.json_valid_rate),
+            pct(b.json_valid_rate),
+            pct(m.coverage),
+            pct(b.coverage)
         );
     }
     if let Some(c) = &results.comparison {
@@ -221,6 +361,12 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
             c.deferred_in_baseline
         );
     }
+}
+
+/// Hit rates by month and racecourse, correct counts, confidence and statuses.
+fn charts_section(page: &mut String, results: &EvaluationResults) {
+    let m = &results.metrics;
+    let _ = m;
     page.push_str("<h2>Hit rates</h2>");
     page.push_str(&bar_chart("Exact-hit rate by month", &group_bars(results.breakdowns.get("month"))));
     page.push_str(&bar_chart("Exact-hit rate by racecourse", &group_bars(results.breakdowns.get("meet"))));
@@ -238,8 +384,7 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
     for (status, n) in &m.status_counts {
         let _ = write!(page, "<tr><td>{}</td><td>{n}</td></tr>", escape(status));
     }
-    page.push_str("</table></body></html>\n");
-    page
+    page.push_str("</table>");
 }
 
 #[cfg(test)]
@@ -289,6 +434,12 @@ mod tests {
         assert!(page.contains("exact_top3_hit_rate") && page.contains("mean_top3_overlap"));
         assert!(page.contains("winner_top3_rate") && page.contains(&format!("{:.3}", results.metrics.ndcg3)));
         assert!(!page.contains("Confidence as the probability"), "no confidence stated");
+        assert!(page.contains("The rating baseline: the three highest-rated runners"), "the predictor in words");
+        assert!(page.contains("<details><summary>SCORED_OK (40 races)</summary>"), "every race, by status");
+        assert!(page.contains("<tr><td>20250501_1_0</td><td>1, 2, 3</td><td>1, 2, 3</td><td>3</td><td>yes</td></tr>"));
+        // A 0 % bar is still drawn.
+        let zero = bar_chart("t", &[("none".into(), 0.0, None, 5)]);
+        assert!(zero.contains("class=\"bar zero\"") && zero.contains("height=\"2.0\""), "{zero}");
         let mut stated = results.clone();
         stated.metrics.calibration =
             Some(crate::evaluator::metrics::Calibration { races: 4, brier: 0.300625, ece: 0.4625, log_loss: 0.8016 });

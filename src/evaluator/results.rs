@@ -27,6 +27,10 @@ pub struct EvaluationResults {
     pub metrics: Metrics,
     pub breakdowns: BTreeMap<String, BTreeMap<String, Metrics>>,
     pub comparison: Option<Comparison>,
+    /// The baseline run's metrics on the races of this dataset it also scored, for reading the
+    /// two side by side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_metrics: Option<Metrics>,
     /// The champion gate's settings (its decision follows from them and the comparison).
     pub gate: super::metrics::GateSettings,
     /// Races without a usable answer, by cause (LLM transport failures, answers without JSON).
@@ -188,6 +192,11 @@ pub fn score_answers(
         metrics: metrics::metrics(&races, resamples),
         breakdowns: metrics::breakdowns(&races, &facts, resamples),
         comparison: baseline.map(|b| metrics::compare(&races, b, resamples)),
+        baseline_metrics: baseline.map(|b| {
+            let ids: std::collections::HashSet<&str> = races.iter().map(|r| r.race_id.as_str()).collect();
+            let shared: Vec<RaceScore> = b.iter().filter(|s| ids.contains(s.race_id.as_str())).cloned().collect();
+            metrics::metrics(&shared, resamples)
+        }),
         gate: Default::default(),
         prediction_errors: answers.errors,
         seed_runs: None,

@@ -53,31 +53,11 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
     let started_at = jiff::Timestamp::now();
     let dataset = load_dataset(&request.database_url, &request.selection).await?;
     let (baseline, champion) = baseline(&request).await?;
-    let mut runs = Vec::with_capacity(sources.len());
-    let mut usage: Option<Vec<RaceUsage>> = None;
-    for (seed, source) in &sources {
-        let (results, identity, races) =
-            predict_and_score(&dataset, source, request.resamples, baseline.as_deref()).await?;
-        if let Some(races) = races {
-            usage.get_or_insert_with(Vec::new).extend(races);
-        }
-        runs.push((*seed, results, identity));
-    }
-    let prices = match &request.predictor {
-        PredictorRequest::Llm(llm) => llm.prices,
-        _ => None,
-    };
-    let llm_usage = usage.map(|races| llm::run_usage(races, prices));
+    let (runs, usage) = run_seeds(&dataset, &sources, request.resamples, baseline.as_deref()).await?;
+    let llm_usage = usage.map(|races| llm::run_usage(races, prices(&request)));
     let (seed, mut results, identity) = results::judge(runs, request.gate_seed);
     results.gate = request.gate;
-    let promotion = match (&results.comparison, &champion) {
-        (Some(comparison), _) => Some(super::metrics::promotion(comparison, &request.gate)),
-        // No champion yet: this run is the first.
-        (None, Some(record)) if record.previous_version.is_none() => {
-            Some(crate::crd::PromotionDecision { promoted: true, reason: "FirstChampion".into(), ..Default::default() })
-        }
-        (None, _) => None,
-    };
+    let promotion = decision(&results, champion.as_ref());
     let results_json = serde_json::to_string_pretty(&results)
         .map(|json| json + "\n")
         .map_err(|e| EvaluatorError::Usage(format!("failed to encode the results: {e}")))?;
@@ -259,6 +239,45 @@ async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, Evalu
         )));
     }
     Ok(dataset)
+}
+
+/// The prices per million tokens of an LLM predictor.
+fn prices(request: &Request) -> Option<(f64, f64)> {
+    match &request.predictor {
+        PredictorRequest::Llm(llm) => llm.prices,
+        _ => None,
+    }
+}
+
+/// Every seed's run, and the LLM usage of all of them (an LLM predictor only).
+async fn run_seeds(
+    dataset: &Dataset,
+    sources: &[(i64, Source)],
+    resamples: usize,
+    baseline: Option<&[RaceScore]>,
+) -> Result<(Vec<(i64, EvaluationResults, Value)>, Option<Vec<RaceUsage>>), EvaluatorError> {
+    let mut runs = Vec::with_capacity(sources.len());
+    let mut usage: Option<Vec<RaceUsage>> = None;
+    for (seed, source) in sources {
+        let (results, identity, races) = predict_and_score(dataset, source, resamples, baseline).await?;
+        if let Some(races) = races {
+            usage.get_or_insert_with(Vec::new).extend(races);
+        }
+        runs.push((*seed, results, identity));
+    }
+    Ok((runs, usage))
+}
+
+/// The champion gate's decision: from the comparison with the baseline, or, when a champion
+/// model has no champion yet, this run as its first.
+fn decision(results: &EvaluationResults, champion: Option<&ChampionRecord>) -> Option<crate::crd::PromotionDecision> {
+    match (&results.comparison, champion) {
+        (Some(comparison), _) => Some(super::metrics::promotion(comparison, &results.gate)),
+        (None, Some(record)) if record.previous_version.is_none() => {
+            Some(crate::crd::PromotionDecision { promoted: true, reason: "FirstChampion".into(), ..Default::default() })
+        }
+        (None, _) => None,
+    }
 }
 
 /// The baseline's race scores, and with `--champion-model` and `--baseline-run champion`, the

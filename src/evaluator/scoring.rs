@@ -136,6 +136,9 @@ pub struct RaceScore {
     /// NDCG@3 of the picks (0 for every failure status).
     #[serde(default)]
     pub ndcg3: f64,
+    /// The horses placed 1st–3rd (more with a dead heat), for reading the race back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actual: Vec<i64>,
 }
 
 fn positive_int(value: &Value) -> Option<i64> {
@@ -190,6 +193,7 @@ pub fn score(
         winner_hit: false,
         winner_in_picks: false,
         ndcg3: 0.0,
+        actual: actual.map(|a| a.placed.clone()).unwrap_or_default(),
     };
     let status = (|| {
         let Some(actual) = actual.filter(|a| a.placed.len() >= 3) else { return ScoreStatus::FailActualTop3Missing };
