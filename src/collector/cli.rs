@@ -174,16 +174,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(checked) => checked,
         Err(message) => return usage(&message),
     };
-    let url = match database_url(global) {
-        Ok(url) => url,
-        Err(message) => return usage(&message),
-    };
-    let store = match Store::open(&url).await {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!("kra-collector: {error}");
-            return ExitCode::from(exit::DATABASE);
-        }
+    let (store, url) = match open_store(global).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     tracing::info!(database = %redact_url(&url), "database ready");
 
@@ -272,6 +265,19 @@ fn request(cli: &Cli) -> Result<(RunRequest, &DayArgs, &str), String> {
     Ok((request, args, key))
 }
 
+/// The store the arguments name (created when it is the embedded default), or the exit code
+/// that says why not.
+async fn open_store(global: &GlobalArgs) -> Result<(Store, String), ExitCode> {
+    let url = database_url(global).map_err(|message| usage(&message))?;
+    match Store::open(&url).await {
+        Ok(store) => Ok((store, url)),
+        Err(error) => {
+            eprintln!("kra-collector: {error}");
+            Err(ExitCode::from(exit::DATABASE))
+        }
+    }
+}
+
 /// The days of the arguments: `--date`, or `--from` to `--to`.
 fn days(args: &DayArgs) -> Result<(Date, Date), String> {
     match (args.date, args.from, args.to) {
@@ -288,16 +294,9 @@ async fn run_history(cli: &Cli, args: &DayArgs) -> ExitCode {
         Ok(days) => days,
         Err(message) => return usage(&message),
     };
-    let url = match database_url(&cli.global) {
-        Ok(url) => url,
-        Err(message) => return usage(&message),
-    };
-    let store = match Store::open(&url).await {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!("kra-collector: {error}");
-            return ExitCode::from(exit::DATABASE);
-        }
+    let (store, _) = match open_store(&cli.global).await {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let request = HistoryRequest { meet: args.meet, from, to, races: args.races.clone() };
     let now = jiff::Timestamp::now();

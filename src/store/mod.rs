@@ -97,6 +97,19 @@ pub struct Written {
     pub rows: u64,
 }
 
+/// The id and key of a `races` row read as (race_id, day text, meet, race number, ...).
+fn race_key(row: &sqlx::any::AnyRow) -> Result<(String, RaceKey), StoreError> {
+    let id: String = row.get(0);
+    let day: String = row.get(1);
+    let unreadable = |what: &str| StoreError::Corrupt(format!("race {id}: {what}"));
+    let key = RaceKey {
+        date: day.parse().map_err(|_| unreadable(&format!("race date {day:?} is not a date")))?,
+        meet: Meet::from_api_code(row.get(2)).ok_or_else(|| unreadable("meet is not 1, 2 or 3"))?,
+        number: row.get(3),
+    };
+    Ok((id, key))
+}
+
 /// A stored raw API response.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RawResponse {
@@ -615,14 +628,7 @@ impl Store {
         let mut out = Vec::with_capacity(races.len());
         let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for row in &races {
-            let id: String = row.get(0);
-            let day: String = row.get(1);
-            let unreadable = |what: &str| StoreError::Corrupt(format!("race {id}: {what}"));
-            let key = RaceKey {
-                date: day.parse().map_err(|_| unreadable(&format!("race date {day:?} is not a date")))?,
-                meet: Meet::from_api_code(row.get(2)).ok_or_else(|| unreadable("meet is not 1, 2 or 3"))?,
-                number: row.get(3),
-            };
+            let (id, key) = race_key(row)?;
             index.insert(id, out.len());
             out.push(StoredRace { key, distance: row.get(4), snapshots: Vec::new(), results: Vec::new() });
         }
@@ -900,14 +906,7 @@ impl Store {
         let mut out = Vec::with_capacity(races.len());
         let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for row in &races {
-            let id: String = row.get(0);
-            let day: String = row.get(1);
-            let unreadable = |what: &str| StoreError::Corrupt(format!("race {id}: {what}"));
-            let key = RaceKey {
-                date: day.parse().map_err(|_| unreadable(&format!("race date {day:?} is not a date")))?,
-                meet: Meet::from_api_code(row.get(2)).ok_or_else(|| unreadable("meet is not 1, 2 or 3"))?,
-                number: row.get(3),
-            };
+            let (id, key) = race_key(row)?;
             index.insert(id, out.len());
             out.push(RaceRunners { key, snapshots: Vec::new(), result: None });
         }
