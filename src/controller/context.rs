@@ -33,6 +33,8 @@ pub struct Context {
     pub job_cache: OwnedCache<Job>,
     /// The worker Pods of this operator (their termination messages carry the result summary).
     pub pod_cache: OwnedCache<Pod>,
+    /// The finished Jobs waiting for the Pod cache to show their worker terminated.
+    pub pod_waits: super::observe::PodWaits,
     /// The ConfigMaps of the watched namespaces (prompts of EvaluationRuns).
     pub config_map_cache: OwnedCache<ConfigMap>,
     pub recorder: Recorder,
@@ -84,6 +86,7 @@ impl Context {
             stores,
             job_cache: OwnedCache::default(),
             pod_cache: OwnedCache::default(),
+            pod_waits: Default::default(),
             config_map_cache: OwnedCache::default(),
             recorder,
             resync,

@@ -133,7 +133,7 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     let run = Run::of(obj)?;
     let resolved = resolve(obj, ctx).await?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace);
-    let observed = observe_jobs(obj, ctx, &run, &jobs).await?;
+    let observe::Observation { jobs: observed, recheck_after } = observe_jobs(obj, ctx, &run, &jobs).await?;
     let mut plan = plan_with_budget(obj, ctx, &run, &resolved, &observed);
     plan.status.dates = obj.dates();
     let mut notes = apply_plan(obj, ctx, &run, &jobs, &resolved, &plan).await?;
@@ -143,7 +143,8 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
         .map_err(|source| Error::WriteStatus { object: run.object.clone(), source })?;
     notes.extend(transition_notes::<K>(ctx, &plan.transitions));
     apply::publish(ctx, &obj.object_ref(&()), &run.object, "Reconcile", notes).await;
-    Ok(Action::requeue(plan.requeue_after.map_or(ctx.resync, |wait| wait.min(ctx.resync))))
+    let wait = [plan.requeue_after, recheck_after].into_iter().flatten().min();
+    Ok(Action::requeue(wait.map_or(ctx.resync, |wait| wait.min(ctx.resync))))
 }
 
 /// The identity of the run being reconciled.
@@ -191,10 +192,10 @@ async fn observe_jobs<K: RunKind>(
     ctx: &Context,
     run: &Run,
     jobs: &Api<Job>,
-) -> Result<Vec<plan::ObservedJob<K::Summary>>, Error> {
+) -> Result<observe::Observation<K::Summary>, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &run.namespace);
     let cached = ctx.job_cache.owned_by(&run.kind, &run.uid);
-    let sources = observe::Sources { jobs, pods: &pods, pod_cache: &ctx.pod_cache };
+    let sources = observe::Sources { jobs, pods: &pods, pod_cache: &ctx.pod_cache, pod_waits: &ctx.pod_waits };
     let job_name = |attempt: i32| run.job_name(attempt);
     observe::observe(&sources, cached, &run.uid, obj.run_status(), &job_name, &run.object).await
 }
@@ -409,7 +410,8 @@ pub fn controller<K: RunKind>(
         });
     }
     // The worker Pods, watched (by this operator's labels) only to cache their termination
-    // messages: a Pod change wakes nobody, the Job's own change does.
+    // messages: a Pod change wakes nobody, the Job's own change does (and a finished Job whose
+    // worker this cache does not show terminated yet is looked at again shortly, see observe).
     let worker_pods = watcher::Config::default().labels(&ours);
     let (pods_reader, pods_writer) = reflector::store();
     ctx.pod_cache.add(pods_reader);

@@ -3,7 +3,9 @@
 //! [`JobState`], and read the worker's result summary from the pod's termination message once a
 //! Job has finished.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
@@ -79,12 +81,57 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
+/// How long a finished Job waits for the Pod watch to show its worker terminated before its Pods
+/// are listed on the API server (the Pod was deleted, or the watch is far behind).
+pub const POD_WATCH_GRACE: Duration = Duration::from_secs(5);
+
+/// How soon a finished Job whose worker the Pod cache does not show terminated yet is looked at again.
+pub const POD_WATCH_RECHECK: Duration = Duration::from_millis(500);
+
+/// The finished Jobs whose worker Pod the Pod cache did not show terminated yet, by Job uid, and
+/// since when (the operator's monotonic clock: no skew with the API server's can stretch a wait).
+#[derive(Default)]
+pub struct PodWaits(Mutex<HashMap<String, Instant>>);
+
+impl PodWaits {
+    /// How long the Job has waited for its Pod, counting from the first time it was asked.
+    fn waited(&self, job_uid: &str, now: Instant) -> Duration {
+        let mut waits = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // A Job deleted while it waited leaves an entry: forget those long past the grace.
+        waits.retain(|_, since| now.duration_since(*since) < POD_WATCH_GRACE * 60);
+        now.duration_since(*waits.entry(job_uid.to_string()).or_insert(now))
+    }
+
+    fn done(&self, job_uid: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(job_uid);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
 /// Where observations come from: the API (for what a cache does not hold yet) and the worker
 /// Pod cache.
 pub struct Sources<'a> {
     pub jobs: &'a Api<Job>,
     pub pods: &'a Api<Pod>,
     pub pod_cache: &'a super::stores::OwnedCache<Pod>,
+    pub pod_waits: &'a PodWaits,
+}
+
+/// The run's Jobs as observed, and when to look again if a finished Job's worker Pod is not in
+/// the Pod cache yet (that Job is reported still active until then).
+pub struct Observation<R> {
+    pub jobs: Vec<ObservedJob<R>>,
+    pub recheck_after: Option<Duration>,
+}
+
+/// What the termination of a finished Job's worker says, or that the Pod cache does not show it yet.
+enum Summary<R> {
+    Read { exit_code: Option<i32>, summary: Option<Result<R, String>> },
+    NotInCacheYet,
 }
 
 /// The exit code and termination message of a Job's newest worker Pod, if its container has
@@ -105,17 +152,23 @@ fn termination<'p>(pods: impl Iterator<Item = &'p Pod>) -> Option<(i32, String)>
     Some((terminated.exit_code, terminated.message.clone().unwrap_or_default()))
 }
 
-/// The exit code and result summary of a finished Job: from the Pod cache when it already shows
-/// the worker terminated, else (the Pod watch lags behind the Job's) from a LIST of the Job's Pods.
+/// The exit code and result summary of a finished Job: from the Pod cache when it shows the
+/// worker terminated. The Pod watch may lag behind the Job's: for up to [`POD_WATCH_GRACE`] the
+/// answer is to look again; after that the Job's Pods are listed on the API server once.
 async fn read_summary<R: DeserializeOwned>(
     sources: &Sources<'_>,
     job: &str,
+    job_uid: &str,
     object: &str,
-) -> Result<(Option<i32>, Option<Result<R, String>>), Error> {
+) -> Result<Summary<R>, Error> {
     let cached = sources.pod_cache.labelled(&[(LABEL_JOB, job)]);
     let terminated = match termination(cached.iter().map(|pod| pod.as_ref())) {
         Some(terminated) => Some(terminated),
+        None if sources.pod_waits.waited(job_uid, Instant::now()) < POD_WATCH_GRACE => {
+            return Ok(Summary::NotInCacheYet);
+        }
         None => {
+            tracing::debug!(object, job, "the pod watch shows no terminated worker: listing the job's pods");
             let list = sources
                 .pods
                 .list(&ListParams::default().labels(&format!("{LABEL_JOB}={job}")))
@@ -124,9 +177,10 @@ async fn read_summary<R: DeserializeOwned>(
             termination(list.items.iter())
         }
     };
+    sources.pod_waits.done(job_uid);
     let exit_code = terminated.as_ref().map(|(code, _)| *code);
     let summary = terminated.map(|(_, m)| m).filter(|m| !m.is_empty()).and_then(|m| parse_summary(&m));
-    Ok((exit_code, summary))
+    Ok(Summary::Read { exit_code, summary })
 }
 
 /// Observe every Job of one run, from the controller's Job cache (`cached`, the Jobs of the run
@@ -141,7 +195,7 @@ pub async fn observe<R: DeserializeOwned>(
     status: Option<&RunStatus<R>>,
     job_name: &(dyn Fn(i32) -> String + Sync),
     object: &str,
-) -> Result<Vec<ObservedJob<R>>, Error> {
+) -> Result<Observation<R>, Error> {
     let mut items: Vec<Job> = cached.iter().map(|job| Job::clone(job)).collect();
     let running: Vec<i32> = status
         .map(|s| s.attempts.iter().filter(|a| a.outcome == AttemptOutcome::Running).map(|a| a.number).collect())
@@ -165,6 +219,7 @@ pub async fn observe<R: DeserializeOwned>(
     let recorded = |number: i32| status.is_some_and(|s| s.attempts.iter().any(|a| a.number == number));
 
     let mut observed = Vec::new();
+    let mut recheck_after = None;
     for job in &items {
         let labels = job.metadata.labels.as_ref();
         let number = labels.and_then(|l| l.get(LABEL_ATTEMPT)).and_then(|v| v.parse::<i32>().ok());
@@ -173,14 +228,21 @@ pub async fn observe<R: DeserializeOwned>(
             tracing::warn!(object, job = ?job.metadata.name, "ignoring a Job without attempt and generation labels");
             continue;
         };
-        let state = job_state(job);
+        let mut state = job_state(job);
         let finished = matches!(state, JobState::Succeeded { .. } | JobState::Failed { .. });
         // Read the summary once: when the outcome is about to be recorded.
-        let (exit_code, summary) = if finished && (recorded_running(attempt) || !recorded(attempt)) {
-            read_summary(sources, &name, object).await?
-        } else {
-            (None, None)
-        };
+        let (mut exit_code, mut summary) = (None, None);
+        if finished && (recorded_running(attempt) || !recorded(attempt)) {
+            let uid = job.metadata.uid.as_deref().unwrap_or(&name);
+            match read_summary(sources, &name, uid, object).await? {
+                Summary::Read { exit_code: code, summary: read } => (exit_code, summary) = (code, read),
+                // Not recorded without its summary: still active until the Pod watch catches up.
+                Summary::NotInCacheYet => {
+                    state = JobState::Active;
+                    recheck_after = Some(POD_WATCH_RECHECK);
+                }
+            }
+        }
         observed.push(ObservedJob {
             name,
             attempt,
@@ -211,7 +273,7 @@ pub async fn observe<R: DeserializeOwned>(
             }
         }
     }
-    Ok(observed)
+    Ok(Observation { jobs: observed, recheck_after })
 }
 
 #[cfg(test)]
@@ -222,6 +284,21 @@ mod tests {
 
     fn job(value: serde_json::Value) -> Job {
         serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_pod_wait_counts_from_its_first_ask_and_ends_when_done() {
+        let waits = PodWaits::default();
+        let start = Instant::now();
+        assert_eq!(waits.waited("job-a", start), Duration::ZERO);
+        assert_eq!(waits.waited("job-a", start + Duration::from_secs(3)), Duration::from_secs(3));
+        assert_eq!(waits.waited("job-b", start + Duration::from_secs(3)), Duration::ZERO, "each Job waits on its own");
+        waits.done("job-a");
+        assert_eq!(waits.waited("job-a", start + Duration::from_secs(4)), Duration::ZERO, "a done wait starts over");
+        // A Job that never came back (deleted while it waited) is forgotten long after the grace.
+        waits.done("job-a");
+        waits.waited("job-c", start + POD_WATCH_GRACE * 61);
+        assert_eq!(waits.len(), 1, "only the new wait is kept");
     }
 
     #[test]
