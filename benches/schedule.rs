@@ -37,8 +37,7 @@ fn plan_once(schedule: &Schedule, created: &str, now: &str) -> (f64, usize, usiz
     let plan = scheduler::plan(Input {
         parent: "bench",
         schedule,
-        cron: &cron,
-        tz: &tz,
+        timing: scheduler::Timing::Cron { cron: &cron, tz: &tz },
         suspended: false,
         status: None,
         children: &[],

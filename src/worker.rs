@@ -206,6 +206,7 @@ pub struct EvaluatorTask {
     pub champion_model: Option<String>,
     pub mode: EvaluationMode,
     pub baseline_run: Option<String>,
+    pub skip_if_evaluation_key: Option<String>,
     pub tracking: Option<TrackingTask>,
     pub database: SecretKeyRef,
 }
@@ -287,6 +288,9 @@ impl EvaluatorTask {
         flag(&mut args, "--mode", arg_value(self.mode));
         if let Some(baseline) = &self.baseline_run {
             flag(&mut args, "--baseline-run", baseline.clone());
+        }
+        if let Some(key) = &self.skip_if_evaluation_key {
+            flag(&mut args, "--skip-if-evaluation-key", key.clone());
         }
         if let Some(tracking) = &self.tracking {
             flag(&mut args, "--mlflow-tracking-uri", tracking.uri.clone());
@@ -386,6 +390,7 @@ mod tests {
                 champion_model: Some("kra-champion".into()),
                 mode,
                 baseline_run: None,
+                skip_if_evaluation_key: Some("sha256:0123".into()),
                 tracking: None,
                 database: secret("db"),
             };
@@ -403,6 +408,7 @@ mod tests {
             assert_eq!(request.seed, 7);
             assert_eq!((request.gate.min_paired_races, request.gate.significance_level), (12, 0.01));
             assert_eq!(request.champion_model.as_deref(), Some("kra-champion"));
+            assert_eq!(request.skip_if_evaluation_key.as_deref(), Some("sha256:0123"));
             match (&task.predictor, &request.predictor) {
                 (PredictorTask::Baseline(b), PredictorRequest::Baseline(parsed)) => assert_eq!(b, parsed),
                 (PredictorTask::Llm { api, .. }, PredictorRequest::Llm(parsed)) => {

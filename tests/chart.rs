@@ -81,8 +81,8 @@ fn assert_least_privilege(role: &Value) {
         );
         assert!(!verbs.contains(&"escalate") && !verbs.contains(&"bind") && !verbs.contains(&"impersonate"));
         if groups.contains(&"kra.dev") {
-            // A spec is never written: update and patch only on status subresources. KraJobs are
-            // created and deleted as the runs of schedules; nothing else is.
+            // A spec is never written: update and patch only on status subresources. KraJobs and
+            // EvaluationRuns are created and deleted as the runs of schedules; nothing else is.
             let updates = verbs.iter().any(|v| ["update", "patch"].contains(v));
             let creates = verbs.iter().any(|v| ["create", "delete"].contains(v));
             assert!(!verbs.contains(&"deletecollection"), "{name}: {rule}");
@@ -91,7 +91,10 @@ fn assert_least_privilege(role: &Value) {
                     !updates || resource.ends_with("/status"),
                     "{name} updates {resource} outside its status subresource"
                 );
-                assert!(!creates || *resource == "krajobs", "{name} creates or deletes {resource}");
+                assert!(
+                    !creates || ["krajobs", "evaluationruns"].contains(resource),
+                    "{name} creates or deletes {resource}"
+                );
             }
         }
     }

@@ -474,7 +474,7 @@ async fn an_llm_evaluation_run_reads_its_prompt_from_a_configmap_volume_and_its_
     let run = stack.finished_run("llm").await;
     let status = run.status.unwrap();
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}\n{}", stack.logs());
-    let result = status.result.unwrap();
+    let result = status.run.result.unwrap();
     let expected = format!("{:x}", sha2::Sha256::digest(template.as_bytes()));
     assert_eq!(result.prompt_sha256.as_deref(), Some(expected.as_str()), "the prompt came from the ConfigMap volume");
     let races = stack.season.races(day, Meet::Jeju).len();

@@ -234,3 +234,53 @@ async fn a_run_over_several_seeds_reports_each_and_stands_on_the_lowest() {
     let report = std::fs::read_to_string(dir.join("runs/seeds/report.html")).unwrap();
     assert!(report.contains("<th>seed 5</th><th>seed 6</th><th>seed 7</th>"), "every seed in the report");
 }
+
+#[tokio::test]
+async fn a_run_told_the_key_of_an_unchanged_evaluation_skips_itself_and_any_change_runs() {
+    let (dir, url) = collected_day().await;
+    let run = |name: &'static str, seed: &'static str, skip: Option<String>| {
+        let (dir, url) = (dir.clone(), url.clone());
+        async move {
+            let summary_file = dir.join(format!("{name}.summary"));
+            let mut args = vec!["evaluate", "--baseline", "random", "--seed", seed, "--run-name", name];
+            args.extend(["--summary-file", summary_file.to_str().unwrap()]);
+            args.extend(DAY);
+            if let Some(key) = &skip {
+                args.extend(["--skip-if-evaluation-key", key.as_str()]);
+            }
+            let output = evaluator(&dir, &url, &args).await;
+            assert!(output.status.success(), "{}", text(&output));
+            let summary: EvaluationSummary =
+                serde_json::from_str(&std::fs::read_to_string(&summary_file).unwrap()).unwrap();
+            summary
+        }
+    };
+    let first = run("first", "5", None).await;
+    let key = first.evaluation_key.clone().expect("every run reports its evaluation key");
+    assert!(key.starts_with("sha256:") && first.skipped.is_none(), "{first:?}");
+    assert_eq!(read(dir.join("runs/first/metadata.json"))["evaluationKey"], key.as_str());
+
+    // Same dataset, predictor and seed: skipped, said so, nothing predicted or written.
+    let again = run("again", "5", Some(key.clone())).await;
+    assert_eq!(again.skipped.as_deref(), Some("UnchangedDataset"));
+    assert_eq!(
+        (again.evaluation_key.as_deref(), again.data_snapshot_id.clone()),
+        (Some(key.as_str()), first.data_snapshot_id.clone())
+    );
+    assert!(again.metrics.is_none() && again.message.unwrap().contains("skipped"));
+    assert!(!dir.join("runs/again").exists(), "a skipped run writes no artifacts");
+
+    // Another seed is another evaluation: it runs, with its own key.
+    let other = run("other", "6", Some(key.clone())).await;
+    assert!(other.skipped.is_none() && other.metrics.is_some());
+    assert_ne!(other.evaluation_key, Some(key.clone()));
+
+    // So is another predictor on the same races.
+    let rating_summary = dir.join("rating.summary");
+    let mut args = vec!["evaluate", "--baseline", "rating", "--seed", "5", "--run-name", "rating"];
+    args.extend(["--summary-file", rating_summary.to_str().unwrap(), "--skip-if-evaluation-key", key.as_str()]);
+    args.extend(DAY);
+    assert!(evaluator(&dir, &url, &args).await.status.success());
+    let rating: EvaluationSummary = serde_json::from_str(&std::fs::read_to_string(&rating_summary).unwrap()).unwrap();
+    assert!(rating.skipped.is_none(), "another predictor is evaluated");
+}

@@ -46,7 +46,7 @@ fn rbac_grants_no_secrets_and_never_writes_a_spec() {
                 "wildcard: {rule}"
             );
             if strings(&rule["apiGroups"]).contains(&"kra.dev") {
-                // A spec is never written; KraJobs are created and deleted as scheduled runs.
+                // A spec is never written; KraJobs and EvaluationRuns are created and deleted as scheduled runs.
                 let updates = verbs.iter().any(|v| ["update", "patch"].contains(v));
                 let creates = verbs.iter().any(|v| ["create", "delete"].contains(v));
                 for resource in &resources {
@@ -54,7 +54,10 @@ fn rbac_grants_no_secrets_and_never_writes_a_spec() {
                         !updates || resource.ends_with("/status"),
                         "{resource} is updated outside its status subresource"
                     );
-                    assert!(!creates || *resource == "krajobs", "{resource} is created or deleted");
+                    assert!(
+                        !creates || ["krajobs", "evaluationruns"].contains(resource),
+                        "{resource} is created or deleted"
+                    );
                 }
             }
         }

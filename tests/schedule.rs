@@ -1,5 +1,5 @@
-//! Scheduled KraJobs against a real Kubernetes API server (see tests/support), with a clock the
-//! test moves: the operator reads the time from a file (`--clock-file`). The clock starts at the
+//! Scheduled KraJobs, and scheduled and triggered EvaluationRuns, against a real Kubernetes API
+//! server (see tests/support), with a clock the test moves: the operator reads the time from a file (`--clock-file`). The clock starts at the
 //! real time (nothing is due before a KraJob's creation) and the test moves it to the fire times
 //! it wants, computed with the same cron evaluation the operator uses (tested on its own in
 //! `src/cron.rs`).
@@ -12,7 +12,7 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 use k8s_openapi::api::batch::v1::Job;
 use kra_operator::controller::scheduler;
-use kra_operator::crd::{KraJob, Phase};
+use kra_operator::crd::{EvaluationRun, KraJob, Phase};
 use kra_operator::cron::Cron;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -402,4 +402,164 @@ async fn a_keyless_enrich_schedule_runs_after_each_race_day_without_a_key() {
     assert_eq!(container.args.as_ref().unwrap()[0], "enrich");
     assert!(container.env.iter().flatten().all(|e| e.name != "KRA_API_KEY"), "no key in the worker");
     finish_run(&cluster, &child_name, true).await;
+}
+
+fn evaluation(name: &str, how: Value) -> Value {
+    let mut run = json!({
+        "apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun",
+        "metadata": {"name": name},
+        "spec": {"dataset": {"meet": "seoul"}, "predictor": {"baseline": "Rating"}, "retryPolicy": {"limit": 0}},
+    });
+    run["spec"].as_object_mut().unwrap().extend(how.as_object().unwrap().clone());
+    run
+}
+
+async fn evaluation_children(cluster: &Cluster) -> Vec<EvaluationRun> {
+    let api = cluster.api::<EvaluationRun>();
+    let mut list = api.list(&ListParams::default().labels("kra.dev/schedule-uid")).await.unwrap().items;
+    list.sort_by_key(|c| c.name_any());
+    list
+}
+
+async fn wait_evaluation<F: Fn(&EvaluationRun) -> bool>(
+    cluster: &Cluster,
+    name: &str,
+    what: &str,
+    check: F,
+) -> EvaluationRun {
+    wait_until(&format!("EvaluationRun {name}: {what}"), WAIT, || async {
+        let run = cluster.api::<EvaluationRun>().get_opt(name).await.unwrap()?;
+        check(&run).then_some(run)
+    })
+    .await
+}
+
+/// Finish an evaluation's first attempt with this summary; wait until the run reports it.
+async fn finish_evaluation(cluster: &Cluster, run: &str, summary: &Value) {
+    wait_job(cluster, &format!("{run}-1")).await;
+    cluster.finish_job(&format!("{run}-1"), true, Some(&summary.to_string())).await;
+    wait_evaluation(cluster, run, "succeeded", |r| {
+        r.status.as_ref().and_then(|s| s.run.phase) == Some(Phase::Succeeded)
+    })
+    .await;
+}
+
+fn job_args(job: &Job) -> Vec<String> {
+    job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].args.clone().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_evaluation_schedule_starts_a_child_run_per_fire_time_and_skips_an_unchanged_evaluation() {
+    let cluster = Cluster::start().await;
+    let clock = Clock::new(&cluster, Timestamp::now());
+    let _operator = start(&cluster, &clock).await;
+    // Every Monday 09:00, the four weeks before it.
+    let cron = "0 9 * * MON";
+    let [first, second] = fires(cron, &seoul(), 2)[..] else { unreachable!() };
+    let schedule = json!({"schedule": {"cron": cron, "window": {"offsetDays": -28, "days": 28}}});
+    cluster.create::<EvaluationRun>(evaluation("weekly", schedule)).await;
+    let idle = wait_evaluation(&cluster, "weekly", "scheduled", |r| {
+        r.status.as_ref().and_then(|s| s.run.phase) == Some(Phase::Scheduled)
+    })
+    .await;
+    let state = idle.status.as_ref().unwrap().schedule.as_ref().unwrap();
+    assert_eq!(state.next_schedule_time.as_ref().unwrap().0, first);
+    assert!(evaluation_children(&cluster).await.is_empty());
+
+    clock.set(first + 30.seconds());
+    let name = name_at("weekly", first, &seoul());
+    let child = wait_evaluation(&cluster, &name, "created", |_| true).await;
+    let monday = first.to_zoned(seoul()).date();
+    let window = child.spec.dataset.date_range.clone().unwrap();
+    assert_eq!(window.from, (monday - 28.days()).to_string());
+    assert_eq!(window.to, (monday - 1.days()).to_string());
+    assert!(
+        child.spec.schedule.is_none() && child.spec.skip_if_evaluation_key.is_none(),
+        "the first run has nothing to skip"
+    );
+    // The child is an ordinary EvaluationRun: its own Job, over its window.
+    let job = wait_job(&cluster, &format!("{name}-1")).await;
+    let args = job_args(&job);
+    assert!(args.windows(2).any(|w| w == ["--from", window.from.as_str()]), "{args:?}");
+    let summary = json!({"dataSnapshotId": "ds-1", "evaluationKey": "sha256:first", "metrics": {"exact_top3_hit_rate": 0.1},
+                         "message": "40 races"});
+    finish_evaluation(&cluster, &name, &summary).await;
+    let recorded = wait_evaluation(&cluster, "weekly", "the key of its newest evaluation", |r| {
+        r.status.as_ref().and_then(|s| s.schedule.as_ref()).and_then(|s| s.last_evaluation_key.clone()).is_some()
+    })
+    .await;
+    let state = recorded.status.as_ref().unwrap().schedule.as_ref().unwrap();
+    assert_eq!(state.last_evaluation_key.as_deref(), Some("sha256:first"));
+    assert_eq!(state.last_successful_time.as_ref().unwrap().0, first);
+
+    // The next week's run is told that key: the evaluator skips it if nothing changed.
+    clock.set(second + 30.seconds());
+    let next = name_at("weekly", second, &seoul());
+    let child = wait_evaluation(&cluster, &next, "created", |_| true).await;
+    assert_eq!(child.spec.skip_if_evaluation_key.as_deref(), Some("sha256:first"));
+    let args = job_args(&wait_job(&cluster, &format!("{next}-1")).await);
+    assert!(args.windows(2).any(|w| w == ["--skip-if-evaluation-key", "sha256:first"]), "{args:?}");
+    let skipped = json!({"dataSnapshotId": "ds-1", "evaluationKey": "sha256:first", "skipped": "UnchangedDataset",
+                         "message": "skipped: the dataset ds-1 and the predictor are those of an earlier run"});
+    finish_evaluation(&cluster, &next, &skipped).await;
+    let done = wait_evaluation(&cluster, &next, "its result", |r| {
+        r.status.as_ref().and_then(|s| s.run.result.clone()).is_some()
+    })
+    .await;
+    assert_eq!(done.status.unwrap().run.result.unwrap().skipped.as_deref(), Some("UnchangedDataset"));
+    assert_eq!(evaluation_children(&cluster).await.len(), 2, "one run per fire time");
+    assert_eq!(cluster.api::<EvaluationRun>().get("weekly").await.unwrap().metadata.generation, Some(1));
+}
+
+#[tokio::test]
+async fn each_successful_collection_triggers_one_evaluation_of_the_days_up_to_its_window() {
+    let cluster = Cluster::start().await;
+    let clock = Clock::new(&cluster, Timestamp::now());
+    let _operator = start(&cluster, &clock).await;
+    let cron = "0 22 * * SAT,SUN";
+    let [first, second, third] = fires(cron, &seoul(), 3)[..] else { unreachable!() };
+    cluster.create::<KraJob>(scheduled("seoul-results", json!({"cron": cron}))).await;
+    let trigger = json!({"trigger": {"kraJob": "seoul-results", "days": 28}});
+    cluster.create::<EvaluationRun>(evaluation("after-results", trigger)).await;
+    let waiting = wait_evaluation(&cluster, "after-results", "scheduled", |r| {
+        r.status.as_ref().and_then(|s| s.run.phase) == Some(Phase::Scheduled)
+    })
+    .await;
+    let ready = waiting.status.as_ref().unwrap().run.conditions.iter().find(|c| c.type_ == "Ready").unwrap().clone();
+    assert!(ready.message.contains("seoul-results"), "{ready:?}");
+
+    // The collection of the first race day succeeds: one evaluation of the 28 days up to it.
+    clock.set(first + 30.seconds());
+    let collection = name_at("seoul-results", first, &seoul());
+    wait_for(&cluster, "seoul-results", "a run", |j| run_names(j) == [collection.clone()]).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(evaluation_children(&cluster).await.is_empty(), "a collection still running triggers nothing");
+    finish_run(&cluster, &collection, true).await;
+    let name = name_at("after-results", first, &seoul());
+    let child = wait_evaluation(&cluster, &name, "created", |_| true).await;
+    let day = first.to_zoned(seoul()).date();
+    let window = child.spec.dataset.date_range.clone().unwrap();
+    assert_eq!((window.from, window.to), ((day - 27.days()).to_string(), day.to_string()));
+    assert!(child.spec.trigger.is_none());
+    let summary =
+        json!({"dataSnapshotId": "ds-1", "evaluationKey": "sha256:k1", "metrics": {"exact_top3_hit_rate": 0.2}});
+    finish_evaluation(&cluster, &name, &summary).await;
+
+    // A failed collection triggers nothing; the next successful one triggers the next evaluation,
+    // told the key of the last one.
+    clock.set(second + 30.seconds());
+    let failed = name_at("seoul-results", second, &seoul());
+    wait_for(&cluster, "seoul-results", "the second run", |j| run_names(j).contains(&failed)).await;
+    finish_run(&cluster, &failed, false).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(evaluation_children(&cluster).await.len(), 1, "a failed collection triggers no evaluation");
+    clock.set(third + 30.seconds());
+    let collected = name_at("seoul-results", third, &seoul());
+    wait_for(&cluster, "seoul-results", "the third run", |j| run_names(j).contains(&collected)).await;
+    finish_run(&cluster, &collected, true).await;
+    let next = wait_evaluation(&cluster, &name_at("after-results", third, &seoul()), "created", |_| true).await;
+    assert_eq!(next.spec.dataset.date_range.unwrap().to, third.to_zoned(seoul()).date().to_string());
+    assert_eq!(next.spec.skip_if_evaluation_key.as_deref(), Some("sha256:k1"));
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(evaluation_children(&cluster).await.len(), 2, "one evaluation per successful collection");
 }

@@ -14,7 +14,7 @@ use kube::core::cel::{CompiledSchema, compile_schema, validate_compiled};
 use super::error::{Error, is_not_found};
 use super::schema::DeclaredSchema;
 use super::validate::{self, Problems, PromptLookup, WorkerDefaults};
-use crate::crd::{EvaluationRun, KraJob, RunControls, RunStatus};
+use crate::crd::{DateRange, EvaluationRun, KraJob, RunControls, RunStatus, Schedule, ScheduleStatus, Trigger};
 use crate::worker::WorkerInvocation;
 
 pub trait RunKind:
@@ -49,16 +49,40 @@ pub trait RunKind:
     const WORKER_BINARY: &'static str;
     /// Whether the spec can name ConfigMaps, so the controller watches them.
     const REFERENCES_CONFIG_MAPS: bool = false;
-    /// Whether resources of this kind can own child runs of the same kind (scheduled KraJobs).
+    /// Whether resources of this kind can own child runs of the same kind (on a schedule).
     const HAS_CHILD_RUNS: bool = false;
+    /// Whether resources of this kind can follow a scheduled `KraJob`'s runs (`spec.trigger`).
+    const HAS_TRIGGERS: bool = false;
     /// Whether attempts draw from a shared request budget (`budget_key`).
     const HAS_REQUEST_BUDGET: bool = false;
 
-    /// This resource as a scheduled `KraJob`, reconciled by `recurring` instead of the
-    /// attempt planner.
-    fn as_scheduled(&self) -> Option<&KraJob> {
+    /// How this resource makes child runs, if it does (then `recurring` reconciles it instead
+    /// of the attempt planner).
+    fn recurrence(&self) -> Option<Recurrence<'_>>;
+
+    /// The state of its schedule or trigger, from status.
+    fn schedule_status(&self) -> Option<&ScheduleStatus>;
+
+    /// A child run of this schedule (pure): the spec for one window, never suspended, with no
+    /// metadata yet. `skip_key`: the evaluation key of the newest evaluated child, for kinds
+    /// that skip an unchanged evaluation.
+    fn child_run(&self, name: &str, window: &DateRange, skip_key: Option<&str>) -> Self;
+
+    /// The window of a child run.
+    fn window(&self) -> Option<DateRange>;
+
+    /// The scheduled `KraJob` whose runs trigger this resource's runs.
+    fn followed_krajob(&self) -> Option<&str> {
         None
     }
+
+    /// What a finished child evaluated (its result's evaluation key), for kinds that have one.
+    fn evaluation_key(&self) -> Option<String> {
+        None
+    }
+
+    /// Validate the spec a child would have (pure).
+    fn check_child(child: &Self, defaults: &WorkerDefaults) -> Result<(), Problems>;
 
     /// The KRA API request budget this resource's attempts draw from, if any.
     fn budget_key(&self) -> Option<String> {
@@ -87,6 +111,15 @@ pub trait RunKind:
         refs: &References<'_>,
         defaults: &WorkerDefaults,
     ) -> impl Future<Output = Result<Result<WorkerInvocation, Problems>, Error>> + Send;
+}
+
+/// How a resource makes child runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Recurrence<'a> {
+    /// A cron schedule: a child per scheduled time.
+    Schedule(&'a Schedule),
+    /// A child per succeeded run of a scheduled `KraJob`.
+    Trigger(&'a Trigger),
 }
 
 /// Where what a spec refers to is read: the ConfigMap cache of the controllers' watch, and the
@@ -133,8 +166,24 @@ impl RunKind for KraJob {
     const HAS_CHILD_RUNS: bool = true;
     const HAS_REQUEST_BUDGET: bool = true;
 
-    fn as_scheduled(&self) -> Option<&KraJob> {
-        self.spec.schedule.is_some().then_some(self)
+    fn recurrence(&self) -> Option<Recurrence<'_>> {
+        self.spec.schedule.as_ref().map(Recurrence::Schedule)
+    }
+
+    fn schedule_status(&self) -> Option<&ScheduleStatus> {
+        self.status.as_ref().and_then(|s| s.schedule.as_ref())
+    }
+
+    fn child_run(&self, name: &str, window: &DateRange, _skip_key: Option<&str>) -> Self {
+        KraJob::new(name, super::recurring::child_spec(&self.spec, window))
+    }
+
+    fn window(&self) -> Option<DateRange> {
+        self.spec.date_range.clone()
+    }
+
+    fn check_child(child: &Self, defaults: &WorkerDefaults) -> Result<(), Problems> {
+        validate::krajob(&child.spec, defaults).map(|_| ())
     }
 
     fn budget_key(&self) -> Option<String> {
@@ -174,6 +223,49 @@ impl RunKind for EvaluationRun {
     ];
     const WORKER_BINARY: &'static str = "kra-evaluator";
     const REFERENCES_CONFIG_MAPS: bool = true;
+    const HAS_CHILD_RUNS: bool = true;
+    const HAS_TRIGGERS: bool = true;
+
+    fn recurrence(&self) -> Option<Recurrence<'_>> {
+        match (&self.spec.schedule, &self.spec.trigger) {
+            (Some(schedule), _) => Some(Recurrence::Schedule(schedule)),
+            (None, Some(trigger)) => Some(Recurrence::Trigger(trigger)),
+            (None, None) => None,
+        }
+    }
+
+    fn schedule_status(&self) -> Option<&ScheduleStatus> {
+        self.status.as_ref().and_then(|s| s.schedule.as_ref())
+    }
+
+    fn child_run(&self, name: &str, window: &DateRange, skip_key: Option<&str>) -> Self {
+        let mut spec = self.spec.clone();
+        spec.schedule = None;
+        spec.trigger = None;
+        spec.dataset.date_range = Some(window.clone());
+        spec.dataset.races = None;
+        spec.run.suspend = false;
+        spec.skip_if_evaluation_key = skip_key.map(str::to_string).or(spec.skip_if_evaluation_key);
+        EvaluationRun::new(name, spec)
+    }
+
+    fn window(&self) -> Option<DateRange> {
+        self.spec.dataset.date_range.clone()
+    }
+
+    fn followed_krajob(&self) -> Option<&str> {
+        self.spec.trigger.as_ref().map(|t| t.kra_job.as_str())
+    }
+
+    fn evaluation_key(&self) -> Option<String> {
+        self.status.as_ref()?.run.result.as_ref()?.evaluation_key.clone()
+    }
+
+    fn check_child(child: &Self, defaults: &WorkerDefaults) -> Result<(), Problems> {
+        // The prompt is looked up when each child runs (it may change between runs).
+        let name = child.metadata.name.as_deref().unwrap_or_default();
+        validate::evaluation_run(name, &child.spec, &PromptLookup::Found, defaults).map(|_| ())
+    }
 
     fn dates(&self) -> Option<String> {
         self.spec.dataset.date_range.as_ref().map(crate::crd::DateRange::label)
@@ -183,7 +275,7 @@ impl RunKind for EvaluationRun {
         &self.spec.run
     }
     fn run_status(&self) -> Option<&RunStatus<Self::Summary>> {
-        self.status.as_ref()
+        self.status.as_ref().map(|s| &s.run)
     }
     fn check_declared(&self) -> Result<(), String> {
         EVALUATION_RUN_DECLARED.with(|(schema, rules)| check_declared(schema, rules, self))
@@ -275,6 +367,31 @@ mod tests {
         let mut fine = base;
         fine["date"] = json!("2025-05-24");
         assert_eq!(krajob(fine).check_declared(), Ok(()));
+    }
+
+    #[test]
+    fn an_evaluation_run_evaluates_a_range_races_a_schedule_or_a_trigger_exactly_one() {
+        let run = |extra: serde_json::Value| -> EvaluationRun {
+            let mut spec = json!({"dataset": {"meet": "seoul"}, "predictor": {"baseline": "Rating"}});
+            spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(json!({"apiVersion": "kra.dev/v1alpha1", "kind": "EvaluationRun",
+                                          "metadata": {"name": "r"}, "spec": spec}))
+            .unwrap()
+        };
+        let message = "set exactly one of dataset.dateRange, dataset.races, schedule and trigger";
+        let none = run(json!({})).check_declared().unwrap_err();
+        assert!(none.contains(message), "{none}");
+        let both = run(json!({"schedule": {"cron": "@weekly"}, "trigger": {"kraJob": "k"}})).check_declared();
+        assert!(both.unwrap_err().contains(message));
+        assert_eq!(run(json!({"trigger": {"kraJob": "k", "days": 28}})).check_declared(), Ok(()));
+        assert_eq!(run(json!({"schedule": {"cron": "@weekly"}})).check_declared(), Ok(()));
+        let child = run(json!({"schedule": {"cron": "@weekly"}})).child_run(
+            "r-20250526-0900",
+            &DateRange { from: "2025-04-28".into(), to: "2025-05-25".into() },
+            Some("sha256:k"),
+        );
+        assert_eq!(child.check_declared(), Ok(()), "a child evaluates a date range");
+        assert_eq!(child.spec.skip_if_evaluation_key.as_deref(), Some("sha256:k"));
     }
 
     #[test]

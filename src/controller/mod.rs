@@ -127,8 +127,8 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
         // The Jobs go with their owner through garbage collection.
         return Ok(Action::await_change());
     }
-    if let Some(parent) = obj.as_scheduled() {
-        return recurring::reconcile(parent, ctx).await;
+    if obj.recurrence().is_some() {
+        return recurring::reconcile(obj, ctx).await;
     }
     let run = Run::of(obj)?;
     let resolved = resolve(obj, ctx).await?;
@@ -367,25 +367,15 @@ pub fn controller<K: RunKind>(
     let mut controller =
         Controller::for_stream(runs, runs_reader).owns_stream(job_events).graceful_shutdown_on(shutdown);
     if K::HAS_CHILD_RUNS {
-        // A scheduled KraJob owns its runs (child KraJobs): their progress wakes it.
+        // A schedule (or trigger) owns its runs, children of its kind: their progress wakes it.
         let children = tolerant(watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID));
         controller = controller.owns_stream(children.default_backoff().touched_objects());
     }
+    if K::HAS_TRIGGERS {
+        controller = wake_on_collections(controller, &ctx, &scope);
+    }
     if K::HAS_REQUEST_BUDGET {
-        // A run that stops holding a share of its API key's budget (finished, or backing off)
-        // wakes the runs waiting for that budget at once, instead of at their next retry.
-        let runs = controller.store();
-        let changes = tolerant(watcher::Config::default()).default_backoff().touched_objects();
-        controller = controller.watches_stream(changes, move |changed: K| {
-            let released = changed.run_status().and_then(|s| s.phase).is_some_and(|p| p != Phase::Running);
-            let Some(key) = changed.budget_key().filter(|_| released) else { return Vec::new() };
-            runs.state()
-                .into_iter()
-                .filter(|run| run.run_status().and_then(|s| s.phase) == Some(Phase::Pending))
-                .filter(|run| run.budget_key().as_deref() == Some(key.as_str()))
-                .map(|run| ObjectRef::from_obj(run.as_ref()))
-                .collect::<Vec<_>>()
-        });
+        controller = wake_on_released_budget(controller, &ctx, &scope);
     }
     if K::REFERENCES_CONFIG_MAPS {
         // A ConfigMap that appears or changes wakes the runs that name it (a prompt created
@@ -437,4 +427,52 @@ pub fn controller<K: RunKind>(
         futures::future::select(reconciles, pod_watch).await;
     };
     (store, driver)
+}
+
+/// Triggered runs wake when a run of the scheduled KraJob they follow changes (succeeds).
+fn wake_on_collections<K: RunKind>(controller: Controller<K>, ctx: &Context, scope: &Scope) -> Controller<K> {
+    let runs = controller.store();
+    let collections = watch::tolerant::<crate::crd::KraJob>(
+        &ctx.client,
+        scope,
+        watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID).any_semantic(),
+        ctx.undecodable.clone(),
+    )
+    .default_backoff()
+    .touched_objects();
+    controller.watches_stream(collections, move |collection: crate::crd::KraJob| {
+        let namespace = collection.namespace();
+        let schedules: Vec<String> = collection
+            .owner_references()
+            .iter()
+            .filter(|o| o.controller == Some(true))
+            .map(|o| o.name.clone())
+            .collect();
+        runs.state()
+            .into_iter()
+            .filter(|run| run.namespace() == namespace)
+            .filter(|run| run.followed_krajob().is_some_and(|name| schedules.iter().any(|s| s == name)))
+            .map(|run| ObjectRef::from_obj(run.as_ref()))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// A run that stops holding a share of its API key's budget (finished, or backing off) wakes the
+/// runs waiting for that budget at once, instead of at their next retry.
+fn wake_on_released_budget<K: RunKind>(controller: Controller<K>, ctx: &Context, scope: &Scope) -> Controller<K> {
+    let runs = controller.store();
+    let changes =
+        watch::tolerant::<K>(&ctx.client, scope, watcher::Config::default().any_semantic(), ctx.undecodable.clone())
+            .default_backoff()
+            .touched_objects();
+    controller.watches_stream(changes, move |changed: K| {
+        let released = changed.run_status().and_then(|s| s.phase).is_some_and(|p| p != Phase::Running);
+        let Some(key) = changed.budget_key().filter(|_| released) else { return Vec::new() };
+        runs.state()
+            .into_iter()
+            .filter(|run| run.run_status().and_then(|s| s.phase) == Some(Phase::Pending))
+            .filter(|run| run.budget_key().as_deref() == Some(key.as_str()))
+            .map(|run| ObjectRef::from_obj(run.as_ref()))
+            .collect::<Vec<_>>()
+    })
 }

@@ -1,9 +1,10 @@
-//! The pure planner of a scheduled `KraJob`: from the schedule, its recorded state, the child
-//! runs that exist and the time, decide which runs to create or delete, which scheduled times
-//! to skip (and why), and the new schedule status.
+//! The pure planner of a scheduled `KraJob` or `EvaluationRun` (or a triggered `EvaluationRun`):
+//! from the schedule, its recorded state, the child runs that exist and the time, decide which
+//! runs to create or delete, which scheduled times to skip (and why), and the new schedule status.
 //!
-//! Rules, in order, over the scheduled times due since `lastScheduleTime` (or since the
-//! `KraJob` was created):
+//! The due times come from the cron expression, or, for a trigger, from the succeeded runs of
+//! the scheduled `KraJob` it follows ([`Timing`]). Rules, in order, over the times due since
+//! `lastScheduleTime` (or since the parent was created):
 //! 1. suspended: every due time is skipped (`Suspended`);
 //! 2. past `startingDeadlineSeconds`: skipped (`DeadlineExceeded`);
 //! 3. catch-up `Latest`, or concurrency `Replace`: all but the newest are skipped
@@ -72,11 +73,61 @@ pub enum Action {
     },
 }
 
+/// Where due times and their windows come from.
+#[derive(Clone, Copy)]
+pub enum Timing<'a> {
+    /// The cron expression of a schedule, read in its time zone; each time's window from
+    /// `schedule.window`.
+    Cron { cron: &'a Cron, tz: &'a TimeZone },
+    /// Listed times, each with its window, oldest first (a trigger: the scheduled times of the
+    /// collections that succeeded, each with the window evaluated after it). Child names use `tz`.
+    Listed { due: &'a [(Timestamp, DateRange)], tz: &'a TimeZone },
+}
+
+impl Timing<'_> {
+    fn tz(&self) -> &TimeZone {
+        match self {
+            Timing::Cron { tz, .. } | Timing::Listed { tz, .. } => tz,
+        }
+    }
+
+    /// The times due after `since` up to `now` (at most `MAX_DUE`, the newest), and how many
+    /// more were not listed.
+    fn between(&self, since: Timestamp, now: Timestamp) -> (Vec<Timestamp>, usize) {
+        match self {
+            Timing::Cron { cron, tz } => cron.between(since, now, tz, MAX_DUE),
+            Timing::Listed { due, .. } => {
+                let mut times: Vec<Timestamp> =
+                    due.iter().map(|(at, _)| *at).filter(|at| *at > since && *at <= now).collect();
+                let unlisted = times.len().saturating_sub(MAX_DUE);
+                times.drain(..unlisted);
+                (times, unlisted)
+            }
+        }
+    }
+
+    /// The window of a run due at `at`: from the schedule, or the newest listed at or before it.
+    fn window(&self, schedule: &Schedule, at: Timestamp) -> Option<DateRange> {
+        match self {
+            Timing::Cron { tz, .. } => Some(window(schedule, at, tz)),
+            Timing::Listed { due, .. } => due.iter().rev().find(|(t, _)| *t <= at).map(|(_, w)| w.clone()),
+        }
+    }
+
+    fn next_after(&self, now: Timestamp) -> Option<Timestamp> {
+        match self {
+            Timing::Cron { cron, tz } => cron.next_after(now, tz),
+            Timing::Listed { .. } => None,
+        }
+    }
+}
+
 pub struct Input<'a> {
     pub parent: &'a str,
+    /// The schedule's settings (concurrency, deadline, catch-up, history limits); a trigger's
+    /// are given as a schedule.
     pub schedule: &'a Schedule,
-    pub cron: &'a Cron,
-    pub tz: &'a TimeZone,
+    pub timing: Timing<'a>,
     pub suspended: bool,
     pub status: Option<&'a ScheduleStatus>,
     pub children: &'a [Child],
@@ -127,10 +178,11 @@ fn time(t: &Time) -> Timestamp {
 }
 
 pub fn plan(input: Input<'_>) -> Plan {
-    let Input { parent, schedule, cron, tz, suspended, status, children, created, run_now, now } = input;
+    let Input { parent, schedule, timing, suspended, status, children, created, run_now, now } = input;
+    let tz = timing.tz();
     let previous = status.cloned().unwrap_or_default();
     let since = previous.last_schedule_time.as_ref().map(time).unwrap_or(created);
-    let (due, unlisted) = cron.between(since, now, tz, MAX_DUE);
+    let (due, unlisted) = timing.between(since, now);
 
     let mut sorted = sort_due(&input, due, previous.last_schedule_time.as_ref().map(time));
     let active: Vec<&Child> = children.iter().filter(|c| c.active()).collect();
@@ -138,7 +190,7 @@ pub fn plan(input: Input<'_>) -> Plan {
     let mut started: Vec<(Timestamp, String, DateRange)> = Vec::new();
     for at in to_start {
         let name = child_name(parent, at, tz);
-        let window = window(schedule, at, tz);
+        let Some(window) = timing.window(schedule, at) else { continue };
         actions.push(Action::Create { name: name.clone(), scheduled_time: at, window: window.clone() });
         started.push((at, name, window));
         sorted.last = Some(sorted.last.map_or(at, |l| l.max(at)));
@@ -150,8 +202,7 @@ pub fn plan(input: Input<'_>) -> Plan {
         last_run_now = Some(request.to_string());
         if let Ok(at) = request.parse::<Timestamp>() {
             let name = format!("{}-now", child_name(parent, at, tz));
-            if !children.iter().any(|c| c.name == name) {
-                let window = window(schedule, at, tz);
+            if let Some(window) = timing.window(schedule, at).filter(|_| !children.iter().any(|c| c.name == name)) {
                 actions.push(Action::Create { name: name.clone(), scheduled_time: at, window: window.clone() });
                 started.push((at, name, window));
             }
@@ -171,7 +222,7 @@ pub fn plan(input: Input<'_>) -> Plan {
     let excess = all_skipped.len().saturating_sub(MAX_SKIPPED);
     all_skipped.drain(..excess);
 
-    let next = if suspended { None } else { cron.next_after(now, tz) };
+    let next = if suspended { None } else { timing.next_after(now) };
     let requeue_after = next.map(|n| Duration::from_secs(n.duration_since(now).as_secs().max(1) as u64));
     Plan {
         actions,
@@ -182,6 +233,7 @@ pub fn plan(input: Input<'_>) -> Plan {
             runs,
             last_run_now,
             skipped: all_skipped,
+            last_evaluation_key: previous.last_evaluation_key.clone(),
         },
         waiting,
         newly_skipped: sorted.skipped,
@@ -203,12 +255,13 @@ struct Due {
 /// daylight-saving fold repeats: same name, same window); suspension, the starting deadline and
 /// the catch-up rule skip the others.
 fn sort_due(input: &Input<'_>, due: Vec<Timestamp>, last: Option<Timestamp>) -> Due {
-    let Input { parent, schedule, tz, suspended, children, now, .. } = *input;
+    let Input { parent, schedule, timing, suspended, children, now, .. } = *input;
+    let tz = timing.tz();
     let mut sorted = Due { live: Vec::new(), skipped: Vec::new(), last };
     let skip = |sorted: &mut Due, at: Timestamp, reason: &'static str| {
         sorted.skipped.push(SkippedRun {
             scheduled_time: Time(at),
-            window: window(schedule, at, tz),
+            window: timing.window(schedule, at).unwrap_or_default(),
             reason: reason.into(),
         });
         sorted.last = Some(sorted.last.map_or(at, |l| l.max(at)));
@@ -356,8 +409,7 @@ mod tests {
             let plan = plan(Input {
                 parent: "seoul",
                 schedule: &self.schedule,
-                cron: &self.cron,
-                tz: &self.tz,
+                timing: Timing::Cron { cron: &self.cron, tz: &self.tz },
                 suspended: self.suspended,
                 status: self.status.as_ref(),
                 children: &self.children,

@@ -278,6 +278,7 @@ pub fn evaluation_run(
             champion_model: spec.champion.as_ref().map(|c| c.registered_model.clone()),
             mode: spec.mode,
             baseline_run: spec.baseline_run.clone(),
+            skip_if_evaluation_key: spec.skip_if_evaluation_key.clone(),
             tracking,
             database,
         }),
@@ -536,6 +537,9 @@ mod tests {
             champion: None,
             mode: Default::default(),
             baseline_run: Some("champion".into()),
+            schedule: None,
+            trigger: None,
+            skip_if_evaluation_key: None,
             mlflow: Some(MlflowTracking {
                 tracking_uri: "http://mlflow:5000".into(),
                 experiment: "exp".into(),

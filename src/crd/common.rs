@@ -158,7 +158,7 @@ pub struct QueueRef {
 }
 
 /// An inclusive range of calendar dates (`YYYY-MM-DD`, Asia/Seoul race days).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.to >= self.from").message("dateRange.to must not be before dateRange.from"))]
 pub struct DateRange {

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DateRange, Meet, RunControls, RunStatus, SecretKeyRef};
+use super::schedule::{ConcurrencyPolicy, Schedule, ScheduleStatus};
 
 /// A time-ordered split of the selected races, cut only between whole race days.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, ValueEnum)]
@@ -42,12 +43,12 @@ pub enum FeatureSet {
 /// Which stored races are evaluated.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.dateRange) != has(self.races)").message("set exactly one of dataset.dateRange and dataset.races"))]
+#[x_kube(validation = Rule::new("!(has(self.dateRange) && has(self.races))").message("set at most one of dataset.dateRange and dataset.races"))]
 pub struct DatasetSelection {
     /// Restrict to one racecourse; all racecourses when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meet: Option<Meet>,
-    /// Races run in this date range.
+    /// Races run in this date range. On a schedule or a trigger, each run's range is set by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_range: Option<DateRange>,
     /// An explicit list of race ids, `YYYYMMDD_<meet code>_<race number>`.
@@ -228,11 +229,31 @@ fn default_experiment() -> String {
     printcolumn(name = "MLflow run", type_ = "string", json_path = ".status.result.mlflowRunId", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("has(self.predictor.baseline) || has(self.prompt)").message("an llm predictor needs a prompt"))]
+#[x_kube(
+    validation = Rule::new("has(self.predictor.baseline) || has(self.prompt)").message("an llm predictor needs a prompt"),
+    validation = Rule::new("(has(self.dataset.dateRange) ? 1 : 0) + (has(self.dataset.races) ? 1 : 0) + (has(self.schedule) ? 1 : 0) + (has(self.trigger) ? 1 : 0) == 1")
+        .message("set exactly one of dataset.dateRange, dataset.races, schedule and trigger")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct EvaluationRunSpec {
     /// Which stored races are evaluated.
     pub dataset: DatasetSelection,
+    /// Evaluate on a schedule: each time it fires, a child `EvaluationRun` evaluates the races of
+    /// that run's window (`schedule.window`, as a `KraJob` schedule's). Exactly one of
+    /// `dataset.dateRange`, `dataset.races`, `schedule` and `trigger` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// Evaluate after each successful run of a scheduled `KraJob`: a child `EvaluationRun` per
+    /// collection window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    /// Make no predictions (`result.skipped: UnchangedDataset`) when the run's evaluation key
+    /// (dataset id, predictor, prompt hash and seeds) is this one. A schedule or trigger sets it
+    /// on each run to the key of its newest evaluated run, so an unchanged dataset is not
+    /// evaluated twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub skip_if_evaluation_key: Option<String>,
     /// The prompt template; required for an LLM predictor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<PromptRef>,
@@ -337,6 +358,15 @@ pub struct EvaluationSummary {
     /// Content-derived id of the evaluated dataset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_snapshot_id: Option<String>,
+    /// What the run evaluated: sha256 of its dataset id, predictor, prompt hash and seeds. A
+    /// scheduled or triggered run skips itself when its key is that of the schedule's newest
+    /// evaluated run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation_key: Option<String>,
+    /// Why the run made no predictions: `UnchangedDataset` (its evaluation key was the one it
+    /// was told to skip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
     /// sha256 of the prompt template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_sha256: Option<String>,
@@ -360,5 +390,54 @@ pub struct EvaluationSummary {
     pub message: Option<String>,
 }
 
+/// Evaluations that follow a scheduled `KraJob`'s collections.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    /// The scheduled `KraJob` (same namespace) whose succeeded runs each start an evaluation.
+    /// Runs scheduled before this `EvaluationRun` was created do not.
+    #[schemars(length(min = 1, max = 253))]
+    pub kra_job: String,
+    /// The calendar days each evaluation covers, ending on the last day of the collection's
+    /// window (28: the four weeks up to it). When absent, the collection's window itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 366))]
+    pub days: Option<i32>,
+    /// What to do when a collection succeeds while an earlier evaluation is still active.
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// Succeeded child runs kept; older ones are deleted.
+    #[serde(default = "default_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub successful_runs_history_limit: i32,
+    /// Failed child runs kept; older ones are deleted.
+    #[serde(default = "default_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub failed_runs_history_limit: i32,
+}
+
+fn default_history() -> i32 {
+    3
+}
+
 /// Status of an `EvaluationRun`.
-pub type EvaluationRunStatus = RunStatus<EvaluationSummary>;
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationRunStatus {
+    /// Phase, conditions, attempts and result (a scheduled or triggered `EvaluationRun` has no
+    /// attempts of its own: its runs are child `EvaluationRun`s).
+    #[serde(flatten)]
+    pub run: RunStatus<EvaluationSummary>,
+    /// The schedule's (or the trigger's) state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleStatus>,
+}
+
+/// An `EvaluationRunStatus` reads as its run status (phase, conditions, attempts, result).
+impl std::ops::Deref for EvaluationRunStatus {
+    type Target = RunStatus<EvaluationSummary>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.run
+    }
+}

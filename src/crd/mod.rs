@@ -23,7 +23,9 @@ pub use common::{
     Attempt, AttemptOutcome, Backoff, DateRange, Meet, Phase, PodOverrides, QueueRef, RequestGrant, RetryPolicy,
     RunControls, RunStatus, SecretKeyRef,
 };
-pub use evaluationrun::{EvaluationRun, EvaluationRunSpec, EvaluationRunStatus, EvaluationSummary, PromotionDecision};
+pub use evaluationrun::{
+    EvaluationRun, EvaluationRunSpec, EvaluationRunStatus, EvaluationSummary, PromotionDecision, Trigger,
+};
 pub use krajob::{CollectionSummary, KraAction, KraJob, KraJobSpec, KraJobStatus};
 pub use schedule::{CatchUp, ConcurrencyPolicy, Schedule, ScheduleStatus, ScheduledRun, SkippedRun, Window};
 

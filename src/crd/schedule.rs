@@ -165,4 +165,8 @@ pub struct ScheduleStatus {
     /// The most recent scheduled times that were skipped, with the reason (at most 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedRun>,
+    /// On an `EvaluationRun` schedule or trigger: the evaluation key of the newest run that
+    /// evaluated its dataset; the next run skips itself when its own key is the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evaluation_key: Option<String>,
 }

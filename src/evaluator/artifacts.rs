@@ -25,6 +25,7 @@ pub fn printed_summary(results: &EvaluationResults, metadata: &RunMetadata, dire
         "artifacts": directory.display().to_string(),
         "mlflowRunId": metadata.mlflow_run_id,
         "dataSnapshotId": metadata.data_snapshot_id,
+        "evaluationKey": metadata.evaluation_key,
         "commitSha": metadata.commit_sha,
         "predictor": metadata.predictor,
         "metrics": results.metrics,
@@ -34,6 +35,9 @@ pub fn printed_summary(results: &EvaluationResults, metadata: &RunMetadata, dire
         "excluded": results.excluded.len(),
     })
 }
+
+/// The reason a run was skipped because its evaluation key was that of an earlier run.
+pub const SKIPPED_UNCHANGED: &str = "UnchangedDataset";
 
 /// The compact summary for the termination message (read by the operator into EvaluationRun status).
 pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, artifacts: &str) -> String {
@@ -46,6 +50,8 @@ pub fn termination_summary(results: &EvaluationResults, metadata: &RunMetadata, 
         .collect();
     let summary = EvaluationSummary {
         data_snapshot_id: Some(metadata.data_snapshot_id.clone()),
+        evaluation_key: Some(metadata.evaluation_key.clone()),
+        skipped: None,
         prompt_sha256: metadata.prompt_sha256.clone(),
         commit_sha: Some(metadata.commit_sha.to_string()),
         mlflow_run_id: metadata.mlflow_run_id.clone(),

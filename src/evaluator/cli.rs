@@ -123,6 +123,11 @@ pub struct RunArgs {
     /// Also write a compact summary here (a Kubernetes termination message, at most 4 KiB).
     #[arg(long)]
     pub summary_file: Option<PathBuf>,
+    /// Skip the run (no predictions, no MLflow run; exit 0 with `skipped: UnchangedDataset`)
+    /// when its evaluation key (dataset id, predictor, prompt and seeds) is this one: what a
+    /// schedule passes from its newest evaluated run.
+    #[arg(long)]
+    pub skip_if_evaluation_key: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -261,6 +266,7 @@ pub fn request(cli: &Cli) -> Result<Request, EvaluatorError> {
         resamples: args.resamples,
         tracking,
         summary_file: args.summary_file.clone(),
+        skip_if_evaluation_key: args.skip_if_evaluation_key.clone(),
     })
 }
 

@@ -19,6 +19,8 @@ pub struct RunMetadata {
     pub prompt_version: Option<String>,
     pub prompt_sha256: Option<String>,
     pub data_snapshot_id: String,
+    /// What the run evaluated: its dataset, predictor, prompt and seeds (see [`evaluation_key`]).
+    pub evaluation_key: String,
     /// `live` or `reconstructed`: which snapshots could stand for a race.
     pub snapshot_policy: String,
     /// `card` or `card+form`.
@@ -59,6 +61,20 @@ pub struct ChampionRecord {
     pub model: String,
     pub previous_version: Option<String>,
     pub version: Option<String>,
+}
+
+/// The identity of what a run evaluates: sha256 of its dataset id, its predictor (a baseline's
+/// name; an LLM's API, endpoint and model; recorded predictions' own sha256), its prompt's
+/// sha256 and its seeds. Two runs with the same key make the same predictions on the same races,
+/// so a schedule skips the second (`--skip-if-evaluation-key`).
+pub fn evaluation_key(data_snapshot_id: &str, predictor: &Value, prompt_sha256: Option<&str>, seeds: &[i64]) -> String {
+    let identity = serde_json::json!({
+        "dataSnapshotId": data_snapshot_id,
+        "predictor": predictor,
+        "promptSha256": prompt_sha256,
+        "seeds": seeds,
+    });
+    format!("sha256:{}", sha256_hex(identity.to_string().as_bytes()))
 }
 
 /// The commit the binary was built from.

@@ -37,6 +37,8 @@ pub struct Request {
     pub tracking: Option<Tracking>,
     /// Where the compact termination-message summary goes.
     pub summary_file: Option<PathBuf>,
+    /// Skip the run when its evaluation key is this one (the dataset and predictor are unchanged).
+    pub skip_if_evaluation_key: Option<String>,
 }
 
 /// Which stored races; `from`/`to` and `races` exclude each other (the command line enforces it).

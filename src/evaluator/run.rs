@@ -37,13 +37,7 @@ enum Source {
 /// Carry out the request; the summary printed at the end on success.
 pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
     let prompt = request.prompt.as_ref().map(read_prompt).transpose()?;
-    // LLM answers are kept in the store and re-used (unless turned off).
-    let cache = match &request.predictor {
-        PredictorRequest::Llm(llm) if llm.cache => {
-            Some(Store::open(&request.database_url).await.map_err(|e| EvaluatorError::Database(e.to_string()))?)
-        }
-        _ => None,
-    };
+    let cache = answer_cache(&request).await?;
     // Every seed's predictor is made first: a bad request fails before any data is read.
     let sources: Vec<(i64, Source)> = request
         .seeds
@@ -52,15 +46,17 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         .collect::<Result<_, _>>()?;
     let started_at = jiff::Timestamp::now();
     let dataset = load_dataset(&request.database_url, &request.selection).await?;
+    let (evaluation_key, unchanged) = check_unchanged(&request, &dataset, &sources, prompt.as_ref());
+    if let Some(skipped) = unchanged {
+        return Ok(skipped);
+    }
     let (baseline, champion) = baseline(&request).await?;
     let (runs, usage) = run_seeds(&dataset, &sources, request.resamples, baseline.as_deref()).await?;
     let llm_usage = usage.map(|races| llm::run_usage(races, prices(&request)));
     let (seed, mut results, identity) = results::judge(runs, request.gate_seed);
     results.gate = request.gate;
     let promotion = decision(&results, champion.as_ref());
-    let results_json = serde_json::to_string_pretty(&results)
-        .map(|json| json + "\n")
-        .map_err(|e| EvaluatorError::Usage(format!("failed to encode the results: {e}")))?;
+    let results_json = results_json(&results)?;
     let run_id = metadata::run_id(jiff::Timestamp::now());
     let run_name = request.run_name.clone().unwrap_or_else(|| run_id.clone());
     let mut metadata = RunMetadata {
@@ -70,6 +66,7 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         prompt_version: prompt.as_ref().and_then(|p| p.version.clone()),
         prompt_sha256: prompt.as_ref().map(|p| p.sha256.clone()),
         data_snapshot_id: dataset.snapshot_id.clone(),
+        evaluation_key,
         snapshot_policy: results.inputs.snapshot_policy.clone(),
         features: results.inputs.features.clone(),
         enrichment_version: results.inputs.enrichment_version.clone(),
@@ -132,6 +129,80 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         eprintln!("kra-evaluator: failed to write the summary to {}: {error}", path.display());
     }
     Ok(artifacts::printed_summary(&results, &metadata, &directory))
+}
+
+impl Source {
+    /// Who makes the predictions, for the run metadata and the evaluation key.
+    fn identity(&self) -> Value {
+        match self {
+            Source::Immediate(predictor) => predictor.identity(),
+            Source::Llm(llm, _) => llm.identity(),
+        }
+    }
+}
+
+/// LLM answers are kept in the store and re-used (unless turned off).
+async fn answer_cache(request: &Request) -> Result<Option<Store>, EvaluatorError> {
+    match &request.predictor {
+        PredictorRequest::Llm(llm) if llm.cache => {
+            Ok(Some(Store::open(&request.database_url).await.map_err(|e| EvaluatorError::Database(e.to_string()))?))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn results_json(results: &EvaluationResults) -> Result<String, EvaluatorError> {
+    serde_json::to_string_pretty(results)
+        .map(|json| json + "\n")
+        .map_err(|e| EvaluatorError::Usage(format!("failed to encode the results: {e}")))
+}
+
+/// The run's evaluation key, and the summary of a skipped run when the key is the one the
+/// request says to skip.
+fn check_unchanged(
+    request: &Request,
+    dataset: &Dataset,
+    sources: &[(i64, Source)],
+    prompt: Option<&Prompt>,
+) -> (String, Option<Value>) {
+    let identity = sources.first().map(|(_, source)| source.identity()).unwrap_or_default();
+    let key =
+        metadata::evaluation_key(&dataset.snapshot_id, &identity, prompt.map(|p| p.sha256.as_str()), &request.seeds);
+    let skipped = (request.skip_if_evaluation_key.as_deref() == Some(key.as_str()))
+        .then(|| skip_unchanged(request, dataset, &key, prompt));
+    (key, skipped)
+}
+
+/// A run whose dataset and predictor are those of the run it was told about: nothing is
+/// predicted, tracked or written but the summary saying so.
+fn skip_unchanged(request: &Request, dataset: &Dataset, evaluation_key: &str, prompt: Option<&Prompt>) -> Value {
+    let message = format!(
+        "skipped: the dataset {} ({} races) and the predictor are those of an earlier run (evaluation key {})",
+        dataset.snapshot_id,
+        dataset.races.len(),
+        evaluation_key
+    );
+    if let Some(path) = &request.summary_file {
+        let summary = crate::crd::EvaluationSummary {
+            data_snapshot_id: Some(dataset.snapshot_id.clone()),
+            evaluation_key: Some(evaluation_key.to_string()),
+            prompt_sha256: prompt.map(|p| p.sha256.clone()),
+            commit_sha: Some(COMMIT_SHA.to_string()),
+            skipped: Some(artifacts::SKIPPED_UNCHANGED.to_string()),
+            message: Some(message.clone()),
+            ..Default::default()
+        };
+        if let Err(error) = std::fs::write(path, serde_json::to_string(&summary).unwrap_or_default()) {
+            eprintln!("kra-evaluator: failed to write the summary to {}: {error}", path.display());
+        }
+    }
+    serde_json::json!({
+        "skipped": artifacts::SKIPPED_UNCHANGED,
+        "message": message,
+        "dataSnapshotId": dataset.snapshot_id,
+        "evaluationKey": evaluation_key,
+        "races": dataset.races.len(),
+    })
 }
 
 fn read_prompt(file: &PromptFile) -> Result<Prompt, EvaluatorError> {

@@ -72,16 +72,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 The operator's permissions on the watched resources, shared by the ClusterRole (cluster mode)
 and the Role of each watched namespace. The custom resources are never updated (the operator
 never writes a spec): their status is patched through the status subresource, and KraJobs are
-created and deleted only as the runs of scheduled KraJobs. Secrets are absent on purpose: they
+created and deleted only as the runs of schedules and triggers. Secrets are absent on purpose: they
 reach worker pods by secretKeyRef only.
 */}}
 {{- define "kra-operator.rules" -}}
 - apiGroups: ["kra.dev"]
   resources: ["krajobs", "evaluationruns"]
   verbs: ["get", "list", "watch"]
-# A scheduled KraJob's runs are child KraJobs: created and deleted, never updated.
+# The runs of a schedule (or an EvaluationRun trigger) are children of its kind: created and
+# deleted, never updated.
 - apiGroups: ["kra.dev"]
-  resources: ["krajobs"]
+  resources: ["krajobs", "evaluationruns"]
   verbs: ["create", "delete"]
 - apiGroups: ["kra.dev"]
   resources: ["krajobs/status", "evaluationruns/status"]
