@@ -22,6 +22,7 @@ async fn samples_apply_and_get_shows_printer_columns() {
         "krajob.kra.dev/seoul-results",
         "evaluationrun.kra.dev/rating-baseline-2025-10",
         "evaluationrun.kra.dev/prompt-v1-7-holdout",
+        "evaluationrun.kra.dev/prompt-v1-7-after-results",
     ] {
         assert!(applied.contains(&format!("{kind} serverside-applied")), "{kind} not applied: {applied}");
     }
