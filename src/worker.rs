@@ -203,6 +203,7 @@ pub struct EvaluatorTask {
     pub gate_seed: Option<GateSeed>,
     pub gate_min_paired_races: Option<i64>,
     pub gate_significance_level: Option<String>,
+    pub gate_guard_margin: Option<String>,
     pub champion_model: Option<String>,
     pub mode: EvaluationMode,
     pub baseline_run: Option<String>,
@@ -281,6 +282,9 @@ impl EvaluatorTask {
         }
         if let Some(level) = &self.gate_significance_level {
             flag(&mut args, "--gate-significance-level", level.clone());
+        }
+        if let Some(margin) = &self.gate_guard_margin {
+            flag(&mut args, "--gate-guard-margin", margin.clone());
         }
         if let Some(model) = &self.champion_model {
             flag(&mut args, "--champion-model", model.clone());
@@ -387,6 +391,7 @@ mod tests {
                 gate_seed: None,
                 gate_min_paired_races: Some(12),
                 gate_significance_level: Some("0.01".into()),
+                gate_guard_margin: Some("0.05".into()),
                 champion_model: Some("kra-champion".into()),
                 mode,
                 baseline_run: None,
@@ -407,6 +412,7 @@ mod tests {
             assert_eq!(request.mode, mode);
             assert_eq!(request.seed, 7);
             assert_eq!((request.gate.min_paired_races, request.gate.significance_level), (12, 0.01));
+            assert_eq!(request.gate.guard_margin, 0.05);
             assert_eq!(request.champion_model.as_deref(), Some("kra-champion"));
             assert_eq!(request.skip_if_evaluation_key.as_deref(), Some("sha256:0123"));
             match (&task.predictor, &request.predictor) {

@@ -176,6 +176,7 @@ mod tests {
                 paired: 512,
                 exact_hit_rate_difference: 0.031,
                 mcnemar_p_value: 0.012,
+                guard_rails: Vec::new(),
             }),
             ..Default::default()
         };

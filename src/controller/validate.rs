@@ -275,6 +275,7 @@ pub fn evaluation_run(
             gate_seed: spec.gate.as_ref().and_then(|g| g.seed),
             gate_min_paired_races: spec.gate.as_ref().and_then(|g| g.min_paired_races),
             gate_significance_level: spec.gate.as_ref().and_then(|g| g.significance_level.clone()),
+            gate_guard_margin: spec.gate.as_ref().and_then(|g| g.guard_margin.clone()),
             champion_model: spec.champion.as_ref().map(|c| c.registered_model.clone()),
             mode: spec.mode,
             baseline_run: spec.baseline_run.clone(),

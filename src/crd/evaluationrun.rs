@@ -322,6 +322,12 @@ pub struct GateSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^0?\.[0-9]{1,6}$"))]
     pub significance_level: Option<String>,
+    /// Guard rails: a run better by the rule is still not promoted when its coverage or JSON-valid
+    /// rate is lower than its baseline's on the same races, or its ECE higher, by more than this
+    /// margin, a decimal such as `"0.02"` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^0?\.[0-9]{1,6}$"))]
+    pub guard_margin: Option<String>,
 }
 
 /// The champion kept in MLflow's model registry.
@@ -341,7 +347,7 @@ pub struct ChampionSpec {
 pub struct PromotionDecision {
     /// Whether the run beats its baseline by the promotion rule.
     pub promoted: bool,
-    /// `Promoted`, `InsufficientPairs`, `NotBetter` or `NotSignificant`.
+    /// `Promoted`, `InsufficientPairs`, `NotBetter`, `NotSignificant` or `GuardRail`.
     pub reason: String,
     /// Races scored in both runs.
     pub paired: i64,
@@ -349,6 +355,9 @@ pub struct PromotionDecision {
     pub exact_hit_rate_difference: f64,
     /// McNemar's test on the paired exact hits.
     pub mcnemar_p_value: f64,
+    /// The guard rails a run better by the rule broke (reason `GuardRail`), in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guard_rails: Vec<String>,
 }
 
 /// The summary `kra-evaluator` reports when it finishes.

@@ -95,6 +95,10 @@ pub struct RunArgs {
     /// The champion gate: McNemar's p-value must be below this.
     #[arg(long, default_value_t = crate::evaluator::metrics::SIGNIFICANCE)]
     pub gate_significance_level: f64,
+    /// The champion gate's guard rails: how much coverage and JSON-valid rate a run may lose, and
+    /// ECE gain, against its baseline on the same races.
+    #[arg(long, default_value_t = crate::evaluator::metrics::GUARD_MARGIN)]
+    pub gate_guard_margin: f64,
     /// An MLflow registered model whose `champion` alias a promoted run takes (the first run
     /// becomes champion when it has none); `--baseline-run champion` then means its champion.
     #[arg(long)]
@@ -258,6 +262,7 @@ pub fn request(cli: &Cli) -> Result<Request, EvaluatorError> {
         gate: crate::evaluator::metrics::GateSettings {
             min_paired_races: args.gate_min_paired_races,
             significance_level: args.gate_significance_level,
+            guard_margin: args.gate_guard_margin,
         },
         champion_model: args.champion_model.clone(),
         mode: args.mode,

@@ -347,6 +347,9 @@ pub fn compare(run: &[RaceScore], baseline: &[RaceScore], resamples: usize) -> C
 pub const MIN_PAIRED: usize = 30;
 /// The significance level of the champion gate.
 pub const SIGNIFICANCE: f64 = 0.05;
+/// How much coverage and JSON-valid rate a promoted run may lose, and its ECE gain, against its
+/// baseline on the same races.
+pub const GUARD_MARGIN: f64 = 0.02;
 
 /// The champion gate's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -356,12 +359,34 @@ pub struct GateSettings {
     pub min_paired_races: usize,
     /// McNemar's p-value must be below it.
     pub significance_level: f64,
+    /// The guard rails' margin (see [`guard_rails`]).
+    pub guard_margin: f64,
 }
 
 impl Default for GateSettings {
     fn default() -> Self {
-        GateSettings { min_paired_races: MIN_PAIRED, significance_level: SIGNIFICANCE }
+        GateSettings { min_paired_races: MIN_PAIRED, significance_level: SIGNIFICANCE, guard_margin: GUARD_MARGIN }
     }
+}
+
+/// The champion gate's guard rails: what a run better by the rule must not lose against its
+/// baseline on the same races, beyond `margin`: coverage, the JSON-valid rate, and (when both
+/// state confidences) the ECE of the top-1 pick. Each rail broken, in words.
+pub fn guard_rails(run: &Metrics, baseline: &Metrics, margin: f64) -> Vec<String> {
+    let mut broken = Vec::new();
+    let mut lower = |name: &str, run: f64, baseline: f64| {
+        if run < baseline - margin {
+            broken.push(format!("{name} {run:.3} is below the baseline's {baseline:.3} by more than {margin}"));
+        }
+    };
+    lower("coverage", run.coverage, baseline.coverage);
+    lower("json_valid_rate", run.json_valid_rate, baseline.json_valid_rate);
+    if let (Some(run), Some(baseline)) = (&run.calibration, &baseline.calibration)
+        && run.ece > baseline.ece + margin
+    {
+        broken.push(format!("ece {:.3} is above the baseline's {:.3} by more than {margin}", run.ece, baseline.ece));
+    }
+    broken
 }
 
 /// The champion gate: a run is promoted over its baseline when at least `min_paired_races`
@@ -369,13 +394,19 @@ impl Default for GateSettings {
 /// McNemar's test on the paired exact hits gives p below `significance_level` (default
 /// [`SIGNIFICANCE`]). (The leakage check has passed: a run that fails it ends before scoring.)
 /// The gate looks at the north-star metric, not at the top-1 winner.
-pub fn promotion(comparison: &Comparison, gate: &GateSettings) -> crate::crd::PromotionDecision {
+pub fn promotion(
+    comparison: &Comparison,
+    broken_rails: &[String],
+    gate: &GateSettings,
+) -> crate::crd::PromotionDecision {
     let reason = if comparison.paired < gate.min_paired_races {
         "InsufficientPairs"
     } else if comparison.exact_hit_rate_difference <= 0.0 {
         "NotBetter"
     } else if comparison.mcnemar_p_value >= gate.significance_level {
         "NotSignificant"
+    } else if !broken_rails.is_empty() {
+        "GuardRail"
     } else {
         "Promoted"
     };
@@ -385,6 +416,7 @@ pub fn promotion(comparison: &Comparison, gate: &GateSettings) -> crate::crd::Pr
         paired: comparison.paired as i64,
         exact_hit_rate_difference: comparison.exact_hit_rate_difference,
         mcnemar_p_value: comparison.mcnemar_p_value,
+        guard_rails: broken_rails.to_vec(),
     }
 }
 
@@ -544,7 +576,7 @@ mod tests {
             let base: Vec<RaceScore> = (0..n)
                 .map(|i| scored(&i.to_string(), if i >= n - base_hits { 3 } else { 0 }, false, ScoreStatus::ScoredOk))
                 .collect();
-            promotion(&compare(&run, &base, 0), &GateSettings::default())
+            promotion(&compare(&run, &base, 0), &[], &GateSettings::default())
         };
         assert_eq!(pairs(20, 15, 0).reason, "InsufficientPairs");
         assert_eq!(pairs(40, 5, 10).reason, "NotBetter");
@@ -556,10 +588,34 @@ mod tests {
         let run: Vec<RaceScore> =
             (0..20).map(|i| scored(&i.to_string(), if i < 15 { 3 } else { 0 }, false, ScoreStatus::ScoredOk)).collect();
         let base: Vec<RaceScore> = (0..20).map(|i| scored(&i.to_string(), 0, false, ScoreStatus::ScoredOk)).collect();
-        let lenient = GateSettings { min_paired_races: 20, significance_level: 0.05 };
-        assert!(promotion(&compare(&run, &base, 0), &lenient).promoted);
-        let strict = GateSettings { min_paired_races: 40, significance_level: 1e-9 };
-        assert_eq!(promotion(&pairs_of(40, 15, 2), &strict).reason, "NotSignificant");
+        let lenient = GateSettings { min_paired_races: 20, significance_level: 0.05, guard_margin: GUARD_MARGIN };
+        assert!(promotion(&compare(&run, &base, 0), &[], &lenient).promoted);
+        let strict = GateSettings { min_paired_races: 40, significance_level: 1e-9, guard_margin: GUARD_MARGIN };
+        assert_eq!(promotion(&pairs_of(40, 15, 2), &[], &strict).reason, "NotSignificant");
+        // Better by the rule but breaking a guard rail: not promoted, and the rail is named.
+        let railed =
+            promotion(&pairs_of(40, 15, 2), &["coverage 0.900 is below".to_string()], &GateSettings::default());
+        assert_eq!((railed.promoted, railed.reason.as_str()), (false, "GuardRail"));
+        assert_eq!(railed.guard_rails.len(), 1);
+    }
+
+    #[test]
+    fn guard_rails_hold_coverage_json_validity_and_ece_within_the_margin() {
+        let with = |coverage: f64, json_valid_rate: f64, ece: Option<f64>| Metrics {
+            coverage,
+            json_valid_rate,
+            calibration: ece.map(|ece| Calibration { races: 10, brier: 0.2, ece, log_loss: 0.6 }),
+            ..metrics(&fixture(), 0)
+        };
+        let baseline = with(1.0, 1.0, Some(0.10));
+        assert!(guard_rails(&with(0.99, 0.985, Some(0.11)), &baseline, 0.02).is_empty(), "within the margin");
+        let broken = guard_rails(&with(0.95, 0.97, Some(0.13)), &baseline, 0.02);
+        assert_eq!(broken.len(), 3, "{broken:?}");
+        assert!(broken[0].starts_with("coverage 0.950 is below the baseline's 1.000"), "{broken:?}");
+        assert!(broken[1].starts_with("json_valid_rate 0.970"), "{broken:?}");
+        assert!(broken[2].starts_with("ece 0.130 is above the baseline's 0.100"), "{broken:?}");
+        // No confidences on one side: no ECE rail.
+        assert!(guard_rails(&with(1.0, 1.0, None), &baseline, 0.02).is_empty());
     }
 
     #[test]

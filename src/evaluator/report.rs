@@ -308,7 +308,7 @@ fn comparison_section(page: &mut String, results: &EvaluationResults) {
     let m = &results.metrics;
     let _ = m;
     if let (Some(c), Some(b)) = (&results.comparison, &results.baseline_metrics) {
-        let decision = super::metrics::promotion(c, &results.gate);
+        let decision = super::metrics::promotion(c, &super::run::broken_rails(results), &results.gate);
         let _ = write!(
             page,
             "<h2>The champion gate: {}</h2><p>Promoted when at least {} races are paired, the exact top-3 hit rate \
@@ -341,6 +341,15 @@ fn comparison_section(page: &mut String, results: &EvaluationResults) {
             pct(m.coverage),
             pct(b.coverage)
         );
+        if !decision.guard_rails.is_empty() {
+            let rails: Vec<String> = decision.guard_rails.iter().map(|r| format!("<li>{}</li>", escape(r))).collect();
+            let _ = write!(
+                page,
+                "<p>Guard rails broken (margin {}):</p><ul>{}</ul>",
+                results.gate.guard_margin,
+                rails.concat()
+            );
+        }
     }
     if let Some(c) = &results.comparison {
         let _ = write!(

@@ -341,9 +341,18 @@ async fn run_seeds(
 
 /// The champion gate's decision: from the comparison with the baseline, or, when a champion
 /// model has no champion yet, this run as its first.
+/// The guard rails the run breaks against its baseline on the same races.
+pub fn broken_rails(results: &EvaluationResults) -> Vec<String> {
+    results
+        .baseline_metrics
+        .as_ref()
+        .map(|baseline| super::metrics::guard_rails(&results.metrics, baseline, results.gate.guard_margin))
+        .unwrap_or_default()
+}
+
 fn decision(results: &EvaluationResults, champion: Option<&ChampionRecord>) -> Option<crate::crd::PromotionDecision> {
     match (&results.comparison, champion) {
-        (Some(comparison), _) => Some(super::metrics::promotion(comparison, &results.gate)),
+        (Some(comparison), _) => Some(super::metrics::promotion(comparison, &broken_rails(results), &results.gate)),
         (None, Some(record)) if record.previous_version.is_none() => {
             Some(crate::crd::PromotionDecision { promoted: true, reason: "FirstChampion".into(), ..Default::default() })
         }
