@@ -40,7 +40,7 @@ fn synthetic(races: usize) -> Dataset {
                 meet: ["seoul", "busan", "jeju"][i % 3].into(),
                 race_number: 1 + (i % 12) as i64,
                 distance: Some(1000 + 200 * (i % 6) as i64),
-                input: json!({"raceId": i, "runners": runners}),
+                input: json!({"raceId": i, "runners": runners}).into(),
                 actual: Actual { placed: vec![a, b, c], winners: vec![a], positions: vec![1, 2, 3] },
                 snapshot_sha256: String::new(),
                 result_sha256: String::new(),

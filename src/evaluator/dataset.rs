@@ -49,7 +49,7 @@ pub struct DatasetRace {
     pub race_number: i64,
     pub distance: Option<i64>,
     /// What a predictor sees: the race and its active runners, pre-race fields only.
-    pub input: Value,
+    pub input: ModelInput,
     pub actual: Actual,
     pub snapshot_sha256: String,
     pub result_sha256: String,
@@ -59,13 +59,42 @@ pub struct DatasetRace {
     pub enrichment_sha256: Option<String>,
 }
 
+/// A model input, kept as its compact JSON text: a parsed JSON tree costs several times its text,
+/// and a dataset holds every race's input at once. Parsed again where it is read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInput(Box<str>);
+
+impl From<Value> for ModelInput {
+    fn from(value: Value) -> Self {
+        ModelInput(value.to_string().into_boxed_str())
+    }
+}
+
+impl ModelInput {
+    /// The input as a JSON tree.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+
+    /// The input as compact JSON text (what its hash is taken of).
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for ModelInput {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(serializer)
+    }
+}
+
 impl DatasetRace {
     pub fn facts(&self) -> RaceFacts {
         RaceFacts {
             race_id: self.race_id.clone(),
             meet: self.meet.clone(),
             distance: self.distance,
-            field_size: self.input["runners"].as_array().map_or(0, Vec::len),
+            field_size: self.input.value()["runners"].as_array().map_or(0, Vec::len),
             month: self.date.get(..7).unwrap_or_default().to_string(),
         }
     }
@@ -132,7 +161,7 @@ fn scan(value: &Value, path: &str, found: &mut Vec<String>) {
 pub fn leakage_check(races: &[DatasetRace]) -> Result<(), LeakageError> {
     let mut paths = Vec::new();
     for race in races {
-        scan(&race.input, &race.race_id, &mut paths);
+        scan(&race.input.value(), &race.race_id, &mut paths);
     }
     if paths.is_empty() { Ok(()) } else { Err(LeakageError { paths }) }
 }
@@ -223,31 +252,76 @@ pub fn build_with(
     ids: Option<&[String]>,
     options: DatasetOptions<'_>,
 ) -> Result<Dataset, LeakageError> {
-    let wanted: Option<BTreeSet<&str>> = ids.map(|ids| ids.iter().map(String::as_str).collect());
-    let mut races = Vec::new();
-    let mut excluded = Vec::new();
-    let mut versions: BTreeSet<String> = BTreeSet::new();
-    for race in stored {
-        let race_id = race.key.race_id();
-        if wanted.as_ref().is_some_and(|w| !w.contains(race_id.as_str())) {
-            continue;
+    let mut builder = DatasetBuilder::new(ids, options.policy, options.features);
+    builder.add(stored, options.enrichments)?;
+    Ok(builder.finish())
+}
+
+/// A dataset built from the stored races a part at a time (the evaluator reads the store a month
+/// at a time, so only one month's stored rows are held while the inputs are made).
+pub struct DatasetBuilder {
+    wanted: Option<BTreeSet<String>>,
+    present: BTreeSet<String>,
+    policy: SnapshotPolicy,
+    features: FeatureSet,
+    races: Vec<DatasetRace>,
+    excluded: Vec<Exclusion>,
+    versions: BTreeSet<String>,
+}
+
+impl DatasetBuilder {
+    /// `ids` keeps only those races (in any order given); those never added are excluded as
+    /// `missing_basic_data` when the dataset is finished.
+    pub fn new(ids: Option<&[String]>, policy: SnapshotPolicy, features: FeatureSet) -> Self {
+        DatasetBuilder {
+            wanted: ids.map(|ids| ids.iter().cloned().collect()),
+            present: BTreeSet::new(),
+            policy,
+            features,
+            races: Vec::new(),
+            excluded: Vec::new(),
+            versions: BTreeSet::new(),
         }
+    }
+
+    /// Add stored races (with the enrichments of their days, for the `CardForm` features). Fails
+    /// when a model input carries a forbidden field.
+    pub fn add(
+        &mut self,
+        stored: &[StoredRace],
+        enrichments: Option<&std::collections::HashMap<String, StoredEnrichment>>,
+    ) -> Result<(), LeakageError> {
+        let first_new = self.races.len();
+        for race in stored {
+            let race_id = race.key.race_id();
+            self.present.insert(race_id.clone());
+            if self.wanted.as_ref().is_some_and(|w| !w.contains(&race_id)) {
+                continue;
+            }
+            self.add_race(race, race_id, enrichments);
+        }
+        leakage_check(&self.races[first_new..])
+    }
+
+    fn add_race(
+        &mut self,
+        race: &StoredRace,
+        race_id: String,
+        enrichments: Option<&std::collections::HashMap<String, StoredEnrichment>>,
+    ) {
+        let (races, excluded, versions) = (&mut self.races, &mut self.excluded, &mut self.versions);
+        let options = DatasetOptions { policy: self.policy, features: self.features, enrichments };
         let exclude = |reason| Exclusion { race_id: race_id.clone(), reason };
         let snapshot = match chosen_snapshot(race, options.policy) {
             Ok(snapshot) => snapshot,
-            Err(reason) => {
-                excluded.push(exclude(reason));
-                continue;
-            }
+            Err(reason) => return excluded.push(exclude(reason)),
         };
         let content = &snapshot.content;
         let Some(result) = race.results.last() else {
-            excluded.push(exclude("missing_result_data"));
-            continue;
+            return excluded.push(exclude("missing_result_data"));
         };
         let Some(actual) = actual(&result.result).filter(|a| a.placed.len() >= 3) else {
-            excluded.push(exclude("invalid_top3_result"));
-            continue;
+            return excluded.push(exclude("invalid_top3_result"));
         };
         let mut input = model_input(race, content);
         let enrichment = match (options.features, options.enrichments.and_then(|e| e.get(&race_id))) {
@@ -256,60 +330,58 @@ pub fn build_with(
                 with_form(&mut input, &stored.features);
                 Some(stored)
             }
-            (FeatureSet::CardForm, None) => {
-                excluded.push(exclude("missing_enrichment"));
-                continue;
-            }
+            (FeatureSet::CardForm, None) => return excluded.push(exclude("missing_enrichment")),
         };
         let active: BTreeSet<i64> =
             input["runners"].as_array().into_iter().flatten().filter_map(|r| r["chul_no"].as_i64()).collect();
         if active.len() < 3 {
-            excluded.push(exclude("insufficient_active_runners"));
-            continue;
+            return excluded.push(exclude("insufficient_active_runners"));
         }
         if actual.placed.iter().take(3).any(|n| !active.contains(n)) {
-            excluded.push(exclude("top3_not_in_active_runners"));
-            continue;
+            return excluded.push(exclude("top3_not_in_active_runners"));
+        }
+        if let Some(e) = enrichment {
+            versions.insert(e.version.clone());
         }
         races.push(DatasetRace {
-            race_id,
             date: race.key.date.to_string(),
             meet: race.key.meet.as_str().to_string(),
             race_number: race.key.number,
             distance: race.distance.or_else(|| content["card"]["distance"].as_i64()),
-            input,
+            input: input.into(),
             actual,
             snapshot_sha256: snapshot.content_sha256.clone(),
             result_sha256: result.content_sha256.clone(),
             reconstructed: snapshot.reconstructed,
             enrichment_sha256: enrichment.map(|e| e.inputs_sha256.clone()),
+            race_id,
         });
-        if let Some(e) = enrichment {
-            versions.insert(e.version.clone());
+    }
+
+    /// The dataset: its races in time order, every exclusion, and its content-derived id.
+    pub fn finish(self) -> Dataset {
+        let DatasetBuilder { wanted, present, policy, features, mut races, mut excluded, versions } = self;
+        if let Some(wanted) = &wanted {
+            excluded.extend(
+                wanted
+                    .iter()
+                    .filter(|id| !present.contains(*id))
+                    .map(|id| Exclusion { race_id: id.to_string(), reason: "missing_basic_data" }),
+            );
         }
+        races.sort_by(|a, b| (&a.date, &a.meet, a.race_number).cmp(&(&b.date, &b.meet, b.race_number)));
+        excluded.sort_by(|a, b| a.race_id.cmp(&b.race_id));
+        let mut dataset = Dataset {
+            snapshot_id: String::new(),
+            races,
+            excluded,
+            snapshot_policy: policy,
+            features,
+            enrichment_version: (!versions.is_empty()).then(|| versions.into_iter().collect::<Vec<_>>().join(",")),
+        };
+        dataset.snapshot_id = snapshot_id(&dataset);
+        dataset
     }
-    if let Some(wanted) = &wanted {
-        let present: BTreeSet<String> = stored.iter().map(|r| r.key.race_id()).collect();
-        excluded.extend(
-            wanted
-                .iter()
-                .filter(|id| !present.contains(**id))
-                .map(|id| Exclusion { race_id: id.to_string(), reason: "missing_basic_data" }),
-        );
-    }
-    leakage_check(&races)?;
-    races.sort_by(|a, b| (&a.date, &a.meet, a.race_number).cmp(&(&b.date, &b.meet, b.race_number)));
-    excluded.sort_by(|a, b| a.race_id.cmp(&b.race_id));
-    let mut dataset = Dataset {
-        snapshot_id: String::new(),
-        races,
-        excluded,
-        snapshot_policy: options.policy,
-        features: options.features,
-        enrichment_version: (!versions.is_empty()).then(|| versions.into_iter().collect::<Vec<_>>().join(",")),
-    };
-    dataset.snapshot_id = snapshot_id(&dataset);
-    Ok(dataset)
 }
 
 /// The id of a dataset's content: every race's id, snapshot and result hashes (and enrichment
@@ -495,7 +567,8 @@ mod tests {
         let races = [reconstructed("2025-05-24", 2), reconstructed("2025-05-24", 3)];
         let dataset = build_with(&races, None, options).unwrap();
         assert_eq!(dataset.excluded, [Exclusion { race_id: "20250524_1_3".into(), reason: "missing_enrichment" }]);
-        let runners = dataset.races[0].input["runners"].as_array().unwrap();
+        let input = dataset.races[0].input.value();
+        let runners = input["runners"].as_array().unwrap();
         assert_eq!(runners[0]["form"]["recent_race_count"], 3);
         assert_eq!(runners[1]["form"], Value::Null, "a runner the enrichment does not know keeps its place");
         assert_eq!(runners.len(), 7);
@@ -510,7 +583,7 @@ mod tests {
     fn inputs_hold_active_runners_and_no_answer() {
         let dataset = build(&[stored("2025-05-24", 1, &[3, 1, 2], false)], None).unwrap();
         let race = &dataset.races[0];
-        assert_eq!(race.input["runners"].as_array().unwrap().len(), 7, "the scratched runner is left out");
+        assert_eq!(race.input.value()["runners"].as_array().unwrap().len(), 7, "the scratched runner is left out");
         assert_eq!(race.actual, Actual { placed: vec![3, 1, 2], winners: vec![3], positions: vec![] });
         assert!(!serde_json::to_string(&race.input).unwrap().contains("placed"));
         assert!(dataset.snapshot_id.starts_with("ds-") && dataset.snapshot_id.len() == 19);

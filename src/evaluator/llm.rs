@@ -109,7 +109,7 @@ pub const OUTPUT_INSTRUCTION: &str = "Answer with one JSON object and nothing el
 The three chulNo values are distinct start numbers of runners in this race, most likely first.";
 
 pub fn prompt(template: &str, race: &DatasetRace) -> String {
-    let race_json = serde_json::to_string_pretty(&race.input).unwrap_or_default();
+    let race_json = serde_json::to_string_pretty(&race.input.value()).unwrap_or_default();
     format!("{}\n\n## Race {}\n```json\n{race_json}\n```\n\n{OUTPUT_INSTRUCTION}\n", template.trim_end(), race.race_id)
 }
 
@@ -213,7 +213,7 @@ impl LlmPredictor {
     /// The key of a race's answer: endpoint, API, model, prompt, race input and seed.
     fn cache_entry(&self, race: &DatasetRace) -> CachedAnswer {
         let s = &self.settings;
-        let input_sha256 = sha256_hex(race.input.to_string().as_bytes());
+        let input_sha256 = sha256_hex(race.input.text().as_bytes());
         let api = crate::crd::arg_value(s.api);
         let key = format!("{api}\n{}\n{}\n{}\n{input_sha256}\n{}", s.endpoint, s.model, s.prompt_sha256, s.seed);
         CachedAnswer {

@@ -67,7 +67,7 @@ fn fnv1a(text: &str) -> u64 {
 }
 
 fn chul_nos(race: &DatasetRace) -> Vec<(i64, Option<i64>)> {
-    race.input["runners"]
+    race.input.value()["runners"]
         .as_array()
         .into_iter()
         .flatten()
@@ -113,7 +113,7 @@ impl Predictor {
                 Some(json!({"predicted": runners}))
             }
             Predictor::Form => {
-                let mut runners: Vec<(i64, [f64; 3])> = race.input["runners"]
+                let mut runners: Vec<(i64, [f64; 3])> = race.input.value()["runners"]
                     .as_array()
                     .into_iter()
                     .flatten()
@@ -160,7 +160,8 @@ mod tests {
                 runner(3, Some(0.5), Some(0.3), 30),
                 runner(4, Some(0.2), Some(0.2), 60),
                 runner(5, Some(0.2), Some(0.2), 70),
-            ]}),
+            ]})
+            .into(),
             actual: Actual { placed: vec![1, 2, 3], winners: vec![1], positions: vec![] },
             snapshot_sha256: String::new(),
             result_sha256: String::new(),

@@ -413,7 +413,8 @@ mod tests {
                 meet: ["seoul", "busan"][i % 2].into(),
                 race_number: i as i64,
                 distance: Some(1200),
-                input: json!({"runners": (1..=8).map(|c| json!({"chul_no": c, "rating": 50 - c})).collect::<Vec<_>>()}),
+                input: json!({"runners": (1..=8).map(|c| json!({"chul_no": c, "rating": 50 - c})).collect::<Vec<_>>()})
+                    .into(),
                 actual: Actual {
                     placed: if i % 3 == 0 { vec![1, 2, 3] } else { vec![1, 5, 6] },
                     winners: vec![1],

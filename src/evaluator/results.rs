@@ -176,8 +176,12 @@ pub fn score_answers(
         .iter()
         .zip(answers.payloads.iter().map(Some).chain(std::iter::repeat(None)))
         .map(|(race, payload)| {
-            let active: Vec<i64> =
-                race.input["runners"].as_array().into_iter().flatten().filter_map(|r| r["chul_no"].as_i64()).collect();
+            let active: Vec<i64> = race.input.value()["runners"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["chul_no"].as_i64())
+                .collect();
             scoring::score(&race.race_id, Some(&race.actual), &active, payload.and_then(Option::as_ref), &policy)
         })
         .collect();
@@ -222,7 +226,7 @@ mod tests {
                 meet: "seoul".into(),
                 race_number: i,
                 distance: None,
-                input: json!({"runners": (1..=4).map(|c| json!({"chul_no": c})).collect::<Vec<_>>()}),
+                input: json!({"runners": (1..=4).map(|c| json!({"chul_no": c})).collect::<Vec<_>>()}).into(),
                 actual: Actual { placed: vec![1, 2, 3], winners: vec![1], positions: vec![1, 2, 3] },
                 snapshot_sha256: String::new(),
                 result_sha256: String::new(),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::dataset::{self, Dataset, DatasetOptions, SplitRule};
+use super::dataset::{self, Dataset, DatasetBuilder, SplitRule};
 use super::error::EvaluatorError;
 use super::llm::{self, LlmPredictor, LlmSettings, RaceUsage};
 use super::metadata::{self, COMMIT_SHA, ChampionRecord, METADATA_SCHEMA, RunMetadata};
@@ -274,27 +274,19 @@ async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, Evalu
         }
         _ => return Err(EvaluatorError::Usage("select races with --from and --to, or --races".into())),
     };
+    // A month of stored rows at a time: only the model inputs of every race are held at once.
     // A list of ids none of which names a day reads nothing: each id is then missing.
-    let stored = match from.zip(to) {
-        Some((from, to)) => {
-            store.races_between(selection.meet, from, to).await.map_err(|e| EvaluatorError::Database(e.to_string()))?
-        }
-        None => Vec::new(),
-    };
-    let enrichments = match (selection.features, from.zip(to)) {
-        (FeatureSet::CardForm, Some((from, to))) => store
-            .enrichments_between(selection.meet, from, to)
-            .await
-            .map_err(|e| EvaluatorError::Database(e.to_string()))?,
-        _ => Default::default(),
-    };
-    let options = DatasetOptions {
-        policy: selection.snapshot_policy,
-        features: selection.features,
-        enrichments: Some(&enrichments),
-    };
-    let dataset =
-        dataset::build_with(&stored, ids.as_deref(), options).map_err(|e| EvaluatorError::Leakage(e.to_string()))?;
+    let mut builder = DatasetBuilder::new(ids.as_deref(), selection.snapshot_policy, selection.features);
+    for (from, to) in from.zip(to).map(|(from, to)| months(from, to)).unwrap_or_default() {
+        let database = |e: crate::store::StoreError| EvaluatorError::Database(e.to_string());
+        let stored = store.races_between(selection.meet, from, to).await.map_err(database)?;
+        let enrichments = match selection.features {
+            FeatureSet::CardForm => store.enrichments_between(selection.meet, from, to).await.map_err(database)?,
+            FeatureSet::Card => Default::default(),
+        };
+        builder.add(&stored, Some(&enrichments)).map_err(|e| EvaluatorError::Leakage(e.to_string()))?;
+    }
+    let dataset = builder.finish();
     let dataset = match selection.split {
         None => dataset,
         Some(part) => {
@@ -310,6 +302,21 @@ async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, Evalu
         )));
     }
     Ok(dataset)
+}
+
+/// The calendar months from `from` to `to`, each as its first and last day within the range.
+fn months(from: jiff::civil::Date, to: jiff::civil::Date) -> Vec<(jiff::civil::Date, jiff::civil::Date)> {
+    let mut parts = Vec::new();
+    let mut start = from;
+    while start <= to {
+        let end = start.last_of_month().min(to);
+        parts.push((start, end));
+        match end.tomorrow() {
+            Ok(next) => start = next,
+            Err(_) => break,
+        }
+    }
+    parts
 }
 
 /// The prices per million tokens of an LLM predictor.
@@ -472,5 +479,27 @@ async fn predict_and_score(
             };
             Ok((results::score_answers(dataset, answers, resamples, baseline), llm.identity(), Some(usage)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_is_read_a_calendar_month_at_a_time() {
+        let date = |text: &str| text.parse::<jiff::civil::Date>().unwrap();
+        let parts = months(date("2024-12-30"), date("2025-02-03"));
+        let text: Vec<(String, String)> = parts.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        assert_eq!(
+            text,
+            [
+                ("2024-12-30".into(), "2024-12-31".into()),
+                ("2025-01-01".into(), "2025-01-31".into()),
+                ("2025-02-01".into(), "2025-02-03".into())
+            ]
+        );
+        assert_eq!(months(date("2025-05-24"), date("2025-05-24")).len(), 1);
+        assert!(months(date("2025-05-25"), date("2025-05-24")).is_empty());
     }
 }
