@@ -56,6 +56,7 @@ fn synthetic(races: usize) -> Dataset {
         snapshot_policy: Default::default(),
         features: Default::default(),
         enrichment_version: None,
+        winner_odds: Default::default(),
     }
 }
 
@@ -99,7 +100,7 @@ fn main() {
     println!("## Scoring throughput (synthetic, rating baseline)\n");
     println!("| races | bootstrap resamples | seconds | races/s |");
     println!("|---|---|---|---|");
-    for (races, resamples) in [(100_000, 0), (100_000, 2000)] {
+    for (races, resamples) in [(100_000, 0), (100_000, 2_000), (100_000, 10_000)] {
         let dataset = synthetic(races);
         let started = Instant::now();
         let results = run::evaluate(&dataset, &Predictor::Rating, resamples, None);

@@ -284,3 +284,61 @@ async fn a_run_told_the_key_of_an_unchanged_evaluation_skips_itself_and_any_chan
     let rating: EvaluationSummary = serde_json::from_str(&std::fs::read_to_string(&rating_summary).unwrap()).unwrap();
     assert!(rating.skipped.is_none(), "another predictor is evaluated");
 }
+
+#[tokio::test]
+async fn stored_final_odds_give_a_research_roi_of_the_top1_pick_and_change_nothing_else() {
+    use kra_operator::race::{OddsRow, Pool};
+    let (dir, url) = collected_day().await;
+    let run = |name: &'static str| {
+        let (dir, url) = (dir.clone(), url.clone());
+        async move {
+            let mut args = vec!["evaluate", "--baseline", "rating", "--run-name", name];
+            args.extend(DAY);
+            let output = evaluator(&dir, &url, &args).await;
+            assert!(output.status.success(), "{}", text(&output));
+            read(dir.join(format!("runs/{name}/results.json")))
+        }
+    };
+    let without = run("without-odds").await;
+    assert!(without.get("researchTop1WinRoi").is_none(), "no odds stored, no research figure");
+
+    // Final win odds of every runner of the day's four races: 2.0 + the horse's number.
+    let store = kra_operator::store::Store::open(&url).await.unwrap();
+    for number in [1, 2, 3, 5] {
+        let rows: Vec<OddsRow> = (1..=8)
+            .map(|chul| OddsRow {
+                race_number: number,
+                pool: Pool::Win,
+                chul_no: chul,
+                chul_no2: 0,
+                chul_no3: 0,
+                odds: 2.0 + chul as f64,
+            })
+            .collect();
+        store
+            .upsert_odds(&format!("20250524_1_{number}"), "API160_1", &rows, jiff::Timestamp::now(), 100)
+            .await
+            .unwrap();
+    }
+    let with = run("with-odds").await;
+    // By hand from the scored races: one unit on each top-1 pick, paid its odds when it won.
+    let (mut bets, mut wins, mut profit) = (0, 0, 0.0);
+    for race in with["races"].as_array().unwrap() {
+        bets += 1;
+        let pick = race["predicted"][0].as_i64().unwrap();
+        if race["winnerHit"] == true {
+            wins += 1;
+            profit += 2.0 + pick as f64 - 1.0;
+        } else {
+            profit -= 1.0;
+        }
+    }
+    let roi = &with["researchTop1WinRoi"];
+    assert_eq!((roi["bets"].as_i64(), roi["wins"].as_i64()), (Some(bets), Some(wins)), "{roi}");
+    assert!((roi["totalProfit"].as_f64().unwrap() - profit).abs() < 1e-9, "{roi}");
+    assert!((roi["avgRoi"].as_f64().unwrap() - profit / bets as f64).abs() < 1e-9, "{roi}");
+    // Post-race data reaches no input and no identity: the dataset and every score are the same.
+    assert_eq!(with["dataSnapshotId"], without["dataSnapshotId"]);
+    assert_eq!(with["races"], without["races"]);
+    assert_eq!(with["metrics"], without["metrics"]);
+}

@@ -119,7 +119,14 @@ pub struct Dataset {
     pub features: FeatureSet,
     /// The enrichment version of the runners' form (`CardForm` only).
     pub enrichment_version: Option<String>,
+    /// The final win odds of each race's winners, where the store holds odds (post-race data for
+    /// the research ROI only; never in a model input nor in the dataset's id).
+    #[serde(skip)]
+    pub winner_odds: BTreeMap<String, Vec<(i64, f64)>>,
 }
+
+/// Final win odds by race id and horse, as the store reads them.
+pub type WinOdds = std::collections::HashMap<String, BTreeMap<i64, f64>>;
 
 impl Dataset {
     /// Races whose input stands on a reconstructed snapshot.
@@ -267,6 +274,9 @@ pub struct DatasetBuilder {
     races: Vec<DatasetRace>,
     excluded: Vec<Exclusion>,
     versions: BTreeSet<String>,
+    winner_odds: BTreeMap<String, Vec<(i64, f64)>>,
+    /// How many of `races` `add_win_odds` has looked at.
+    odds_checked: usize,
 }
 
 impl DatasetBuilder {
@@ -281,6 +291,23 @@ impl DatasetBuilder {
             races: Vec::new(),
             excluded: Vec::new(),
             versions: BTreeSet::new(),
+            winner_odds: BTreeMap::new(),
+            odds_checked: 0,
+        }
+    }
+
+    /// Keep the final win odds of the winners of the races added since the last call that
+    /// `odds` holds.
+    pub fn add_win_odds(&mut self, odds: &WinOdds) {
+        let fresh = &self.races[self.odds_checked..];
+        self.odds_checked = self.races.len();
+        for race in fresh {
+            let Some(by_horse) = odds.get(&race.race_id) else { continue };
+            let winners: Vec<(i64, f64)> =
+                race.actual.winners.iter().filter_map(|w| Some((*w, *by_horse.get(w)?))).collect();
+            if !winners.is_empty() {
+                self.winner_odds.insert(race.race_id.clone(), winners);
+            }
         }
     }
 
@@ -360,7 +387,9 @@ impl DatasetBuilder {
 
     /// The dataset: its races in time order, every exclusion, and its content-derived id.
     pub fn finish(self) -> Dataset {
-        let DatasetBuilder { wanted, present, policy, features, mut races, mut excluded, versions } = self;
+        let DatasetBuilder {
+            wanted, present, policy, features, mut races, mut excluded, versions, winner_odds, ..
+        } = self;
         if let Some(wanted) = &wanted {
             excluded.extend(
                 wanted
@@ -378,6 +407,7 @@ impl DatasetBuilder {
             snapshot_policy: policy,
             features,
             enrichment_version: (!versions.is_empty()).then(|| versions.into_iter().collect::<Vec<_>>().join(",")),
+            winner_odds,
         };
         dataset.snapshot_id = snapshot_id(&dataset);
         dataset

@@ -369,6 +369,36 @@ impl Default for GateSettings {
     }
 }
 
+/// A flat 1-unit win bet on each covered race's top-1 pick at the final win odds: a research
+/// figure only (the odds are post-race data, so no predictor can see them), never part of the
+/// gate. Races without stored odds place no bet. `None` when no race has odds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Top1WinRoi {
+    pub bets: usize,
+    pub wins: usize,
+    /// Returns less stakes, in units.
+    pub total_profit: f64,
+    /// `total_profit / bets`.
+    pub avg_roi: f64,
+}
+
+pub fn top1_win_roi(scores: &[RaceScore], winner_odds: &BTreeMap<String, Vec<(i64, f64)>>) -> Option<Top1WinRoi> {
+    let (mut bets, mut wins, mut profit) = (0, 0, 0.0);
+    for score in scores.iter().filter(|s| s.status.covered()) {
+        let (Some(picks), Some(winners)) = (score.predicted, winner_odds.get(&score.race_id)) else { continue };
+        bets += 1;
+        match winners.iter().find(|(horse, _)| *horse == picks[0]) {
+            Some((_, odds)) => {
+                wins += 1;
+                profit += odds - 1.0;
+            }
+            None => profit -= 1.0,
+        }
+    }
+    (bets > 0).then(|| Top1WinRoi { bets, wins, total_profit: profit, avg_roi: profit / bets as f64 })
+}
+
 /// The champion gate's guard rails: what a run better by the rule must not lose against its
 /// baseline on the same races, beyond `margin`: coverage, the JSON-valid rate, and (when both
 /// state confidences) the ECE of the top-1 pick. Each rail broken, in words.
@@ -597,6 +627,27 @@ mod tests {
             promotion(&pairs_of(40, 15, 2), &["coverage 0.900 is below".to_string()], &GateSettings::default());
         assert_eq!((railed.promoted, railed.reason.as_str()), (false, "GuardRail"));
         assert_eq!(railed.guard_rails.len(), 1);
+    }
+
+    #[test]
+    fn the_research_roi_bets_one_unit_on_each_covered_top1_pick_at_the_final_win_odds() {
+        let mut scores = vec![
+            scored("a", 3, true, ScoreStatus::ScoredOk),
+            scored("b", 1, false, ScoreStatus::ScoredOk),
+            scored("c", 2, true, ScoreStatus::ScoredOk),
+            scored("d", 3, true, ScoreStatus::DeferredLowConfidence),
+        ];
+        scores[2].predicted = Some([4, 2, 3]);
+        let odds = BTreeMap::from([
+            ("a".to_string(), vec![(1, 3.5)]),           // picks 1, wins at 3.5: +2.5
+            ("b".to_string(), vec![(7, 12.0)]),          // picks 1, the winner is 7: -1
+            ("c".to_string(), vec![(2, 4.0), (4, 6.0)]), // a dead heat for first: pick 4 wins at 6.0: +5
+            ("d".to_string(), vec![(1, 2.0)]),           // deferred: no bet
+        ]);
+        let roi = top1_win_roi(&scores, &odds).unwrap();
+        assert_eq!((roi.bets, roi.wins), (3, 2));
+        assert!((roi.total_profit - 6.5).abs() < 1e-12 && (roi.avg_roi - 6.5 / 3.0).abs() < 1e-12, "{roi:?}");
+        assert_eq!(top1_win_roi(&scores, &BTreeMap::new()), None, "no odds, no figure");
     }
 
     #[test]

@@ -137,6 +137,7 @@ pub fn html(results: &EvaluationResults, commit: &str, prompt_version: Option<&s
     seeds_section(&mut page, results);
     calibration_section(&mut page, results);
     comparison_section(&mut page, results);
+    research_section(&mut page, results);
     charts_section(&mut page, results);
     race_table(&mut page, results);
     page.push_str("</body></html>\n");
@@ -303,6 +304,20 @@ fn calibration_section(page: &mut String, results: &EvaluationResults) {
     }
 }
 
+/// Figures that need post-race data (the stored final odds): shown apart, never judged.
+fn research_section(page: &mut String, results: &EvaluationResults) {
+    if let Some(roi) = &results.research_top1_win_roi {
+        let _ = write!(
+            page,
+            "<h2>Research: return on the top-1 pick</h2><p>A flat 1-unit win bet on the top-1 pick of each covered race              with stored final odds: {} bets, {} won, profit {:+.2} units, ROI {:+.1}%. The odds are post-race data:              a research figure, never a model input and never part of the gate.</p>",
+            roi.bets,
+            roi.wins,
+            roi.total_profit,
+            roi.avg_roi * 100.0
+        );
+    }
+}
+
 /// The run and its baseline side by side, and the gate's decision.
 fn comparison_section(page: &mut String, results: &EvaluationResults) {
     let m = &results.metrics;
@@ -433,6 +448,7 @@ mod tests {
             snapshot_policy: Default::default(),
             features: Default::default(),
             enrichment_version: None,
+            winner_odds: Default::default(),
         };
         run::evaluate(&dataset, &Predictor::Rating, 200, None)
     }
@@ -444,6 +460,12 @@ mod tests {
         assert!(page.contains("exact_top3_hit_rate") && page.contains("mean_top3_overlap"));
         assert!(page.contains("winner_top3_rate") && page.contains(&format!("{:.3}", results.metrics.ndcg3)));
         assert!(!page.contains("Confidence as the probability"), "no confidence stated");
+        assert!(!page.contains("Research: return"), "no stored odds, no research figure");
+        let mut with_odds = results.clone();
+        with_odds.research_top1_win_roi =
+            Some(crate::evaluator::metrics::Top1WinRoi { bets: 4, wins: 1, total_profit: 0.5, avg_roi: 0.125 });
+        let page_odds = html(&with_odds, "abc123", None);
+        assert!(page_odds.contains("4 bets, 1 won, profit +0.50 units, ROI +12.5%"), "{page_odds}");
         assert!(page.contains("The rating baseline: the three highest-rated runners"), "the predictor in words");
         assert!(page.contains("<details><summary>SCORED_OK (40 races)</summary>"), "every race, by status");
         assert!(page.contains("<tr><td>20250501_1_0</td><td>1, 2, 3</td><td>1, 2, 3</td><td>3</td><td>yes</td></tr>"));

@@ -38,6 +38,9 @@ pub struct EvaluationResults {
     /// With several seeds: every seed's headline figures, and which seed these results are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed_runs: Option<SeedRuns>,
+    /// Research figures that need post-race data (stored odds): never part of the gate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub research_top1_win_roi: Option<metrics::Top1WinRoi>,
     pub races: Vec<RaceScore>,
     pub excluded: Vec<Exclusion>,
 }
@@ -204,6 +207,7 @@ pub fn score_answers(
         gate: Default::default(),
         prediction_errors: answers.errors,
         seed_runs: None,
+        research_top1_win_roi: metrics::top1_win_roi(&races, &dataset.winner_odds),
         races,
         excluded: dataset.excluded.clone(),
     }
@@ -241,6 +245,7 @@ mod tests {
             snapshot_policy: Default::default(),
             features: Default::default(),
             enrichment_version: None,
+            winner_odds: Default::default(),
         }
     }
 

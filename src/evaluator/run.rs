@@ -285,6 +285,8 @@ async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, Evalu
             FeatureSet::Card => Default::default(),
         };
         builder.add(&stored, Some(&enrichments)).map_err(|e| EvaluatorError::Leakage(e.to_string()))?;
+        // Post-race odds, for the research ROI only (the inputs are made already).
+        builder.add_win_odds(&store.win_odds_between(selection.meet, from, to).await.map_err(database)?);
     }
     let dataset = builder.finish();
     let dataset = match selection.split {

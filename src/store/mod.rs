@@ -566,6 +566,42 @@ impl Store {
         Ok(row.get::<i64, _>(0))
     }
 
+    /// The final win-pool odds of the races of a racecourse (all when `meet` is `None`) between
+    /// two dates (inclusive), by race id and horse: post-race data, read only for the evaluator's
+    /// research ROI, never into a model input. API160_1's where both sources have a horse.
+    pub async fn win_odds_between(
+        &self,
+        meet: Option<Meet>,
+        from: jiff::civil::Date,
+        to: jiff::civil::Date,
+    ) -> Result<std::collections::HashMap<String, std::collections::BTreeMap<i64, f64>>, StoreError> {
+        let meet = meet.map(|m| i64::from(m.api_code()));
+        let date = match self.dialect {
+            Dialect::Postgres => "CAST($2 AS DATE)",
+            Dialect::Sqlite => "$2",
+        };
+        let upper = date.replace("$2", "$3");
+        let rows = statement(format!(
+            "SELECT o.race_id, CAST(o.chul_no AS BIGINT), o.odds FROM race_odds o JOIN races r ON r.race_id = o.race_id \
+             WHERE (CAST($1 AS BIGINT) IS NULL OR r.meet = CAST($1 AS BIGINT)) AND r.race_date >= {date} \
+             AND r.race_date <= {upper} AND o.pool = 'WIN' ORDER BY o.race_id, o.source"
+        ))
+        .bind(meet)
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error("read win odds"))?;
+        let mut odds: std::collections::HashMap<String, std::collections::BTreeMap<i64, f64>> = Default::default();
+        for row in &rows {
+            odds.entry(row.get::<String, _>(0))
+                .or_default()
+                .entry(row.get::<i64, _>(1))
+                .or_insert(row.get::<f64, _>(2));
+        }
+        Ok(odds)
+    }
+
     /// Races of a racecourse (all when `meet` is `None`) between two dates (inclusive), with
     /// their snapshots and results, ordered by date, meet and race number.
     pub async fn races_between(
