@@ -417,6 +417,7 @@ async fn run_controllers(
         stores.evaluation_runs.push(runs);
         drivers.push(driver.boxed());
     }
+    stores.watches = ctx.watches.lock().map(|w| w.clone()).unwrap_or_default();
     let watches = stores.clone();
     if let Ok(mut current) = shared.stores.write() {
         *current = stores;

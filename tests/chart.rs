@@ -265,7 +265,8 @@ fn exported_metric_names() -> Vec<String> {
     .unwrap();
     let mut writer = Writer::<KraJob>::default();
     writer.apply_watcher_event(&watcher::Event::Apply(job));
-    *stores.write().unwrap() = Stores { krajobs: vec![writer.as_reader()], evaluation_runs: vec![], undecodable: None };
+    *stores.write().unwrap() =
+        Stores { krajobs: vec![writer.as_reader()], evaluation_runs: vec![], undecodable: None, watches: vec![] };
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     prometheus_text::served_metric_names(&text).into_iter().collect()

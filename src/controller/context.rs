@@ -34,7 +34,7 @@ pub struct Context {
     /// The worker Pods of this operator (their termination messages carry the result summary).
     pub pod_cache: OwnedCache<Pod>,
     /// The finished Jobs waiting for the Pod cache to show their worker terminated.
-    pub pod_waits: super::observe::PodWaits,
+    pub cache_waits: super::observe::CacheWaits,
     /// The ConfigMaps of the watched namespaces (prompts of EvaluationRuns).
     pub config_map_cache: OwnedCache<ConfigMap>,
     pub recorder: Recorder,
@@ -46,6 +46,13 @@ pub struct Context {
     pub budgets: budget::Budgets,
     /// The watched objects this build cannot decode (reported by `undecodable::reporter`).
     pub undecodable: Arc<Undecodable>,
+    /// Runs of schedules that just succeeded, as `(kind, namespace, schedule name)`: the
+    /// controllers of runs that follow a schedule (triggered EvaluationRuns) wake on them
+    /// without a watch of their own.
+    pub succeeded_runs: tokio::sync::broadcast::Sender<(String, String, String)>,
+    /// Whether each watch besides the runs' own has completed its initial list, by resource
+    /// plural: readiness waits for them too, so a ready operator has listed everything it reads.
+    pub watches: Mutex<Vec<(&'static str, Arc<std::sync::atomic::AtomicBool>)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -86,7 +93,7 @@ impl Context {
             stores,
             job_cache: OwnedCache::default(),
             pod_cache: OwnedCache::default(),
-            pod_waits: Default::default(),
+            cache_waits: Default::default(),
             config_map_cache: OwnedCache::default(),
             recorder,
             resync,
@@ -94,7 +101,24 @@ impl Context {
             budgets: budget::Budgets::default(),
             // Replaced by the caller that runs the reporter; this one's reports go nowhere.
             undecodable: Arc::new(Undecodable::new().0),
+            succeeded_runs: tokio::sync::broadcast::channel(1024).0,
+            watches: Mutex::default(),
             failures: Mutex::default(),
+        }
+    }
+
+    /// A new watch to wait for: the returned closure, given the watch's events, marks it synced
+    /// at its first `InitDone`.
+    pub fn watch_synced<K, E>(
+        &self,
+        resource: &'static str,
+    ) -> impl FnMut(&Result<kube::runtime::watcher::Event<K>, E>) + use<K, E> {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.watches.lock().unwrap_or_else(|p| p.into_inner()).push((resource, flag.clone()));
+        move |event| {
+            if matches!(event, Ok(kube::runtime::watcher::Event::InitDone)) {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 

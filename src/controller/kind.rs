@@ -39,6 +39,8 @@ pub trait RunKind:
         + 'static;
     /// Lowercase kind, used as a bounded metric label.
     const METRIC_KIND: &'static str;
+    /// The resource's plural (the CRD's).
+    const PLURAL: &'static str;
     /// Worker exit codes that no retry can change (with what they mean): the run fails at once.
     /// Every other failure is retried per the retry policy.
     const PERMANENT_EXIT_CODES: &'static [(i32, &'static str)];
@@ -155,6 +157,7 @@ fn check_declared(schema: &DeclaredSchema, rules: &CompiledSchema, object: &impl
 impl RunKind for KraJob {
     type Summary = crate::crd::CollectionSummary;
     const METRIC_KIND: &'static str = "krajob";
+    const PLURAL: &'static str = "krajobs";
     const PERMANENT_EXIT_CODES: &'static [(i32, &'static str)] = &[
         (crate::worker::exit::collector::USAGE as i32, "a usage or configuration error"),
         (crate::worker::exit::collector::KEY_REJECTED as i32, "the KRA API rejected the service key"),
@@ -216,6 +219,7 @@ impl RunKind for KraJob {
 impl RunKind for EvaluationRun {
     type Summary = crate::crd::EvaluationSummary;
     const METRIC_KIND: &'static str = "evaluationrun";
+    const PLURAL: &'static str = "evaluationruns";
     const PERMANENT_EXIT_CODES: &'static [(i32, &'static str)] = &[
         (crate::worker::exit::evaluator::USAGE as i32, "a usage or configuration error"),
         (crate::worker::exit::evaluator::NO_DATASET as i32, "no races to evaluate"),

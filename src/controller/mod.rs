@@ -142,9 +142,23 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
         .await
         .map_err(|source| Error::WriteStatus { object: run.object.clone(), source })?;
     notes.extend(transition_notes::<K>(ctx, &plan.transitions));
+    announce_success(obj, ctx, &run, plan.status.phase);
     apply::publish(ctx, &obj.object_ref(&()), &run.object, "Reconcile", notes).await;
     let wait = [plan.requeue_after, recheck_after].into_iter().flatten().min();
     Ok(Action::requeue(wait.map_or(ctx.resync, |wait| wait.min(ctx.resync))))
+}
+
+/// A run of a schedule that has just succeeded is announced to the controllers of the runs that
+/// follow that schedule (nobody listening is fine: they look at every parent when they start).
+fn announce_success<K: RunKind>(obj: &K, ctx: &Context, run: &Run, phase: Option<Phase>) {
+    let was = obj.run_status().and_then(|s| s.phase);
+    if phase != Some(Phase::Succeeded) || was == Some(Phase::Succeeded) {
+        return;
+    }
+    let schedules = obj.meta().owner_references.iter().flatten().filter(|o| o.controller == Some(true));
+    for schedule in schedules.filter(|o| o.kind == run.kind) {
+        let _ = ctx.succeeded_runs.send((run.kind.clone(), run.namespace.clone(), schedule.name.clone()));
+    }
 }
 
 /// The identity of the run being reconciled.
@@ -195,7 +209,7 @@ async fn observe_jobs<K: RunKind>(
 ) -> Result<observe::Observation<K::Summary>, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &run.namespace);
     let cached = ctx.job_cache.owned_by(&run.kind, &run.uid);
-    let sources = observe::Sources { jobs, pods: &pods, pod_cache: &ctx.pod_cache, pod_waits: &ctx.pod_waits };
+    let sources = observe::Sources { jobs, pods: &pods, pod_cache: &ctx.pod_cache, cache_waits: &ctx.cache_waits };
     let job_name = |attempt: i32| run.job_name(attempt);
     observe::observe(&sources, cached, &run.uid, obj.run_status(), &job_name, &run.object).await
 }
@@ -355,6 +369,7 @@ pub fn controller<K: RunKind>(
     let (jobs_reader, jobs_writer) = reflector::store();
     let job_events = reflector(jobs_writer, watcher(api_for::<Job>(&ctx.client, &scope), owned_jobs.any_semantic()))
         .default_backoff()
+        .inspect(ctx.watch_synced("jobs"))
         .touched_objects();
     ctx.job_cache.add(jobs_reader);
     // The runs themselves, decoded one by one: an object this build cannot read is skipped
@@ -369,10 +384,11 @@ pub fn controller<K: RunKind>(
     if K::HAS_CHILD_RUNS {
         // A schedule (or trigger) owns its runs, children of its kind: their progress wakes it.
         let children = tolerant(watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID));
-        controller = controller.owns_stream(children.default_backoff().touched_objects());
+        let synced = ctx.watch_synced(K::PLURAL);
+        controller = controller.owns_stream(children.default_backoff().inspect(synced).touched_objects());
     }
     if K::HAS_TRIGGERS {
-        controller = wake_on_collections(controller, &ctx, &scope);
+        controller = wake_on_collections(controller, &ctx);
     }
     if K::HAS_REQUEST_BUDGET {
         controller = wake_on_released_budget(controller, &ctx, &scope);
@@ -388,6 +404,7 @@ pub fn controller<K: RunKind>(
             watcher(api_for::<ConfigMap>(&ctx.client, &scope), watcher::Config::default().any_semantic()),
         )
         .default_backoff()
+        .inspect(ctx.watch_synced("configmaps"))
         .touched_objects();
         controller = controller.watches_stream(config_map_events, move |config_map: ConfigMap| {
             let namespace = config_map.namespace();
@@ -407,6 +424,7 @@ pub fn controller<K: RunKind>(
     ctx.pod_cache.add(pods_reader);
     let pod_watch = reflector(pods_writer, watcher(api_for::<Pod>(&ctx.client, &scope), worker_pods.any_semantic()))
         .default_backoff()
+        .inspect(ctx.watch_synced("pods"))
         .for_each(|event| async move {
             if let Err(error) = event {
                 tracing::warn!(kind = K::METRIC_KIND, "worker pod watch: {error}");
@@ -429,41 +447,54 @@ pub fn controller<K: RunKind>(
     (store, driver)
 }
 
-/// Triggered runs wake when a run of the scheduled KraJob they follow changes (succeeds).
-fn wake_on_collections<K: RunKind>(controller: Controller<K>, ctx: &Context, scope: &Scope) -> Controller<K> {
+/// How long a wake on an announced success waits for the watch caches to show it.
+const ANNOUNCEMENT_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Triggered runs wake when a run of the scheduled KraJob they follow succeeds (announced by the
+/// KraJob controller in this process: no watch of its own).
+fn wake_on_collections<K: RunKind>(controller: Controller<K>, ctx: &Context) -> Controller<K> {
     let runs = controller.store();
-    let collections = watch::tolerant::<crate::crd::KraJob>(
-        &ctx.client,
-        scope,
-        watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID).any_semantic(),
-        ctx.undecodable.clone(),
-    )
-    .default_backoff()
-    .touched_objects();
-    controller.watches_stream(collections, move |collection: crate::crd::KraJob| {
-        let namespace = collection.namespace();
-        let schedules: Vec<String> = collection
-            .owner_references()
-            .iter()
-            .filter(|o| o.controller == Some(true))
-            .map(|o| o.name.clone())
-            .collect();
-        runs.state()
-            .into_iter()
-            .filter(|run| run.namespace() == namespace)
-            .filter(|run| run.followed_krajob().is_some_and(|name| schedules.iter().any(|s| s == name)))
-            .map(|run| ObjectRef::from_obj(run.as_ref()))
-            .collect::<Vec<_>>()
-    })
+    let succeeded = futures::stream::unfold(ctx.succeeded_runs.subscribe(), |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(message) => return Some((message, receiver)),
+                // Missed announcements: the resync looks at every parent again.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    // The announcement follows the run's status write at once; the KraJob watch cache the
+    // triggered reconcile reads may be a moment behind it, so the wake waits a second.
+    let wakes = succeeded
+        .map(|message| async move {
+            tokio::time::sleep(ANNOUNCEMENT_DELAY).await;
+            message
+        })
+        .buffer_unordered(256)
+        .map(move |(kind, namespace, schedule): (String, String, String)| {
+            let followers: Vec<ObjectRef<K>> = runs
+                .state()
+                .into_iter()
+                .filter(|run| kind == "KraJob" && run.namespace().as_deref() == Some(namespace.as_str()))
+                .filter(|run| run.followed_krajob() == Some(schedule.as_str()))
+                .map(|run| ObjectRef::from_obj(run.as_ref()))
+                .collect();
+            futures::stream::iter(followers)
+        })
+        .flatten();
+    controller.reconcile_on(wakes)
 }
 
 /// A run that stops holding a share of its API key's budget (finished, or backing off) wakes the
 /// runs waiting for that budget at once, instead of at their next retry.
 fn wake_on_released_budget<K: RunKind>(controller: Controller<K>, ctx: &Context, scope: &Scope) -> Controller<K> {
     let runs = controller.store();
+    let synced = ctx.watch_synced(K::PLURAL);
     let changes =
         watch::tolerant::<K>(&ctx.client, scope, watcher::Config::default().any_semantic(), ctx.undecodable.clone())
             .default_backoff()
+            .inspect(synced)
             .touched_objects();
     controller.watches_stream(changes, move |changed: K| {
         let released = changed.run_status().and_then(|s| s.phase).is_some_and(|p| p != Phase::Running);

@@ -88,12 +88,13 @@ pub const POD_WATCH_GRACE: Duration = Duration::from_secs(5);
 /// How soon a finished Job whose worker the Pod cache does not show terminated yet is looked at again.
 pub const POD_WATCH_RECHECK: Duration = Duration::from_millis(500);
 
-/// The finished Jobs whose worker Pod the Pod cache did not show terminated yet, by Job uid, and
-/// since when (the operator's monotonic clock: no skew with the API server's can stretch a wait).
+/// What a reconcile found missing from a watch cache and waits for, and since when (the
+/// operator's monotonic clock: no skew with the API server's can stretch a wait): a finished
+/// Job's terminated worker Pod (by Job uid), a just-created attempt's Job (by owner and name).
 #[derive(Default)]
-pub struct PodWaits(Mutex<HashMap<String, Instant>>);
+pub struct CacheWaits(Mutex<HashMap<String, Instant>>);
 
-impl PodWaits {
+impl CacheWaits {
     /// How long the Job has waited for its Pod, counting from the first time it was asked.
     fn waited(&self, job_uid: &str, now: Instant) -> Duration {
         let mut waits = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -118,7 +119,7 @@ pub struct Sources<'a> {
     pub jobs: &'a Api<Job>,
     pub pods: &'a Api<Pod>,
     pub pod_cache: &'a super::stores::OwnedCache<Pod>,
-    pub pod_waits: &'a PodWaits,
+    pub cache_waits: &'a CacheWaits,
 }
 
 /// The run's Jobs as observed, and when to look again if a finished Job's worker Pod is not in
@@ -164,7 +165,7 @@ async fn read_summary<R: DeserializeOwned>(
     let cached = sources.pod_cache.labelled(&[(LABEL_JOB, job)]);
     let terminated = match termination(cached.iter().map(|pod| pod.as_ref())) {
         Some(terminated) => Some(terminated),
-        None if sources.pod_waits.waited(job_uid, Instant::now()) < POD_WATCH_GRACE => {
+        None if sources.cache_waits.waited(job_uid, Instant::now()) < POD_WATCH_GRACE => {
             return Ok(Summary::NotInCacheYet);
         }
         None => {
@@ -177,7 +178,7 @@ async fn read_summary<R: DeserializeOwned>(
             termination(list.items.iter())
         }
     };
-    sources.pod_waits.done(job_uid);
+    sources.cache_waits.done(job_uid);
     let exit_code = terminated.as_ref().map(|(code, _)| *code);
     let summary = terminated.map(|(_, m)| m).filter(|m| !m.is_empty()).and_then(|m| parse_summary(&m));
     Ok(Summary::Read { exit_code, summary })
@@ -200,11 +201,21 @@ pub async fn observe<R: DeserializeOwned>(
     let running: Vec<i32> = status
         .map(|s| s.attempts.iter().filter(|a| a.outcome == AttemptOutcome::Running).map(|a| a.number).collect())
         .unwrap_or_default();
+    // A Job created by the last reconcile may not be in the cache yet: it is taken as active
+    // (its creation event wakes the run) for up to the grace, and only then looked up.
+    let mut not_in_cache_yet = Vec::new();
     for number in running {
         let name = job_name(number);
+        let key = format!("job:{owner_uid}/{name}");
         if items.iter().any(|job| job.metadata.name.as_deref() == Some(name.as_str())) {
+            sources.cache_waits.done(&key);
             continue;
         }
+        if sources.cache_waits.waited(&key, Instant::now()) < POD_WATCH_GRACE {
+            not_in_cache_yet.push(number);
+            continue;
+        }
+        sources.cache_waits.done(&key);
         let found = sources.jobs.get_opt(&name).await.map_err(|source| Error::Read {
             what: "a Job missing from the cache",
             object: object.to_string(),
@@ -260,12 +271,16 @@ pub async fn observe<R: DeserializeOwned>(
     if let Some(status) = status {
         for attempt in status.attempts.iter().filter(|a| a.outcome == AttemptOutcome::Running) {
             if !observed.iter().any(|j| j.attempt == attempt.number) {
+                let waiting = not_in_cache_yet.contains(&attempt.number);
+                if waiting {
+                    recheck_after = Some(POD_WATCH_RECHECK);
+                }
                 observed.push(ObservedJob {
                     name: attempt.job_name.clone(),
                     attempt: attempt.number,
                     generation: attempt.generation,
                     created: None,
-                    state: JobState::Missing,
+                    state: if waiting { JobState::Active } else { JobState::Missing },
                     summary: None,
                     request_budget: None,
                     exit_code: None,
@@ -288,7 +303,7 @@ mod tests {
 
     #[test]
     fn a_pod_wait_counts_from_its_first_ask_and_ends_when_done() {
-        let waits = PodWaits::default();
+        let waits = CacheWaits::default();
         let start = Instant::now();
         assert_eq!(waits.waited("job-a", start), Duration::ZERO);
         assert_eq!(waits.waited("job-a", start + Duration::from_secs(3)), Duration::from_secs(3));

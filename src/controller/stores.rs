@@ -20,6 +20,9 @@ pub struct Stores {
     pub evaluation_runs: Vec<Store<EvaluationRun>>,
     /// The watched objects that do not decode (their watches skip them).
     pub undecodable: Option<Arc<super::undecodable::Undecodable>>,
+    /// The controllers' other watches (Jobs, Pods, ConfigMaps, child runs) and whether each has
+    /// completed its initial list.
+    pub watches: Vec<(&'static str, Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 impl Stores {
@@ -40,6 +43,14 @@ impl Stores {
         }
         if !self.evaluation_runs.is_empty() {
             out.push(("evaluationruns", self.evaluation_runs.iter().all(ready)));
+        }
+        // A resource is synced when every watch of it is.
+        for (resource, flag) in &self.watches {
+            let synced = flag.load(std::sync::atomic::Ordering::Relaxed);
+            match out.iter_mut().find(|(name, _)| name == resource) {
+                Some((_, all)) => *all = *all && synced,
+                None => out.push((resource, synced)),
+            }
         }
         out
     }
