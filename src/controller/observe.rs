@@ -184,27 +184,20 @@ async fn read_summary<R: DeserializeOwned>(
     Ok(Summary::Read { exit_code, summary })
 }
 
-/// Observe every Job of one run, from the controller's Job cache (`cached`, the Jobs of the run
-/// as the watch last saw them). The cache may lag behind a Job just created or deleted: an
-/// attempt that status records as running but the cache does not hold is looked up once on the
-/// API server, and only a Job the server does not have either comes back as
-/// [`JobState::Missing`]. So a stale cache can delay an observation, never invent a deletion.
-pub async fn observe<R: DeserializeOwned>(
+/// Look up the Jobs of running attempts that the cache does not hold (adding those found to
+/// `items`), except those that may just not be in it yet: a Job created by the last reconcile is
+/// taken as active (its creation event wakes the run) for up to the grace, and only then looked
+/// up. Returns the attempts still waiting.
+async fn running_jobs_missing_from_cache(
     sources: &Sources<'_>,
-    cached: Vec<Arc<Job>>,
+    items: &mut Vec<Job>,
+    running: &[i32],
     owner_uid: &str,
-    status: Option<&RunStatus<R>>,
     job_name: &(dyn Fn(i32) -> String + Sync),
     object: &str,
-) -> Result<Observation<R>, Error> {
-    let mut items: Vec<Job> = cached.iter().map(|job| Job::clone(job)).collect();
-    let running: Vec<i32> = status
-        .map(|s| s.attempts.iter().filter(|a| a.outcome == AttemptOutcome::Running).map(|a| a.number).collect())
-        .unwrap_or_default();
-    // A Job created by the last reconcile may not be in the cache yet: it is taken as active
-    // (its creation event wakes the run) for up to the grace, and only then looked up.
+) -> Result<Vec<i32>, Error> {
     let mut not_in_cache_yet = Vec::new();
-    for number in running {
+    for &number in running {
         let name = job_name(number);
         let key = format!("job:{owner_uid}/{name}");
         if items.iter().any(|job| job.metadata.name.as_deref() == Some(name.as_str())) {
@@ -224,6 +217,28 @@ pub async fn observe<R: DeserializeOwned>(
         // A Job of that name that is not this run's (no owner label of ours) is not its attempt.
         items.extend(found.filter(|job| job.labels().get(LABEL_OWNER_UID).map(String::as_str) == Some(owner_uid)));
     }
+    Ok(not_in_cache_yet)
+}
+
+/// Observe every Job of one run, from the controller's Job cache (`cached`, the Jobs of the run
+/// as the watch last saw them). The cache may lag behind a Job just created or deleted: an
+/// attempt that status records as running but the cache does not hold is looked up once on the
+/// API server, and only a Job the server does not have either comes back as
+/// [`JobState::Missing`]. So a stale cache can delay an observation, never invent a deletion.
+pub async fn observe<R: DeserializeOwned>(
+    sources: &Sources<'_>,
+    cached: Vec<Arc<Job>>,
+    owner_uid: &str,
+    status: Option<&RunStatus<R>>,
+    job_name: &(dyn Fn(i32) -> String + Sync),
+    object: &str,
+) -> Result<Observation<R>, Error> {
+    let mut items: Vec<Job> = cached.iter().map(|job| Job::clone(job)).collect();
+    let running: Vec<i32> = status
+        .map(|s| s.attempts.iter().filter(|a| a.outcome == AttemptOutcome::Running).map(|a| a.number).collect())
+        .unwrap_or_default();
+    let not_in_cache_yet =
+        running_jobs_missing_from_cache(sources, &mut items, &running, owner_uid, job_name, object).await?;
     let recorded_running = |number: i32| {
         status.is_some_and(|s| s.attempts.iter().any(|a| a.number == number && a.outcome == AttemptOutcome::Running))
     };
