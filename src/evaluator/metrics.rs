@@ -600,13 +600,7 @@ mod tests {
     #[test]
     fn the_champion_gate_needs_pairs_a_gain_and_significance() {
         let pairs = |n: usize, run_hits: usize, base_hits: usize| {
-            let run: Vec<RaceScore> = (0..n)
-                .map(|i| scored(&i.to_string(), if i < run_hits { 3 } else { 0 }, false, ScoreStatus::ScoredOk))
-                .collect();
-            let base: Vec<RaceScore> = (0..n)
-                .map(|i| scored(&i.to_string(), if i >= n - base_hits { 3 } else { 0 }, false, ScoreStatus::ScoredOk))
-                .collect();
-            promotion(&compare(&run, &base, 0), &[], &GateSettings::default())
+            promotion(&pairs_of(n, run_hits, base_hits), &[], &GateSettings::default())
         };
         assert_eq!(pairs(20, 15, 0).reason, "InsufficientPairs");
         assert_eq!(pairs(40, 5, 10).reason, "NotBetter");

@@ -566,6 +566,19 @@ impl Store {
         Ok(row.get::<i64, _>(0))
     }
 
+    /// The `WHERE` clause selecting the races (alias `r`) of a racecourse (`$1`, all when NULL)
+    /// between two dates (`$2`, `$3`, inclusive).
+    fn races_between_filter(&self) -> String {
+        let date = match self.dialect {
+            Dialect::Postgres => "CAST($2 AS DATE)",
+            Dialect::Sqlite => "$2",
+        };
+        let upper = date.replace("$2", "$3");
+        format!(
+            "(CAST($1 AS BIGINT) IS NULL OR r.meet = CAST($1 AS BIGINT)) AND r.race_date >= {date} AND r.race_date <= {upper}"
+        )
+    }
+
     /// The final win-pool odds of the races of a racecourse (all when `meet` is `None`) between
     /// two dates (inclusive), by race id and horse: post-race data, read only for the evaluator's
     /// research ROI, never into a model input. API160_1's where both sources have a horse.
@@ -576,15 +589,10 @@ impl Store {
         to: jiff::civil::Date,
     ) -> Result<std::collections::HashMap<String, std::collections::BTreeMap<i64, f64>>, StoreError> {
         let meet = meet.map(|m| i64::from(m.api_code()));
-        let date = match self.dialect {
-            Dialect::Postgres => "CAST($2 AS DATE)",
-            Dialect::Sqlite => "$2",
-        };
-        let upper = date.replace("$2", "$3");
+        let filter = self.races_between_filter();
         let rows = statement(format!(
             "SELECT o.race_id, CAST(o.chul_no AS BIGINT), o.odds FROM race_odds o JOIN races r ON r.race_id = o.race_id \
-             WHERE (CAST($1 AS BIGINT) IS NULL OR r.meet = CAST($1 AS BIGINT)) AND r.race_date >= {date} \
-             AND r.race_date <= {upper} AND o.pool = 'WIN' ORDER BY o.race_id, o.source"
+             WHERE {filter} AND o.pool = 'WIN' ORDER BY o.race_id, o.source"
         ))
         .bind(meet)
         .bind(from.to_string())
@@ -612,14 +620,11 @@ impl Store {
     ) -> Result<Vec<StoredRace>, StoreError> {
         let meet = meet.map(|m| i64::from(m.api_code()));
         let (from, to) = (from.to_string(), to.to_string());
-        let (date, day_text) = match self.dialect {
-            Dialect::Postgres => ("CAST($2 AS DATE)", "to_char(r.race_date, 'YYYY-MM-DD')"),
-            Dialect::Sqlite => ("$2", "r.race_date"),
+        let day_text = match self.dialect {
+            Dialect::Postgres => "to_char(r.race_date, 'YYYY-MM-DD')",
+            Dialect::Sqlite => "r.race_date",
         };
-        let upper = date.replace("$2", "$3");
-        let filter = format!(
-            "(CAST($1 AS BIGINT) IS NULL OR r.meet = CAST($1 AS BIGINT)) AND r.race_date >= {date} AND r.race_date <= {upper}"
-        );
+        let filter = self.races_between_filter();
         let races = statement(format!(
             "SELECT r.race_id, {day_text}, CAST(r.meet AS BIGINT), CAST(r.race_number AS BIGINT), CAST(r.distance AS BIGINT) \
              FROM races r WHERE {filter} ORDER BY r.race_date, r.meet, r.race_number"
@@ -866,20 +871,14 @@ impl Store {
         from: jiff::civil::Date,
         to: jiff::civil::Date,
     ) -> Result<std::collections::HashMap<String, StoredEnrichment>, StoreError> {
-        let date = match self.dialect {
-            Dialect::Postgres => "CAST($2 AS DATE)",
-            Dialect::Sqlite => "$2",
-        };
         let features = match self.dialect {
             Dialect::Postgres => "e.features::text",
             Dialect::Sqlite => "e.features",
         };
         let sql = format!(
             "SELECT e.race_id, e.content_sha256, e.version, {features} FROM race_enrichments e \
-             JOIN races r ON r.race_id = e.race_id \
-             WHERE (CAST($1 AS BIGINT) IS NULL OR r.meet = CAST($1 AS BIGINT)) AND r.race_date >= {date} \
-             AND r.race_date <= {} ORDER BY e.race_id, e.revision",
-            date.replace("$2", "$3")
+             JOIN races r ON r.race_id = e.race_id WHERE {} ORDER BY e.race_id, e.revision",
+            self.races_between_filter()
         );
         let rows = statement(sql)
             .bind(meet.map(|m| i64::from(m.api_code())))
