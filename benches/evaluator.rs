@@ -42,6 +42,7 @@ fn synthetic(races: usize) -> Dataset {
                 distance: Some(1000 + 200 * (i % 6) as i64),
                 input: json!({"raceId": i, "runners": runners}).into(),
                 actual: Actual { placed: vec![a, b, c], winners: vec![a], positions: vec![1, 2, 3] },
+                field_size: n as usize,
                 snapshot_sha256: String::new(),
                 result_sha256: String::new(),
                 reconstructed: false,

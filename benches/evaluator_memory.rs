@@ -8,7 +8,9 @@
 //! Run: `cargo bench --bench evaluator_memory` (needs `/usr/bin/time`). `KRA_BENCH_RACES`
 //! (default `1000,5000`) sets the sizes, `KRA_BENCH_RUNS` (default 3) the runs per size and
 //! `KRA_BENCH_RESAMPLES` (default 10,000) the bootstrap resamples. Storing the races takes about
-//! 13 ms each (one transaction per row), so 100,000 take over 20 minutes.
+//! 10 ms each (one transaction per row), so 100,000 take over 15 minutes: with
+//! `KRA_BENCH_DATA_DIR` set, each size's database is kept there (`races-N.sqlite3`) and re-used
+//! by the next run (the races are the same: the generator is seeded).
 
 use std::process::Command;
 use std::time::Instant;
@@ -51,6 +53,13 @@ fn runner(rng: &mut SplitMix64, chul_no: i64) -> Value {
     })
 }
 
+/// The first and last day of `races` races stored 12 a day from 2000-01-01.
+fn days(races: usize) -> (Date, Date) {
+    let first = Date::new(2000, 1, 1).unwrap();
+    let last = first.checked_add(jiff::Span::new().days(races.saturating_sub(1) as i64 / 12)).unwrap();
+    (first, last)
+}
+
 /// `races` races, 12 a day from 2000-01-01, each with its card and result. The first and last day.
 async fn store_races(url: &str, races: usize) -> (Date, Date) {
     let store = Store::open(url).await.unwrap();
@@ -77,6 +86,7 @@ async fn store_races(url: &str, races: usize) -> (Date, Date) {
         let result = json!({"placed": placed, "finishers": finishers, "top3": placed, "dead_heats": []});
         store.add_result(&key.race_id(), &result, at).await.unwrap();
     }
+    assert_eq!((first, day), days(races));
     (first, day)
 }
 
@@ -124,10 +134,30 @@ fn main() {
     for &races in &sizes {
         let dir = std::env::temp_dir().join(format!("kra-bench-memory-{}-{races}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("kra.sqlite3").display());
-        let stored = Instant::now();
-        let (from, to) = runtime.block_on(store_races(&url, races));
-        eprintln!("stored {races} races in {:.0} s", stored.elapsed().as_secs_f64());
+        let kept = std::env::var_os("KRA_BENCH_DATA_DIR").map(std::path::PathBuf::from);
+        let database = match &kept {
+            Some(data) => {
+                std::fs::create_dir_all(data).unwrap();
+                data.join(format!("races-{races}.sqlite3"))
+            }
+            None => dir.join("kra.sqlite3"),
+        };
+        let url = format!("sqlite://{}", database.display());
+        // A kept database is complete once its marker is written (a stopped run stores again).
+        let done = database.with_extension("done");
+        let (from, to) = if kept.is_some() && done.exists() {
+            eprintln!("re-using the {races} races stored in {}", database.display());
+            days(races)
+        } else {
+            let stored = Instant::now();
+            for stale in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{stale}", database.display()));
+            }
+            let days = runtime.block_on(store_races(&url, races));
+            std::fs::write(&done, b"").unwrap();
+            eprintln!("stored {races} races in {:.0} s", stored.elapsed().as_secs_f64());
+            days
+        };
         let (seconds, kb): (Vec<f64>, Vec<f64>) =
             (0..runs).map(|run| measured(&url, from, to, &dir.join(format!("runs-{run}")))).unzip();
         let (seconds, kb) = (median(seconds), median(kb));

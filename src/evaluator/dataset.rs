@@ -48,8 +48,12 @@ pub struct DatasetRace {
     pub meet: String,
     pub race_number: i64,
     pub distance: Option<i64>,
-    /// What a predictor sees: the race and its active runners, pre-race fields only.
+    /// What a predictor sees: the race and its active runners, pre-race fields only. Empty in
+    /// a dataset built as an index ([`DatasetBuilder::index`]).
     pub input: ModelInput,
+    /// The active runners in the input.
+    #[serde(skip)]
+    pub field_size: usize,
     pub actual: Actual,
     pub snapshot_sha256: String,
     pub result_sha256: String,
@@ -61,7 +65,7 @@ pub struct DatasetRace {
 
 /// A model input, kept as its compact JSON text: a parsed JSON tree costs several times its text,
 /// and a dataset holds every race's input at once. Parsed again where it is read.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ModelInput(Box<str>);
 
 impl From<Value> for ModelInput {
@@ -94,7 +98,7 @@ impl DatasetRace {
             race_id: self.race_id.clone(),
             meet: self.meet.clone(),
             distance: self.distance,
-            field_size: self.input.value()["runners"].as_array().map_or(0, Vec::len),
+            field_size: self.field_size,
             month: self.date.get(..7).unwrap_or_default().to_string(),
         }
     }
@@ -277,6 +281,8 @@ pub struct DatasetBuilder {
     winner_odds: BTreeMap<String, Vec<(i64, f64)>>,
     /// How many of `races` `add_win_odds` has looked at.
     odds_checked: usize,
+    /// Whether the races keep their model inputs (see [`DatasetBuilder::index`]).
+    keep_inputs: bool,
 }
 
 impl DatasetBuilder {
@@ -293,7 +299,17 @@ impl DatasetBuilder {
             versions: BTreeSet::new(),
             winner_odds: BTreeMap::new(),
             odds_checked: 0,
+            keep_inputs: true,
         }
+    }
+
+    /// Build the dataset as an index: every race is chosen, checked and hashed as usual (its
+    /// input made and leakage-checked) but keeps no model input, so a dataset of any size costs a
+    /// few hundred bytes per race. The evaluator selects and identifies a dataset from its index,
+    /// then makes the inputs again a month at a time to predict.
+    pub fn index(mut self) -> Self {
+        self.keep_inputs = false;
+        self
     }
 
     /// Keep the final win odds of the winners of the races added since the last call that
@@ -327,7 +343,11 @@ impl DatasetBuilder {
             }
             self.add_race(race, race_id, enrichments);
         }
-        leakage_check(&self.races[first_new..])
+        leakage_check(&self.races[first_new..])?;
+        if !self.keep_inputs {
+            self.races[first_new..].iter_mut().for_each(|race| race.input = ModelInput::default());
+        }
+        Ok(())
     }
 
     fn add_race(
@@ -370,12 +390,14 @@ impl DatasetBuilder {
         if let Some(e) = enrichment {
             versions.insert(e.version.clone());
         }
+        let field_size = input["runners"].as_array().map_or(0, Vec::len);
         races.push(DatasetRace {
             date: race.key.date.to_string(),
             meet: race.key.meet.as_str().to_string(),
             race_number: race.key.number,
             distance: race.distance.or_else(|| content["card"]["distance"].as_i64()),
             input: input.into(),
+            field_size,
             actual,
             snapshot_sha256: snapshot.content_sha256.clone(),
             result_sha256: result.content_sha256.clone(),

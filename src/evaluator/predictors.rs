@@ -163,6 +163,7 @@ mod tests {
             ]})
             .into(),
             actual: Actual { placed: vec![1, 2, 3], winners: vec![1], positions: vec![] },
+            field_size: 5,
             snapshot_sha256: String::new(),
             result_sha256: String::new(),
             reconstructed: false,

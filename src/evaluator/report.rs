@@ -435,6 +435,7 @@ mod tests {
                     winners: vec![1],
                     positions: vec![1, 2, 3],
                 },
+                field_size: 8,
                 snapshot_sha256: String::new(),
                 result_sha256: String::new(),
                 reconstructed: i < 5,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::dataset::{Dataset, Exclusion};
+use super::dataset::{Dataset, DatasetRace, Exclusion};
 use super::metrics::{self, Comparison, Metrics};
 use super::predictors::Predictor;
 use super::scoring::{self, PREDICTION_CONTRACT, RaceScore, ScoringPolicy};
@@ -143,9 +143,20 @@ pub fn evaluate(
     baseline: Option<&[RaceScore]>,
 ) -> EvaluationResults {
     let payloads: Vec<Option<Value>> = dataset.races.iter().map(|race| predictor.predict(race)).collect();
+    let answers = Answers {
+        identity: identity(dataset, predictor),
+        policy: predictor.policy(),
+        payloads,
+        errors: BTreeMap::new(),
+    };
+    score_answers(dataset, answers, resamples, baseline)
+}
+
+/// A predictor's identity as a run on `dataset` reports it: a recorded predictor's also counts
+/// its lines for races the dataset does not hold (reported, never dropped without a word).
+pub fn identity(dataset: &Dataset, predictor: &Predictor) -> Value {
     let mut identity = predictor.identity();
     if let Predictor::Recorded(recorded) = predictor {
-        // Lines for races the dataset does not hold are reported, never dropped without a word.
         let ids: std::collections::HashSet<&str> = dataset.races.iter().map(|r| r.race_id.as_str()).collect();
         let excluded: std::collections::HashSet<&str> = dataset.excluded.iter().map(|e| e.race_id.as_str()).collect();
         let unknown = recorded.by_race.keys().filter(|id| !ids.contains(id.as_str())).count();
@@ -153,8 +164,7 @@ pub fn evaluate(
         identity["linesForRacesNotInTheDataset"] = unknown.into();
         identity["linesForExcludedRaces"] = of_excluded.into();
     }
-    let answers = Answers { identity, policy: predictor.policy(), payloads, errors: BTreeMap::new() };
-    score_answers(dataset, answers, resamples, baseline)
+    identity
 }
 
 /// The predictions of a run, one per dataset race (in the dataset's order).
@@ -173,11 +183,21 @@ pub fn score_answers(
     resamples: usize,
     baseline: Option<&[RaceScore]>,
 ) -> EvaluationResults {
-    let policy = answers.policy;
-    let races: Vec<RaceScore> = dataset
-        .races
+    let scores = score_races(&dataset.races, &answers.payloads, &answers.policy);
+    summarise(
+        dataset,
+        Scored { identity: answers.identity, policy: answers.policy, scores, errors: answers.errors },
+        resamples,
+        baseline,
+    )
+}
+
+/// Score races (with their model inputs) against their answers, in order; a race past the end
+/// of `payloads` has no answer.
+pub fn score_races(races: &[DatasetRace], payloads: &[Option<Value>], policy: &ScoringPolicy) -> Vec<RaceScore> {
+    races
         .iter()
-        .zip(answers.payloads.iter().map(Some).chain(std::iter::repeat(None)))
+        .zip(payloads.iter().map(Option::as_ref).chain(std::iter::repeat(None)))
         .map(|(race, payload)| {
             let active: Vec<i64> = race.input.value()["runners"]
                 .as_array()
@@ -185,17 +205,37 @@ pub fn score_answers(
                 .flatten()
                 .filter_map(|r| r["chul_no"].as_i64())
                 .collect();
-            scoring::score(&race.race_id, Some(&race.actual), &active, payload.and_then(Option::as_ref), &policy)
+            scoring::score(&race.race_id, Some(&race.actual), &active, payload, policy)
         })
-        .collect();
+        .collect()
+}
+
+/// A run's race scores (one per dataset race, in the dataset's order) and who made them.
+pub struct Scored {
+    pub identity: Value,
+    pub policy: ScoringPolicy,
+    pub scores: Vec<RaceScore>,
+    /// Races without a usable answer, by cause.
+    pub errors: BTreeMap<String, usize>,
+}
+
+/// The results of a run from its race scores (pure). `dataset` may be an index (no inputs):
+/// only its races' facts, answers and odds are read.
+pub fn summarise(
+    dataset: &Dataset,
+    run: Scored,
+    resamples: usize,
+    baseline: Option<&[RaceScore]>,
+) -> EvaluationResults {
+    let races = run.scores;
     let facts: Vec<_> = dataset.races.iter().map(|r| r.facts()).collect();
     EvaluationResults {
         schema: RESULTS_SCHEMA,
         prediction_contract: PREDICTION_CONTRACT,
         data_snapshot_id: dataset.snapshot_id.clone(),
         inputs: DatasetInputs::of(dataset),
-        predictor: answers.identity,
-        policy,
+        predictor: run.identity,
+        policy: run.policy,
         metrics: metrics::metrics(&races, resamples),
         breakdowns: metrics::breakdowns(&races, &facts, resamples),
         comparison: baseline.map(|b| metrics::compare(&races, b, resamples)),
@@ -205,7 +245,7 @@ pub fn score_answers(
             metrics::metrics(&shared, resamples)
         }),
         gate: Default::default(),
-        prediction_errors: answers.errors,
+        prediction_errors: run.errors,
         seed_runs: None,
         research_top1_win_roi: metrics::top1_win_roi(&races, &dataset.winner_odds),
         races,
@@ -217,7 +257,6 @@ pub fn score_answers(
 mod tests {
     use super::*;
     use crate::crd::evaluationrun::GateSeed;
-    use crate::evaluator::dataset::DatasetRace;
     use crate::evaluator::scoring::Actual;
     use serde_json::json;
 
@@ -232,6 +271,7 @@ mod tests {
                 distance: None,
                 input: json!({"runners": (1..=4).map(|c| json!({"chul_no": c})).collect::<Vec<_>>()}).into(),
                 actual: Actual { placed: vec![1, 2, 3], winners: vec![1], positions: vec![1, 2, 3] },
+                field_size: 4,
                 snapshot_sha256: String::new(),
                 result_sha256: String::new(),
                 reconstructed: false,

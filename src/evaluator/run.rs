@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::dataset::{self, Dataset, DatasetBuilder, SplitRule};
+use super::dataset::{self, Dataset, DatasetBuilder, DatasetRace, SplitRule};
 use super::error::EvaluatorError;
 use super::llm::{self, LlmPredictor, LlmSettings, RaceUsage};
 use super::metadata::{self, COMMIT_SHA, ChampionRecord, METADATA_SCHEMA, RunMetadata};
@@ -45,13 +45,17 @@ pub async fn execute(request: Request) -> Result<Value, EvaluatorError> {
         .map(|&seed| predictor(&request, seed, prompt.as_ref(), cache.clone()).map(|source| (seed, source)))
         .collect::<Result<_, _>>()?;
     let started_at = jiff::Timestamp::now();
-    let dataset = load_dataset(&request.database_url, &request.selection).await?;
+    let store = Store::open(&request.database_url).await.map_err(|e| EvaluatorError::Database(e.to_string()))?;
+    // The dataset as an index (no model inputs): selected, identified and checked first; the
+    // inputs are made again a month at a time to predict, so no run holds them all.
+    let dataset = load_dataset(&store, &request.database_url, &request.selection).await?;
     let (evaluation_key, unchanged) = check_unchanged(&request, &dataset, &sources, prompt.as_ref());
     if let Some(skipped) = unchanged {
         return Ok(skipped);
     }
     let (baseline, champion) = baseline(&request).await?;
-    let (runs, usage) = run_seeds(&dataset, &sources, request.resamples, baseline.as_deref()).await?;
+    let (runs, usage) =
+        run_seeds(&store, &request.selection, &dataset, &sources, request.resamples, baseline.as_deref()).await?;
     let llm_usage = usage.map(|races| llm::run_usage(races, prices(&request)));
     let (seed, mut results, identity) = results::judge(runs, request.gate_seed);
     results.gate = request.gate;
@@ -262,8 +266,8 @@ fn predictor(
     }
 }
 
-async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, EvaluatorError> {
-    let store = Store::open(url).await.map_err(|e| EvaluatorError::Database(e.to_string()))?;
+/// The dataset's index: every selected race chosen, checked and identified, without its input.
+async fn load_dataset(store: &Store, url: &str, selection: &Selection) -> Result<Dataset, EvaluatorError> {
     let (from, to, ids) = match (&selection.from, &selection.to, &selection.races) {
         (Some(from), Some(to), None) if from <= to => (Some(*from), Some(*to), None),
         (Some(_), Some(_), None) => return Err(EvaluatorError::Usage("--to is before --from".into())),
@@ -274,19 +278,14 @@ async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, Evalu
         }
         _ => return Err(EvaluatorError::Usage("select races with --from and --to, or --races".into())),
     };
-    // A month of stored rows at a time: only the model inputs of every race are held at once.
-    // A list of ids none of which names a day reads nothing: each id is then missing.
-    let mut builder = DatasetBuilder::new(ids.as_deref(), selection.snapshot_policy, selection.features);
-    for (from, to) in from.zip(to).map(|(from, to)| months(from, to)).unwrap_or_default() {
-        let database = |e: crate::store::StoreError| EvaluatorError::Database(e.to_string());
-        let stored = store.races_between(selection.meet, from, to).await.map_err(database)?;
-        let enrichments = match selection.features {
-            FeatureSet::CardForm => store.enrichments_between(selection.meet, from, to).await.map_err(database)?,
-            FeatureSet::Card => Default::default(),
-        };
-        builder.add(&stored, Some(&enrichments)).map_err(|e| EvaluatorError::Leakage(e.to_string()))?;
+    // A month of stored rows at a time. A list of ids none of which names a day reads nothing:
+    // each id is then missing.
+    let mut builder = DatasetBuilder::new(ids.as_deref(), selection.snapshot_policy, selection.features).index();
+    for days in from.zip(to).map(|(from, to)| months(from, to)).unwrap_or_default() {
+        read_days(store, selection, days, &mut builder).await?;
         // Post-race odds, for the research ROI only (the inputs are made already).
-        builder.add_win_odds(&store.win_odds_between(selection.meet, from, to).await.map_err(database)?);
+        let odds = store.win_odds_between(selection.meet, days.0, days.1).await;
+        builder.add_win_odds(&odds.map_err(|e| EvaluatorError::Database(e.to_string()))?);
     }
     let dataset = builder.finish();
     let dataset = match selection.split {
@@ -304,6 +303,52 @@ async fn load_dataset(url: &str, selection: &Selection) -> Result<Dataset, Evalu
         )));
     }
     Ok(dataset)
+}
+
+/// Add the stored races of the days `from..=to` (with their enrichments, for the `CardForm`
+/// features) to a dataset.
+async fn read_days(
+    store: &Store,
+    selection: &Selection,
+    (from, to): (jiff::civil::Date, jiff::civil::Date),
+    builder: &mut DatasetBuilder,
+) -> Result<(), EvaluatorError> {
+    let database = |e: crate::store::StoreError| EvaluatorError::Database(e.to_string());
+    let stored = store.races_between(selection.meet, from, to).await.map_err(database)?;
+    let enrichments = match selection.features {
+        FeatureSet::CardForm => store.enrichments_between(selection.meet, from, to).await.map_err(database)?,
+        FeatureSet::Card => Default::default(),
+    };
+    builder.add(&stored, Some(&enrichments)).map_err(|e| EvaluatorError::Leakage(e.to_string()))
+}
+
+/// The races of one part of the dataset's index (in its order) with their model inputs, made
+/// again from the store. Fails when the store no longer holds exactly those races, snapshots,
+/// results and enrichments (it changed since the index was read).
+async fn with_inputs(
+    store: &Store,
+    selection: &Selection,
+    part: &[DatasetRace],
+) -> Result<Vec<DatasetRace>, EvaluatorError> {
+    let (Some(first), Some(last)) = (part.first(), part.last()) else { return Ok(Vec::new()) };
+    let day = |race: &DatasetRace| {
+        race.date.parse::<jiff::civil::Date>().map_err(|e| EvaluatorError::Usage(format!("race {}: {e}", race.race_id)))
+    };
+    let days = (day(first)?, day(last)?);
+    let ids: Vec<String> = part.iter().map(|race| race.race_id.clone()).collect();
+    let mut builder = DatasetBuilder::new(Some(&ids), selection.snapshot_policy, selection.features);
+    read_days(store, selection, days, &mut builder).await?;
+    let races = builder.finish().races;
+    let key = |r: &DatasetRace| {
+        (r.race_id.clone(), r.snapshot_sha256.clone(), r.result_sha256.clone(), r.enrichment_sha256.clone())
+    };
+    if races.len() != part.len() || races.iter().zip(part).any(|(made, indexed)| key(made) != key(indexed)) {
+        return Err(EvaluatorError::Database(format!(
+            "the stored races of {} to {} changed while the evaluation read them: run it again",
+            days.0, days.1
+        )));
+    }
+    Ok(races)
 }
 
 /// The calendar months from `from` to `to`, each as its first and last day within the range.
@@ -329,23 +374,77 @@ fn prices(request: &Request) -> Option<(f64, f64)> {
     }
 }
 
-/// Every seed's run, and the LLM usage of all of them (an LLM predictor only).
+/// What one seed's run has gathered so far.
+#[derive(Default)]
+struct SeedRun {
+    scores: Vec<RaceScore>,
+    errors: BTreeMap<String, usize>,
+    usage: Vec<RaceUsage>,
+    /// LLM calls made, and those the endpoint never answered (network errors and timeouts).
+    calls: usize,
+    unanswered: usize,
+}
+
+/// Every seed's run, and the LLM usage of all of them (an LLM predictor only). The dataset is
+/// read a month at a time: its races' inputs are made, every seed predicts them and only the
+/// scores are kept.
 async fn run_seeds(
+    store: &Store,
+    selection: &Selection,
     dataset: &Dataset,
     sources: &[(i64, Source)],
     resamples: usize,
     baseline: Option<&[RaceScore]>,
 ) -> Result<(Vec<(i64, EvaluationResults, Value)>, Option<Vec<RaceUsage>>), EvaluatorError> {
-    let mut runs = Vec::with_capacity(sources.len());
-    let mut usage: Option<Vec<RaceUsage>> = None;
-    for (seed, source) in sources {
-        let (results, identity, races) = predict_and_score(dataset, source, resamples, baseline).await?;
-        if let Some(races) = races {
-            usage.get_or_insert_with(Vec::new).extend(races);
+    let mut runs: Vec<SeedRun> = sources.iter().map(|_| SeedRun::default()).collect();
+    for month in dataset.races.chunk_by(|a, b| a.date.get(..7) == b.date.get(..7)) {
+        let races = with_inputs(store, selection, month).await?;
+        for ((_, source), run) in sources.iter().zip(&mut runs) {
+            predict(&races, source, run).await;
         }
-        runs.push((*seed, results, identity));
     }
-    Ok((runs, usage))
+    let mut results = Vec::with_capacity(sources.len());
+    let mut usage: Option<Vec<RaceUsage>> = None;
+    for ((seed, source), run) in sources.iter().zip(runs) {
+        let (identity, policy) = match source {
+            Source::Immediate(predictor) => (results::identity(dataset, predictor), predictor.policy()),
+            Source::Llm(llm, policy) => {
+                if run.unanswered == run.calls {
+                    return Err(EvaluatorError::Unreachable(format!(
+                        "the LLM endpoint {} answered none of {} calls (network errors or timeouts)",
+                        llm.identity()["endpoint"],
+                        run.calls
+                    )));
+                }
+                usage.get_or_insert_with(Vec::new).extend(run.usage);
+                (llm.identity(), *policy)
+            }
+        };
+        let scored = results::Scored { identity, policy, scores: run.scores, errors: run.errors };
+        results.push((*seed, results::summarise(dataset, scored, resamples, baseline), source.identity()));
+    }
+    Ok((results, usage))
+}
+
+/// One seed's predictions for some races (with their inputs), scored.
+async fn predict(races: &[DatasetRace], source: &Source, run: &mut SeedRun) {
+    match source {
+        Source::Immediate(predictor) => {
+            let payloads: Vec<Option<Value>> = races.iter().map(|race| predictor.predict(race)).collect();
+            run.scores.extend(results::score_races(races, &payloads, &predictor.policy()));
+        }
+        Source::Llm(llm, policy) => {
+            let answers = llm.answers(races).await;
+            for error in answers.iter().filter_map(|a| a.error) {
+                *run.errors.entry(error.to_string()).or_insert(0) += 1;
+            }
+            run.calls += answers.len();
+            run.unanswered += answers.iter().filter(|a| matches!(a.error, Some("network" | "timeout"))).count();
+            run.usage.extend(answers.iter().map(|a| a.usage.clone()));
+            let payloads: Vec<Option<Value>> = answers.into_iter().map(|a| a.payload).collect();
+            run.scores.extend(results::score_races(races, &payloads, policy));
+        }
+    }
 }
 
 /// The champion gate's decision: from the comparison with the baseline, or, when a champion
@@ -448,42 +547,6 @@ fn scores_of(text: &[u8], name: &str) -> Result<Vec<RaceScore>, EvaluatorError> 
         .map_err(|e| EvaluatorError::Usage(format!("the baseline run {name} has no readable race scores: {e}")))
 }
 
-/// The results, the predictor's identity and, for an LLM, what each race's answer cost.
-async fn predict_and_score(
-    dataset: &Dataset,
-    source: &Source,
-    resamples: usize,
-    baseline: Option<&[RaceScore]>,
-) -> Result<(EvaluationResults, Value, Option<Vec<RaceUsage>>), EvaluatorError> {
-    match source {
-        Source::Immediate(predictor) => {
-            Ok((results::evaluate(dataset, predictor, resamples, baseline), predictor.identity(), None))
-        }
-        Source::Llm(llm, policy) => {
-            let answers = llm.answers(&dataset.races).await;
-            let mut errors = BTreeMap::new();
-            for error in answers.iter().filter_map(|a| a.error) {
-                *errors.entry(error.to_string()).or_insert(0usize) += 1;
-            }
-            if answers.iter().all(|a| matches!(a.error, Some("network" | "timeout"))) {
-                return Err(EvaluatorError::Unreachable(format!(
-                    "the LLM endpoint {} answered none of {} calls (network errors or timeouts)",
-                    llm.identity()["endpoint"],
-                    answers.len()
-                )));
-            }
-            let usage: Vec<RaceUsage> = answers.iter().map(|a| a.usage.clone()).collect();
-            let answers = results::Answers {
-                identity: llm.identity(),
-                policy: *policy,
-                payloads: answers.into_iter().map(|a| a.payload).collect(),
-                errors,
-            };
-            Ok((results::score_answers(dataset, answers, resamples, baseline), llm.identity(), Some(usage)))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,5 +566,59 @@ mod tests {
         );
         assert_eq!(months(date("2025-05-24"), date("2025-05-24")).len(), 1);
         assert!(months(date("2025-05-25"), date("2025-05-24")).is_empty());
+    }
+
+    /// Two stored races of 2025-05-24 with a card of eight runners and a result.
+    async fn store_two_races(url: &str) -> Store {
+        use crate::race::{PlannedRace, RaceKey};
+        let store = Store::open(url).await.unwrap();
+        let at: jiff::Timestamp = "2025-05-24T00:00:00Z".parse().unwrap();
+        for number in [1, 2] {
+            let key = RaceKey { date: "2025-05-24".parse().unwrap(), meet: crate::crd::Meet::Seoul, number };
+            store.upsert_race(&PlannedRace { key, start: None, distance: Some(1200) }, at).await.unwrap();
+            let entries: Vec<Value> =
+                (1..=8).map(|c| serde_json::json!({"chul_no": c, "rating": 50 - c, "scratched": false})).collect();
+            let card = serde_json::json!({"card": {"distance": 1200, "entries": entries}, "track": null});
+            store
+                .add_prerace_snapshot(&key.race_id(), "kra-prerace-v1", &card, &serde_json::json!({}), at, false)
+                .await
+                .unwrap();
+            let result = serde_json::json!({"placed": [1, 2, 3], "finishers": [], "top3": [1, 2, 3], "dead_heats": []});
+            store.add_result(&key.race_id(), &result, at).await.unwrap();
+        }
+        store
+    }
+
+    #[tokio::test]
+    async fn inputs_are_made_again_from_the_store_and_a_store_changed_since_the_index_fails_the_run() {
+        let dir = std::env::temp_dir().join(format!("kra-run-index-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("kra.sqlite3").display());
+        let store = store_two_races(&url).await;
+        let day: jiff::civil::Date = "2025-05-24".parse().unwrap();
+        let selection = Selection { from: Some(day), to: Some(day), ..Default::default() };
+
+        let index = load_dataset(&store, &url, &selection).await.unwrap();
+        assert_eq!(index.races.len(), 2);
+        assert!(index.races.iter().all(|r| r.input.text().is_empty() && r.field_size == 8), "an index holds no input");
+        let races = with_inputs(&store, &selection, &index.races).await.unwrap();
+        let runners = |r: &DatasetRace| r.input.value()["runners"].as_array().map_or(0, Vec::len);
+        assert_eq!(races.iter().map(runners).collect::<Vec<_>>(), [8, 8], "the inputs are made again");
+        assert_eq!(
+            races.iter().map(|r| &r.race_id).collect::<Vec<_>>(),
+            index.races.iter().map(|r| &r.race_id).collect::<Vec<_>>()
+        );
+
+        // A corrected result stored after the index was read: the run fails, it does not score
+        // races against an answer other than the one its dataset id stands for.
+        let corrected = serde_json::json!({"placed": [2, 1, 3], "finishers": [], "top3": [2, 1, 3], "dead_heats": []});
+        store.add_result(&index.races[1].race_id, &corrected, "2025-05-25T00:00:00Z".parse().unwrap()).await.unwrap();
+        match with_inputs(&store, &selection, &index.races).await {
+            Err(EvaluatorError::Database(message)) => {
+                assert!(message.contains("changed while the evaluation read them"), "{message}")
+            }
+            other => panic!("a changed store is an error, got {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
