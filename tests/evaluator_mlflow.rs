@@ -173,15 +173,14 @@ async fn a_promoted_run_takes_the_champion_alias_and_the_next_challenger_meets_i
     let database = format!("sqlite://{}", dir.join("kra.sqlite3").display());
     kra_day::collected_store(&database).await;
     let mlflow = MlflowServer::start(&dir).await;
-    let run = |name: &'static str, predictor: &'static [&'static str]| {
+    // `command` is the subcommand, the predictor and the gate's settings.
+    let run = |name: &'static str, command: Vec<String>| {
         let (dir, database, url) = (dir.clone(), database.clone(), mlflow.url.clone());
         async move {
-            let mut args = vec!["evaluate", "--from", "2025-05-24", "--to", "2025-05-24", "--run-name", name];
-            args.extend(predictor);
-            // Four races: the gate is told to decide on them.
-            args.extend(["--baseline-run", "champion", "--champion-model", "kra-top3", "--gate-min-paired-races", "4"]);
-            args.extend(["--gate-significance-level", "0.2", "--mlflow-tracking-uri", &url]);
-            args.extend(["--mlflow-experiment", "kra-champions"]);
+            let mut args: Vec<&str> = command.iter().map(String::as_str).collect();
+            args.extend(["--from", "2025-05-24", "--to", "2025-05-24", "--run-name", name]);
+            args.extend(["--baseline-run", "champion", "--champion-model", "kra-top3"]);
+            args.extend(["--mlflow-tracking-uri", &url, "--mlflow-experiment", "kra-champions"]);
             let output = support::run_evaluator(&dir.join("runs"), &database, &args, &[]).await;
             assert!(output.status.success(), "{name}: {}", text(&output));
             let read = |file: &str| -> Value {
@@ -191,19 +190,58 @@ async fn a_promoted_run_takes_the_champion_alias_and_the_next_challenger_meets_i
             (read("metadata.json"), read("results.json"))
         }
     };
+    // Four races: the gate is told to decide on them.
+    let evaluate = |predictor: &[&str]| -> Vec<String> {
+        let gate = ["--gate-min-paired-races", "4", "--gate-significance-level", "0.2"];
+        ["evaluate"].iter().chain(predictor).chain(&gate).map(|a| a.to_string()).collect()
+    };
     let alias = || async {
         mlflow.get("/api/2.0/mlflow/registered-models/alias?name=kra-top3&alias=champion").await["model_version"]
             .clone()
     };
 
     // No champion yet: the first run becomes it.
-    let (first, _) = run("first", &["--baseline", "random", "--seed", "1"]).await;
+    let (first, first_results) = run("first", evaluate(&["--baseline", "random", "--seed", "1"])).await;
     assert_eq!(first["promotion"]["reason"], "FirstChampion");
     assert_eq!(first["champion"]["version"], "1");
     assert_eq!(alias().await["run_id"], first["mlflowRunId"]);
+    assert_eq!(first_results["metrics"]["exact_top3_hit_rate"], 0.0, "the random champion hits no race");
+
+    // A challenger right on three races that says nothing about the fourth is better by the rule
+    // (3 to 0 on the paired races) but has fewer valid predictions than the champion: a guard
+    // rail keeps the alias where it is, and MLflow is told why.
+    let races = first_results["races"].as_array().unwrap();
+    let lines: Vec<String> = races[..3]
+        .iter()
+        .map(|race| {
+            serde_json::json!({"raceId": race["raceId"], "predicted": race["actual"].as_array().unwrap()[..3]})
+                .to_string()
+        })
+        .collect();
+    let predictions = dir.join("careless.jsonl");
+    std::fs::write(&predictions, lines.join("\n")).unwrap();
+    let score = ["score", "--predictions", predictions.to_str().unwrap()];
+    let gate = ["--gate-min-paired-races", "4", "--gate-significance-level", "0.3"];
+    let (careless, results) = run("careless", score.iter().chain(&gate).map(|a| a.to_string()).collect()).await;
+    assert_eq!(
+        (results["comparison"]["paired"].as_i64(), results["comparison"]["runBetter"].as_i64()),
+        (Some(4), Some(3))
+    );
+    assert_eq!(careless["promotion"]["reason"], "GuardRail", "{careless}");
+    let rails = careless["promotion"]["guardRails"].as_array().unwrap();
+    assert!(rails.len() == 1 && rails[0].as_str().unwrap().starts_with("json_valid_rate 0.750"), "{rails:?}");
+    assert_eq!(alias().await["run_id"], first["mlflowRunId"], "a run that breaks a guard rail is not crowned");
+    let tracked =
+        mlflow.get(&format!("/api/2.0/mlflow/runs/get?run_id={}", careless["mlflowRunId"].as_str().unwrap())).await;
+    let tag = |tags: &Value, key: &str| {
+        tags.as_array().unwrap().iter().find(|t| t["key"] == key).map(|t| t["value"].as_str().unwrap().to_string())
+    };
+    let tags = &tracked["run"]["data"]["tags"];
+    assert_eq!(tag(tags, "kra.promotion").as_deref(), Some("GuardRail"));
+    assert!(tag(tags, "kra.promotion.guard_rails").is_some_and(|t| t.starts_with("json_valid_rate 0.750")), "{tags}");
 
     // The rating baseline (every race right on this day) beats it: the alias moves, version 1 stays.
-    let (challenger, results) = run("challenger", &["--baseline", "rating"]).await;
+    let (challenger, results) = run("challenger", evaluate(&["--baseline", "rating"])).await;
     assert_eq!(results["comparison"]["paired"], 4, "compared with the champion's races");
     assert_eq!(challenger["promotion"]["reason"], "Promoted", "{challenger}");
     assert_eq!(
@@ -219,7 +257,7 @@ async fn a_promoted_run_takes_the_champion_alias_and_the_next_challenger_meets_i
     assert!(tags.iter().any(|t| t["key"] == "kra.promotion" && t["value"] == "Promoted"), "{tags:?}");
 
     // A second challenger is compared with the new champion, not the first.
-    let (second, results) = run("second", &["--baseline", "random", "--seed", "2"]).await;
+    let (second, results) = run("second", evaluate(&["--baseline", "random", "--seed", "2"])).await;
     let comparison = &results["comparison"];
     assert_eq!(comparison["paired"], 4);
     assert!(comparison["exactHitRateDifference"].as_f64().unwrap() < 0.0, "the champion hits every race: {comparison}");

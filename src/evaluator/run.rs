@@ -491,20 +491,26 @@ async fn baseline(request: &Request) -> Result<(Option<Vec<RaceScore>>, Option<C
     }
 }
 
-/// A promoted run (or a model's first) becomes the champion: a new model version and the alias
-/// moved to it. The decision is tagged on the run either way.
+/// The gate's decision is tagged on the tracked run (its reason, and the guard rails broken);
+/// a promoted run (or a model's first) becomes the champion: a new model version and the alias
+/// moved to it.
 async fn crown(request: &Request, metadata: &mut RunMetadata, artifact_uri: &str) -> Result<(), String> {
-    let (Some(tracking), Some(record), Some(decision), Some(run_id)) =
-        (&request.tracking, metadata.champion.as_mut(), &metadata.promotion, &metadata.mlflow_run_id)
+    let (Some(tracking), Some(decision), Some(run_id)) =
+        (&request.tracking, &metadata.promotion, &metadata.mlflow_run_id)
     else {
         return Ok(());
     };
     let mlflow = super::mlflow::Mlflow::new(&tracking.uri, tracking.token.clone()).map_err(|e| e.to_string())?;
-    if decision.promoted {
+    if let Some(record) = metadata.champion.as_mut()
+        && decision.promoted
+    {
         record.version = Some(mlflow.crown(&record.model, run_id, artifact_uri).await.map_err(|e| e.to_string())?);
     }
     let mut tags = vec![("kra.promotion", decision.reason.clone())];
-    tags.extend(record.version.clone().map(|v| ("kra.champion_version", v)));
+    if !decision.guard_rails.is_empty() {
+        tags.push(("kra.promotion.guard_rails", decision.guard_rails.join("; ")));
+    }
+    tags.extend(metadata.champion.as_ref().and_then(|r| r.version.clone()).map(|v| ("kra.champion_version", v)));
     mlflow.set_tags(run_id, &tags).await.map_err(|e| e.to_string())
 }
 
