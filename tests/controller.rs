@@ -974,3 +974,30 @@ async fn after_its_watches_synced_the_operator_reads_nothing_from_the_api_server
     let reads = cluster.operator_reads_since(since).unwrap();
     assert!(reads.is_empty(), "the operator read from the API server after its watches synced: {reads:?}");
 }
+
+/// Issue #12's write budget: a KraJob's creation costs the API server three writes (its Job, its
+/// status, one Event) and its completion two (its status, one Event).
+#[tokio::test]
+async fn a_krajob_costs_three_writes_to_start_and_two_to_finish() {
+    let cluster = Cluster::start().await;
+    let operator = Operator::start(&cluster).await;
+    let since = Timestamp::now();
+    cluster.create::<KraJob>(krajob("written", json!({"action": "CollectResults"}))).await;
+    wait_job(&cluster, "written-1").await;
+    // Time for any second reconcile (woken by the Job's creation or the status write) to act.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = cluster.operator_requests_since(since).expect("the API server's audit log");
+    let since = Timestamp::now();
+    let summary = r#"{"racesFound":10,"racesCollected":10,"racesFailed":0,"rowsWritten":120,"apiCalls":57}"#;
+    cluster.finish_job("written-1", true, Some(summary)).await;
+    wait_phase(&cluster, "written", Phase::Succeeded).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let finished = cluster.operator_requests_since(since).unwrap();
+    drop(operator);
+
+    let counts = |pairs: &[(&str, u64)]| {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(started, counts(&[("create events", 1), ("create jobs", 1), ("patch krajobs/status", 1)]));
+    assert_eq!(finished, counts(&[("create events", 1), ("patch krajobs/status", 1)]));
+}

@@ -35,6 +35,8 @@ pub struct Context {
     pub pod_cache: OwnedCache<Pod>,
     /// The finished Jobs waiting for the Pod cache to show their worker terminated.
     pub cache_waits: super::observe::CacheWaits,
+    /// The runs whose status was just written, until the runs' cache shows the write.
+    pub status_writes: StatusWrites,
     /// The ConfigMaps of the watched namespaces (prompts of EvaluationRuns).
     pub config_map_cache: OwnedCache<ConfigMap>,
     pub recorder: Recorder,
@@ -54,6 +56,49 @@ pub struct Context {
     /// plural: readiness waits for them too, so a ready operator has listed everything it reads.
     pub watches: Mutex<Vec<(&'static str, Arc<std::sync::atomic::AtomicBool>)>>,
     failures: Mutex<HashMap<String, u32>>,
+}
+
+/// How long a reconcile waits at most for the runs' cache to show a status write of its own.
+pub const OWN_WRITE_GRACE: Duration = Duration::from_secs(5);
+
+/// The runs whose status this operator has just written, by uid: the `resourceVersion` of the
+/// object the writing reconcile planned from, and when (the operator's monotonic clock). A later
+/// reconcile handed that same version is looking at a cache that has not seen the write yet;
+/// planning from it would decide again what was decided (a second status write and Event for
+/// the same change, a second create of the same Job). It waits instead: the watch event of the
+/// write wakes the run, at most [`OWN_WRITE_GRACE`] later it plans anyway.
+#[derive(Default)]
+pub struct StatusWrites(Mutex<HashMap<String, (String, std::time::Instant)>>);
+
+impl StatusWrites {
+    /// A status write planned from `version` of the run `uid`.
+    pub fn wrote(&self, uid: &str, version: &str, now: std::time::Instant) {
+        let mut writes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Runs deleted right after a write are never reconciled again: forget them in time.
+        if writes.len() >= 1024 {
+            writes.retain(|_, (_, at)| now.duration_since(*at) < OWN_WRITE_GRACE);
+        }
+        writes.insert(uid.to_string(), (version.to_string(), now));
+    }
+
+    /// How long to wait for the cache when `version` of the run `uid` is the one its last status
+    /// write was planned from, less than the grace ago; `None` (and the write forgotten) when the
+    /// cache has moved on or the grace is over.
+    pub fn pending(&self, uid: &str, version: &str, now: std::time::Instant) -> Option<Duration> {
+        let mut writes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (seen, at) = writes.get(uid)?;
+        let waited = now.duration_since(*at);
+        if seen == version && waited < OWN_WRITE_GRACE {
+            return Some(OWN_WRITE_GRACE - waited);
+        }
+        writes.remove(uid);
+        None
+    }
+
+    /// Nothing to wait for: the last reconcile of `uid` wrote no status.
+    pub fn forget(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+    }
 }
 
 /// Where the reconciler reads the time: the system clock, or (for tests of schedules) a file
@@ -94,6 +139,7 @@ impl Context {
             job_cache: OwnedCache::default(),
             pod_cache: OwnedCache::default(),
             cache_waits: Default::default(),
+            status_writes: Default::default(),
             config_map_cache: OwnedCache::default(),
             recorder,
             resync,
@@ -154,5 +200,36 @@ impl Context {
 
     pub(super) fn clear_failures(&self, key: &str) {
         self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_run_waits_for_its_own_status_write_only_on_the_version_it_was_planned_from_and_only_for_the_grace() {
+        let writes = StatusWrites::default();
+        let start = Instant::now();
+        assert_eq!(writes.pending("uid-1", "10", start), None, "nothing written: plan");
+        writes.wrote("uid-1", "10", start);
+        let second = Duration::from_secs(1);
+        assert_eq!(writes.pending("uid-1", "10", start + second), Some(OWN_WRITE_GRACE - second), "stale: wait");
+        assert_eq!(writes.pending("uid-2", "10", start + second), None, "another run");
+        assert_eq!(writes.pending("uid-1", "11", start + second), None, "the cache moved on: plan");
+        assert_eq!(writes.pending("uid-1", "10", start + second), None, "and the write is forgotten");
+
+        writes.wrote("uid-1", "12", start);
+        assert_eq!(writes.pending("uid-1", "12", start + OWN_WRITE_GRACE), None, "the grace is over: plan anyway");
+        writes.wrote("uid-1", "12", start);
+        writes.forget("uid-1");
+        assert_eq!(writes.pending("uid-1", "12", start), None, "a reconcile that wrote nothing");
+
+        for i in 0..1024 {
+            writes.wrote(&format!("old-{i}"), "1", start);
+        }
+        writes.wrote("new", "1", start + OWN_WRITE_GRACE);
+        assert_eq!(writes.0.lock().unwrap().len(), 1, "writes past the grace are dropped once many are kept");
     }
 }

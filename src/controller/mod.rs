@@ -131,6 +131,11 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
         return recurring::reconcile(obj, ctx).await;
     }
     let run = Run::of(obj)?;
+    let version = obj.meta().resource_version.clone().unwrap_or_default();
+    if let Some(wait) = ctx.status_writes.pending(&run.uid, &version, Instant::now()) {
+        tracing::debug!(object = run.object, "the cache has not shown this run's last status write yet");
+        return Ok(Action::requeue(wait.min(STALE_RECHECK)));
+    }
     let resolved = resolve(obj, ctx).await?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace);
     let observe::Observation { jobs: observed, recheck_after } = observe_jobs(obj, ctx, &run, &jobs).await?;
@@ -138,9 +143,13 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     plan.status.dates = obj.dates();
     let mut notes = apply_plan(obj, ctx, &run, &jobs, &resolved, &plan).await?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &run.namespace);
-    apply::write_status(&api, &run.name, obj.run_status(), &plan.status)
+    let wrote = apply::write_status(&api, &run.name, obj.run_status(), &plan.status)
         .await
         .map_err(|source| Error::WriteStatus { object: run.object.clone(), source })?;
+    match wrote {
+        true if !version.is_empty() => ctx.status_writes.wrote(&run.uid, &version, Instant::now()),
+        _ => ctx.status_writes.forget(&run.uid),
+    }
     notes.extend(transition_notes::<K>(ctx, &plan.transitions));
     announce_success(obj, ctx, &run, plan.status.phase);
     apply::publish(ctx, &obj.object_ref(&()), &run.object, "Reconcile", notes).await;
@@ -449,6 +458,10 @@ pub fn controller<K: RunKind>(
 
 /// How long a wake on an announced success waits for the watch caches to show it.
 const ANNOUNCEMENT_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How soon a run whose cache has not shown its last status write is looked at again, if no
+/// watch event (the write's own) wakes it first.
+const STALE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Triggered runs wake when a run of the scheduled KraJob they follow succeeds (announced by the
 /// KraJob controller in this process: no watch of its own).
