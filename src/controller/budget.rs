@@ -90,46 +90,137 @@ pub fn key_of(job: &KraJob) -> Option<String> {
     Some(format!("{}/{}/{}", job.metadata.namespace.as_deref().unwrap_or_default(), secret.name, secret.key))
 }
 
+/// One KraJob's part of its key's ledger: every attempt it records with a grant.
+#[derive(Clone, Debug, PartialEq)]
+struct Part {
+    key: String,
+    attempts: Vec<Counted>,
+}
+
+/// One granted attempt as the ledger counts it.
+#[derive(Clone, Debug, PartialEq)]
+struct Counted {
+    /// `namespace/name` of its Job.
+    job: String,
+    day: String,
+    running: bool,
+    /// Its grant while it runs; what it reported using once it finished (the grant if unknown).
+    requests: i64,
+}
+
+/// What a KraJob counts against its key (pure): `None` for a KraJob without a key, and for a
+/// schedule (its runs are KraJobs of their own).
+fn part_of(job: &KraJob) -> Option<Part> {
+    if job.spec.schedule.is_some() {
+        return None;
+    }
+    let key = key_of(job)?;
+    let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
+    let Some(status) = &job.status else { return Some(Part { key, attempts: Vec::new() }) };
+    let last = status.run.attempts.iter().map(|a| a.number).max();
+    let attempts = status
+        .run
+        .attempts
+        .iter()
+        .filter_map(|attempt| {
+            let grant = attempt.request_budget.as_ref()?;
+            let running = attempt.outcome == AttemptOutcome::Running;
+            // A finished attempt counts what it used, recorded in its grant; before that field
+            // existed, only the last attempt's summary said so. Unknown: the whole grant.
+            let reported = grant.used.or_else(|| {
+                (Some(attempt.number) == last).then(|| status.run.result.as_ref().and_then(|r| r.api_calls)).flatten()
+            });
+            let requests = match running {
+                true => grant.requests,
+                false => reported.map_or(grant.requests, |used| used.min(grant.requests).max(0)),
+            };
+            Some(Counted { job: format!("{namespace}/{}", attempt.job_name), day: grant.day.clone(), running, requests })
+        })
+        .collect();
+    Some(Part { key, attempts })
+}
+
+/// Add the parts' use on `day` up; every Job they count (any day) goes to `counted`.
+fn add_up<'a>(parts: impl Iterator<Item = &'a Part>, day: &str, counted: &mut Vec<String>) -> Usage {
+    let mut usage = Usage::default();
+    for attempt in parts.flat_map(|part| &part.attempts) {
+        counted.push(attempt.job.clone());
+        if attempt.day == day {
+            usage.active_jobs += usize::from(attempt.running);
+            usage.requests += attempt.requests;
+        }
+    }
+    usage
+}
+
 /// The use of `key` on `day`, from the recorded attempts of every KraJob (pure). Returns the
 /// usage and the Jobs it counted (`namespace/name`).
 pub fn usage(jobs: &[Arc<KraJob>], key: &str, day: Date) -> (Usage, Vec<String>) {
-    let day = day.to_string();
-    let mut usage = Usage::default();
+    let parts: Vec<Part> = jobs.iter().filter_map(|job| part_of(job)).filter(|part| part.key == key).collect();
     let mut counted = Vec::new();
-    // Compared field by field: this runs over every watched KraJob for every grant.
-    let mut parts = key.splitn(3, '/');
-    let (namespace, secret, secret_key) = (parts.next(), parts.next(), parts.next());
-    let same_key = |job: &KraJob| {
-        let Some(reference) = &job.spec.api_key_secret_ref else { return false };
-        namespace == Some(job.metadata.namespace.as_deref().unwrap_or_default())
-            && secret == Some(reference.name.as_str())
-            && secret_key == Some(reference.key.as_str())
-    };
-    for job in jobs.iter().filter(|j| j.spec.schedule.is_none() && same_key(j)) {
-        let Some(status) = &job.status else { continue };
-        let last = status.run.attempts.iter().map(|a| a.number).max();
-        for attempt in &status.run.attempts {
-            let Some(grant) = &attempt.request_budget else { continue };
-            counted.push(format!("{}/{}", job.metadata.namespace.as_deref().unwrap_or_default(), attempt.job_name));
-            if grant.day != day {
-                continue;
+    let usage = add_up(parts.iter(), &day.to_string(), &mut counted);
+    (usage, counted)
+}
+
+/// The ledger of one KraJob watch, kept from its events: each KraJob's part, and the KraJobs of
+/// each key, so a grant reads the runs of its own key only, never every watched KraJob.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// By `namespace/name` of the KraJob.
+    parts: HashMap<String, Part>,
+    by_key: HashMap<String, std::collections::HashSet<String>>,
+    /// During a re-list: the KraJobs listed so far (those not listed by its end are gone).
+    relisted: Option<std::collections::HashSet<String>>,
+}
+
+fn object_name(job: &KraJob) -> String {
+    format!("{}/{}", job.metadata.namespace.as_deref().unwrap_or_default(), job.metadata.name.as_deref().unwrap_or_default())
+}
+
+impl Ledger {
+    /// Follow one event of the KraJob watch.
+    pub fn observe(&mut self, event: &kube::runtime::watcher::Event<KraJob>) {
+        use kube::runtime::watcher::Event;
+        match event {
+            Event::Apply(job) => self.apply(job),
+            Event::Delete(job) => self.remove(&object_name(job)),
+            Event::Init => self.relisted = Some(Default::default()),
+            Event::InitApply(job) => {
+                self.relisted.get_or_insert_default().insert(object_name(job));
+                self.apply(job);
             }
-            if attempt.outcome == AttemptOutcome::Running {
-                usage.active_jobs += 1;
-                usage.requests += grant.requests;
-            } else {
-                // A finished attempt counts what it used, recorded in its grant; before that
-                // field existed, only the last attempt's summary said so. Unknown: the whole grant.
-                let reported = grant.used.or_else(|| {
-                    (Some(attempt.number) == last)
-                        .then(|| status.run.result.as_ref().and_then(|r| r.api_calls))
-                        .flatten()
-                });
-                usage.requests += reported.map_or(grant.requests, |used| used.min(grant.requests).max(0));
+            Event::InitDone => {
+                let Some(listed) = self.relisted.take() else { return };
+                let gone: Vec<String> = self.parts.keys().filter(|name| !listed.contains(*name)).cloned().collect();
+                gone.iter().for_each(|name| self.remove(name));
             }
         }
     }
-    (usage, counted)
+
+    fn apply(&mut self, job: &KraJob) {
+        let name = object_name(job);
+        self.remove(&name);
+        if let Some(part) = part_of(job) {
+            self.by_key.entry(part.key.clone()).or_default().insert(name.clone());
+            self.parts.insert(name, part);
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some(part) = self.parts.remove(name) else { return };
+        if let Some(names) = self.by_key.get_mut(&part.key) {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_key.remove(&part.key);
+            }
+        }
+    }
+
+    /// The use of `key` on `day` (its runs only), and the Jobs counted.
+    fn usage(&self, key: &str, day: &str, counted: &mut Vec<String>) -> Usage {
+        let names = self.by_key.get(key).into_iter().flatten();
+        add_up(names.filter_map(|name| self.parts.get(name)), day, counted)
+    }
 }
 
 /// Decide a grant for one more attempt that needs at most `needed` requests (pure).
@@ -169,35 +260,48 @@ pub fn decide(quota: &Quota, key: &str, used: &Usage, needed: i64, now: Timestam
     })
 }
 
-/// The budgets of all keys: the quota, and grants made but not yet seen in a watched status.
+/// The budgets of all keys: the quota, the ledger of each KraJob watch, and grants made but not
+/// yet seen in a watched status.
 #[derive(Debug, Default)]
 pub struct Budgets {
     pub quota: Quota,
+    ledgers: Mutex<Vec<Arc<Mutex<Ledger>>>>,
     pending: Mutex<HashMap<String, (String, RequestGrant, Timestamp)>>,
 }
 
 impl Budgets {
     pub fn new(quota: Quota) -> Self {
-        Budgets { quota, pending: Mutex::default() }
+        Budgets { quota, ..Default::default() }
     }
 
-    /// Grant (or refuse) the attempt whose Job is `job` (namespace/name), given every watched
-    /// KraJob. Atomic across concurrent reconciles; asking again for the same Job returns the
-    /// same grant.
-    pub fn reserve(
-        &self,
-        key: &str,
-        job: &str,
-        needed: i64,
-        jobs: &[Arc<KraJob>],
-        now: Timestamp,
-    ) -> Result<RequestGrant, Wait> {
+    /// A new KraJob watch's ledger, for its events to keep: grants count every ledger.
+    pub fn ledger(&self) -> Arc<Mutex<Ledger>> {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        self.ledgers.lock().unwrap_or_else(|p| p.into_inner()).push(ledger.clone());
+        ledger
+    }
+
+    /// The use of `key` on `day` in every ledger, and the Jobs counted.
+    fn usage(&self, key: &str, day: Date) -> (Usage, Vec<String>) {
+        let (day, mut counted) = (day.to_string(), Vec::new());
+        let mut total = Usage::default();
+        for ledger in self.ledgers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let usage = ledger.lock().unwrap_or_else(|p| p.into_inner()).usage(key, &day, &mut counted);
+            total.active_jobs += usage.active_jobs;
+            total.requests += usage.requests;
+        }
+        (total, counted)
+    }
+
+    /// Grant (or refuse) the attempt whose Job is `job` (namespace/name), given the ledgers.
+    /// Atomic across concurrent reconciles; asking again for the same Job returns the same grant.
+    pub fn reserve(&self, key: &str, job: &str, needed: i64, now: Timestamp) -> Result<RequestGrant, Wait> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, grant, _)) = pending.get(job) {
             return Ok(grant.clone());
         }
         let day = kra_day(now);
-        let (mut used, counted) = usage(jobs, key, day);
+        let (mut used, counted) = self.usage(key, day);
         // Grants the watch already shows are in `used`; forget them. Keep the others (ten
         // minutes at most: a Job that was never created leaves no trace).
         let shown: std::collections::HashSet<&str> = counted.iter().map(String::as_str).collect();
@@ -310,22 +414,63 @@ mod tests {
     #[test]
     fn concurrent_reservations_see_each_other_until_the_watch_shows_them() {
         let budgets = Budgets::new(quota());
+        let ledger = budgets.ledger();
         let now = at("2025-05-24T03:00:00Z");
         let key = "racing/kra-api/serviceKey";
-        let first = budgets.reserve(key, "racing/a-1", 500, &[], now).unwrap();
-        assert_eq!(budgets.reserve(key, "racing/a-1", 500, &[], now).unwrap(), first, "asking again is the same grant");
-        budgets.reserve(key, "racing/b-1", 500, &[], now).unwrap();
-        let third = budgets.reserve(key, "racing/c-1", 500, &[], now).unwrap_err();
+        let first = budgets.reserve(key, "racing/a-1", 500, now).unwrap();
+        assert_eq!(budgets.reserve(key, "racing/a-1", 500, now).unwrap(), first, "asking again is the same grant");
+        budgets.reserve(key, "racing/b-1", 500, now).unwrap();
+        let third = budgets.reserve(key, "racing/c-1", 500, now).unwrap_err();
         assert_eq!(third.reason, WAIT_CONCURRENCY);
         // Another key is another budget.
-        assert!(budgets.reserve("racing/other/serviceKey", "racing/d-1", 500, &[], now).is_ok());
+        assert!(budgets.reserve("racing/other/serviceKey", "racing/d-1", 500, now).is_ok());
         // Once the watch shows a finished a-1, its pending grant is replaced by what it used.
         let mut finished =
             (*job("a", "kra-api", json!([attempt(1, "Succeeded", "2025-05-24", 100)]), Some(10))).clone();
         finished.status.as_mut().unwrap().run.attempts[0].job_name = "a-1".into();
-        let shown = vec![Arc::new(finished)];
-        let granted = budgets.reserve(key, "racing/c-1", 500, &shown, now).unwrap();
+        ledger.lock().unwrap().observe(&kube::runtime::watcher::Event::Apply(finished));
+        let granted = budgets.reserve(key, "racing/c-1", 500, now).unwrap();
         // Used: a-1 10 (finished) + b-1 100 (pending) = 110; 140 left, capped at 100 per run.
         assert_eq!(granted.requests, 100);
+    }
+
+    #[test]
+    fn the_ledger_follows_the_watch_and_counts_the_runs_of_one_key_as_a_scan_of_all_would() {
+        use kube::runtime::watcher::Event;
+        let day: Date = "2025-05-24".parse().unwrap();
+        let key = "racing/kra-api/serviceKey";
+        let jobs = vec![
+            job("a", "kra-api", json!([attempt(1, "Running", "2025-05-24", 100)]), None),
+            job("b", "kra-api", json!([attempt(1, "Succeeded", "2025-05-24", 100)]), Some(57)),
+            job("other-key", "another-key", json!([attempt(1, "Running", "2025-05-24", 100)]), None),
+        ];
+        let budgets = Budgets::new(quota());
+        let ledger = budgets.ledger();
+        let observe = |event: Event<KraJob>| ledger.lock().unwrap().observe(&event);
+        let sorted = |(usage, mut counted): (Usage, Vec<String>)| {
+            counted.sort();
+            (usage, counted)
+        };
+        observe(Event::Init);
+        jobs.iter().for_each(|j| observe(Event::InitApply((**j).clone())));
+        observe(Event::InitDone);
+        assert_eq!(sorted(budgets.usage(key, day)), sorted(usage(&jobs, key, day)));
+        assert_eq!(budgets.usage(key, day).0, Usage { active_jobs: 1, requests: 157 });
+
+        // a finishes having used 20; b is deleted.
+        let finished = job("a", "kra-api", json!([attempt(1, "Succeeded", "2025-05-24", 100)]), Some(20));
+        observe(Event::Apply((*finished).clone()));
+        observe(Event::Delete((*jobs[1]).clone()));
+        assert_eq!(budgets.usage(key, day).0, Usage { active_jobs: 0, requests: 20 });
+        // A re-list that no longer holds a: nothing of the key is left; the other key is kept.
+        observe(Event::Init);
+        observe(Event::InitApply((*jobs[2]).clone()));
+        observe(Event::InitDone);
+        assert_eq!(budgets.usage(key, day), (Usage::default(), vec![]));
+        assert_eq!(budgets.usage("racing/another-key/serviceKey", day).0, Usage { active_jobs: 1, requests: 100 });
+        // Two watches (two namespaces' controllers): a grant counts both.
+        let second = budgets.ledger();
+        second.lock().unwrap().observe(&Event::Apply((*jobs[0]).clone()));
+        assert_eq!(budgets.usage(key, day).0, Usage { active_jobs: 1, requests: 100 });
     }
 }

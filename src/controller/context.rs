@@ -176,14 +176,15 @@ impl Context {
     }
 
     /// The request budget's answer for a new attempt of a KraJob using `key` that needs at most
-    /// `needed` requests, given every watched KraJob. Waits while the watches have not synced (the ledger would be incomplete).
+    /// `needed` requests, from the budget's ledgers. Waits while the watches have not synced (the
+    /// ledger would be incomplete).
     pub(super) fn request_permit(&self, key: &str, job: &str, needed: i64, now: Timestamp) -> Permit {
-        let (synced, jobs) = match self.stores.read() {
+        let synced = match self.stores.read() {
             Ok(stores) => {
                 let watches = stores.synced();
-                (!watches.is_empty() && watches.iter().all(|(_, ready)| *ready), stores.krajob_list())
+                !watches.is_empty() && watches.iter().all(|(_, ready)| *ready)
             }
-            Err(_) => (false, Vec::new()),
+            Err(_) => false,
         };
         if !synced {
             return Permit::Wait(budget::Wait {
@@ -192,7 +193,7 @@ impl Context {
                 retry_after: Duration::from_secs(1),
             });
         }
-        match self.budgets.reserve(key, job, needed, &jobs, now) {
+        match self.budgets.reserve(key, job, needed, now) {
             Ok(grant) => Permit::Granted(Some(grant)),
             Err(wait) => Permit::Wait(wait),
         }

@@ -17,6 +17,9 @@ use super::validate::{self, Problems, PromptLookup, WorkerDefaults};
 use crate::crd::{DateRange, EvaluationRun, KraJob, RunControls, RunStatus, Schedule, ScheduleStatus, Trigger};
 use crate::worker::WorkerInvocation;
 
+/// Called with each event of a run kind's watch.
+pub type WatchFollower<K> = Box<dyn FnMut(&kube::runtime::watcher::Event<K>) + Send>;
+
 pub trait RunKind:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + CustomResourceExt
@@ -57,6 +60,12 @@ pub trait RunKind:
     const HAS_TRIGGERS: bool = false;
     /// Whether attempts draw from a shared request budget (`budget_key`).
     const HAS_REQUEST_BUDGET: bool = false;
+
+    /// What follows the events of the runs' own watch, if anything: a KraJob watch keeps the
+    /// request budget's ledger (`budget::Ledger`) from them.
+    fn watch_follower(_budgets: &super::budget::Budgets) -> Option<WatchFollower<Self>> {
+        None
+    }
 
     /// How this resource makes child runs, if it does (then `recurring` reconciles it instead
     /// of the attempt planner).
@@ -187,6 +196,11 @@ impl RunKind for KraJob {
 
     fn check_child(child: &Self, defaults: &WorkerDefaults) -> Result<(), Problems> {
         validate::krajob(&child.spec, defaults).map(|_| ())
+    }
+
+    fn watch_follower(budgets: &super::budget::Budgets) -> Option<WatchFollower<Self>> {
+        let ledger = budgets.ledger();
+        Some(Box::new(move |event| ledger.lock().unwrap_or_else(|p| p.into_inner()).observe(event)))
     }
 
     fn budget_key(&self) -> Option<String> {

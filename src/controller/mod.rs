@@ -387,7 +387,15 @@ pub fn controller<K: RunKind>(
         watch::tolerant::<K>(&ctx.client, &scope, config.any_semantic(), ctx.undecodable.clone())
     };
     let (runs_reader, runs_writer) = reflector::store();
-    let runs = reflector(runs_writer, tolerant(watcher::Config::default())).default_backoff().applied_objects();
+    let mut follower = K::watch_follower(&ctx.budgets);
+    let runs = reflector(runs_writer, tolerant(watcher::Config::default()))
+        .default_backoff()
+        .inspect(move |event| {
+            if let (Some(follow), Ok(event)) = (follower.as_mut(), event) {
+                follow(event);
+            }
+        })
+        .applied_objects();
     let mut controller =
         Controller::for_stream(runs, runs_reader).owns_stream(job_events).graceful_shutdown_on(shutdown);
     if K::HAS_CHILD_RUNS {
