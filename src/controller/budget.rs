@@ -134,7 +134,12 @@ fn part_of(job: &KraJob) -> Option<Part> {
                 true => grant.requests,
                 false => reported.map_or(grant.requests, |used| used.min(grant.requests).max(0)),
             };
-            Some(Counted { job: format!("{namespace}/{}", attempt.job_name), day: grant.day.clone(), running, requests })
+            Some(Counted {
+                job: format!("{namespace}/{}", attempt.job_name),
+                day: grant.day.clone(),
+                running,
+                requests,
+            })
         })
         .collect();
     Some(Part { key, attempts })
@@ -174,7 +179,11 @@ pub struct Ledger {
 }
 
 fn object_name(job: &KraJob) -> String {
-    format!("{}/{}", job.metadata.namespace.as_deref().unwrap_or_default(), job.metadata.name.as_deref().unwrap_or_default())
+    format!(
+        "{}/{}",
+        job.metadata.namespace.as_deref().unwrap_or_default(),
+        job.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 impl Ledger {
