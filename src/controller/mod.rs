@@ -376,10 +376,8 @@ pub fn controller<K: RunKind>(
     let owned_jobs = watcher::Config::default().labels(&ours);
     // The Job watch both wakes the owners of changed Jobs and fills the cache reconciles read.
     let (jobs_reader, jobs_writer) = reflector::store();
-    let job_events = reflector(jobs_writer, watcher(api_for::<Job>(&ctx.client, &scope), owned_jobs.any_semantic()))
-        .default_backoff()
-        .inspect(ctx.watch_synced("jobs"))
-        .touched_objects();
+    let jobs = watcher(api_for::<Job>(&ctx.client, &scope), owned_jobs.any_semantic()).modify(stores::trim_job);
+    let job_events = reflector(jobs_writer, jobs).default_backoff().inspect(ctx.watch_synced("jobs")).touched_objects();
     ctx.job_cache.add(jobs_reader);
     // The runs themselves, decoded one by one: an object this build cannot read is skipped
     // and reported on, and cannot stop the watch of every other run (watch.rs, undecodable.rs).
@@ -388,7 +386,7 @@ pub fn controller<K: RunKind>(
     };
     let (runs_reader, runs_writer) = reflector::store();
     let mut follower = K::watch_follower(&ctx.budgets);
-    let runs = reflector(runs_writer, tolerant(watcher::Config::default()))
+    let runs = reflector(runs_writer, tolerant(watcher::Config::default()).modify(stores::without_managed_fields))
         .default_backoff()
         .inspect(move |event| {
             if let (Some(follow), Ok(event)) = (follower.as_mut(), event) {
@@ -418,7 +416,8 @@ pub fn controller<K: RunKind>(
         ctx.config_map_cache.add(config_maps_reader);
         let config_map_events = reflector(
             config_maps_writer,
-            watcher(api_for::<ConfigMap>(&ctx.client, &scope), watcher::Config::default().any_semantic()),
+            watcher(api_for::<ConfigMap>(&ctx.client, &scope), watcher::Config::default().any_semantic())
+                .modify(stores::without_managed_fields),
         )
         .default_backoff()
         .inspect(ctx.watch_synced("configmaps"))
@@ -439,10 +438,9 @@ pub fn controller<K: RunKind>(
     let worker_pods = watcher::Config::default().labels(&ours);
     let (pods_reader, pods_writer) = reflector::store();
     ctx.pod_cache.add(pods_reader);
-    let pod_watch = reflector(pods_writer, watcher(api_for::<Pod>(&ctx.client, &scope), worker_pods.any_semantic()))
-        .default_backoff()
-        .inspect(ctx.watch_synced("pods"))
-        .for_each(|event| async move {
+    let pods = watcher(api_for::<Pod>(&ctx.client, &scope), worker_pods.any_semantic()).modify(stores::trim_pod);
+    let pod_watch =
+        reflector(pods_writer, pods).default_backoff().inspect(ctx.watch_synced("pods")).for_each(|event| async move {
             if let Err(error) = event {
                 tracing::warn!(kind = K::METRIC_KIND, "worker pod watch: {error}");
             }

@@ -1,5 +1,6 @@
-//! The watch caches of the controllers (one store per watched namespace and kind), and what is
-//! computed from them: readiness, run counts, data freshness and the KRA API budgets in use.
+//! The watch caches of the controllers (one store per watched namespace and kind), what they
+//! keep of each object, and what is computed from them: readiness, run counts, data freshness
+//! and the KRA API budgets in use.
 
 use std::sync::{Arc, RwLock};
 
@@ -11,6 +12,28 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::{budget, build};
 use crate::crd::{EvaluationRun, KraAction, KraJob, Meet, Phase};
 use crate::metrics::{RunsSnapshot, RunsSource};
+
+/// What every cache drops: an object's `managedFields` (the API server's record of who set which
+/// field, often the largest part of a small object; no reconcile reads it).
+pub fn without_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// What the Job cache keeps of a Job: its metadata (labels, annotations, owner), its status and
+/// whether it is suspended; not its Pod template, which no reconcile reads.
+pub fn trim_job(job: &mut k8s_openapi::api::batch::v1::Job) {
+    without_managed_fields(job);
+    if let Some(spec) = job.spec.as_mut() {
+        spec.template = Default::default();
+    }
+}
+
+/// What the worker Pod cache keeps of a Pod: its metadata and status (the worker's
+/// termination); not its spec.
+pub fn trim_pod(pod: &mut k8s_openapi::api::core::v1::Pod) {
+    without_managed_fields(pod);
+    pod.spec = None;
+}
 
 /// The watched resources, once the controllers run (only on the leader): one store per watched
 /// namespace, or one for the whole cluster.
@@ -219,5 +242,39 @@ mod tests {
         let through = results_collected_through(&jobs);
         // 2025-05-31T00:00+09:00 and 2025-05-23T00:00+09:00.
         assert_eq!(through, vec![(Meet::Seoul, 1_748_617_200), (Meet::Busan, 1_747_926_000)]);
+    }
+
+    #[test]
+    fn the_caches_keep_what_reconciles_read_and_drop_the_rest() {
+        let managed = serde_json::json!([{"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:status": {}}}]);
+        let mut job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "run-1", "labels": {"kra.dev/attempt": "1"}, "annotations": {"kra.dev/request-budget": "{}"},
+                         "ownerReferences": [{"apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "name": "run", "uid": "u", "controller": true}],
+                         "managedFields": managed},
+            "spec": {"suspend": true, "template": {"spec": {"containers": [{"name": "worker", "image": "kra:1"}]}}},
+            "status": {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": "2025-05-24T12:00:00Z"}]},
+        }))
+        .unwrap();
+        let before = super::super::observe::job_state(&job);
+        trim_job(&mut job);
+        assert!(job.metadata.managed_fields.is_none());
+        assert_eq!(job.spec.as_ref().unwrap().template, Default::default(), "no Pod template");
+        assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true), "suspend is kept");
+        assert_eq!(super::super::observe::job_state(&job), before, "the state reads the same");
+        assert_eq!(job.labels()["kra.dev/attempt"], "1");
+        assert_eq!(job.annotations()["kra.dev/request-budget"], "{}");
+        assert_eq!(job.owner_references()[0].uid, "u");
+
+        let mut pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "run-1-abc", "labels": {"job-name": "run-1"}, "managedFields": managed},
+            "spec": {"containers": [{"name": "worker", "image": "kra:1"}]},
+            "status": {"containerStatuses": [{"name": "worker", "image": "kra:1", "imageID": "", "ready": false, "restartCount": 0,
+                                               "state": {"terminated": {"exitCode": 0, "message": "{}"}}}]},
+        }))
+        .unwrap();
+        let status = pod.status.clone();
+        trim_pod(&mut pod);
+        assert!(pod.metadata.managed_fields.is_none() && pod.spec.is_none());
+        assert_eq!(pod.status, status, "the worker's termination is kept");
     }
 }
