@@ -124,6 +124,8 @@ async fn a_seoul_schedule_runs_each_race_day_once_with_its_data_window() {
     let cluster = Cluster::start().await;
     let clock = Clock::new(&cluster, Timestamp::now());
     let _operator = start(&cluster, &clock).await;
+    // Ready: the watches have synced, and from here the schedule reads its runs from them.
+    let since = Timestamp::now();
     let cron = "0 22 * * SAT,SUN";
     let [first, second] = fires(cron, &seoul(), 2)[..] else { unreachable!() };
     cluster.create::<KraJob>(scheduled("seoul-results", json!({"cron": cron}))).await;
@@ -161,6 +163,9 @@ async fn a_seoul_schedule_runs_each_race_day_once_with_its_data_window() {
     assert_eq!(children(&cluster).await.len(), 1);
     // The spec is never written by the operator (no drift for GitOps).
     assert_eq!(get(&cluster, "seoul-results").await.metadata.generation, Some(1));
+    // Reconciled every second, the schedule never listed its runs: they come from the cache.
+    let reads = cluster.operator_reads_since(since).expect("the API server's audit log");
+    assert!(reads.is_empty(), "the operator read from the API server after its watches synced: {reads:?}");
 }
 
 #[tokio::test]

@@ -61,6 +61,10 @@ pub struct Context {
 /// How long a reconcile waits at most for the runs' cache to show a status write of its own.
 pub const OWN_WRITE_GRACE: Duration = Duration::from_secs(5);
 
+/// How soon a run whose cache has not shown its last status write is looked at again, if no
+/// watch event (the write's own) wakes it first.
+pub const OWN_WRITE_RECHECK: Duration = Duration::from_secs(1);
+
 /// The runs whose status this operator has just written, by uid: the `resourceVersion` of the
 /// object the writing reconcile planned from, and when (the operator's monotonic clock). A later
 /// reconcile handed that same version is looking at a cache that has not seen the write yet;

@@ -95,6 +95,9 @@ pub trait RunKind:
     /// Validate the spec a child would have (pure).
     fn check_child(child: &Self, defaults: &WorkerDefaults) -> Result<(), Problems>;
 
+    /// Every run of this kind in the controllers' watch caches.
+    fn cached_runs(stores: &super::stores::Stores) -> Vec<std::sync::Arc<Self>>;
+
     /// The KRA API request budget this resource's attempts draw from, if any.
     fn budget_key(&self) -> Option<String> {
         None
@@ -198,6 +201,10 @@ impl RunKind for KraJob {
         validate::krajob(&child.spec, defaults).map(|_| ())
     }
 
+    fn cached_runs(stores: &super::stores::Stores) -> Vec<std::sync::Arc<Self>> {
+        stores.krajob_list()
+    }
+
     fn watch_follower(budgets: &super::budget::Budgets) -> Option<WatchFollower<Self>> {
         let ledger = budgets.ledger();
         Some(Box::new(move |event| ledger.lock().unwrap_or_else(|p| p.into_inner()).observe(event)))
@@ -283,6 +290,10 @@ impl RunKind for EvaluationRun {
         // The prompt is looked up when each child runs (it may change between runs).
         let name = child.metadata.name.as_deref().unwrap_or_default();
         validate::evaluation_run(name, &child.spec, &PromptLookup::Found, defaults).map(|_| ())
+    }
+
+    fn cached_runs(stores: &super::stores::Stores) -> Vec<std::sync::Arc<Self>> {
+        stores.evaluation_run_list()
     }
 
     fn dates(&self) -> Option<String> {

@@ -134,7 +134,7 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     let version = obj.meta().resource_version.clone().unwrap_or_default();
     if let Some(wait) = ctx.status_writes.pending(&run.uid, &version, Instant::now()) {
         tracing::debug!(object = run.object, "the cache has not shown this run's last status write yet");
-        return Ok(Action::requeue(wait.min(STALE_RECHECK)));
+        return Ok(Action::requeue(wait.min(context::OWN_WRITE_RECHECK)));
     }
     let resolved = resolve(obj, ctx).await?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace);
@@ -464,10 +464,6 @@ pub fn controller<K: RunKind>(
 
 /// How long a wake on an announced success waits for the watch caches to show it.
 const ANNOUNCEMENT_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// How soon a run whose cache has not shown its last status write is looked at again, if no
-/// watch event (the write's own) wakes it first.
-const STALE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Triggered runs wake when a run of the scheduled KraJob they follow succeeds (announced by the
 /// KraJob controller in this process: no watch of its own).

@@ -230,6 +230,11 @@ pub async fn reconcile<K: RunKind>(parent: &K, ctx: &Context) -> Result<Action, 
     let namespace = parent.namespace().ok_or_else(|| missing("namespace"))?;
     let name = parent.meta().name.clone().ok_or_else(|| missing("name"))?;
     let uid = parent.meta().uid.clone().ok_or_else(|| missing("uid"))?;
+    // The cache has not shown this parent's last status write yet: wait for it (context.rs).
+    let version = parent.meta().resource_version.clone().unwrap_or_default();
+    if let Some(wait) = ctx.status_writes.pending(&uid, &version, std::time::Instant::now()) {
+        return Ok(Action::requeue(wait.min(super::context::OWN_WRITE_RECHECK)));
+    }
     let now = ctx.clock.now();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     let previous = serde_json::to_value(parent).ok().and_then(|mut v| v.get_mut("status").map(Value::take));
@@ -240,7 +245,7 @@ pub async fn reconcile<K: RunKind>(parent: &K, ctx: &Context) -> Result<Action, 
             (status, notes, ctx.resync)
         }
         Ok(valid) => {
-            let children: Vec<K> = list_children(&api, &uid, &object).await?;
+            let children: Vec<K> = children(parent, ctx, &api, &uid, &object).await?;
             let created = parent.meta().creation_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
             let (schedule, due, tz, next) = match &valid {
                 Valid::Cron { schedule, tz, .. } => (schedule, Vec::new(), tz.clone(), None),
@@ -275,9 +280,13 @@ pub async fn reconcile<K: RunKind>(parent: &K, ctx: &Context) -> Result<Action, 
             (status, notes, plan.requeue_after.map_or(ctx.resync, |w| w.min(ctx.resync)))
         }
     };
-    apply::write_status(&api, &name, previous.as_ref(), &status)
+    let wrote = apply::write_status(&api, &name, previous.as_ref(), &status)
         .await
         .map_err(|source| Error::WriteStatus { object: object.clone(), source })?;
+    match wrote {
+        true if !version.is_empty() => ctx.status_writes.wrote(&uid, &version, std::time::Instant::now()),
+        _ => ctx.status_writes.forget(&uid),
+    }
     apply::publish(ctx, &parent.object_ref(&()), &object, "Schedule", notes).await;
     Ok(Action::requeue(requeue))
 }
@@ -325,14 +334,36 @@ fn invalid_status<K: RunKind>(parent: &K, problems: &str, now: Timestamp) -> (Va
     (parent_status(&status, parent.schedule_status()), notes)
 }
 
-/// The parent's runs: the children of its kind it controls.
-async fn list_children<K: RunKind>(api: &Api<K>, uid: &str, object: &str) -> Result<Vec<K>, Error> {
-    let listed = api
-        .list(&ListParams::default().labels(&format!("{LABEL_SCHEDULE_UID}={uid}")))
-        .await
-        .map_err(|source| Error::Read { what: "scheduled runs", object: object.to_string(), source })?;
-    Ok(listed
-        .items
+/// The parent's runs: the children of its kind it controls, from the runs' watch cache. Only
+/// when the cache lacks a run the parent's status records as existing (the cache lags behind a
+/// run just created, or the run was deleted since) are they listed from the API server.
+async fn children<K: RunKind>(
+    parent: &K,
+    ctx: &Context,
+    api: &Api<K>,
+    uid: &str,
+    object: &str,
+) -> Result<Vec<K>, Error> {
+    let cached: Vec<K> = ctx
+        .stores
+        .read()
+        .map(|stores| K::cached_runs(&stores))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|run| run.labels().get(LABEL_SCHEDULE_UID).map(String::as_str) == Some(uid))
+        .map(|run| K::clone(&run))
+        .collect();
+    let recorded = parent.schedule_status().map(|s| s.runs.as_slice()).unwrap_or_default();
+    let complete = recorded.iter().all(|run| cached.iter().any(|c| c.meta().name.as_deref() == Some(&run.name)));
+    let children = if complete {
+        cached
+    } else {
+        api.list(&ListParams::default().labels(&format!("{LABEL_SCHEDULE_UID}={uid}")))
+            .await
+            .map_err(|source| Error::Read { what: "scheduled runs", object: object.to_string(), source })?
+            .items
+    };
+    Ok(children
         .into_iter()
         .filter(|c| c.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true)))
         .filter(|c| as_child(c).is_some())
@@ -369,13 +400,16 @@ async fn apply_actions<K: RunKind>(
                 ));
             }
             scheduler::Action::Delete { name: child_name, reason } => {
-                apply::delete_if_present(api, child_name).await.map_err(|source| Error::DeleteRun {
+                let deleted = apply::delete_if_present(api, child_name).await.map_err(|source| Error::DeleteRun {
                     run: child_name.clone(),
                     object: object.to_string(),
                     source,
                 })?;
-                let event = if *reason == "Replaced" { reasons::RUN_REPLACED } else { reasons::RUN_PRUNED };
-                notes.push(Note::normal(event, format!("deleted {child_name} ({reason})")));
+                // Gone already (a cache that had not shown the deletion): no second Event.
+                if deleted {
+                    let event = if *reason == "Replaced" { reasons::RUN_REPLACED } else { reasons::RUN_PRUNED };
+                    notes.push(Note::normal(event, format!("deleted {child_name} ({reason})")));
+                }
             }
         }
     }

@@ -83,6 +83,11 @@ impl Stores {
         self.krajobs.iter().flat_map(|s| s.state()).collect()
     }
 
+    /// Every watched EvaluationRun.
+    pub fn evaluation_run_list(&self) -> Vec<Arc<EvaluationRun>> {
+        self.evaluation_runs.iter().flat_map(|s| s.state()).collect()
+    }
+
     /// Count runs by kind and phase from the watch caches.
     pub fn phase_counts(&self) -> Vec<(&'static str, Phase, i64)> {
         let mut out = Vec::new();

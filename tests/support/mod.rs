@@ -197,7 +197,8 @@ impl Cluster {
 
     /// Every request but watches the operator (the chart's ServiceAccount of this test's
     /// namespace) made since `since`, by verb and resource with its subresource
-    /// (`"patch krajobs/status"`), Lease requests left out, from the API server's audit log.
+    /// (`"patch krajobs/status"`, a refused one with its code: `"create jobs (409)"`), Lease
+    /// requests left out, from the API server's audit log.
     pub fn operator_requests_since(&self, since: jiff::Timestamp) -> Option<std::collections::BTreeMap<String, u64>> {
         let text = std::fs::read_to_string(self.audit_log()).ok()?;
         let operator = format!("system:serviceaccount:{}:", self.namespace);
@@ -214,10 +215,14 @@ impl Cluster {
             {
                 continue;
             }
-            let key = match object["subresource"].as_str() {
+            let mut key = match object["subresource"].as_str() {
                 Some(sub) => format!("{verb} {resource}/{sub}"),
                 None => format!("{verb} {resource}"),
             };
+            // A refused request is counted apart, with its status code: `create jobs (429)`.
+            if let Some(code) = event["responseStatus"]["code"].as_u64().filter(|code| !(200..300).contains(code)) {
+                key = format!("{key} ({code})");
+            }
             *counts.entry(key).or_insert(0) += 1;
         }
         Some(counts)
