@@ -12,6 +12,11 @@
 //! operator: that is the API server's own ceiling to compare against.
 //!
 //! Run: `cargo bench --bench operator_scale` (N defaults to 100 and 1000; set KRA_BENCH_N=100,500).
+//! The KraJobs are created as fast as 32 requests in flight allow (a burst), or, with
+//! `KRA_BENCH_RATE=100`, at a steady 100 per second (each at its slot; 32 in flight at most).
+//! After the completion the operator is left idle for `KRA_BENCH_IDLE_SECONDS` (default 30)
+//! with every run finished, and its CPU and requests in that time are reported; the operator
+//! resyncs every run every `KRA_BENCH_RESYNC_SECONDS` (default 300, its own default).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -83,6 +88,13 @@ struct Completion {
     wall: Duration,
     operator_cpu: f64,
     operator_requests: Vec<(String, u64)>,
+    /// Then idle: (seconds, operator CPU seconds, the operator's requests).
+    idle: (u64, f64, Vec<(String, u64)>),
+}
+
+/// A whole-seconds setting of the benchmark from the environment.
+fn seconds_setting(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name}: whole seconds")))
 }
 
 /// When each object that `selects` first arrived on a watch of `api`, by name (the watch runs
@@ -171,9 +183,10 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     let cluster = Cluster::start_on(plane.kubeconfig.clone()).await;
     // Every KraJob names the same API key: lift that key's budget (at most 2 Jobs at once by
     // default) so the benchmark measures reconciling, while every grant still scans the ledger.
-    let unlimited = ["--kra-api-max-concurrent-jobs", "1000000", "--kra-api-requests-per-day", "1000000000000"];
-    let operator =
-        if with_operator { Some(Operator::start_with(&cluster, "operator-a", &unlimited).await) } else { None };
+    let resync = seconds_setting("KRA_BENCH_RESYNC_SECONDS", 300).to_string();
+    let args = ["--kra-api-max-concurrent-jobs", "1000000", "--kra-api-requests-per-day", "1000000000000"];
+    let args = [&args[..], &["--resync-seconds", &resync]].concat();
+    let operator = if with_operator { Some(Operator::start_with(&cluster, "operator-a", &args).await) } else { None };
     let since = jiff::Timestamp::now();
     let (server_cpu_before, _) = process_usage(server_pid);
     let requests_before = request_counts(&cluster).await;
@@ -185,11 +198,15 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     let krajobs = cluster.api::<KraJob>();
     let job_api = cluster.api::<Job>();
     let started = Instant::now();
+    let rate = creation_rate();
     let sent: Vec<(usize, Instant)> = stream::iter(0..n)
         .map(|i| {
             let krajobs = krajobs.clone();
             let job_api = job_api.clone();
             async move {
+                if let Some(rate) = rate {
+                    tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+                }
                 let at = Instant::now();
                 let created = krajobs.create(&PostParams::default(), &krajob(i)).await.expect("create KraJob");
                 if !with_operator {
@@ -257,12 +274,14 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
             let (latencies, wall) = complete_all(&cluster, n).await;
             // Trailing reconciles (the status write's own watch event) settle.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            Some(Completion {
-                latencies,
-                wall,
-                operator_cpu: process_usage(pid).0 - cpu_before,
-                operator_requests: by_count(cluster.operator_requests_since(since).unwrap_or_default()),
-            })
+            let operator_cpu = process_usage(pid).0 - cpu_before;
+            let operator_requests = by_count(cluster.operator_requests_since(since).unwrap_or_default());
+            let idle_seconds = seconds_setting("KRA_BENCH_IDLE_SECONDS", 30);
+            let (idle_cpu, idle_since) = (process_usage(pid).0, jiff::Timestamp::now());
+            tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
+            let idle_requests = by_count(cluster.operator_requests_since(idle_since).unwrap_or_default());
+            let idle = (idle_seconds, process_usage(pid).0 - idle_cpu, idle_requests);
+            Some(Completion { latencies, wall, operator_cpu, operator_requests, idle })
         }
         None => None,
     };
@@ -278,12 +297,21 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     }
 }
 
+/// KraJobs created per second (`KRA_BENCH_RATE`), or `None` for a burst.
+fn creation_rate() -> Option<f64> {
+    std::env::var("KRA_BENCH_RATE").ok().map(|v| v.parse().expect("KRA_BENCH_RATE: KraJobs per second"))
+}
+
 fn main() {
     let sizes: Vec<usize> = std::env::var("KRA_BENCH_N")
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![100, 1000]);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    match creation_rate() {
+        Some(rate) => println!("KraJobs created at a steady {rate} per second\n"),
+        None => println!("KraJobs created in a burst (32 requests in flight)\n"),
+    }
     println!(
         "| N | mode | create→Job p50 | p99 | max | all Jobs after | operator CPU s | operator peak RSS | API server CPU s |"
     );
@@ -325,6 +353,12 @@ fn main() {
                     done.operator_cpu,
                 );
                 println!("|   | the operator's requests while completing | {} |", listed(&done.operator_requests));
+                let (seconds, cpu, requests) = &done.idle;
+                println!(
+                    "|   | then idle {seconds} s (resync every {} s): operator CPU {cpu:.2} s, its requests | {} |",
+                    seconds_setting("KRA_BENCH_RESYNC_SECONDS", 300),
+                    if requests.is_empty() { "none".to_string() } else { listed(requests) }
+                );
             }
         }
     }
