@@ -377,7 +377,11 @@ pub fn controller<K: RunKind>(
     // The Job watch both wakes the owners of changed Jobs and fills the cache reconciles read.
     let (jobs_reader, jobs_writer) = reflector::store();
     let jobs = watcher(api_for::<Job>(&ctx.client, &scope), owned_jobs.any_semantic()).modify(stores::trim_job);
-    let job_events = reflector(jobs_writer, jobs).default_backoff().inspect(ctx.watch_synced("jobs")).touched_objects();
+    let job_events = reflector(jobs_writer, jobs)
+        .default_backoff()
+        .inspect(ctx.watch_synced("jobs"))
+        .inspect(ctx.job_cache.indexer())
+        .touched_objects();
     ctx.job_cache.add(jobs_reader);
     // The runs themselves, decoded one by one: an object this build cannot read is skipped
     // and reported on, and cannot stop the watch of every other run (watch.rs, undecodable.rs).
@@ -439,8 +443,11 @@ pub fn controller<K: RunKind>(
     let (pods_reader, pods_writer) = reflector::store();
     ctx.pod_cache.add(pods_reader);
     let pods = watcher(api_for::<Pod>(&ctx.client, &scope), worker_pods.any_semantic()).modify(stores::trim_pod);
-    let pod_watch =
-        reflector(pods_writer, pods).default_backoff().inspect(ctx.watch_synced("pods")).for_each(|event| async move {
+    let pod_watch = reflector(pods_writer, pods)
+        .default_backoff()
+        .inspect(ctx.watch_synced("pods"))
+        .inspect(ctx.pod_cache.indexer())
+        .for_each(|event| async move {
             if let Err(error) = event {
                 tracing::warn!(kind = K::METRIC_KIND, "worker pod watch: {error}");
             }

@@ -169,35 +169,96 @@ impl RunsSource for RwLock<Stores> {
     }
 }
 
-/// The caches of one child kind (Jobs, or worker Pods) of every running controller (one per
-/// kind and watched namespace), read by owner. Filled by the controllers' watches; never listed
-/// from the API server.
+/// The objects of an index: by a label's value, every object that carries it.
+type Index<T> = Arc<RwLock<std::collections::HashMap<String, std::collections::HashSet<ObjectRef<T>>>>>;
+
+/// The caches of one child kind (Jobs, worker Pods or ConfigMaps) of every running controller
+/// (one per kind and watched namespace), read by owner. Filled by the controllers' watches;
+/// never listed from the API server. A cache indexed by a label (a Job's owner UID, a Pod's
+/// Job) finds the objects of one value of it without looking at any other object, so a
+/// reconcile costs the same with 10 cached objects or 10,000.
 pub struct OwnedCache<T: Resource<DynamicType = ()> + Clone + 'static> {
     stores: Arc<RwLock<Vec<Store<T>>>>,
+    index: Option<(&'static str, Index<T>)>,
 }
 
 impl<T: Resource<DynamicType = ()> + Clone + 'static> Default for OwnedCache<T> {
     fn default() -> Self {
-        Self { stores: Arc::default() }
+        Self { stores: Arc::default(), index: None }
     }
 }
 
 impl<T: Resource<DynamicType = ()> + Clone + 'static> OwnedCache<T> {
+    /// A cache indexed by the values of `label` (kept by [`OwnedCache::indexer`]).
+    pub fn indexed_by(label: &'static str) -> Self {
+        Self { stores: Arc::default(), index: Some((label, Arc::default())) }
+    }
+
     pub(super) fn add(&self, store: Store<T>) {
         self.stores.write().unwrap_or_else(|p| p.into_inner()).push(store);
     }
 
-    /// The cached objects whose labels hold every `(key, value)` given.
+    /// What keeps the index from one of the cache's watches: given each event after its
+    /// reflector has applied it. Objects deleted while the watch was away are dropped from the
+    /// index when its re-list ends.
+    pub(super) fn indexer<E>(
+        &self,
+    ) -> impl FnMut(&Result<kube::runtime::watcher::Event<T>, E>) + Send + 'static + use<E, T>
+    where
+        T: Send + Sync,
+    {
+        use kube::runtime::watcher::Event;
+        let (index, stores) = (self.index.clone(), self.stores.clone());
+        move |event| {
+            let (Some((label, index)), Ok(event)) = (&index, event) else { return };
+            let mut index = index.write().unwrap_or_else(|p| p.into_inner());
+            match event {
+                Event::Apply(object) | Event::InitApply(object) => {
+                    if let Some(value) = object.labels().get(*label) {
+                        index.entry(value.clone()).or_default().insert(ObjectRef::from_obj(object));
+                    }
+                }
+                Event::Delete(object) => {
+                    let Some(value) = object.labels().get(*label) else { return };
+                    if let Some(objects) = index.get_mut(value) {
+                        objects.remove(&ObjectRef::from_obj(object));
+                        if objects.is_empty() {
+                            index.remove(value);
+                        }
+                    }
+                }
+                Event::Init => {}
+                Event::InitDone => {
+                    let stores = stores.read().unwrap_or_else(|p| p.into_inner());
+                    index.retain(|_, objects| {
+                        objects.retain(|object| stores.iter().any(|store| store.get(object).is_some()));
+                        !objects.is_empty()
+                    });
+                }
+            }
+        }
+    }
+
+    /// The cached objects whose labels hold every `(key, value)` given: from the index when
+    /// one of the keys is the cache's label, else by looking at every cached object.
     pub fn labelled(&self, wanted: &[(&str, &str)]) -> Vec<Arc<T>> {
+        let matches = |object: &Arc<T>| {
+            let labels = object.labels();
+            wanted.iter().all(|(key, value)| labels.get(*key).map(String::as_str) == Some(*value))
+        };
         let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
-        stores
-            .iter()
-            .flat_map(|store| store.state())
-            .filter(|object| {
-                let labels = object.labels();
-                wanted.iter().all(|(key, value)| labels.get(*key).map(String::as_str) == Some(*value))
-            })
-            .collect()
+        let indexed = self.index.as_ref().and_then(|(label, index)| {
+            let (_, value) = wanted.iter().find(|(key, _)| key == label)?;
+            Some(index.read().unwrap_or_else(|p| p.into_inner()).get(*value).cloned().unwrap_or_default())
+        });
+        match indexed {
+            Some(objects) => objects
+                .iter()
+                .filter_map(|object| stores.iter().find_map(|store| store.get(object)))
+                .filter(matches)
+                .collect(),
+            None => stores.iter().flat_map(|store| store.state()).filter(matches).collect(),
+        }
     }
 
     /// The cached object `namespace/name`.
@@ -281,5 +342,52 @@ mod tests {
         trim_pod(&mut pod);
         assert!(pod.metadata.managed_fields.is_none() && pod.spec.is_none());
         assert_eq!(pod.status, status, "the worker's termination is kept");
+    }
+
+    #[test]
+    fn an_indexed_cache_finds_a_jobs_pods_by_its_label_through_changes_and_a_relist() {
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::runtime::watcher::Event;
+        let pod = |name: &str, job: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "ns", "labels": {"kra.dev/job": job, "kra.dev/attempt": "1"}},
+            }))
+            .unwrap()
+        };
+        let cache = OwnedCache::<Pod>::indexed_by(build::LABEL_JOB);
+        let (reader, mut writer) = kube::runtime::reflector::store();
+        cache.add(reader);
+        let mut index = cache.indexer::<()>();
+        let mut deliver = |event: Event<Pod>| {
+            writer.apply_watcher_event(&event);
+            index(&Ok(event));
+        };
+        let names = |wanted: &[(&str, &str)]| {
+            let mut names: Vec<String> = cache.labelled(wanted).iter().map(|pod| pod.name_any()).collect();
+            names.sort();
+            names
+        };
+        for (name, job) in [("a", "j1"), ("b", "j2"), ("c", "j1")] {
+            deliver(Event::Apply(pod(name, job)));
+        }
+        assert_eq!(names(&[(build::LABEL_JOB, "j1")]), ["a", "c"]);
+        assert_eq!(
+            names(&[(build::LABEL_JOB, "j1"), ("kra.dev/attempt", "2")]),
+            Vec::<String>::new(),
+            "every label is checked"
+        );
+        assert_eq!(names(&[("kra.dev/attempt", "1")]), ["a", "b", "c"], "another label scans the cache");
+        deliver(Event::Delete(pod("a", "j1")));
+        assert_eq!(names(&[(build::LABEL_JOB, "j1")]), ["c"]);
+        // The watch comes back and re-lists: c was deleted meanwhile, d appeared.
+        deliver(Event::Init);
+        deliver(Event::InitApply(pod("b", "j2")));
+        deliver(Event::InitApply(pod("d", "j3")));
+        deliver(Event::InitDone);
+        assert_eq!(names(&[(build::LABEL_JOB, "j1")]), Vec::<String>::new());
+        assert_eq!(names(&[(build::LABEL_JOB, "j2")]), ["b"]);
+        assert_eq!(names(&[(build::LABEL_JOB, "j3")]), ["d"]);
+        let index = cache.index.as_ref().unwrap().1.read().unwrap();
+        assert!(!index.contains_key("j1"), "no empty entry is kept");
     }
 }
