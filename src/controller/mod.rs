@@ -363,6 +363,29 @@ fn transition_notes<K: RunKind>(ctx: &Context, transitions: &[plan::Transition])
         .collect()
 }
 
+/// The worker Pods, watched (by this operator's labels) only to cache their termination
+/// messages: a Pod change wakes nobody, the Job's own change does (and a finished Job whose
+/// worker this cache does not show terminated yet is looked at again shortly, see observe).
+fn worker_pod_watch<K: RunKind>(
+    ctx: &Context,
+    scope: &Scope,
+    ours: &str,
+) -> impl std::future::Future<Output = ()> + Send + use<K> {
+    let worker_pods = watcher::Config::default().labels(ours);
+    let (pods_reader, pods_writer) = reflector::store();
+    ctx.pod_cache.add(pods_reader);
+    let pods = watcher(api_for::<Pod>(&ctx.client, scope), worker_pods.any_semantic()).modify(stores::trim_pod);
+    reflector(pods_writer, pods)
+        .default_backoff()
+        .inspect(ctx.watch_synced("pods"))
+        .inspect(ctx.pod_cache.indexer())
+        .for_each(|event| async move {
+            if let Err(error) = event {
+                tracing::warn!(kind = K::METRIC_KIND, "worker pod watch: {error}");
+            }
+        })
+}
+
 /// Build a controller for one kind; returns its store (for readiness and metrics) and the
 /// future that drives it until `shutdown` resolves.
 pub fn controller<K: RunKind>(
@@ -436,22 +459,7 @@ pub fn controller<K: RunKind>(
                 .collect::<Vec<_>>()
         });
     }
-    // The worker Pods, watched (by this operator's labels) only to cache their termination
-    // messages: a Pod change wakes nobody, the Job's own change does (and a finished Job whose
-    // worker this cache does not show terminated yet is looked at again shortly, see observe).
-    let worker_pods = watcher::Config::default().labels(&ours);
-    let (pods_reader, pods_writer) = reflector::store();
-    ctx.pod_cache.add(pods_reader);
-    let pods = watcher(api_for::<Pod>(&ctx.client, &scope), worker_pods.any_semantic()).modify(stores::trim_pod);
-    let pod_watch = reflector(pods_writer, pods)
-        .default_backoff()
-        .inspect(ctx.watch_synced("pods"))
-        .inspect(ctx.pod_cache.indexer())
-        .for_each(|event| async move {
-            if let Err(error) = event {
-                tracing::warn!(kind = K::METRIC_KIND, "worker pod watch: {error}");
-            }
-        });
+    let pod_watch = worker_pod_watch::<K>(&ctx, &scope, &ours);
     let store = controller.store();
     let reconciles = controller.run(reconcile::<K>, error_policy::<K>, ctx).for_each(|result| async move {
         if let Err(error) = result {

@@ -137,7 +137,7 @@ enum Summary<R> {
 
 /// The exit code and termination message of a Job's newest worker Pod, if its container has
 /// terminated.
-fn termination<'p>(pods: impl Iterator<Item = &'p Pod>) -> Option<(i32, String)> {
+pub(super) fn termination<'p>(pods: impl Iterator<Item = &'p Pod>) -> Option<(i32, String)> {
     let newest = pods.max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
     let terminated = newest
         .status
