@@ -77,7 +77,7 @@ pub fn reset_text(reset: Timestamp, now: Timestamp) -> String {
 }
 
 /// The key's use on one day: Jobs running now, and requests counted against the day.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Usage {
     pub active_jobs: usize,
     pub requests: i64,
@@ -167,13 +167,17 @@ pub fn usage(jobs: &[Arc<KraJob>], key: &str, day: Date) -> (Usage, Vec<String>)
     (usage, counted)
 }
 
-/// The ledger of one KraJob watch, kept from its events: each KraJob's part, and the KraJobs of
-/// each key, so a grant reads the runs of its own key only, never every watched KraJob.
+/// The ledger of one KraJob watch, kept from its events: each KraJob's part, and kept up to date
+/// with them the use of each key on each KRA day and the Jobs counted, so a grant costs the same
+/// with one run of its key or 10,000.
 #[derive(Debug, Default)]
 pub struct Ledger {
     /// By `namespace/name` of the KraJob.
     parts: HashMap<String, Part>,
-    by_key: HashMap<String, std::collections::HashSet<String>>,
+    /// By key and KRA day: the sum of the parts' attempts of that day.
+    totals: HashMap<(String, String), Usage>,
+    /// The Jobs (`namespace/name`) some part counts, with how many parts count each.
+    counted: HashMap<String, usize>,
     /// During a re-list: the KraJobs listed so far (those not listed by its end are gone).
     relisted: Option<std::collections::HashSet<String>>,
 }
@@ -208,27 +212,56 @@ impl Ledger {
 
     fn apply(&mut self, job: &KraJob) {
         let name = object_name(job);
+        let part = part_of(job);
+        if self.parts.get(&name) == part.as_ref() {
+            return;
+        }
         self.remove(&name);
-        if let Some(part) = part_of(job) {
-            self.by_key.entry(part.key.clone()).or_default().insert(name.clone());
+        if let Some(part) = part {
+            self.count(&part, true);
             self.parts.insert(name, part);
         }
     }
 
     fn remove(&mut self, name: &str) {
-        let Some(part) = self.parts.remove(name) else { return };
-        if let Some(names) = self.by_key.get_mut(&part.key) {
-            names.remove(name);
-            if names.is_empty() {
-                self.by_key.remove(&part.key);
+        if let Some(part) = self.parts.remove(name) {
+            self.count(&part, false);
+        }
+    }
+
+    /// Add a part's attempts to the totals and the Jobs counted, or take them away.
+    fn count(&mut self, part: &Part, add: bool) {
+        for attempt in &part.attempts {
+            let total = self.totals.entry((part.key.clone(), attempt.day.clone())).or_default();
+            let (jobs, requests) = (usize::from(attempt.running), attempt.requests);
+            if add {
+                total.active_jobs += jobs;
+                total.requests += requests;
+                *self.counted.entry(attempt.job.clone()).or_default() += 1;
+            } else {
+                total.active_jobs -= jobs;
+                total.requests -= requests;
+                if *total == Usage::default() {
+                    self.totals.remove(&(part.key.clone(), attempt.day.clone()));
+                }
+                if let Some(times) = self.counted.get_mut(&attempt.job) {
+                    *times -= 1;
+                    if *times == 0 {
+                        self.counted.remove(&attempt.job);
+                    }
+                }
             }
         }
     }
 
-    /// The use of `key` on `day` (its runs only), and the Jobs counted.
-    fn usage(&self, key: &str, day: &str, counted: &mut Vec<String>) -> Usage {
-        let names = self.by_key.get(key).into_iter().flatten();
-        add_up(names.filter_map(|name| self.parts.get(name)), day, counted)
+    /// The use of `key` on `day`.
+    fn usage(&self, key: &str, day: &str) -> Usage {
+        self.totals.get(&(key.to_string(), day.to_string())).copied().unwrap_or_default()
+    }
+
+    /// Whether some KraJob's status records the attempt whose Job is `job` (`namespace/name`).
+    fn counts(&self, job: &str) -> bool {
+        self.counted.contains_key(job)
     }
 }
 
@@ -290,16 +323,25 @@ impl Budgets {
         ledger
     }
 
-    /// The use of `key` on `day` in every ledger, and the Jobs counted.
-    fn usage(&self, key: &str, day: Date) -> (Usage, Vec<String>) {
-        let (day, mut counted) = (day.to_string(), Vec::new());
+    /// The use of `key` on `day` in every ledger.
+    fn usage(&self, key: &str, day: Date) -> Usage {
+        let day = day.to_string();
         let mut total = Usage::default();
         for ledger in self.ledgers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let usage = ledger.lock().unwrap_or_else(|p| p.into_inner()).usage(key, &day, &mut counted);
+            let usage = ledger.lock().unwrap_or_else(|p| p.into_inner()).usage(key, &day);
             total.active_jobs += usage.active_jobs;
             total.requests += usage.requests;
         }
-        (total, counted)
+        total
+    }
+
+    /// Whether some ledger counts the Job `job` (`namespace/name`): its grant shows in a status.
+    fn shown(&self, job: &str) -> bool {
+        self.ledgers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|l| l.lock().unwrap_or_else(|p| p.into_inner()).counts(job))
     }
 
     /// Grant (or refuse) the attempt whose Job is `job` (namespace/name), given the ledgers.
@@ -310,11 +352,10 @@ impl Budgets {
             return Ok(grant.clone());
         }
         let day = kra_day(now);
-        let (mut used, counted) = self.usage(key, day);
+        let mut used = self.usage(key, day);
         // Grants the watch already shows are in `used`; forget them. Keep the others (ten
         // minutes at most: a Job that was never created leaves no trace).
-        let shown: std::collections::HashSet<&str> = counted.iter().map(String::as_str).collect();
-        pending.retain(|name, (_, _, at)| !shown.contains(name.as_str()) && now.duration_since(*at).as_secs() < 600);
+        pending.retain(|name, (_, _, at)| !self.shown(name) && now.duration_since(*at).as_secs() < 600);
         for (pending_key, grant, _) in pending.values() {
             if pending_key == key && grant.day == day.to_string() {
                 used.active_jobs += 1;
@@ -456,30 +497,39 @@ mod tests {
         let budgets = Budgets::new(quota());
         let ledger = budgets.ledger();
         let observe = |event: Event<KraJob>| ledger.lock().unwrap().observe(&event);
-        let sorted = |(usage, mut counted): (Usage, Vec<String>)| {
-            counted.sort();
-            (usage, counted)
-        };
         observe(Event::Init);
         jobs.iter().for_each(|j| observe(Event::InitApply((**j).clone())));
         observe(Event::InitDone);
-        assert_eq!(sorted(budgets.usage(key, day)), sorted(usage(&jobs, key, day)));
-        assert_eq!(budgets.usage(key, day).0, Usage { active_jobs: 1, requests: 157 });
+        let (scanned, counted) = usage(&jobs, key, day);
+        assert_eq!(budgets.usage(key, day), scanned);
+        assert_eq!(budgets.usage(key, day), Usage { active_jobs: 1, requests: 157 });
+        assert_eq!(counted.len(), 2);
+        assert!(counted.iter().all(|job| budgets.shown(job)), "{counted:?}");
+        assert!(!budgets.shown("racing/c-1"));
+        // Another day of the same key is counted apart.
+        assert_eq!(budgets.usage(key, "2025-05-25".parse().unwrap()), Usage::default());
 
-        // a finishes having used 20; b is deleted.
+        // a finishes having used 20 (seen twice: the totals do not count it twice); b is deleted.
         let finished = job("a", "kra-api", json!([attempt(1, "Succeeded", "2025-05-24", 100)]), Some(20));
         observe(Event::Apply((*finished).clone()));
+        observe(Event::Apply((*finished).clone()));
         observe(Event::Delete((*jobs[1]).clone()));
-        assert_eq!(budgets.usage(key, day).0, Usage { active_jobs: 0, requests: 20 });
+        assert_eq!(budgets.usage(key, day), Usage { active_jobs: 0, requests: 20 });
+        assert_eq!(budgets.usage(key, day), usage(std::slice::from_ref(&finished), key, day).0);
+        assert!(budgets.shown("racing/j-1"), "a's Job (and the other key's, of the same name)");
         // A re-list that no longer holds a: nothing of the key is left; the other key is kept.
         observe(Event::Init);
         observe(Event::InitApply((*jobs[2]).clone()));
         observe(Event::InitDone);
-        assert_eq!(budgets.usage(key, day), (Usage::default(), vec![]));
-        assert_eq!(budgets.usage("racing/another-key/serviceKey", day).0, Usage { active_jobs: 1, requests: 100 });
+        assert_eq!(budgets.usage(key, day), Usage::default());
+        assert_eq!(budgets.usage("racing/another-key/serviceKey", day), Usage { active_jobs: 1, requests: 100 });
         // Two watches (two namespaces' controllers): a grant counts both.
         let second = budgets.ledger();
         second.lock().unwrap().observe(&Event::Apply((*jobs[0]).clone()));
-        assert_eq!(budgets.usage(key, day).0, Usage { active_jobs: 1, requests: 100 });
+        assert_eq!(budgets.usage(key, day), Usage { active_jobs: 1, requests: 100 });
+        // Once no KraJob records it, the Job is not counted.
+        second.lock().unwrap().observe(&Event::Delete((*jobs[0]).clone()));
+        observe(Event::Delete((*jobs[2]).clone()));
+        assert!(!budgets.shown("racing/j-1"));
     }
 }
