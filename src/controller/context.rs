@@ -37,6 +37,8 @@ pub struct Context {
     pub cache_waits: super::observe::CacheWaits,
     /// The runs whose status was just written, until the runs' cache shows the write.
     pub status_writes: StatusWrites,
+    /// Each run's check against its CRD's declared rules, for the generation checked.
+    pub declared_checks: Arc<DeclaredChecks>,
     /// The ConfigMaps of the watched namespaces (prompts of EvaluationRuns).
     pub config_map_cache: OwnedCache<ConfigMap>,
     pub recorder: Recorder,
@@ -105,6 +107,72 @@ impl StatusWrites {
     }
 }
 
+/// The outcome of each run's check against its CRD's declared schema and rules
+/// ([`super::kind::RunKind::check_declared`]), by UID, for the generation checked. The spec
+/// changes only with the generation (and the status is this operator's own, checked by the API
+/// server on every write), so a run is checked once per generation instead of in every
+/// reconcile: the check serialises the whole object and evaluates its CEL rules. Deleted runs
+/// are forgotten from the runs' watch.
+#[derive(Default)]
+pub struct DeclaredChecks(Mutex<HashMap<String, Checked>>);
+
+struct Checked {
+    kind: &'static str,
+    generation: i64,
+    outcome: Result<(), String>,
+}
+
+impl DeclaredChecks {
+    /// The outcome of `check` for generation `generation` of the run `uid`: remembered, or
+    /// computed (and remembered) when this generation was not checked yet.
+    pub fn check(
+        &self,
+        kind: &'static str,
+        uid: &str,
+        generation: i64,
+        check: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(), String> {
+        if let Some(checked) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(uid)
+            && checked.generation == generation
+        {
+            return checked.outcome.clone();
+        }
+        let outcome = check();
+        let checked = Checked { kind, generation, outcome: outcome.clone() };
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.to_string(), checked);
+        outcome
+    }
+
+    /// What forgets the runs of kind `kind` that one runs' watch saw deleted (or, after a
+    /// re-list, did not list again).
+    pub fn follower<K: kube::Resource, E>(
+        self: &Arc<Self>,
+        kind: &'static str,
+    ) -> impl FnMut(&Result<kube::runtime::watcher::Event<K>, E>) + Send + 'static + use<K, E> {
+        use kube::runtime::watcher::Event;
+        let (checks, mut listed) = (self.clone(), None::<std::collections::HashSet<String>>);
+        move |event| {
+            let Ok(event) = event else { return };
+            let uid = |object: &K| object.meta().uid.clone().unwrap_or_default();
+            let mut checked = checks.0.lock().unwrap_or_else(|p| p.into_inner());
+            match event {
+                Event::Delete(object) => {
+                    checked.remove(&uid(object));
+                }
+                Event::Init => listed = Some(Default::default()),
+                Event::InitApply(object) => {
+                    listed.get_or_insert_default().insert(uid(object));
+                }
+                Event::InitDone => {
+                    let Some(listed) = listed.take() else { return };
+                    checked.retain(|uid, checked| checked.kind != kind || listed.contains(uid));
+                }
+                Event::Apply(_) => {}
+            }
+        }
+    }
+}
+
 /// Where the reconciler reads the time: the system clock, or (for tests of schedules) a file
 /// holding an RFC 3339 timestamp, read on every use so a test can move time.
 #[derive(Clone, Debug, Default)]
@@ -144,6 +212,7 @@ impl Context {
             pod_cache: OwnedCache::indexed_by(super::build::LABEL_JOB),
             cache_waits: Default::default(),
             status_writes: Default::default(),
+            declared_checks: Default::default(),
             config_map_cache: OwnedCache::default(),
             recorder,
             resync,
@@ -236,5 +305,39 @@ mod tests {
         }
         writes.wrote("new", "1", start + OWN_WRITE_GRACE);
         assert_eq!(writes.0.lock().unwrap().len(), 1, "writes past the grace are dropped once many are kept");
+    }
+
+    #[test]
+    fn a_run_is_checked_once_per_generation_and_forgotten_when_its_watch_loses_it() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::runtime::watcher::Event;
+        let object = |uid: &str| -> ConfigMap {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": uid, "uid": uid}})).unwrap()
+        };
+        let checks = Arc::new(DeclaredChecks::default());
+        let calls = std::cell::Cell::new(0);
+        let check = |uid: &str, generation: i64, outcome: Result<(), String>| {
+            checks.check("krajob", uid, generation, || {
+                calls.set(calls.get() + 1);
+                outcome
+            })
+        };
+        assert_eq!(check("a", 1, Err("bad".into())), Err("bad".into()));
+        assert_eq!(check("a", 1, Ok(())), Err("bad".into()), "generation 1 is not checked again");
+        assert_eq!(calls.get(), 1);
+        assert_eq!(check("a", 2, Ok(())), Ok(()), "a new generation is");
+        check("b", 1, Ok(())).unwrap();
+        checks.check("evaluationrun", "e", 1, || Ok(())).unwrap();
+        assert_eq!(calls.get(), 3);
+
+        let mut follow = checks.follower::<ConfigMap, ()>("krajob");
+        follow(&Ok(Event::Delete(object("a"))));
+        // A re-list of the KraJobs without b: b is forgotten, the EvaluationRun kept.
+        follow(&Ok(Event::Init));
+        follow(&Ok(Event::InitDone));
+        let kept: Vec<String> = checks.0.lock().unwrap().keys().cloned().collect();
+        assert_eq!(kept, ["e"]);
+        check("a", 2, Ok(())).unwrap();
+        assert_eq!(calls.get(), 4, "a forgotten run is checked again");
     }
 }

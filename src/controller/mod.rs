@@ -200,9 +200,19 @@ impl Run {
     }
 }
 
+/// The run checked against its CRD's declared schema and rules, once per generation.
+fn checked_declared<K: RunKind>(obj: &K, ctx: &Context) -> Result<(), String> {
+    match obj.meta().uid.as_deref() {
+        Some(uid) => {
+            ctx.declared_checks.check(K::METRIC_KIND, uid, obj.meta().generation.unwrap_or(1), || obj.check_declared())
+        }
+        None => obj.check_declared(),
+    }
+}
+
 /// Read what the spec refers to and validate it: the worker invocation, or the problems.
 async fn resolve<K: RunKind>(obj: &K, ctx: &Context) -> Result<Result<WorkerInvocation, String>, Error> {
-    if let Err(problems) = obj.check_declared() {
+    if let Err(problems) = checked_declared(obj, ctx) {
         return Ok(Err(problems));
     }
     let refs = kind::References { client: &ctx.client, config_maps: &ctx.config_map_cache };
@@ -420,6 +430,7 @@ pub fn controller<K: RunKind>(
                 follow(event);
             }
         })
+        .inspect(ctx.declared_checks.follower(K::METRIC_KIND))
         .applied_objects();
     let mut controller =
         Controller::for_stream(runs, runs_reader).owns_stream(job_events).graceful_shutdown_on(shutdown);
