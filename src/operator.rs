@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::FutureExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -353,10 +352,7 @@ async fn run_controllers(
     lost: Option<watch::Receiver<bool>>,
 ) {
     let (client, identity) = (&shared.client, shared.identity.as_str());
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter { controller: "kra-operator".into(), instance: Some(identity.to_string()) },
-    );
+    let recorder = controller::events::Recorder::new(client.clone(), "kra-operator", identity);
     let mut ctx = Context::new(
         client.clone(),
         WorkerDefaults {

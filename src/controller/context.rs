@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use super::events::Recorder;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Client;
-use kube::runtime::events::Recorder;
 
 use super::budget;
 use super::plan::Permit;
@@ -74,24 +74,35 @@ pub const OWN_WRITE_RECHECK: Duration = Duration::from_secs(1);
 /// the same change, a second create of the same Job). It waits instead: the watch event of the
 /// write wakes the run, at most [`OWN_WRITE_GRACE`] later it plans anyway.
 #[derive(Default)]
-pub struct StatusWrites(Mutex<HashMap<String, (String, std::time::Instant)>>);
+pub struct StatusWrites(Mutex<Writes>);
+
+#[derive(Default)]
+pub struct Writes {
+    by_uid: HashMap<String, (String, std::time::Instant)>,
+    /// Past this many, the writes older than the grace are dropped (then it is set to twice
+    /// what is left, so a burst of writes within the grace prunes rarely, not on every write).
+    prune_at: usize,
+}
+
+const PRUNE_AT_LEAST: usize = 1024;
 
 impl StatusWrites {
     /// A status write planned from `version` of the run `uid`.
     pub fn wrote(&self, uid: &str, version: &str, now: std::time::Instant) {
         let mut writes = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // Runs deleted right after a write are never reconciled again: forget them in time.
-        if writes.len() >= 1024 {
-            writes.retain(|_, (_, at)| now.duration_since(*at) < OWN_WRITE_GRACE);
+        if writes.by_uid.len() >= writes.prune_at.max(PRUNE_AT_LEAST) {
+            writes.by_uid.retain(|_, (_, at)| now.duration_since(*at) < OWN_WRITE_GRACE);
+            writes.prune_at = writes.by_uid.len() * 2;
         }
-        writes.insert(uid.to_string(), (version.to_string(), now));
+        writes.by_uid.insert(uid.to_string(), (version.to_string(), now));
     }
 
     /// How long to wait for the cache when `version` of the run `uid` is the one its last status
     /// write was planned from, less than the grace ago; `None` (and the write forgotten) when the
     /// cache has moved on or the grace is over.
     pub fn pending(&self, uid: &str, version: &str, now: std::time::Instant) -> Option<Duration> {
-        let mut writes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let writes = &mut self.0.lock().unwrap_or_else(|p| p.into_inner()).by_uid;
         let (seen, at) = writes.get(uid)?;
         let waited = now.duration_since(*at);
         if seen == version && waited < OWN_WRITE_GRACE {
@@ -103,7 +114,7 @@ impl StatusWrites {
 
     /// Nothing to wait for: the last reconcile of `uid` wrote no status.
     pub fn forget(&self, uid: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).by_uid.remove(uid);
     }
 }
 
@@ -304,7 +315,15 @@ mod tests {
             writes.wrote(&format!("old-{i}"), "1", start);
         }
         writes.wrote("new", "1", start + OWN_WRITE_GRACE);
-        assert_eq!(writes.0.lock().unwrap().len(), 1, "writes past the grace are dropped once many are kept");
+        assert_eq!(writes.0.lock().unwrap().by_uid.len(), 1, "writes past the grace are dropped once many are kept");
+        // A burst within the grace: kept (each is still awaited), and pruned again only once
+        // twice as many are kept, not on every write.
+        for i in 0..1100 {
+            writes.wrote(&format!("burst-{i}"), "1", start + OWN_WRITE_GRACE);
+        }
+        assert_eq!(writes.0.lock().unwrap().by_uid.len(), 1101);
+        assert_eq!(writes.0.lock().unwrap().prune_at, 2048, "set by the last prune, at 1024 kept");
+        assert_eq!(writes.pending("burst-0", "1", start + OWN_WRITE_GRACE), Some(OWN_WRITE_GRACE));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod build;
 pub mod conditions;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod kind;
 pub mod observe;
 pub mod plan;
