@@ -21,7 +21,9 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::{self, TimeZone};
 
-use crate::crd::{AttemptOutcome, KraJob, RequestGrant};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::crd::{AttemptOutcome, KraJob, Phase, RequestGrant};
 
 /// The quota of one KRA API key.
 #[derive(Clone, Debug, PartialEq)]
@@ -368,6 +370,59 @@ impl Budgets {
     }
 }
 
+/// The runs waiting for their API key's budget (phase `Pending`), by key, kept from the runs'
+/// own watch; and which of its events release a key's budget (a run of the key that is no
+/// longer `Running`), so that the runs waiting for it are woken without a scan of every run.
+#[derive(Debug)]
+pub struct Waiters<K: kube::Resource<DynamicType = ()>> {
+    by_key: HashMap<String, std::collections::HashSet<ObjectRef<K>>>,
+    key_of: HashMap<ObjectRef<K>, String>,
+}
+
+impl<K: kube::Resource<DynamicType = ()>> Default for Waiters<K> {
+    fn default() -> Self {
+        Waiters { by_key: HashMap::new(), key_of: HashMap::new() }
+    }
+}
+
+impl<K: super::kind::RunKind> Waiters<K> {
+    /// Follow one event of the runs' watch; the key whose budget it releases, if any.
+    pub fn observe(&mut self, event: &kube::runtime::watcher::Event<K>) -> Option<String> {
+        use kube::runtime::watcher::Event;
+        let (run, deleted) = match event {
+            Event::Apply(run) | Event::InitApply(run) => (run, false),
+            Event::Delete(run) => (run, true),
+            // A re-list: its objects are shown again one by one.
+            Event::Init => {
+                *self = Waiters::default();
+                return None;
+            }
+            Event::InitDone => return None,
+        };
+        let phase = run.run_status().and_then(|s| s.phase);
+        let key = run.budget_key()?;
+        let reference = ObjectRef::from_obj(run);
+        if let Some(old) = self.key_of.remove(&reference)
+            && let Some(waiting) = self.by_key.get_mut(&old)
+        {
+            waiting.remove(&reference);
+            if waiting.is_empty() {
+                self.by_key.remove(&old);
+            }
+        }
+        if !deleted && phase == Some(Phase::Pending) {
+            self.by_key.entry(key.clone()).or_default().insert(reference.clone());
+            self.key_of.insert(reference, key.clone());
+        }
+        phase.is_some_and(|p| p != Phase::Running).then_some(key)
+    }
+
+    /// The runs waiting for `key`'s budget.
+    pub fn waiting(&self, key: &str) -> Vec<ObjectRef<K>> {
+        self.by_key.get(key).map(|runs| runs.iter().cloned().collect()).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,5 +586,42 @@ mod tests {
         second.lock().unwrap().observe(&Event::Delete((*jobs[0]).clone()));
         observe(Event::Delete((*jobs[2]).clone()));
         assert!(!budgets.shown("racing/j-1"));
+    }
+
+    #[test]
+    fn the_waiters_follow_the_watch_and_a_run_that_stops_running_releases_its_key() {
+        use kube::runtime::watcher::Event;
+        let in_phase = |name: &str, secret: &str, phase: &str| {
+            let mut run = (*job(name, secret, json!([]), None)).clone();
+            run.status.as_mut().unwrap().run.phase = serde_json::from_value(json!(phase)).unwrap();
+            run
+        };
+        let key = "racing/kra-api/serviceKey";
+        let mut waiters = Waiters::<KraJob>::default();
+        let names = |waiters: &Waiters<KraJob>, key: &str| {
+            let mut names: Vec<String> = waiters.waiting(key).into_iter().map(|r| r.name).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(waiters.observe(&Event::Init), None);
+        assert_eq!(waiters.observe(&Event::InitApply(in_phase("a", "kra-api", "Pending"))), Some(key.to_string()));
+        waiters.observe(&Event::InitApply(in_phase("b", "kra-api", "Pending")));
+        assert_eq!(waiters.observe(&Event::InitApply(in_phase("c", "kra-api", "Running"))), None);
+        waiters.observe(&Event::InitApply(in_phase("d", "another-key", "Pending")));
+        assert_eq!(waiters.observe(&Event::InitDone), None);
+        assert_eq!(names(&waiters, key), ["a", "b"]);
+        assert_eq!(names(&waiters, "racing/another-key/serviceKey"), ["d"]);
+
+        // c finishes: its key's budget is released, a and b are woken.
+        assert_eq!(waiters.observe(&Event::Apply(in_phase("c", "kra-api", "Succeeded"))), Some(key.to_string()));
+        // a starts (no longer waiting, releases nothing); b moves to the other key; d is deleted.
+        assert_eq!(waiters.observe(&Event::Apply(in_phase("a", "kra-api", "Running"))), None);
+        waiters.observe(&Event::Apply(in_phase("b", "another-key", "Pending")));
+        waiters.observe(&Event::Delete(in_phase("d", "another-key", "Pending")));
+        assert_eq!(names(&waiters, key), Vec::<String>::new());
+        assert_eq!(names(&waiters, "racing/another-key/serviceKey"), ["b"]);
+        // A re-list starts afresh.
+        waiters.observe(&Event::Init);
+        assert_eq!(names(&waiters, "racing/another-key/serviceKey"), Vec::<String>::new());
     }
 }

@@ -25,8 +25,8 @@ pub mod undecodable;
 pub mod validate;
 pub mod watch;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -397,6 +397,44 @@ fn worker_pod_watch<K: RunKind>(
         })
 }
 
+/// The runs that stop holding a share of their key's budget, by key, and the runs waiting for it.
+type Released<K> = (Arc<Mutex<budget::Waiters<K>>>, futures::channel::mpsc::UnboundedReceiver<String>);
+
+/// The watch of the runs themselves, decoded one by one (an object this build cannot read is
+/// skipped and reported on, and cannot stop the watch of every other run: watch.rs,
+/// undecodable.rs), kept in the store `writer`; its events also keep the budget ledger, the
+/// declared checks and, for a kind with a request budget, the runs waiting for a key.
+fn run_watch<K: RunKind, S>(
+    ctx: &Context,
+    writer: reflector::store::Writer<K>,
+    events: S,
+) -> (impl futures::Stream<Item = Result<K, watcher::Error>> + Send + use<K, S>, Option<Released<K>>)
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let mut follower = K::watch_follower(&ctx.budgets);
+    let (released_sender, released) = futures::channel::mpsc::unbounded();
+    let waiters = Arc::new(Mutex::new(budget::Waiters::<K>::default()));
+    let following = K::HAS_REQUEST_BUDGET.then(|| waiters.clone());
+    let runs = reflector(writer, events.modify(stores::without_managed_fields))
+        .default_backoff()
+        .inspect(move |event| {
+            let Ok(event) = event else { return };
+            if let Some(follow) = follower.as_mut() {
+                follow(event);
+            }
+            if let Some(waiters) = &following {
+                let released = waiters.lock().unwrap_or_else(|p| p.into_inner()).observe(event);
+                if let Some(key) = released {
+                    let _ = released_sender.unbounded_send(key);
+                }
+            }
+        })
+        .inspect(ctx.declared_checks.follower(K::METRIC_KIND))
+        .applied_objects();
+    (runs, K::HAS_REQUEST_BUDGET.then_some((waiters, released)))
+}
+
 /// Build a controller for one kind; returns its store (for readiness and metrics) and the
 /// future that drives it until `shutdown` resolves.
 pub fn controller<K: RunKind>(
@@ -417,22 +455,11 @@ pub fn controller<K: RunKind>(
         .inspect(ctx.job_cache.indexer())
         .touched_objects();
     ctx.job_cache.add(jobs_reader);
-    // The runs themselves, decoded one by one: an object this build cannot read is skipped
-    // and reported on, and cannot stop the watch of every other run (watch.rs, undecodable.rs).
     let tolerant = |config: watcher::Config| {
         watch::tolerant::<K>(&ctx.client, &scope, config.any_semantic(), ctx.undecodable.clone())
     };
     let (runs_reader, runs_writer) = reflector::store();
-    let mut follower = K::watch_follower(&ctx.budgets);
-    let runs = reflector(runs_writer, tolerant(watcher::Config::default()).modify(stores::without_managed_fields))
-        .default_backoff()
-        .inspect(move |event| {
-            if let (Some(follow), Ok(event)) = (follower.as_mut(), event) {
-                follow(event);
-            }
-        })
-        .inspect(ctx.declared_checks.follower(K::METRIC_KIND))
-        .applied_objects();
+    let (runs, released) = run_watch(&ctx, runs_writer, tolerant(watcher::Config::default()));
     let mut controller =
         Controller::for_stream(runs, runs_reader).owns_stream(job_events).graceful_shutdown_on(shutdown);
     if K::HAS_CHILD_RUNS {
@@ -444,8 +471,8 @@ pub fn controller<K: RunKind>(
     if K::HAS_TRIGGERS {
         controller = wake_on_collections(controller, &ctx);
     }
-    if K::HAS_REQUEST_BUDGET {
-        controller = wake_on_released_budget(controller, &ctx, &scope);
+    if let Some((waiters, released)) = released {
+        controller = wake_on_released_budget(controller, waiters, released);
     }
     if K::REFERENCES_CONFIG_MAPS {
         // A ConfigMap that appears or changes wakes the runs that name it (a prompt created
@@ -530,22 +557,13 @@ fn wake_on_collections<K: RunKind>(controller: Controller<K>, ctx: &Context) -> 
 
 /// A run that stops holding a share of its API key's budget (finished, or backing off) wakes the
 /// runs waiting for that budget at once, instead of at their next retry.
-fn wake_on_released_budget<K: RunKind>(controller: Controller<K>, ctx: &Context, scope: &Scope) -> Controller<K> {
-    let runs = controller.store();
-    let synced = ctx.watch_synced(K::PLURAL);
-    let changes =
-        watch::tolerant::<K>(&ctx.client, scope, watcher::Config::default().any_semantic(), ctx.undecodable.clone())
-            .default_backoff()
-            .inspect(synced)
-            .touched_objects();
-    controller.watches_stream(changes, move |changed: K| {
-        let released = changed.run_status().and_then(|s| s.phase).is_some_and(|p| p != Phase::Running);
-        let Some(key) = changed.budget_key().filter(|_| released) else { return Vec::new() };
-        runs.state()
-            .into_iter()
-            .filter(|run| run.run_status().and_then(|s| s.phase) == Some(Phase::Pending))
-            .filter(|run| run.budget_key().as_deref() == Some(key.as_str()))
-            .map(|run| ObjectRef::from_obj(run.as_ref()))
-            .collect::<Vec<_>>()
-    })
+fn wake_on_released_budget<K: RunKind>(
+    controller: Controller<K>,
+    waiters: Arc<Mutex<budget::Waiters<K>>>,
+    released: futures::channel::mpsc::UnboundedReceiver<String>,
+) -> Controller<K> {
+    let wakes = released
+        .map(move |key| futures::stream::iter(waiters.lock().unwrap_or_else(|p| p.into_inner()).waiting(&key)))
+        .flatten();
+    controller.reconcile_on(wakes)
 }
