@@ -9,6 +9,7 @@ pub mod budget;
 pub mod build;
 pub mod conditions;
 pub mod context;
+pub mod decode;
 pub mod error;
 pub mod events;
 pub mod kind;
@@ -385,7 +386,7 @@ fn worker_pod_watch<K: RunKind>(
     let worker_pods = watcher::Config::default().labels(ours);
     let (pods_reader, pods_writer) = reflector::store();
     ctx.pod_cache.add(pods_reader);
-    let pods = watcher(api_for::<Pod>(&ctx.client, scope), worker_pods.any_semantic()).modify(stores::trim_pod);
+    let pods = watch::lean::<Pod>(&ctx.client, scope, worker_pods.any_semantic());
     reflector(pods_writer, pods)
         .default_backoff()
         .inspect(ctx.watch_synced("pods"))
@@ -416,7 +417,7 @@ where
     let (released_sender, released) = futures::channel::mpsc::unbounded();
     let waiters = Arc::new(Mutex::new(budget::Waiters::<K>::default()));
     let following = K::HAS_REQUEST_BUDGET.then(|| waiters.clone());
-    let runs = reflector(writer, events.modify(stores::without_managed_fields))
+    let runs = reflector(writer, events)
         .default_backoff()
         .inspect(move |event| {
             let Ok(event) = event else { return };
@@ -448,7 +449,7 @@ pub fn controller<K: RunKind>(
     let owned_jobs = watcher::Config::default().labels(&ours);
     // The Job watch both wakes the owners of changed Jobs and fills the cache reconciles read.
     let (jobs_reader, jobs_writer) = reflector::store();
-    let jobs = watcher(api_for::<Job>(&ctx.client, &scope), owned_jobs.any_semantic()).modify(stores::trim_job);
+    let jobs = watch::lean::<Job>(&ctx.client, &scope, owned_jobs.any_semantic());
     let job_events = reflector(jobs_writer, jobs)
         .default_backoff()
         .inspect(ctx.watch_synced("jobs"))

@@ -19,44 +19,6 @@ pub fn without_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
 
-/// What the Job cache keeps of a Job: its metadata (labels, annotations, owner), whether it is
-/// suspended, and of its status the conditions and completion time (its state); not its Pod
-/// template, the rest of its spec or its Pod counts, which no reconcile reads.
-pub fn trim_job(job: &mut k8s_openapi::api::batch::v1::Job) {
-    use k8s_openapi::api::batch::v1::{JobSpec, JobStatus};
-    without_managed_fields(job);
-    if let Some(spec) = job.spec.as_mut() {
-        *spec = JobSpec { suspend: spec.suspend, ..Default::default() };
-    }
-    if let Some(status) = job.status.take() {
-        let JobStatus { conditions, completion_time, .. } = status;
-        job.status = Some(JobStatus { conditions, completion_time, ..Default::default() });
-    }
-}
-
-/// What the worker Pod cache keeps of a Pod: its name, labels and creation time, and of its
-/// status only the worker container's termination (exit code and message); not its spec, its
-/// annotations, its owner, its conditions or any other container.
-pub fn trim_pod(pod: &mut k8s_openapi::api::core::v1::Pod) {
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus};
-    without_managed_fields(pod);
-    pod.spec = None;
-    pod.metadata.annotations = None;
-    pod.metadata.owner_references = None;
-    pod.metadata.finalizers = None;
-    let worker = pod.status.take().and_then(|status| {
-        let container = status.container_statuses?.into_iter().find(|c| c.name == build::CONTAINER)?;
-        let terminated = container.state.and_then(|state| state.terminated).map(|t| ContainerStateTerminated {
-            exit_code: t.exit_code,
-            message: t.message,
-            ..Default::default()
-        });
-        let state = ContainerState { terminated, ..Default::default() };
-        Some(ContainerStatus { name: container.name, state: Some(state), ..Default::default() })
-    });
-    pod.status = Some(PodStatus { container_statuses: Some(worker.into_iter().collect()), ..Default::default() });
-}
-
 /// The watched resources, once the controllers run (only on the leader): one store per watched
 /// namespace, or one for the whole cluster.
 #[derive(Clone, Debug, Default)]
@@ -330,67 +292,6 @@ mod tests {
         let through = results_collected_through(&jobs);
         // 2025-05-31T00:00+09:00 and 2025-05-23T00:00+09:00.
         assert_eq!(through, vec![(Meet::Seoul, 1_748_617_200), (Meet::Busan, 1_747_926_000)]);
-    }
-
-    #[test]
-    fn the_caches_keep_what_reconciles_read_and_drop_the_rest() {
-        let managed = serde_json::json!([{"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:status": {}}}]);
-        let mut job: k8s_openapi::api::batch::v1::Job = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "run-1", "labels": {"kra.dev/attempt": "1"}, "annotations": {"kra.dev/request-budget": "{}"},
-                         "ownerReferences": [{"apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "name": "run", "uid": "u", "controller": true}],
-                         "managedFields": managed},
-            "spec": {"suspend": true, "backoffLimit": 0, "template": {"spec": {"containers": [{"name": "worker", "image": "kra:1"}]}}},
-            "status": {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": "2025-05-24T12:00:00Z"}],
-                       "succeeded": 1, "ready": 0, "startTime": "2025-05-24T11:59:00Z"},
-        }))
-        .unwrap();
-        let before = super::super::observe::job_state(&job);
-        trim_job(&mut job);
-        assert!(job.metadata.managed_fields.is_none());
-        assert_eq!(job.spec.as_ref().unwrap().template, Default::default(), "no Pod template");
-        assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true), "suspend is kept");
-        assert_eq!(job.spec.as_ref().unwrap().backoff_limit, None, "nor the rest of the spec");
-        assert_eq!(job.status.as_ref().unwrap().succeeded, None, "nor the Pod counts");
-        assert_eq!(super::super::observe::job_state(&job), before, "the state reads the same");
-        assert_eq!(job.labels()["kra.dev/attempt"], "1");
-        assert_eq!(job.annotations()["kra.dev/request-budget"], "{}");
-        assert_eq!(job.owner_references()[0].uid, "u");
-
-        let mut pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "run-1-abc", "labels": {"kra.dev/job": "run-1"}, "managedFields": managed,
-                         "creationTimestamp": "2025-05-24T12:00:00Z", "annotations": {"a": "b"}},
-            "spec": {"containers": [{"name": "worker", "image": "kra:1"}]},
-            "status": {"phase": "Failed", "conditions": [{"type": "Ready", "status": "False"}],
-                       "containerStatuses": [
-                           {"name": "sidecar", "image": "s:1", "imageID": "", "ready": false, "restartCount": 0,
-                            "state": {"terminated": {"exitCode": 1, "message": "not this"}}},
-                           {"name": "worker", "image": "kra:1", "imageID": "", "ready": false, "restartCount": 0,
-                            "state": {"terminated": {"exitCode": 3, "message": "{\"racesFound\":1}", "reason": "Error",
-                                                     "finishedAt": "2025-05-24T12:00:00Z"}}}]},
-        }))
-        .unwrap();
-        let before = super::super::observe::termination(std::iter::once(&pod));
-        assert_eq!(before, Some((3, r#"{"racesFound":1}"#.to_string())));
-        trim_pod(&mut pod);
-        assert!(pod.metadata.managed_fields.is_none() && pod.spec.is_none() && pod.metadata.annotations.is_none());
-        assert_eq!(
-            super::super::observe::termination(std::iter::once(&pod)),
-            before,
-            "the worker's termination is kept"
-        );
-        assert_eq!(pod.labels()["kra.dev/job"], "run-1");
-        let status = serde_json::to_value(pod.status.as_ref().unwrap()).unwrap();
-        assert_eq!(
-            status,
-            serde_json::json!({"containerStatuses": [{"name": "worker", "image": "", "imageID": "", "ready": false, "restartCount": 0,
-                                                      "state": {"terminated": {"exitCode": 3, "message": "{\"racesFound\":1}"}}}]}),
-            "nothing else of the status"
-        );
-        // A Pod whose worker has not terminated (or has no status yet) keeps no termination.
-        let mut running: k8s_openapi::api::core::v1::Pod =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}})).unwrap();
-        trim_pod(&mut running);
-        assert_eq!(super::super::observe::termination(std::iter::once(&running)), None);
     }
 
     #[test]

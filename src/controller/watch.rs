@@ -3,8 +3,8 @@
 //! A typed watch decodes a whole LIST page at once: one object the Rust type cannot read (a
 //! value written by a newer CRD, a field edited by hand where the schema preserves unknown
 //! fields) fails the page, the watch retries the same page forever, and every run of the kind
-//! stops being reconciled. These watches read the objects untyped and decode them one by one:
-//! an object that does not decode is skipped and reported on (`undecodable.rs`: conditions and
+//! stops being reconciled. These watches decode each object on its own (`decode.rs`:
+//! `Lenient`): an object that does not decode is skipped and reported on (`undecodable.rs`: conditions and
 //! an Event on the object, `/readyz`, a log line, a metric); every other object flows on.
 //!
 //! Limits: a skipped update leaves the last decodable version in the cache (the object is
@@ -14,11 +14,11 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::decode::{Lean, Lenient};
 use super::undecodable::{ObjectKey, Seen, Undecodable};
 
 /// Where the controllers watch.
@@ -50,13 +50,26 @@ where
     }
 }
 
-/// The untyped API of kind `K` in a scope.
-fn untyped_api<K: Resource<DynamicType = ()>>(client: &Client, scope: &Scope) -> Api<DynamicObject> {
-    let resource = ApiResource::erase::<K>(&());
-    match scope {
-        Scope::AllNamespaces => Api::all_with(client.clone(), &resource),
-        Scope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-    }
+/// A watch of `T` decoded as its cache keeps it (`decode.rs`: [`Lean`]).
+pub fn lean<T>(
+    client: &Client,
+    scope: &Scope,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<Event<T>, watcher::Error>> + Send + 'static + use<T>
+where
+    T: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug,
+    T: Send + Sync + 'static,
+    Lean<T>: DeserializeOwned,
+{
+    watcher(api_for::<Lean<T>>(client, scope), config).map(|event| {
+        event.map(|event| match event {
+            Event::Init => Event::Init,
+            Event::InitDone => Event::InitDone,
+            Event::InitApply(Lean(object)) => Event::InitApply(object),
+            Event::Apply(Lean(object)) => Event::Apply(object),
+            Event::Delete(Lean(object)) => Event::Delete(object),
+        })
+    })
 }
 
 /// A watch of kind `K` that skips the objects it cannot decode and tells `undecodable` of
@@ -68,41 +81,43 @@ pub fn tolerant<K>(
     undecodable: Arc<Undecodable>,
 ) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + std::fmt::Debug + Send + 'static,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static,
 {
-    decoded(watcher(untyped_api::<K>(client, scope), config), move |seen| {
+    decoded(watcher(api_for::<Lenient<K>>(client, scope), config), move |seen| {
         undecodable.observe(seen);
     })
 }
 
-/// Decode each object of an untyped watch as `K`; `seen` hears of each object: decoded, not
+/// The runs of a lenient watch that decoded; `seen` hears of each object: decoded, not
 /// decodable (with the error), or deleted.
 pub fn decoded<K, S>(
     events: S,
     seen: impl Fn(Seen) + Send + Sync + 'static,
 ) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
 where
-    K: Resource<DynamicType = ()> + DeserializeOwned + Send + 'static,
-    S: Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Send + 'static,
+    K: Resource<DynamicType = ()> + Send + 'static,
+    S: Stream<Item = Result<Event<Lenient<K>>, watcher::Error>> + Send + 'static,
 {
     let seen = Arc::new(seen);
     events.filter_map(move |event| {
         let seen = seen.clone();
         async move {
-            let key = |object: &DynamicObject| ObjectKey {
+            let key = |object: &Lenient<K>| ObjectKey {
                 kind: kind_of::<K>(),
                 namespace: object.namespace().unwrap_or_default(),
                 name: object.name_any(),
             };
-            let decode = |object: DynamicObject| {
-                let (key, uid) = (key(&object), object.uid().unwrap_or_default());
-                match object.try_parse::<K>() {
+            let decode = |object: Lenient<K>| {
+                let key = key(&object);
+                let uid = object.uid().unwrap_or_default();
+                match object.decoded {
                     Ok(decoded) => {
                         seen(Seen::Decoded(key));
                         Some(decoded)
                     }
                     Err(error) => {
-                        seen(Seen::Failed { key, uid, error: error.to_string() });
+                        seen(Seen::Failed { key, uid, error });
                         None
                     }
                 }
@@ -115,7 +130,7 @@ where
                 Ok(Event::InitApply(object)) => decode(object).map(|k| Ok(Event::InitApply(k))),
                 Ok(Event::Delete(object)) => {
                     seen(Seen::Deleted(key(&object)));
-                    object.try_parse::<K>().ok().map(|k| Ok(Event::Delete(k)))
+                    object.decoded.ok().map(|k| Ok(Event::Delete(k)))
                 }
             }
         }
@@ -135,14 +150,16 @@ mod tests {
     use super::*;
     use crate::crd::KraJob;
 
-    fn object(name: &str, meet: &str) -> DynamicObject {
-        serde_json::from_value(serde_json::json!({
+    /// Decoded as a watch event's object is: from the API server's JSON text.
+    fn object(name: &str, meet: &str) -> Lenient<KraJob> {
+        let text = serde_json::json!({
             "apiVersion": "kra.dev/v1alpha1", "kind": "KraJob",
             "metadata": {"name": name, "namespace": "racing"},
             "spec": {"action": "CollectResults", "meet": meet, "date": "2025-05-24",
                      "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"}},
-        }))
-        .unwrap()
+        })
+        .to_string();
+        serde_json::from_str(&text).unwrap()
     }
 
     #[tokio::test]
