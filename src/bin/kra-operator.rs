@@ -72,7 +72,10 @@ fn main() -> ExitCode {
         Command::Crd { out_dir, .. } => write_crds(out_dir),
         Command::Run(args) => {
             let _telemetry = telemetry::init(telemetry::default_log_format(cli.log_format), "kra-operator");
-            tokio::runtime::Builder::new_multi_thread()
+            // One thread: the controllers are one task (a kube Controller polls its reconciles
+            // itself), so worker threads only added a wake across threads for every event it
+            // read (measured: half the CPU per run lifecycle; docs/benchmarks.md).
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("failed to start the runtime")
