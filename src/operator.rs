@@ -137,6 +137,10 @@ pub struct RunArgs {
     /// Seconds after which an idle run is looked at again without any watch event.
     #[arg(long, env = "KRA_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
+    /// The most reconciles each controller (a kind in a watched namespace) runs at once; 0
+    /// for no bound. One run is never reconciled twice at once.
+    #[arg(long, env = "KRA_MAX_CONCURRENT_RECONCILES", default_value_t = controller::context::DEFAULT_MAX_CONCURRENT_RECONCILES)]
+    pub max_concurrent_reconciles: u16,
 }
 
 fn parse_secret_key(value: &str) -> Result<SecretKeyRef, String> {
@@ -387,6 +391,7 @@ async fn run_controllers(
         max_requests_per_run: args.kra_api_max_requests_per_run,
         max_concurrent_jobs: args.kra_api_max_concurrent_jobs.max(1),
     });
+    ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
     if let Some(path) = &args.clock_file {
         ctx.clock = controller::Clock::File(path.clone());
     }

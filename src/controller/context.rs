@@ -44,6 +44,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// How often an idle run is looked at again even without a watch event.
     pub resync: Duration,
+    /// The most reconciles each controller runs at once (0: no bound).
+    pub max_concurrent_reconciles: u16,
     /// The time schedules, backoffs and conditions are computed at.
     pub clock: Clock,
     /// The KRA API request budgets shared by KraJobs of the same key.
@@ -59,6 +61,13 @@ pub struct Context {
     pub watches: Mutex<Vec<(&'static str, Arc<std::sync::atomic::AtomicBool>)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
+
+/// The most reconciles a controller runs at once unless told otherwise. Each reconcile in
+/// flight holds its Job, its request bodies and, while the others hold theirs, an HTTP
+/// connection to the API server of its own: unbounded, a burst of 1,000 new runs opened about
+/// 500 TLS connections. 16 and 32 queued runs long enough to double the p99 of that burst; 64
+/// did not (docs/benchmarks.md).
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 64;
 
 /// How long a reconcile waits at most for the runs' cache to show a status write of its own.
 pub const OWN_WRITE_GRACE: Duration = Duration::from_secs(5);
@@ -227,6 +236,7 @@ impl Context {
             config_map_cache: OwnedCache::default(),
             recorder,
             resync,
+            max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
             clock: Clock::System,
             budgets: budget::Budgets::default(),
             // Replaced by the caller that runs the reporter; this one's reports go nowhere.

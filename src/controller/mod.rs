@@ -461,8 +461,11 @@ pub fn controller<K: RunKind>(
     };
     let (runs_reader, runs_writer) = reflector::store();
     let (runs, released) = run_watch(&ctx, runs_writer, tolerant(watcher::Config::default()));
-    let mut controller =
-        Controller::for_stream(runs, runs_reader).owns_stream(job_events).graceful_shutdown_on(shutdown);
+    let config = kube::runtime::controller::Config::default().concurrency(ctx.max_concurrent_reconciles);
+    let mut controller = Controller::for_stream(runs, runs_reader)
+        .with_config(config)
+        .owns_stream(job_events)
+        .graceful_shutdown_on(shutdown);
     if K::HAS_CHILD_RUNS {
         // A schedule (or trigger) owns its runs, children of its kind: their progress wakes it.
         let children = tolerant(watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID));
