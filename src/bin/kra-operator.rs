@@ -72,8 +72,8 @@ fn main() -> ExitCode {
         Command::Crd { out_dir, .. } => write_crds(out_dir),
         Command::Run(args) => {
             let _telemetry = telemetry::init(telemetry::default_log_format(cli.log_format), "kra-operator");
-            // One thread: the controllers are one task (a kube Controller polls its reconciles
-            // itself), so worker threads only added a wake across threads for every event it
+            // One thread: the operator's work is short reconciles waiting on the API server,
+            // and worker threads only added wakes across threads for every event the watches
             // read (measured: half the CPU per run lifecycle; docs/benchmarks.md).
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::context::{Context, FIELD_MANAGER};
+use super::decode::{Unread, unread};
 use super::{conditions, error};
 
 /// An Event to publish about a run: a reason of `reasons`, Normal or Warning, and a note.
@@ -43,12 +44,13 @@ pub enum CreateError {
 /// Create a child named `name`. One of that name that already exists is adopted when
 /// `owner_uid` controls it (the operator died after creating it, before recording it): a child
 /// is never created twice, and never taken from another owner.
-pub async fn create_or_adopt<T>(api: &Api<T>, child: &T, name: &str, owner_uid: &str) -> Result<(), CreateError>
+pub async fn create_or_adopt<T>(api: &Api<T>, child: T, name: &str, owner_uid: &str) -> Result<(), CreateError>
 where
-    T: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    T: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    T: Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    match api.create(&params, child).await {
+    match unread(api).create(&params, &Unread::of(child)).await {
         Ok(_) => Ok(()),
         Err(e) if error::is_conflict(&e) => {
             let existing = api.get(name).await.map_err(CreateError::Read)?;
@@ -76,7 +78,7 @@ where
 /// differs from the status read: an idle operator writes nothing. `true` when it wrote.
 pub async fn write_status<K, S>(api: &Api<K>, name: &str, previous: Option<&S>, status: &S) -> Result<bool, kube::Error>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
     if previous == Some(status) {
@@ -87,7 +89,7 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    unread(api).patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
     Ok(true)
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus};
 use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, OwnerReference, Time};
-use kube::Resource;
+use kube::{Api, Resource};
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -231,6 +231,74 @@ impl<'de, K: Resource + DeserializeOwned> Deserialize<'de> for Lenient<K> {
     }
 }
 
+/// An object a write sends, whose response is not read: the API server answers a create or a
+/// status apply with its whole copy of the object (its managed fields, a Job's Pod template),
+/// which no reconcile needs; the parser steps over it instead of building it.
+#[derive(Clone, Debug)]
+pub struct Unread<T> {
+    sent: Option<T>,
+    meta: ObjectMeta,
+}
+
+impl<T> Unread<T> {
+    /// The body of a create.
+    pub fn of(object: T) -> Self {
+        Unread { sent: Some(object), meta: ObjectMeta::default() }
+    }
+}
+
+/// The API of `T` at the same URL, whose writes do not read their responses.
+pub fn unread<T>(api: &Api<T>) -> Api<Unread<T>>
+where
+    T: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone,
+{
+    let client = api.clone().into_client();
+    match api.namespace() {
+        Some(namespace) => Api::namespaced(client, namespace),
+        None => Api::all(client),
+    }
+}
+
+impl<T: Serialize> Serialize for Unread<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.sent.serialize(serializer)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Unread<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(Unread { sent: None, meta: ObjectMeta::default() })
+    }
+}
+
+impl<T: Resource<DynamicType = ()>> Resource for Unread<T> {
+    type DynamicType = ();
+    type Scope = T::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        T::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        T::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        T::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        T::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        self.sent.as_ref().map_or(&self.meta, |sent| sent.meta())
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match &mut self.sent {
+            Some(sent) => sent.meta_mut(),
+            None => &mut self.meta,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use kube::ResourceExt;
@@ -341,5 +409,20 @@ mod tests {
         // Metadata that does not read is the page's error, as for any other kind.
         let broken = serde_json::json!({"metadata": {"name": 7}, "spec": {}});
         assert!(serde_json::from_str::<Lenient<KraJob>>(&broken.to_string()).is_err());
+    }
+
+    #[test]
+    fn a_write_sends_its_object_and_steps_over_the_answer() {
+        let job: Job =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "run-1"}, "spec": {"suspend": true}}))
+                .unwrap();
+        let sent = serde_json::to_value(Unread::of(job.clone())).unwrap();
+        assert_eq!(sent, serde_json::to_value(&job).unwrap());
+        assert_eq!(Unread::of(job).name_any(), "run-1");
+        // Whatever the API server answers, nothing of it is kept.
+        let answer = r#"{"metadata": {"name": "run-1", "managedFields": [{"fieldsV1": {"f:spec": {}}}]}, "spec": {"x": [1, 2]}}"#;
+        let read: Unread<Job> = serde_json::from_str(answer).unwrap();
+        assert!(read.sent.is_none() && read.meta == ObjectMeta::default());
+        assert_eq!(Unread::<Job>::url_path(&(), Some("racing")), Job::url_path(&(), Some("racing")));
     }
 }

@@ -13,6 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType};
 
+use super::decode::Unread;
+
 /// Who reports the Events: the controller's name and this replica's identity.
 #[derive(Clone)]
 pub struct Recorder {
@@ -30,8 +32,9 @@ impl Recorder {
     pub async fn publish(&self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
         let object = build(&self.controller, &self.instance, event, regarding, jiff::Timestamp::now());
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
-        let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
-        api.create(&PostParams::default(), &object).await.map(|_| ())
+        // The API server's copy of the Event is not read back.
+        let api: Api<Unread<K8sEvent>> = Api::namespaced(self.client.clone(), namespace);
+        api.create(&PostParams::default(), &Unread::of(object)).await.map(|_| ())
     }
 }
 

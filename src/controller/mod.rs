@@ -293,7 +293,7 @@ async fn apply_plan<K: RunKind>(
                 let traceparent = crate::telemetry::current_traceparent();
                 let job = build_attempt(obj, ctx, run, invocation, plan, *attempt, traceparent.as_deref());
                 let job_name = run.job_name(*attempt);
-                apply::create_or_adopt(jobs, &job, &job_name, &run.uid).await.map_err(|e| match e {
+                apply::create_or_adopt(jobs, job, &job_name, &run.uid).await.map_err(|e| match e {
                     CreateError::Foreign => Error::ForeignJob { job: job_name.clone(), object: run.object.clone() },
                     CreateError::Read(source) => {
                         Error::Read { what: "existing Job", object: run.object.clone(), source }

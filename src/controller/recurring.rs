@@ -385,7 +385,7 @@ async fn apply_actions<K: RunKind>(
             scheduler::Action::Create { name: child_name, scheduled_time, window } => {
                 let child = build_child(parent, child_name, *scheduled_time, window, skip_key);
                 // Created before a restart and not yet listed: the same run, adopted, not a second one.
-                apply::create_or_adopt(api, &child, child_name, uid).await.map_err(|e| match e {
+                apply::create_or_adopt(api, child, child_name, uid).await.map_err(|e| match e {
                     CreateError::Foreign => Error::ForeignRun { run: child_name.clone(), object: object.to_string() },
                     CreateError::Read(source) => {
                         Error::Read { what: "existing scheduled run", object: object.to_string(), source }
