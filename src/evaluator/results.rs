@@ -143,13 +143,10 @@ pub fn evaluate(
     baseline: Option<&[RaceScore]>,
 ) -> EvaluationResults {
     let payloads: Vec<Option<Value>> = dataset.races.iter().map(|race| predictor.predict(race)).collect();
-    let answers = Answers {
-        identity: identity(dataset, predictor),
-        policy: predictor.policy(),
-        payloads,
-        errors: BTreeMap::new(),
-    };
-    score_answers(dataset, answers, resamples, baseline)
+    let policy = predictor.policy();
+    let scores = score_races(&dataset.races, &payloads, &policy);
+    let scored = Scored { identity: identity(dataset, predictor), policy, scores, errors: BTreeMap::new() };
+    summarise(dataset, scored, resamples, baseline)
 }
 
 /// A predictor's identity as a run on `dataset` reports it: a recorded predictor's also counts
@@ -165,31 +162,6 @@ pub fn identity(dataset: &Dataset, predictor: &Predictor) -> Value {
         identity["linesForExcludedRaces"] = of_excluded.into();
     }
     identity
-}
-
-/// The predictions of a run, one per dataset race (in the dataset's order).
-pub struct Answers {
-    pub identity: Value,
-    pub policy: ScoringPolicy,
-    pub payloads: Vec<Option<Value>>,
-    /// Races without a usable answer, by cause.
-    pub errors: BTreeMap<String, usize>,
-}
-
-/// Score the answers (pure).
-pub fn score_answers(
-    dataset: &Dataset,
-    answers: Answers,
-    resamples: usize,
-    baseline: Option<&[RaceScore]>,
-) -> EvaluationResults {
-    let scores = score_races(&dataset.races, &answers.payloads, &answers.policy);
-    summarise(
-        dataset,
-        Scored { identity: answers.identity, policy: answers.policy, scores, errors: answers.errors },
-        resamples,
-        baseline,
-    )
 }
 
 /// Score races (with their model inputs) against their answers, in order; a race past the end
