@@ -36,7 +36,7 @@ pub struct Context {
     /// The finished Jobs waiting for the Pod cache to show their worker terminated.
     pub cache_waits: super::observe::CacheWaits,
     /// The runs whose status was just written, until the runs' cache shows the write.
-    pub status_writes: StatusWrites,
+    pub status_writes: Arc<StatusWrites>,
     /// Each run's check against its CRD's declared rules, for the generation checked.
     pub declared_checks: Arc<DeclaredChecks>,
     /// The ConfigMaps of the watched namespaces (prompts of EvaluationRuns).
@@ -87,7 +87,8 @@ pub struct StatusWrites(Mutex<Writes>);
 
 #[derive(Default)]
 pub struct Writes {
-    by_uid: HashMap<String, (String, std::time::Instant)>,
+    /// By uid: the version written from, when, and whether a reconcile is waiting for it.
+    by_uid: HashMap<String, (String, std::time::Instant, bool)>,
     /// Past this many, the writes older than the grace are dropped (then it is set to twice
     /// what is left, so a burst of writes within the grace prunes rarely, not on every write).
     prune_at: usize,
@@ -101,10 +102,10 @@ impl StatusWrites {
         let mut writes = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // Runs deleted right after a write are never reconciled again: forget them in time.
         if writes.by_uid.len() >= writes.prune_at.max(PRUNE_AT_LEAST) {
-            writes.by_uid.retain(|_, (_, at)| now.duration_since(*at) < OWN_WRITE_GRACE);
+            writes.by_uid.retain(|_, (_, at, _)| now.duration_since(*at) < OWN_WRITE_GRACE);
             writes.prune_at = writes.by_uid.len() * 2;
         }
-        writes.by_uid.insert(uid.to_string(), (version.to_string(), now));
+        writes.by_uid.insert(uid.to_string(), (version.to_string(), now, false));
     }
 
     /// How long to wait for the cache when `version` of the run `uid` is the one its last status
@@ -112,13 +113,20 @@ impl StatusWrites {
     /// cache has moved on or the grace is over.
     pub fn pending(&self, uid: &str, version: &str, now: std::time::Instant) -> Option<Duration> {
         let writes = &mut self.0.lock().unwrap_or_else(|p| p.into_inner()).by_uid;
-        let (seen, at) = writes.get(uid)?;
+        let (seen, at, waiting) = writes.get_mut(uid)?;
         let waited = now.duration_since(*at);
         if seen == version && waited < OWN_WRITE_GRACE {
+            *waiting = true;
             return Some(OWN_WRITE_GRACE - waited);
         }
         writes.remove(uid);
         None
+    }
+
+    /// Whether a reconcile of `uid` found the cache without its last status write and waits for
+    /// it: the write's watch event then wakes the run (`wakes.rs`), other status changes do not.
+    pub fn awaited(&self, uid: &str) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).by_uid.get(uid).is_some_and(|(_, _, waiting)| *waiting)
     }
 
     /// Nothing to wait for: the last reconcile of `uid` wrote no status.
@@ -309,11 +317,14 @@ mod tests {
         let start = Instant::now();
         assert_eq!(writes.pending("uid-1", "10", start), None, "nothing written: plan");
         writes.wrote("uid-1", "10", start);
+        assert!(!writes.awaited("uid-1"), "written, and no reconcile waits for it yet");
         let second = Duration::from_secs(1);
         assert_eq!(writes.pending("uid-1", "10", start + second), Some(OWN_WRITE_GRACE - second), "stale: wait");
+        assert!(writes.awaited("uid-1") && !writes.awaited("uid-2"), "the write's echo must wake the run");
         assert_eq!(writes.pending("uid-2", "10", start + second), None, "another run");
         assert_eq!(writes.pending("uid-1", "11", start + second), None, "the cache moved on: plan");
         assert_eq!(writes.pending("uid-1", "10", start + second), None, "and the write is forgotten");
+        assert!(!writes.awaited("uid-1"));
 
         writes.wrote("uid-1", "12", start);
         assert_eq!(writes.pending("uid-1", "12", start + OWN_WRITE_GRACE), None, "the grace is over: plan anyway");

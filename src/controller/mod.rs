@@ -24,6 +24,7 @@ pub mod schema;
 pub mod stores;
 pub mod undecodable;
 pub mod validate;
+pub mod wakes;
 pub mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -431,8 +432,10 @@ where
                 }
             }
         })
-        .inspect(ctx.declared_checks.follower(K::METRIC_KIND))
-        .applied_objects();
+        .inspect(ctx.declared_checks.follower(K::METRIC_KIND));
+    let status_writes = ctx.status_writes.clone();
+    let awaited = move |run: &K| run.meta().uid.as_deref().is_some_and(|uid| status_writes.awaited(uid));
+    let runs = wakes::wakes(runs, wakes::runs(awaited));
     (runs, K::HAS_REQUEST_BUDGET.then_some((waiters, released)))
 }
 
@@ -453,8 +456,8 @@ pub fn controller<K: RunKind>(
     let job_events = reflector(jobs_writer, jobs)
         .default_backoff()
         .inspect(ctx.watch_synced("jobs"))
-        .inspect(ctx.job_cache.indexer())
-        .touched_objects();
+        .inspect(ctx.job_cache.indexer());
+    let job_events = wakes::wakes(job_events, wakes::jobs());
     ctx.job_cache.add(jobs_reader);
     let tolerant = |config: watcher::Config| {
         watch::tolerant::<K>(&ctx.client, &scope, config.any_semantic(), ctx.undecodable.clone())
