@@ -1,6 +1,7 @@
 //! kra-operator: a Kubernetes operator that runs Korea Racing Authority data collection
 //! (`KraJob`) and prediction evaluation (`EvaluationRun`) as batch/v1 Jobs.
 
+pub mod api_client;
 pub mod collector;
 pub mod completions;
 pub mod controller;

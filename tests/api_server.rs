@@ -136,6 +136,36 @@ async fn operator_client(cluster: &Cluster, release: &str, mode: RbacMode) -> Cl
     Client::try_from(config).unwrap()
 }
 
+/// The HTTP version of the API server's answer to a GET of `/version` through `client`.
+async fn version_spoken(client: &Client) -> http::Version {
+    let request = http::Request::get("/version").body(Vec::new()).unwrap();
+    let response = client.send(request.map(Into::into)).await.expect("GET /version");
+    assert!(response.status().is_success(), "GET /version: {}", response.status());
+    response.version()
+}
+
+#[tokio::test]
+async fn the_operator_client_speaks_http2_to_the_api_server_and_http1_when_told() {
+    use kra_operator::api_client::{Protocols, build};
+    let cluster = Cluster::start().await;
+    let config = || async {
+        Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&cluster.kubeconfig).unwrap(),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap()
+    };
+    let http2 = build(config().await, Protocols::Http2OrHttp1).unwrap();
+    assert_eq!(version_spoken(&http2).await, http::Version::HTTP_2);
+    // A typed call works over it as over kube's own stack (the controller tests run the
+    // operator, watches and all, over it).
+    let leases: Api<Lease> = Api::namespaced(http2.clone(), &cluster.namespace);
+    leases.list(&Default::default()).await.expect("LIST leases over HTTP/2");
+    let http1 = build(config().await, Protocols::Http1).unwrap();
+    assert_eq!(version_spoken(&http1).await, http::Version::HTTP_11);
+}
+
 #[tokio::test]
 async fn the_chart_rbac_refuses_secrets_and_spec_writes_in_both_watch_modes() {
     let cluster = Cluster::start().await;

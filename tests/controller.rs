@@ -842,8 +842,12 @@ async fn three_krajobs_on_one_api_key_share_its_quota() {
     let reconciling = condition(&waiting, "Reconciling");
     assert_eq!(reconciling.reason, "BudgetConcurrency");
     assert!(reconciling.message.contains("at most 2 at once"), "{}", reconciling.message);
-    let first = get(&cluster, running[0].0).await;
-    let grant = first.status.as_ref().unwrap().attempts[0].request_budget.clone().expect("the grant is in status");
+    // The Job is created before the status that records its grant is written: wait for both.
+    let grant = wait_until("the first run's grant in its status", WAIT, || async {
+        let first = get(&cluster, running[0].0).await;
+        first.status?.attempts.first()?.request_budget.clone()
+    })
+    .await;
     assert_eq!((grant.requests, grant.requests_per_second), (100, 3.0));
 
     // One finishes having used 57 requests: the third starts with what is left of the day
@@ -854,8 +858,11 @@ async fn three_krajobs_on_one_api_key_share_its_quota() {
     assert_eq!(arg_after(&job_args(&third), "--max-requests").as_deref(), Some("93"));
     // The finished attempt's grant records what it used, so the rest stays returned whatever
     // attempts follow.
-    let finished = get(&cluster, running[0].0).await;
-    let grant = finished.status.as_ref().unwrap().attempts[0].request_budget.clone().unwrap();
+    let grant = wait_until("the finished attempt's use in its status", WAIT, || async {
+        let finished = get(&cluster, running[0].0).await;
+        finished.status?.attempts.first()?.request_budget.clone().filter(|grant| grant.used.is_some())
+    })
+    .await;
     assert_eq!((grant.requests, grant.used), (100, Some(57)));
 
     // The use is visible in the metrics, per key.

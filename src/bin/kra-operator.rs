@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kra_operator::{crd, operator, telemetry};
+use kra_operator::{api_client, crd, operator, telemetry};
 
 /// Kubernetes operator for KRA race-data collection (KraJob) and evaluation (EvaluationRun).
 #[derive(Parser, Debug)]
@@ -81,8 +81,11 @@ fn main() -> ExitCode {
                 .context("failed to start the runtime")
                 .and_then(|runtime| {
                     runtime.block_on(async {
-                        let client =
-                            kube::Client::try_default().await.context("failed to configure the Kubernetes client")?;
+                        let protocols = match args.api_http2 {
+                            true => api_client::Protocols::Http2OrHttp1,
+                            false => api_client::Protocols::Http1,
+                        };
+                        let client = api_client::connect(protocols).await?;
                         operator::run(*args, client).await
                     })
                 })
