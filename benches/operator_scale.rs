@@ -2,14 +2,16 @@
 //! plane of the benchmark's own, started by `scripts/control-plane`).
 //!
 //! For each N it measures the time from a KraJob's create request to the arrival of the watch
-//! event of its first Job (p50, p99, max), the operator's peak RSS and CPU seconds, the API
-//! server's CPU seconds, and the requests the API server served by verb and resource (from its
-//! own `/metrics`). Then it completes every Job as the Job controller and kubelet would report it
+//! event of its first Job (p50, p99, max), the operator's peak RSS, CPU seconds and open TCP
+//! sockets (its connections to the API server and its own listener), the API server's CPU
+//! seconds, and the requests the API server served by verb and resource (from its own
+//! `/metrics`). Then it completes every Job as the Job controller and kubelet would report it
 //! (a terminated worker pod with its summary, a `Complete` condition) and measures the time from
 //! each Job's completion to its KraJob's `Succeeded` on a watch, the operator's CPU seconds for
-//! it, and, for both phases, the requests the operator itself made (from the API server's audit
-//! log). A second run has the benchmark create each Job itself right after its KraJob, with no
-//! operator: that is the API server's own ceiling to compare against.
+//! it and its peak RSS over both phases, and, for both phases, the requests the operator itself
+//! made (from the API server's audit log). A second run has the benchmark create each Job itself
+//! right after its KraJob, with no operator: that is the API server's own ceiling to compare
+//! against.
 //!
 //! Run: `cargo bench --bench operator_scale` (N defaults to 100 and 1000; set KRA_BENCH_N=100,500).
 //! The KraJobs are created as fast as 32 requests in flight allow (a burst), or, with
@@ -65,6 +67,25 @@ fn process_usage(pid: u32) -> (f64, f64) {
     (cpu / clock_ticks(), hwm_kb / 1024.0)
 }
 
+/// The TCP sockets a process holds open (its connections to the API server, and its own
+/// listening socket for /metrics), from /proc.
+fn tcp_sockets(pid: u32) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
+        .collect();
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .flat_map(|table| {
+            table.lines().skip(1).filter_map(|l| l.split_whitespace().nth(9).map(str::to_string)).collect::<Vec<_>>()
+        })
+        .filter(|inode| inodes.contains(inode))
+        .count()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
@@ -74,7 +95,8 @@ struct Outcome {
     latencies: Vec<Duration>,
     wall: Duration,
     server_cpu: f64,
-    operator: Option<(f64, f64)>,
+    /// With the operator: its CPU seconds, peak RSS (MiB) and TCP sockets open, after creating.
+    operator: Option<(f64, f64, usize)>,
     requests: Vec<(String, f64)>,
     jobs_at_end: usize,
     /// With the operator: the operator's own requests while the Jobs were created.
@@ -88,6 +110,8 @@ struct Completion {
     wall: Duration,
     operator_cpu: f64,
     operator_requests: Vec<(String, u64)>,
+    /// The operator's peak RSS (MiB) over the creation and the completion.
+    peak_rss: f64,
     /// Then idle: (seconds, operator CPU seconds, the operator's requests).
     idle: (u64, f64, Vec<(String, u64)>),
 }
@@ -248,7 +272,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     let server_cpu = process_usage(server_pid).0 - server_cpu_before;
     let operator_usage = operator.as_ref().and_then(|o| o.pid()).map(|pid| {
         let (cpu, rss) = process_usage(pid);
-        (cpu - operator_cpu_before, rss)
+        (cpu - operator_cpu_before, rss, tcp_sockets(pid))
     });
     let mut requests: Vec<(String, f64)> = request_counts(&cluster)
         .await
@@ -274,14 +298,15 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
             let (latencies, wall) = complete_all(&cluster, n).await;
             // Trailing reconciles (the status write's own watch event) settle.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let operator_cpu = process_usage(pid).0 - cpu_before;
+            let (cpu_after, peak_rss) = process_usage(pid);
+            let operator_cpu = cpu_after - cpu_before;
             let operator_requests = by_count(cluster.operator_requests_since(since).unwrap_or_default());
             let idle_seconds = seconds_setting("KRA_BENCH_IDLE_SECONDS", 30);
             let (idle_cpu, idle_since) = (process_usage(pid).0, jiff::Timestamp::now());
             tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
             let idle_requests = by_count(cluster.operator_requests_since(idle_since).unwrap_or_default());
             let idle = (idle_seconds, process_usage(pid).0 - idle_cpu, idle_requests);
-            Some(Completion { latencies, wall, operator_cpu, operator_requests, idle })
+            Some(Completion { latencies, wall, operator_cpu, operator_requests, peak_rss, idle })
         }
         None => None,
     };
@@ -320,9 +345,9 @@ fn main() {
         for with_operator in [true, false] {
             let outcome = runtime.block_on(run(n, with_operator));
             let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
-            let (cpu, rss) = match outcome.operator {
-                Some((cpu, rss)) => (format!("{cpu:.2}"), format!("{rss:.1} MiB")),
-                None => ("–".into(), "–".into()),
+            let (cpu, rss, sockets) = match outcome.operator {
+                Some((cpu, rss, sockets)) => (format!("{cpu:.2}"), format!("{rss:.1} MiB"), Some(sockets)),
+                None => ("–".into(), "–".into(), None),
             };
             println!(
                 "| {n} | {} | {} | {} | {} | {:.2} s | {cpu} | {rss} | {:.2} |",
@@ -340,17 +365,19 @@ fn main() {
             let listed = |requests: &[(String, u64)]| {
                 requests.iter().map(|(key, count)| format!("{key} {count}")).collect::<Vec<_>>().join(", ")
             };
-            if with_operator {
+            if let Some(sockets) = sockets {
                 println!("|   | the operator's requests while creating | {} |", listed(&outcome.operator_requests));
+                println!("|   | the operator's TCP sockets open after creating | {sockets} |");
             }
             if let Some(done) = &outcome.completion {
                 println!(
-                    "|   | completion: Job complete→KraJob Succeeded p50 {} p99 {} max {}, all after {:.2} s, operator CPU {:.2} s |",
+                    "|   | completion: Job complete→KraJob Succeeded p50 {} p99 {} max {}, all after {:.2} s, operator CPU {:.2} s, peak RSS {:.1} MiB |",
                     ms(percentile(&done.latencies, 0.5)),
                     ms(percentile(&done.latencies, 0.99)),
                     ms(*done.latencies.last().unwrap()),
                     done.wall.as_secs_f64(),
                     done.operator_cpu,
+                    done.peak_rss,
                 );
                 println!("|   | the operator's requests while completing | {} |", listed(&done.operator_requests));
                 let (seconds, cpu, requests) = &done.idle;
