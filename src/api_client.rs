@@ -1,13 +1,16 @@
 //! The operator's client of the Kubernetes API: kube's, configured as kube's own
-//! (`Config::infer`: the in-cluster service account, or `KUBECONFIG`), except that it speaks
-//! HTTP/2 when the API server offers it (as client-go does), so every request and watch shares
-//! one TLS connection instead of one connection per request in flight.
+//! (`Config::infer`: the in-cluster service account, or `KUBECONFIG`), and with `--api-http2`
+//! (off by default) one that speaks HTTP/2 when the API server offers it (as client-go does), so
+//! every request and watch shares one TLS connection instead of one connection per request in
+//! flight.
 //!
 //! Over HTTP/1.1 a burst of reconciles opens a connection for each write in flight (dozens,
 //! each with its TLS state and buffers, on both ends); over HTTP/2 they are streams of one
 //! connection. A connection that stops answering is found by HTTP/2 pings (every 30 s, 15 s to
 //! answer, as client-go's defaults), since nothing else would time out a quiet watch.
-//! `--api-http2=false` keeps kube's own HTTP/1.1 stack, and so does a configured proxy.
+//! Without `--api-http2`, and with a configured proxy, the client is kube's own HTTP/1.1 stack.
+//! HTTP/2 is not the default yet: at 10,000 runs its watches restarted far more often and the
+//! operator spent more CPU and latency than over HTTP/1.1 (docs/benchmarks.md, step 7).
 
 use std::time::Duration;
 

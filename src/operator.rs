@@ -141,9 +141,10 @@ pub struct RunArgs {
     /// for no bound. One run is never reconciled twice at once.
     #[arg(long, env = "KRA_MAX_CONCURRENT_RECONCILES", default_value_t = controller::context::DEFAULT_MAX_CONCURRENT_RECONCILES)]
     pub max_concurrent_reconciles: u16,
-    /// Offer the API server HTTP/2 (used when it accepts, as client-go does: every request and
-    /// watch shares one connection); `false` speaks HTTP/1.1, a connection per request in flight.
-    #[arg(long, env = "KRA_API_HTTP2", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Offer the API server HTTP/2 (used when it accepts: every request and watch shares one
+    /// connection). Off by default: at 10,000 runs it cost more CPU and latency than HTTP/1.1,
+    /// and watches restarted far more often (docs/benchmarks.md).
+    #[arg(long, env = "KRA_API_HTTP2", default_value_t = false, action = clap::ArgAction::Set)]
     pub api_http2: bool,
 }
 
