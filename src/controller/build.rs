@@ -23,6 +23,8 @@ pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
 /// The application every worker belongs to.
 pub const PART_OF: &str = "kra-operator";
+/// What this operator's own labels and annotations begin with (the caches keep only these).
+pub const LABEL_PREFIX: &str = "kra.dev/";
 pub const LABEL_OWNER_KIND: &str = "kra.dev/owner-kind";
 pub const LABEL_OWNER_UID: &str = "kra.dev/owner-uid";
 pub const LABEL_ATTEMPT: &str = "kra.dev/attempt";

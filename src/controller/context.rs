@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use super::events::Recorder;
 use jiff::Timestamp;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 
 use super::budget;
@@ -30,9 +29,9 @@ pub struct Context {
     pub stores: Arc<RwLock<Stores>>,
     /// The Jobs of this operator, as the controllers' Job watches see them: reconciles read
     /// their attempts' Jobs here instead of listing them.
-    pub job_cache: OwnedCache<Job>,
+    pub job_cache: OwnedCache<super::decode::CachedJob>,
     /// The worker Pods of this operator (their termination messages carry the result summary).
-    pub pod_cache: OwnedCache<Pod>,
+    pub pod_cache: OwnedCache<super::decode::WorkerPod>,
     /// The finished Jobs waiting for the Pod cache to show their worker terminated.
     pub cache_waits: super::observe::CacheWaits,
     /// The runs whose status was just written, until the runs' cache shows the write.

@@ -1,17 +1,21 @@
 //! What the controllers' watches decode of each object, read straight from the API server's
 //! JSON: no object's `managedFields` (the API server's record of who set which field, often the
-//! largest part of a small object, which no reconcile reads), of a Job only its state, of a
-//! worker Pod only the worker's termination, and a run decoded once, leniently (an object that
-//! does not decode is kept as its metadata and the error, for `watch.rs` to skip and report).
+//! largest part of a small object, which no reconcile reads), of a Job only its state
+//! ([`CachedJob`]), of a worker Pod only the worker's termination ([`WorkerPod`]), and a run
+//! decoded once, leniently (an object that does not decode is kept as its metadata and the
+//! error, for `watch.rs` to skip and report).
 //!
 //! Reading only these fields is what keeps decoding cheap: the parser steps over the rest
 //! without building it (a Job's Pod template, a Pod's spec, every object's managed fields).
+//! Keeping them in types of their own, not in `Job` and `Pod` with most fields empty, is what
+//! keeps the caches small: those types take 2-2.5 KB each before any field is set.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobCondition, JobSpec, JobStatus};
-use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus};
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, OwnerReference, Time};
 use kube::{Api, Resource};
 use serde::de::{DeserializeOwned, Deserializer};
@@ -42,44 +46,74 @@ struct LeanMeta {
     uid: Option<String>,
 }
 
-/// An object decoded as the caches keep it (see [`Lean<Job>`] and [`Lean<Pod>`]); the type a
-/// watch of `T` decodes into before its events reach the cache as `T`.
-#[derive(Clone, Debug, Serialize)]
-#[serde(transparent)]
-pub struct Lean<T>(pub T);
-
-impl<T: Resource<DynamicType = ()>> Resource for Lean<T> {
-    type DynamicType = ();
-    type Scope = T::Scope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        T::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        T::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        T::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        T::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        self.0.meta()
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        self.0.meta_mut()
-    }
+/// The labels a cache keeps: this operator's own (`kra.dev/`), the ones reconciles and the
+/// caches' indexes read; not the recommended `app.kubernetes.io` labels, the Job controller's
+/// or a user's, which nothing reads back.
+fn own_labels(labels: Option<BTreeMap<String, String>>) -> Option<BTreeMap<String, String>> {
+    let mut labels = labels?;
+    labels.retain(|key, _| key.starts_with(build::LABEL_PREFIX));
+    Some(labels)
 }
 
-/// A Job as the Job cache keeps it: its metadata (labels, annotations, owner), whether it is
-/// suspended, and of its status the conditions and completion time (its state); not its Pod
-/// template, the rest of its spec or its Pod counts, which no reconcile reads.
-impl<'de> Deserialize<'de> for Lean<Job> {
+/// The `Resource` of a cached form: the kind, URL and metadata of the API type it is read as.
+macro_rules! cached_resource {
+    ($cached:ty, $api:ty) => {
+        impl Resource for $cached {
+            type DynamicType = ();
+            type Scope = <$api as Resource>::Scope;
+
+            fn kind(dt: &()) -> Cow<'_, str> {
+                <$api>::kind(dt)
+            }
+            fn group(dt: &()) -> Cow<'_, str> {
+                <$api>::group(dt)
+            }
+            fn version(dt: &()) -> Cow<'_, str> {
+                <$api>::version(dt)
+            }
+            fn plural(dt: &()) -> Cow<'_, str> {
+                <$api>::plural(dt)
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+/// A Job as the Job cache keeps it, read straight from the API server's JSON: its name, owner,
+/// this operator's labels and request-budget annotation, whether it is suspended, and its first
+/// terminal condition (`Complete` or `Failed`, status `True`); not its Pod template, the rest of
+/// its spec or its Pod counts, which no reconcile reads. A few hundred bytes where a decoded
+/// `Job` takes 2.5 KB before any of its fields.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CachedJob {
+    pub metadata: ObjectMeta,
+    pub suspended: bool,
+    pub finished: Option<Finished>,
+    pub completion_time: Option<Timestamp>,
+}
+
+/// A Job's terminal condition, as its status has it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    /// `Complete` (else `Failed`).
+    pub succeeded: bool,
+    pub at: Option<Timestamp>,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+cached_resource!(CachedJob, Job);
+
+impl<'de> Deserialize<'de> for CachedJob {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         struct Wire {
-            #[serde(with = "LeanMeta")]
+            #[serde(with = "LeanMeta", default)]
             metadata: ObjectMeta,
             spec: Option<Spec>,
             status: Option<Status>,
@@ -91,30 +125,75 @@ impl<'de> Deserialize<'de> for Lean<Job> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Status {
-            conditions: Option<Vec<JobCondition>>,
+            conditions: Option<Vec<Condition>>,
             completion_time: Option<Time>,
         }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Condition {
+            #[serde(rename = "type")]
+            type_: String,
+            status: String,
+            reason: Option<String>,
+            message: Option<String>,
+            last_transition_time: Option<Time>,
+        }
         let Wire { metadata, spec, status } = Wire::deserialize(deserializer)?;
-        Ok(Lean(Job {
+        let (conditions, completion_time) = status.map_or((None, None), |s| (s.conditions, s.completion_time));
+        let finished = conditions.into_iter().flatten().find_map(|c| {
+            let succeeded = match c.type_.as_str() {
+                "Complete" => true,
+                "Failed" => false,
+                _ => return None,
+            };
+            (c.status == "True").then(|| Finished {
+                succeeded,
+                at: c.last_transition_time.map(|t| t.0),
+                reason: c.reason,
+                message: c.message,
+            })
+        });
+        let annotations = metadata.annotations.map(|mut annotations| {
+            annotations.retain(|key, _| key == build::ANNOTATION_REQUEST_BUDGET);
+            annotations
+        });
+        let metadata = ObjectMeta {
+            labels: own_labels(metadata.labels),
+            annotations: annotations.filter(|a| !a.is_empty()),
+            ..metadata
+        };
+        Ok(CachedJob {
             metadata,
-            spec: spec.map(|s| JobSpec { suspend: s.suspend, ..Default::default() }),
-            status: status.map(|s| JobStatus {
-                conditions: s.conditions,
-                completion_time: s.completion_time,
-                ..Default::default()
-            }),
-        }))
+            suspended: spec.and_then(|s| s.suspend).unwrap_or(false),
+            finished,
+            completion_time: completion_time.map(|t| t.0),
+        })
     }
 }
 
-/// A worker Pod as the Pod cache keeps it: its name, labels and creation time, and of its
-/// status only the worker container's termination (exit code and message); not its spec, its
-/// annotations, its owner, its conditions or any other container.
-impl<'de> Deserialize<'de> for Lean<Pod> {
+/// A worker Pod as the Pod cache keeps it: its name, this operator's labels and creation time,
+/// and the worker container's termination (exit code and message) once it has terminated; not
+/// its spec, annotations, owner, conditions or any other container.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkerPod {
+    pub metadata: ObjectMeta,
+    pub terminated: Option<Terminated>,
+}
+
+/// How the worker container ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Terminated {
+    pub exit_code: i32,
+    pub message: Option<String>,
+}
+
+cached_resource!(WorkerPod, Pod);
+
+impl<'de> Deserialize<'de> for WorkerPod {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         struct Wire {
-            #[serde(with = "LeanMeta")]
+            #[serde(with = "LeanMeta", default)]
             metadata: ObjectMeta,
             status: Option<Status>,
         }
@@ -130,31 +209,28 @@ impl<'de> Deserialize<'de> for Lean<Pod> {
         }
         #[derive(Deserialize)]
         struct State {
-            terminated: Option<Terminated>,
+            terminated: Option<Wired>,
         }
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
-        struct Terminated {
+        struct Wired {
             exit_code: i32,
             message: Option<String>,
         }
         let Wire { metadata, status } = Wire::deserialize(deserializer)?;
-        let worker = status.and_then(|s| s.container_statuses).and_then(|containers| {
-            let worker = containers.into_iter().find(|c| c.name == build::CONTAINER)?;
-            let terminated = worker.state.and_then(|s| s.terminated).map(|t| ContainerStateTerminated {
-                exit_code: t.exit_code,
-                message: t.message,
-                ..Default::default()
-            });
-            let state = ContainerState { terminated, ..Default::default() };
-            Some(ContainerStatus { name: worker.name, state: Some(state), ..Default::default() })
-        });
-        let metadata = ObjectMeta { annotations: None, owner_references: None, finalizers: None, ..metadata };
-        Ok(Lean(Pod {
-            metadata,
-            spec: None,
-            status: Some(PodStatus { container_statuses: Some(worker.into_iter().collect()), ..Default::default() }),
-        }))
+        let terminated = status
+            .and_then(|s| s.container_statuses)
+            .and_then(|containers| containers.into_iter().find(|c| c.name == build::CONTAINER))
+            .and_then(|worker| worker.state?.terminated)
+            .map(|t| Terminated { exit_code: t.exit_code, message: t.message });
+        let metadata = ObjectMeta {
+            labels: own_labels(metadata.labels),
+            annotations: None,
+            owner_references: None,
+            finalizers: None,
+            ..metadata
+        };
+        Ok(WorkerPod { metadata, terminated })
     }
 }
 
@@ -306,40 +382,55 @@ mod tests {
     use super::*;
     use crate::crd::KraJob;
 
-    /// Decoded from JSON text, as the watch decodes it.
-    fn lean<T>(object: &serde_json::Value) -> Lean<T>
-    where
-        Lean<T>: DeserializeOwned,
-    {
-        serde_json::from_str(&object.to_string()).unwrap()
-    }
-
     #[test]
     fn the_caches_read_what_reconciles_need_and_step_over_the_rest() {
         let managed = serde_json::json!([{"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:status": {}}}]);
         let full = serde_json::json!({
-            "metadata": {"name": "run-1", "labels": {"kra.dev/attempt": "1"}, "annotations": {"kra.dev/request-budget": "{}"},
+            "metadata": {"name": "run-1", "labels": {"kra.dev/attempt": "1", "app.kubernetes.io/name": "kra-collector"},
+                         "annotations": {"kra.dev/request-budget": "{}", "kueue.x-k8s.io/workload": "w"},
                          "ownerReferences": [{"apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "name": "run", "uid": "u", "controller": true}],
                          "managedFields": managed},
             "spec": {"suspend": true, "backoffLimit": 0, "template": {"spec": {"containers": [{"name": "worker", "image": "kra:1"}]}}},
-            "status": {"conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": "2025-05-24T12:00:00Z"}],
+            "status": {"conditions": [
+                           {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": "2025-05-24T11:59:59Z"},
+                           {"type": "Failed", "status": "False", "reason": "NotYet"},
+                           {"type": "Complete", "status": "True", "lastTransitionTime": "2025-05-24T12:00:00Z"}],
                        "succeeded": 1, "ready": 0, "startTime": "2025-05-24T11:59:00Z"},
         });
-        let before = super::super::observe::job_state(&serde_json::from_value::<Job>(full.clone()).unwrap());
-        let Lean(job) = lean::<Job>(&full);
+        let job: CachedJob = serde_json::from_str(&full.to_string()).unwrap();
         assert!(job.metadata.managed_fields.is_none());
-        assert_eq!(job.spec.as_ref().unwrap().template, Default::default(), "no Pod template");
-        assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true), "suspend is kept");
-        assert_eq!(job.spec.as_ref().unwrap().backoff_limit, None, "nor the rest of the spec");
-        assert_eq!(job.status.as_ref().unwrap().succeeded, None, "nor the Pod counts");
-        assert_eq!(super::super::observe::job_state(&job), before, "the state reads the same");
+        assert!(job.suspended, "suspend is kept");
+        let finished = job.finished.as_ref().expect("the first terminal condition that is True");
+        assert!(finished.succeeded);
+        assert_eq!(finished.at, Some("2025-05-24T12:00:00Z".parse().unwrap()));
+        assert_eq!(
+            super::super::observe::job_state(&job),
+            super::super::plan::JobState::Succeeded { at: "2025-05-24T12:00:00Z".parse().unwrap() }
+        );
+        assert_eq!(job.labels().len(), 1, "only the operator's own labels: {:?}", job.labels());
         assert_eq!(job.labels()["kra.dev/attempt"], "1");
+        assert_eq!(job.annotations().len(), 1, "only the request budget: {:?}", job.annotations());
         assert_eq!(job.annotations()["kra.dev/request-budget"], "{}");
-        assert_eq!(job.owner_references()[0].uid, "u");
+        assert_eq!(job.owner_references()[0].uid, "u", "the owner wakes its run");
+        let failed: CachedJob = serde_json::from_value(serde_json::json!({"metadata": {"name": "run-2"},
+            "status": {"completionTime": "2025-05-24T12:00:00Z", "conditions": [{"type": "Failed", "status": "True",
+                       "reason": "DeadlineExceeded", "message": "Job was active longer than specified deadline"}]}}))
+        .unwrap();
+        assert_eq!(
+            super::super::observe::job_state(&failed),
+            super::super::plan::JobState::Failed {
+                at: "2025-05-24T12:00:00Z".parse().unwrap(),
+                reason: "DeadlineExceeded".into(),
+                message: "Job was active longer than specified deadline".into()
+            },
+            "without a transition time, the completion time"
+        );
+        assert!(std::mem::size_of::<CachedJob>() * 4 < std::mem::size_of::<Job>(), "a quarter of a Job at most");
 
         let full = serde_json::json!({
-            "metadata": {"name": "run-1-abc", "labels": {"kra.dev/job": "run-1"}, "managedFields": managed,
-                         "creationTimestamp": "2025-05-24T12:00:00Z", "annotations": {"a": "b"}},
+            "metadata": {"name": "run-1-abc", "labels": {"kra.dev/job": "run-1", "batch.kubernetes.io/job-name": "run-1"},
+                         "managedFields": managed, "creationTimestamp": "2025-05-24T12:00:00Z", "annotations": {"a": "b"},
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "run-1", "uid": "j"}]},
             "spec": {"containers": [{"name": "worker", "image": "kra:1"}]},
             "status": {"phase": "Failed", "conditions": [{"type": "Ready", "status": "False"}],
                        "containerStatuses": [
@@ -349,27 +440,23 @@ mod tests {
                             "state": {"terminated": {"exitCode": 3, "message": "{\"racesFound\":1}", "reason": "Error",
                                                      "finishedAt": "2025-05-24T12:00:00Z"}}}]},
         });
-        let before =
-            super::super::observe::termination(std::iter::once(&serde_json::from_value::<Pod>(full.clone()).unwrap()));
-        assert_eq!(before, Some((3, r#"{"racesFound":1}"#.to_string())));
-        let Lean(pod) = lean::<Pod>(&full);
-        assert!(pod.metadata.managed_fields.is_none() && pod.spec.is_none() && pod.metadata.annotations.is_none());
+        let pod: WorkerPod = serde_json::from_str(&full.to_string()).unwrap();
+        assert!(pod.metadata.managed_fields.is_none() && pod.metadata.annotations.is_none());
+        assert!(pod.metadata.owner_references.is_none());
         assert_eq!(
             super::super::observe::termination(std::iter::once(&pod)),
-            before,
-            "the worker's termination is kept"
+            Some((3, r#"{"racesFound":1}"#.to_string())),
+            "the worker's termination is kept, not the sidecar's"
         );
+        assert_eq!(pod.labels().len(), 1, "only the operator's own labels: {:?}", pod.labels());
         assert_eq!(pod.labels()["kra.dev/job"], "run-1");
-        let status = serde_json::to_value(pod.status.as_ref().unwrap()).unwrap();
-        assert_eq!(
-            status,
-            serde_json::json!({"containerStatuses": [{"name": "worker", "image": "", "imageID": "", "ready": false, "restartCount": 0,
-                                                      "state": {"terminated": {"exitCode": 3, "message": "{\"racesFound\":1}"}}}]}),
-            "nothing else of the status"
-        );
+        assert!(pod.metadata.creation_timestamp.is_some(), "the newest Pod of a Job is the one read");
         // A Pod whose worker has not terminated (or has no status yet) keeps no termination.
-        let Lean(running) = lean::<Pod>(&serde_json::json!({"metadata": {"name": "p"}}));
+        let running: WorkerPod = serde_json::from_value(serde_json::json!({"metadata": {"name": "p"},
+            "status": {"containerStatuses": [{"name": "worker", "state": {"running": {}}}]}}))
+        .unwrap();
         assert_eq!(super::super::observe::termination(std::iter::once(&running)), None);
+        assert!(std::mem::size_of::<WorkerPod>() * 4 < std::mem::size_of::<Pod>(), "a quarter of a Pod at most");
     }
 
     fn krajob(meet: &str) -> serde_json::Value {

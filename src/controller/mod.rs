@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
@@ -46,6 +46,7 @@ use tracing::Instrument;
 
 use apply::{CreateError, Note};
 pub use context::{Clock, Context, FIELD_MANAGER};
+use decode::{CachedJob, WorkerPod};
 pub use error::Error;
 use kind::RunKind;
 use plan::{Action as PlanAction, Permit, PlanInput};
@@ -141,7 +142,7 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     }
     let resolved = resolve(obj, ctx).await?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &run.namespace);
-    let observe::Observation { jobs: observed, recheck_after } = observe_jobs(obj, ctx, &run, &jobs).await?;
+    let observe::Observation { jobs: observed, recheck_after } = observe_jobs(obj, ctx, &run).await?;
     let mut plan = plan_with_budget(obj, ctx, &run, &resolved, &observed);
     plan.status.dates = obj.dates();
     let mut notes = apply_plan(obj, ctx, &run, &jobs, &resolved, &plan).await?;
@@ -227,11 +228,12 @@ async fn observe_jobs<K: RunKind>(
     obj: &K,
     ctx: &Context,
     run: &Run,
-    jobs: &Api<Job>,
 ) -> Result<observe::Observation<K::Summary>, Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    let pods: Api<WorkerPod> = Api::namespaced(ctx.client.clone(), &run.namespace);
+    let jobs: Api<CachedJob> = Api::namespaced(ctx.client.clone(), &run.namespace);
     let cached = ctx.job_cache.owned_by(&run.kind, &run.uid);
-    let sources = observe::Sources { jobs, pods: &pods, pod_cache: &ctx.pod_cache, cache_waits: &ctx.cache_waits };
+    let sources =
+        observe::Sources { jobs: &jobs, pods: &pods, pod_cache: &ctx.pod_cache, cache_waits: &ctx.cache_waits };
     let job_name = |attempt: i32| run.job_name(attempt);
     observe::observe(&sources, cached, &run.uid, obj.run_status(), &job_name, &run.object).await
 }
@@ -387,7 +389,7 @@ fn worker_pod_watch<K: RunKind>(
     let worker_pods = watcher::Config::default().labels(ours);
     let (pods_reader, pods_writer) = reflector::store();
     ctx.pod_cache.add(pods_reader);
-    let pods = watch::lean::<Pod>(&ctx.client, scope, worker_pods.any_semantic());
+    let pods = watcher(api_for::<WorkerPod>(&ctx.client, scope), worker_pods.any_semantic());
     reflector(pods_writer, pods)
         .default_backoff()
         .inspect(ctx.watch_synced("pods"))
@@ -452,7 +454,7 @@ pub fn controller<K: RunKind>(
     let owned_jobs = watcher::Config::default().labels(&ours);
     // The Job watch both wakes the owners of changed Jobs and fills the cache reconciles read.
     let (jobs_reader, jobs_writer) = reflector::store();
-    let jobs = watch::lean::<Job>(&ctx.client, &scope, owned_jobs.any_semantic());
+    let jobs = watcher(api_for::<CachedJob>(&ctx.client, &scope), owned_jobs.any_semantic());
     let job_events = reflector(jobs_writer, jobs)
         .default_backoff()
         .inspect(ctx.watch_synced("jobs"))

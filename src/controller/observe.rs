@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::build::{CONTAINER, LABEL_ATTEMPT, LABEL_GENERATION, LABEL_JOB, LABEL_OWNER_UID};
+use super::build::{LABEL_ATTEMPT, LABEL_GENERATION, LABEL_JOB, LABEL_OWNER_UID};
+use super::decode::{CachedJob, WorkerPod};
 use super::error::Error;
 use super::plan::{JobState, ObservedJob};
 use crate::crd::{AttemptOutcome, RunStatus};
@@ -23,32 +22,21 @@ use crate::crd::{AttemptOutcome, RunStatus};
 const MAX_SUMMARY_BYTES: usize = 4096;
 
 /// The state of a Job from its spec and status. Only the terminal `Complete` and `Failed`
-/// conditions count: `SuccessCriteriaMet` and `FailureTarget` come before the pods are gone.
-pub fn job_state(job: &Job) -> JobState {
-    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
-    for condition in conditions.into_iter().flatten() {
-        if condition.status != "True" {
-            continue;
-        }
-        let at = condition
-            .last_transition_time
-            .as_ref()
-            .map(|t| t.0)
-            .or_else(|| job.status.as_ref().and_then(|s| s.completion_time.as_ref()).map(|t| t.0))
-            .unwrap_or_else(Timestamp::now);
-        match condition.type_.as_str() {
-            "Complete" => return JobState::Succeeded { at },
-            "Failed" => {
-                return JobState::Failed {
-                    at,
-                    reason: condition.reason.clone().unwrap_or_else(|| "JobFailed".into()),
-                    message: condition.message.clone().unwrap_or_default(),
-                };
-            }
-            _ => {}
-        }
+/// conditions count (the cache keeps the first that is `True`): `SuccessCriteriaMet` and
+/// `FailureTarget` come before the pods are gone.
+pub fn job_state(job: &CachedJob) -> JobState {
+    if let Some(finished) = &job.finished {
+        let at = finished.at.or(job.completion_time).unwrap_or_else(Timestamp::now);
+        return match finished.succeeded {
+            true => JobState::Succeeded { at },
+            false => JobState::Failed {
+                at,
+                reason: finished.reason.clone().unwrap_or_else(|| "JobFailed".into()),
+                message: finished.message.clone().unwrap_or_default(),
+            },
+        };
     }
-    if job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false) { JobState::Suspended } else { JobState::Active }
+    if job.suspended { JobState::Suspended } else { JobState::Active }
 }
 
 /// Parse a worker's termination message into its result summary.
@@ -116,9 +104,9 @@ impl CacheWaits {
 /// Where observations come from: the API (for what a cache does not hold yet) and the worker
 /// Pod cache.
 pub struct Sources<'a> {
-    pub jobs: &'a Api<Job>,
-    pub pods: &'a Api<Pod>,
-    pub pod_cache: &'a super::stores::OwnedCache<Pod>,
+    pub jobs: &'a Api<CachedJob>,
+    pub pods: &'a Api<WorkerPod>,
+    pub pod_cache: &'a super::stores::OwnedCache<WorkerPod>,
     pub cache_waits: &'a CacheWaits,
 }
 
@@ -137,19 +125,9 @@ enum Summary<R> {
 
 /// The exit code and termination message of a Job's newest worker Pod, if its container has
 /// terminated.
-pub(super) fn termination<'p>(pods: impl Iterator<Item = &'p Pod>) -> Option<(i32, String)> {
+pub(super) fn termination<'p>(pods: impl Iterator<Item = &'p WorkerPod>) -> Option<(i32, String)> {
     let newest = pods.max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
-    let terminated = newest
-        .status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .iter()
-        .find(|c| c.name == CONTAINER)?
-        .state
-        .as_ref()?
-        .terminated
-        .as_ref()?;
+    let terminated = newest.terminated.as_ref()?;
     Some((terminated.exit_code, terminated.message.clone().unwrap_or_default()))
 }
 
@@ -190,7 +168,7 @@ async fn read_summary<R: DeserializeOwned>(
 /// up. Returns the attempts still waiting.
 async fn running_jobs_missing_from_cache(
     sources: &Sources<'_>,
-    items: &mut Vec<Job>,
+    items: &mut Vec<CachedJob>,
     running: &[i32],
     owner_uid: &str,
     job_name: &(dyn Fn(i32) -> String + Sync),
@@ -227,13 +205,13 @@ async fn running_jobs_missing_from_cache(
 /// [`JobState::Missing`]. So a stale cache can delay an observation, never invent a deletion.
 pub async fn observe<R: DeserializeOwned>(
     sources: &Sources<'_>,
-    cached: Vec<Arc<Job>>,
+    cached: Vec<Arc<CachedJob>>,
     owner_uid: &str,
     status: Option<&RunStatus<R>>,
     job_name: &(dyn Fn(i32) -> String + Sync),
     object: &str,
 ) -> Result<Observation<R>, Error> {
-    let mut items: Vec<Job> = cached.iter().map(|job| Job::clone(job)).collect();
+    let mut items: Vec<CachedJob> = cached.iter().map(|job| CachedJob::clone(job)).collect();
     let running: Vec<i32> = status
         .map(|s| s.attempts.iter().filter(|a| a.outcome == AttemptOutcome::Running).map(|a| a.number).collect())
         .unwrap_or_default();
@@ -312,7 +290,7 @@ mod tests {
     use crate::crd::CollectionSummary;
     use serde_json::json;
 
-    fn job(value: serde_json::Value) -> Job {
+    fn job(value: serde_json::Value) -> CachedJob {
         serde_json::from_value(value).unwrap()
     }
 

@@ -153,8 +153,20 @@ impl RunsSource for RwLock<Stores> {
     }
 }
 
-/// The objects of an index: by a label's value, every object that carries it.
-type Index<T> = Arc<RwLock<std::collections::HashMap<String, std::collections::HashSet<ObjectRef<T>>>>>;
+/// The objects of an index: by a label's value, every object that carries it (as its name and
+/// namespace: a key of its store). A value has one object or a few (a run's attempts, a Job's
+/// Pods), so a list holds them in less memory than a set.
+type Index<T> = Arc<RwLock<std::collections::HashMap<String, Vec<ObjectRef<T>>>>>;
+
+/// An object's key in its store, without the resource version and UID an `ObjectRef` may carry
+/// (which keys ignore).
+fn key_of<T: Resource<DynamicType = ()>>(object: &T) -> ObjectRef<T> {
+    let key = ObjectRef::new(object.meta().name.as_deref().unwrap_or_default());
+    match object.meta().namespace.as_deref() {
+        Some(namespace) => key.within(namespace),
+        None => key,
+    }
+}
 
 /// The caches of one child kind (Jobs, worker Pods or ConfigMaps) of every running controller
 /// (one per kind and watched namespace), read by owner. Filled by the controllers' watches;
@@ -199,13 +211,18 @@ impl<T: Resource<DynamicType = ()> + Clone + 'static> OwnedCache<T> {
             match event {
                 Event::Apply(object) | Event::InitApply(object) => {
                     if let Some(value) = object.labels().get(*label) {
-                        index.entry(value.clone()).or_default().insert(ObjectRef::from_obj(object));
+                        let key = key_of(object);
+                        let objects = index.entry(value.clone()).or_default();
+                        if !objects.contains(&key) {
+                            objects.push(key);
+                        }
                     }
                 }
                 Event::Delete(object) => {
                     let Some(value) = object.labels().get(*label) else { return };
                     if let Some(objects) = index.get_mut(value) {
-                        objects.remove(&ObjectRef::from_obj(object));
+                        let key = key_of(object);
+                        objects.retain(|o| *o != key);
                         if objects.is_empty() {
                             index.remove(value);
                         }
@@ -224,7 +241,8 @@ impl<T: Resource<DynamicType = ()> + Clone + 'static> OwnedCache<T> {
     }
 
     /// The cached objects whose labels hold every `(key, value)` given: from the index when
-    /// one of the keys is the cache's label, else by looking at every cached object.
+    /// one of the keys is the cache's label, else by looking at every cached object. The Job
+    /// and Pod caches keep only this operator's own labels (`decode.rs`): ask them for those.
     pub fn labelled(&self, wanted: &[(&str, &str)]) -> Vec<Arc<T>> {
         let matches = |object: &Arc<T>| {
             let labels = object.labels();

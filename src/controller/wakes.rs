@@ -23,8 +23,8 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
+use super::decode::CachedJob;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::batch::v1::Job;
 use kube::Resource;
 use kube::runtime::watcher::{self, Event};
 
@@ -99,7 +99,7 @@ pub fn run_digest<K: Resource>(run: &K) -> u64 {
 }
 
 /// What a reconcile reads from a Job: its state.
-pub fn job_digest(job: &Job) -> u8 {
+pub fn job_digest(job: &CachedJob) -> u8 {
     match job_state(job) {
         JobState::Active => 0,
         JobState::Suspended => 1,
@@ -158,15 +158,17 @@ pub fn runs<K: Resource>(awaited: impl Fn(&K) -> bool + Send + 'static) -> Rule<
 }
 
 /// The rule for a kind's Jobs.
-pub fn jobs() -> Rule<Job, u8> {
-    Rule { digest: job_digest, unseen: Some(job_digest(&Job::default())), deletions: true, also: Box::new(|_| false) }
+pub fn jobs() -> Rule<CachedJob, u8> {
+    Rule {
+        digest: job_digest,
+        unseen: Some(job_digest(&CachedJob::default())),
+        deletions: true,
+        also: Box::new(|_| false),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::batch::v1::{JobCondition, JobSpec, JobStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
     use super::*;
     use crate::crd::KraJob;
 
@@ -181,19 +183,16 @@ mod tests {
         .unwrap()
     }
 
-    fn job(uid: &str, condition: Option<&str>, suspend: bool) -> Job {
-        Job {
-            metadata: ObjectMeta { name: Some(format!("job-{uid}")), uid: Some(uid.into()), ..Default::default() },
-            spec: Some(JobSpec { suspend: Some(suspend), ..Default::default() }),
-            status: condition.map(|type_| JobStatus {
-                conditions: Some(vec![JobCondition {
-                    type_: type_.into(),
-                    status: "True".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-        }
+    /// Decoded as the Job watch decodes it, from the API server's JSON.
+    fn job(uid: &str, condition: Option<&str>, suspend: bool) -> CachedJob {
+        let conditions: Vec<_> =
+            condition.into_iter().map(|type_| serde_json::json!({"type": type_, "status": "True"})).collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("job-{uid}"), "uid": uid},
+            "spec": {"suspend": suspend},
+            "status": {"conditions": conditions},
+        }))
+        .unwrap()
     }
 
     async fn woken<K: Resource + Send + 'static, D: PartialEq + Send + 'static>(

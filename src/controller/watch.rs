@@ -18,7 +18,7 @@ use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use super::decode::{Lean, Lenient};
+use super::decode::Lenient;
 use super::undecodable::{ObjectKey, Seen, Undecodable};
 
 /// Where the controllers watch.
@@ -48,28 +48,6 @@ where
         Scope::AllNamespaces => Api::all(client.clone()),
         Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
     }
-}
-
-/// A watch of `T` decoded as its cache keeps it (`decode.rs`: [`Lean`]).
-pub fn lean<T>(
-    client: &Client,
-    scope: &Scope,
-    config: watcher::Config,
-) -> impl Stream<Item = Result<Event<T>, watcher::Error>> + Send + 'static + use<T>
-where
-    T: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + std::fmt::Debug,
-    T: Send + Sync + 'static,
-    Lean<T>: DeserializeOwned,
-{
-    watcher(api_for::<Lean<T>>(client, scope), config).map(|event| {
-        event.map(|event| match event {
-            Event::Init => Event::Init,
-            Event::InitDone => Event::InitDone,
-            Event::InitApply(Lean(object)) => Event::InitApply(object),
-            Event::Apply(Lean(object)) => Event::Apply(object),
-            Event::Delete(Lean(object)) => Event::Delete(object),
-        })
-    })
 }
 
 /// A watch of kind `K` that skips the objects it cannot decode and tells `undecodable` of

@@ -600,7 +600,18 @@ impl Operator {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kra-operator"))
+        // A profiler to run the operator under (benchmarks only): `KRA_TEST_OPERATOR_WRAPPER="heaptrack -o /tmp/op"`.
+        let program = env!("CARGO_BIN_EXE_kra-operator");
+        let wrapper = std::env::var("KRA_TEST_OPERATOR_WRAPPER").unwrap_or_default();
+        let mut command = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
+            Some((first, rest)) => {
+                let mut command = Command::new(first);
+                command.args(rest).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        let child = command
             .args(&self.args)
             .args(["--http-addr", &format!("127.0.0.1:{}", self.port), "--identity", &self.identity])
             .env("KUBECONFIG", &self.kubeconfig)
