@@ -141,11 +141,12 @@ pub struct RunArgs {
     /// for no bound. One run is never reconciled twice at once.
     #[arg(long, env = "KRA_MAX_CONCURRENT_RECONCILES", default_value_t = controller::context::DEFAULT_MAX_CONCURRENT_RECONCILES)]
     pub max_concurrent_reconciles: u16,
-    /// Offer the API server HTTP/2 (used when it accepts: every request and watch shares one
-    /// connection). Off by default: at 10,000 runs it cost more CPU and latency than HTTP/1.1,
-    /// and watches restarted far more often (docs/benchmarks.md).
-    #[arg(long, env = "KRA_API_HTTP2", default_value_t = false, action = clap::ArgAction::Set)]
-    pub api_http2: bool,
+    /// Where to offer the API server HTTP/2: `off` (kube's HTTP/1.1 stack: a connection per
+    /// request in flight), `requests` (every request but the watches shares one HTTP/2
+    /// connection; the watches keep a connection each over HTTP/1.1) or `all` (watches too;
+    /// at 10,000 runs its watches restarted far more often: docs/benchmarks.md).
+    #[arg(long, env = "KRA_API_HTTP2", value_enum, default_value = "off")]
+    pub api_http2: crate::api_client::Protocols,
 }
 
 fn parse_secret_key(value: &str) -> Result<SecretKeyRef, String> {

@@ -9,6 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -164,6 +165,29 @@ async fn the_operator_client_speaks_http2_to_the_api_server_and_http1_when_told(
     leases.list(&Default::default()).await.expect("LIST leases over HTTP/2");
     let http1 = build(config().await, Protocols::Http1).unwrap();
     assert_eq!(version_spoken(&http1).await, http::Version::HTTP_11);
+    // Split: requests over HTTP/2, watches over kube's HTTP/1.1 stack.
+    let split = build(config().await, Protocols::Http2ForRequests).unwrap();
+    assert_eq!(version_spoken(&split).await, http::Version::HTTP_2);
+    let leases: Api<Lease> = Api::namespaced(split.clone(), &cluster.namespace);
+    leases.list(&Default::default()).await.expect("LIST leases over the split client");
+    let watch =
+        format!("/apis/coordination.k8s.io/v1/namespaces/{}/leases?watch=true&timeoutSeconds=1", cluster.namespace);
+    let response =
+        split.send(http::Request::get(watch).body(Vec::new()).unwrap().map(Into::into)).await.expect("WATCH");
+    assert!(response.status().is_success(), "WATCH leases: {}", response.status());
+    assert_eq!(response.version(), http::Version::HTTP_11, "a watch keeps a connection of its own");
+    let mut events = leases.watch(&Default::default(), "0").await.expect("a typed watch over the split client").boxed();
+    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "split-client"}})).unwrap();
+    leases.create(&PostParams::default(), &lease).await.expect("CREATE over HTTP/2");
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = events.try_next().await.expect("the watch reads") {
+            if matches!(&event, kube::api::WatchEvent::Added(l) if l.metadata.name.as_deref() == Some("split-client")) {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(seen.await.unwrap_or(false), "the watch saw the Lease created over the other connection");
 }
 
 #[tokio::test]

@@ -81,11 +81,7 @@ fn main() -> ExitCode {
                 .context("failed to start the runtime")
                 .and_then(|runtime| {
                     runtime.block_on(async {
-                        let protocols = match args.api_http2 {
-                            true => api_client::Protocols::Http2OrHttp1,
-                            false => api_client::Protocols::Http1,
-                        };
-                        let client = api_client::connect(protocols).await?;
+                        let client = api_client::connect(args.api_http2).await?;
                         operator::run(*args, client).await
                     })
                 })
