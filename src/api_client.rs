@@ -156,3 +156,22 @@ pub async fn connect(protocols: Protocols) -> anyhow::Result<Client> {
     let config = Config::infer().await.context("failed to find the Kubernetes client's configuration")?;
     build(config, protocols)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_watch;
+
+    fn request(uri: &str) -> http::Request<()> {
+        http::Request::get(uri).body(()).unwrap()
+    }
+
+    #[test]
+    fn only_a_watch_parameter_makes_a_watch() {
+        assert!(is_watch(&request("/api/v1/namespaces/a/pods?labelSelector=x&watch=true&resourceVersion=7")));
+        assert!(is_watch(&request("/api/v1/pods?watch=1")));
+        // A LIST, or a parameter that only contains the word, is a request like any other.
+        assert!(!is_watch(&request("/api/v1/pods?allowWatchBookmarks=true&limit=500")));
+        assert!(!is_watch(&request("/api/v1/pods?watch=false")));
+        assert!(!is_watch(&request("/apis/kra.dev/v1alpha1/namespaces/a/krajobs/watch-me/status")));
+    }
+}
