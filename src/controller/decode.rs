@@ -285,7 +285,13 @@ impl<'de, K: Resource + DeserializeOwned> Deserialize<'de> for Lenient<K> {
             spec: Option<Box<RawValue>>,
             status: Option<Box<RawValue>>,
         }
-        let Wire { metadata, spec, status } = Wire::deserialize(deserializer)?;
+        let Wire { mut metadata, spec, status } = Wire::deserialize(deserializer)?;
+        // Of the annotations only the operator's own: `kubectl apply` keeps the whole manifest
+        // in one (`kubectl.kubernetes.io/last-applied-configuration`), which would double
+        // what the cache holds of every run applied that way.
+        if let Some(annotations) = &mut metadata.annotations {
+            annotations.retain(|key, _| key.starts_with(build::LABEL_PREFIX));
+        }
         let mut body = String::with_capacity(
             32 + spec.as_ref().map_or(0, |s| s.get().len()) + status.as_ref().map_or(0, |s| s.get().len()),
         );
@@ -464,6 +470,8 @@ mod tests {
             "apiVersion": "kra.dev/v1alpha1", "kind": "KraJob",
             "metadata": {"name": "run", "namespace": "racing", "uid": "u-1", "resourceVersion": "7", "generation": 2,
                          "labels": {"team": "a"},
+                         "annotations": {"kra.dev/run-now": "2025-05-24T00:00:00Z",
+                                         "kubectl.kubernetes.io/last-applied-configuration": "{\"kind\":\"KraJob\"}"},
                          "managedFields": [{"manager": "kra-operator", "operation": "Apply", "fieldsV1": {"f:status": {}}}]},
             "spec": {"action": "CollectResults", "meet": meet, "date": "2025-05-24",
                      "apiKeySecretRef": {"name": "kra-api", "key": "serviceKey"}},
@@ -479,7 +487,10 @@ mod tests {
         assert!(run.metadata.managed_fields.is_none());
         let mut expected = full.clone();
         expected.metadata.managed_fields = None;
+        expected.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
         assert_eq!(serde_json::to_value(&run).unwrap(), serde_json::to_value(&expected).unwrap());
+        assert_eq!(run.annotations().len(), 1, "only the operator's own annotations: {:?}", run.annotations());
+        assert_eq!(run.labels()["team"], "a", "every label is kept");
 
         // A racecourse this build does not know: the metadata and the error, not a failed page.
         let page = serde_json::json!({"apiVersion": "kra.dev/v1alpha1", "kind": "KraJobList", "metadata": {},
