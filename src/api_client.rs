@@ -151,6 +151,7 @@ impl tower::Service<http::Request<Body>> for Split {
         if is_watch(&request) { self.watches.call(request) } else { self.requests.call(request) }
     }
 }
+
 /// The client for the inferred configuration (in-cluster, or `KUBECONFIG`).
 pub async fn connect(protocols: Protocols) -> anyhow::Result<Client> {
     let config = Config::infer().await.context("failed to find the Kubernetes client's configuration")?;
