@@ -180,6 +180,26 @@ async fn complete_all(cluster: &Cluster, n: usize) -> (Vec<Duration>, Duration) 
     (latencies, wall)
 }
 
+/// Wait (a minute at most) until the operator has sent, or given up on, `events` Events in all:
+/// a reconcile queues its Events and the operator sends them a moment later, and a phase's CPU
+/// and requests include its own. An operator without `kra_operator_events_total` (a build
+/// before the queue) sent them within the reconcile: no wait.
+async fn events_sent(operator: &Operator, events: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = operator.metrics().await;
+        let samples: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("kra_operator_events_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        if samples.is_empty() || samples.iter().sum::<f64>() >= events || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The API server's `apiserver_request_total`, summed by verb and resource (with subresource).
 async fn request_counts(cluster: &Cluster) -> HashMap<String, f64> {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
@@ -260,6 +280,9 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     }
     let wall = started.elapsed();
     watch.abort();
+    if let Some(operator) = &operator {
+        events_sent(operator, n as f64).await;
+    }
     // Every attempt is one Job: more Jobs than KraJobs would be a run started twice.
     let jobs_at_end = cluster.api::<Job>().list(&Default::default()).await.expect("list the Jobs").items.len();
     let seen = std::mem::take(&mut *seen.lock().unwrap());
@@ -298,6 +321,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
             let (latencies, wall) = complete_all(&cluster, n).await;
             // Trailing reconciles (the status write's own watch event) settle.
             tokio::time::sleep(Duration::from_secs(2)).await;
+            events_sent(operator, 2.0 * n as f64).await;
             let (cpu_after, peak_rss) = process_usage(pid);
             let operator_cpu = cpu_after - cpu_before;
             let operator_requests = by_count(cluster.operator_requests_since(since).unwrap_or_default());

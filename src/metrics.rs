@@ -26,6 +26,11 @@ pub struct KindOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindCategory {
     pub kind: &'static str,
     pub category: &'static str,
@@ -168,6 +173,8 @@ pub struct Metrics {
     /// The configured daily quota of one KRA API key (requests per KRA day).
     pub kra_api_daily_quota: Gauge,
     pub undecodable_objects: Family<KindLabel, Counter>,
+    /// Events by outcome: published, failed (the API server refused it), dropped (not sent).
+    pub events: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -184,6 +191,7 @@ impl Metrics {
             leader: Gauge::default(),
             kra_api_daily_quota: Gauge::default(),
             undecodable_objects: Family::default(),
+            events: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("kra_operator");
         registry.register("reconciles", "Reconciles by kind and outcome (success, error).", metrics.reconciles.clone());
@@ -213,11 +221,19 @@ impl Metrics {
             "Watched objects skipped because they could not be decoded, by kind (see the operator's warnings).",
             metrics.undecodable_objects.clone(),
         );
+        registry.register(
+            "events",
+            "Kubernetes Events by outcome: published, failed (the API server refused it), dropped (the queue of Events to send was full).",
+            metrics.events.clone(),
+        );
         registry.register_collector(Box::new(RunsCollector { source: runs, max_key_series }));
         // Served at 0 from the start, so that "none yet" is a series (an alert or a dashboard's
         // increase() sees the first one) rather than an absent metric.
         for kind in ["krajob", "evaluationrun"] {
             drop(metrics.undecodable_objects.get_or_create(&KindLabel { kind }));
+        }
+        for outcome in ["published", "failed", "dropped"] {
+            drop(metrics.events.get_or_create(&OutcomeLabel { outcome }));
         }
         Arc::new(metrics)
     }
@@ -233,6 +249,11 @@ impl Metrics {
 
     pub fn undecodable(&self, kind: &'static str) {
         self.undecodable_objects.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// One Event published, failed or dropped (`controller::events`).
+    pub fn event(&self, outcome: &'static str) {
+        self.events.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     pub fn attempt(&self, kind: &'static str, outcome: &'static str) {

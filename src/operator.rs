@@ -362,47 +362,19 @@ async fn run_controllers(
     lost: Option<watch::Receiver<bool>>,
 ) {
     let (client, identity) = (&shared.client, shared.identity.as_str());
-    let recorder = controller::events::Recorder::new(client.clone(), "kra-operator", identity);
-    let mut ctx = Context::new(
+    let (recorder, event_sender) = controller::events::Recorder::new(
         client.clone(),
-        WorkerDefaults {
-            image: args.worker_image.clone(),
-            image_pull_policy: args.worker_image_pull_policy.clone(),
-            database_secret: args.default_database_secret.clone(),
-            service_account_name: args.worker_service_account.clone(),
-            job_managed_by: args.job_managed_by.clone(),
-            resources: controller::resources::defaults(&args.worker_requests, &args.worker_limits),
-            image_pull_secrets: args.worker_image_pull_secrets.iter().filter(|s| !s.is_empty()).cloned().collect(),
-            otlp_endpoint: worker_otlp_endpoint(args),
-            mlflow: args.default_mlflow_tracking_uri.as_ref().map(|uri| DefaultMlflow {
-                tracking_uri: uri.clone(),
-                experiment: args.default_mlflow_experiment.clone(),
-            }),
-            kra_api_base_url: args.kra_api_base_url.clone(),
-            policy: Policy {
-                allowed_images: args.allowed_worker_images.clone(),
-                allowed_service_accounts: args.allowed_service_accounts.clone(),
-                allow_http_llm_endpoints: args.allow_http_llm_endpoints,
-                allowed_llm_hosts: args.allowed_llm_hosts.clone(),
-            },
-        },
+        "kra-operator",
+        identity,
         shared.metrics.clone(),
-        shared.stores.clone(),
-        recorder,
-        Duration::from_secs(args.resync_seconds),
+        controller::events::QUEUE_CAPACITY,
     );
-    ctx.budgets = controller::budget::Budgets::new(controller::budget::Quota {
-        requests_per_second: args.kra_api_requests_per_second,
-        requests_per_day: args.kra_api_requests_per_day,
-        max_requests_per_run: args.kra_api_max_requests_per_run,
-        max_concurrent_jobs: args.kra_api_max_concurrent_jobs.max(1),
-    });
-    ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
-    if let Some(path) = &args.clock_file {
-        ctx.clock = controller::Clock::File(path.clone());
-    }
-    let (undecodable, reports) = controller::undecodable::Undecodable::new();
-    ctx.undecodable = Arc::new(undecodable);
+    // The Events reconciles queue are sent until the controllers have stopped, then the rest.
+    let (close_events, events_closed) = tokio::sync::oneshot::channel::<()>();
+    let events = tokio::spawn(event_sender.run(async move {
+        let _ = events_closed.await;
+    }));
+    let (ctx, reports) = context(args, shared, recorder);
     let ctx = Arc::new(ctx);
     // Both controllers stop on the same signal.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -446,6 +418,10 @@ async fn run_controllers(
             }
         }
     }
+    let _ = close_events.send(());
+    if tokio::time::timeout(EVENTS_FLUSH, events).await.is_err() {
+        tracing::warn!("stopped before every queued Event was sent");
+    }
     if lost.is_some_and(|l| *l.borrow()) {
         tracing::error!("controllers stopped: leadership lost");
     }
@@ -453,6 +429,58 @@ async fn run_controllers(
         *stores = Default::default();
     }
 }
+
+/// The reconcilers' shared state, from the options; and where undecodable objects are reported.
+fn context(
+    args: &RunArgs,
+    shared: &Shared,
+    recorder: controller::events::Recorder,
+) -> (Context, tokio::sync::mpsc::UnboundedReceiver<controller::undecodable::Report>) {
+    let mut ctx = Context::new(
+        shared.client.clone(),
+        WorkerDefaults {
+            image: args.worker_image.clone(),
+            image_pull_policy: args.worker_image_pull_policy.clone(),
+            database_secret: args.default_database_secret.clone(),
+            service_account_name: args.worker_service_account.clone(),
+            job_managed_by: args.job_managed_by.clone(),
+            resources: controller::resources::defaults(&args.worker_requests, &args.worker_limits),
+            image_pull_secrets: args.worker_image_pull_secrets.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            otlp_endpoint: worker_otlp_endpoint(args),
+            mlflow: args.default_mlflow_tracking_uri.as_ref().map(|uri| DefaultMlflow {
+                tracking_uri: uri.clone(),
+                experiment: args.default_mlflow_experiment.clone(),
+            }),
+            kra_api_base_url: args.kra_api_base_url.clone(),
+            policy: Policy {
+                allowed_images: args.allowed_worker_images.clone(),
+                allowed_service_accounts: args.allowed_service_accounts.clone(),
+                allow_http_llm_endpoints: args.allow_http_llm_endpoints,
+                allowed_llm_hosts: args.allowed_llm_hosts.clone(),
+            },
+        },
+        shared.metrics.clone(),
+        shared.stores.clone(),
+        recorder,
+        Duration::from_secs(args.resync_seconds),
+    );
+    ctx.budgets = controller::budget::Budgets::new(controller::budget::Quota {
+        requests_per_second: args.kra_api_requests_per_second,
+        requests_per_day: args.kra_api_requests_per_day,
+        max_requests_per_run: args.kra_api_max_requests_per_run,
+        max_concurrent_jobs: args.kra_api_max_concurrent_jobs.max(1),
+    });
+    ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
+    if let Some(path) = &args.clock_file {
+        ctx.clock = controller::Clock::File(path.clone());
+    }
+    let (undecodable, reports) = controller::undecodable::Undecodable::new();
+    ctx.undecodable = Arc::new(undecodable);
+    (ctx, reports)
+}
+
+/// How long a stopping operator waits at most for its queued Events to be sent.
+const EVENTS_FLUSH: Duration = Duration::from_secs(5);
 
 /// Where workers send traces: the option, else the operator's own endpoint while it traces.
 fn worker_otlp_endpoint(args: &RunArgs) -> Option<String> {

@@ -7,15 +7,20 @@
 
 mod support;
 
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kra_operator::controller::events::Recorder;
+use kra_operator::controller::stores::Stores;
 use kra_operator::crd::{KraJob, Phase};
+use kra_operator::metrics::{Metrics, OutcomeLabel};
 use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::events::{Event, EventType};
 use kube::{Api, Client, Config, ResourceExt};
 use serde_json::{Value, json};
 use support::{Cluster, Operator, RbacMode, WAIT, wait_until};
@@ -129,6 +134,46 @@ async fn status_written_by_server_side_apply_keeps_its_fields_beside_other_manag
 }
 
 /// A client acting as the operator does: the chart's ServiceAccount with the chart's RBAC.
+/// Reconciles queue their Events and the recorder's own senders create them: what was queued
+/// before the sender is closed is on the API server when it returns, and an Event that finds
+/// the queue full, or closed, is dropped; each counted by outcome.
+#[tokio::test]
+async fn queued_events_are_created_before_the_sender_stops_and_a_full_queue_drops_new_ones() {
+    let cluster = Cluster::start().await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::new(&mut registry, Arc::new(RwLock::new(Stores::default())), 20);
+    let (recorder, sender) = Recorder::new(cluster.client.clone(), "kra-operator", "replica-a", metrics.clone(), 3);
+    let regarding = ObjectReference {
+        kind: Some("KraJob".into()),
+        name: Some("noted".into()),
+        namespace: Some(cluster.namespace.clone()),
+        ..Default::default()
+    };
+    let event = |reason: &str| Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some("a note".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    // Nothing sends yet: three fit the queue, the fourth does not.
+    for reason in ["First", "Second", "Third"] {
+        assert!(recorder.publish(&event(reason), &regarding), "{reason} was dropped");
+    }
+    assert!(!recorder.publish(&event("Fourth"), &regarding), "a full queue took a new Event");
+    // Closed at once, the sender still creates the three queued before it returns.
+    tokio::time::timeout(WAIT, sender.run(async {})).await.expect("the sender returns once its queue is empty");
+    assert!(!recorder.publish(&event("Late"), &regarding), "a stopped sender's queue took a new Event");
+
+    let events: Api<k8s_openapi::api::events::v1::Event> = cluster.api();
+    let mut reasons: Vec<String> =
+        events.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["First", "Second", "Third"]);
+    let counted = |outcome: &'static str| metrics.events.get_or_create(&OutcomeLabel { outcome }).get();
+    assert_eq!((counted("published"), counted("failed"), counted("dropped")), (3, 0, 2));
+}
+
 async fn operator_client(cluster: &Cluster, release: &str, mode: RbacMode) -> Client {
     let path = cluster.operator_kubeconfig(release, std::slice::from_ref(&cluster.namespace), mode).await;
     let config = Config::from_custom_kubeconfig(Kubeconfig::read_from(&path).unwrap(), &KubeConfigOptions::default())

@@ -674,10 +674,13 @@ async fn metrics_and_health_report_real_state_with_bounded_labels() {
     assert_eq!(support::http_get_status(&operator.url("/livez")).await.unwrap().0, 200);
 
     // Events with stable reasons on transitions.
+    // (Queued by the reconcile, sent a moment later by the recorder's senders.)
     let events: Api<k8s_openapi::api::events::v1::Event> = cluster.api();
-    let reasons: Vec<String> =
-        events.list(&Default::default()).await.unwrap().items.into_iter().filter_map(|e| e.reason).collect();
-    assert!(reasons.iter().any(|r| r == "JobCreated"), "events: {reasons:?}");
+    wait_until("a JobCreated Event", WAIT, || async {
+        let list = events.list(&Default::default()).await.ok()?.items;
+        list.iter().any(|e| e.reason.as_deref() == Some("JobCreated")).then_some(())
+    })
+    .await;
 
     // Graceful shutdown releases the Lease.
     operator.stop().await;

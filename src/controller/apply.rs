@@ -93,9 +93,9 @@ where
     Ok(true)
 }
 
-/// Log and publish Events about one object. An Event is a courtesy: a failure to publish one
-/// is logged and does not fail the reconcile.
-pub async fn publish(ctx: &Context, reference: &ObjectReference, object: &str, action: &str, notes: Vec<Note>) {
+/// Log and publish (queue) Events about one object. An Event is a courtesy: a failure to
+/// publish one is logged and counted (`events::Sender`) and does not fail the reconcile.
+pub fn publish(ctx: &Context, reference: &ObjectReference, object: &str, action: &str, notes: Vec<Note>) {
     for note in notes {
         let text = conditions::bounded(&note.text);
         tracing::info!(object, reason = note.reason, "{text}");
@@ -106,8 +106,6 @@ pub async fn publish(ctx: &Context, reference: &ObjectReference, object: &str, a
             action: action.to_string(),
             secondary: None,
         };
-        if let Err(error) = ctx.recorder.publish(&event, reference).await {
-            tracing::warn!(object, reason = note.reason, "failed to publish event: {error}");
-        }
+        ctx.recorder.publish(&event, reference);
     }
 }

@@ -6,35 +6,134 @@
 //! Event only when something changed (a transition, a Job created or cleaned up, a stall whose
 //! status it wrote), so the same Event does not repeat within minutes; each Event is created
 //! as an object of its own and nothing is kept.
+//!
+//! As with client-go's recorder, publishing only queues the Event: a few senders of its own
+//! create the queued Events, so a reconcile does not hold its place among the reconciles in
+//! flight for an Event's round trip, and a burst of Events cannot take the API server from the
+//! Jobs and status writes. An Event is a courtesy: when the queue is full (the API server far
+//! behind), a new one is dropped, logged and counted (`kra_operator_events_total{outcome}`).
 
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType};
+use tokio::sync::mpsc;
 
 use super::decode::Unread;
+use crate::metrics::Metrics;
 
-/// Who reports the Events: the controller's name and this replica's identity.
+/// The most Events waiting to be sent (client-go's recorder keeps 1,000); beyond, new ones are
+/// dropped.
+pub const QUEUE_CAPACITY: usize = 1024;
+
+/// How many Events are being created at once, at most.
+pub const SENDERS: usize = 8;
+
+/// Who reports the Events (the controller's name and this replica's identity), and the queue
+/// the Events wait in for the `Sender`.
 #[derive(Clone)]
 pub struct Recorder {
+    queue: mpsc::Sender<K8sEvent>,
+    controller: Arc<str>,
+    instance: Arc<str>,
+    metrics: Arc<Metrics>,
+}
+
+/// The other end of a `Recorder`'s queue: creates the queued Events (`Sender::run`).
+pub struct Sender {
     client: kube::Client,
-    controller: String,
-    instance: String,
+    queue: mpsc::Receiver<K8sEvent>,
+    metrics: Arc<Metrics>,
 }
 
 impl Recorder {
-    pub fn new(client: kube::Client, controller: &str, instance: &str) -> Self {
-        Recorder { client, controller: controller.to_string(), instance: instance.to_string() }
+    /// A recorder and the sender of its Events, with room for `capacity` Events in between.
+    pub fn new(
+        client: kube::Client,
+        controller: &str,
+        instance: &str,
+        metrics: Arc<Metrics>,
+        capacity: usize,
+    ) -> (Self, Sender) {
+        let (queue, receiver) = mpsc::channel(capacity.max(1));
+        let recorder =
+            Recorder { queue, controller: controller.into(), instance: instance.into(), metrics: metrics.clone() };
+        (recorder, Sender { client, queue: receiver, metrics })
     }
 
-    /// Create the Event `event` about `regarding`, in the namespace of `regarding`.
-    pub async fn publish(&self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
+    /// Queue the Event `event` about `regarding` (in the namespace of `regarding`), stamped with
+    /// the time of this call; `false` when it was dropped (the queue full, or the sender gone).
+    pub fn publish(&self, event: &Event, regarding: &ObjectReference) -> bool {
         let object = build(&self.controller, &self.instance, event, regarding, jiff::Timestamp::now());
-        let namespace = regarding.namespace.as_deref().unwrap_or("default");
-        // The API server's copy of the Event is not read back.
-        let api: Api<Unread<K8sEvent>> = Api::namespaced(self.client.clone(), namespace);
-        api.create(&PostParams::default(), &Unread::of(object)).await.map(|_| ())
+        match self.queue.try_send(object) {
+            Ok(()) => true,
+            Err(error) => {
+                let why = match error {
+                    mpsc::error::TrySendError::Full(_) => "the queue of Events to send is full",
+                    mpsc::error::TrySendError::Closed(_) => "the operator is stopping",
+                };
+                tracing::warn!(object = %describe(regarding), reason = event.reason, "an Event was dropped: {why}");
+                self.metrics.event(DROPPED);
+                false
+            }
+        }
+    }
+}
+
+impl Sender {
+    /// Create the queued Events, `SENDERS` at once, until `close` resolves; then the Events
+    /// already queued (later ones are refused) and return.
+    pub async fn run(self, close: impl Future<Output = ()>) {
+        let Sender { client, mut queue, metrics } = self;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        tokio::pin!(close);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                () = &mut close, if !closing => {
+                    closing = true;
+                    queue.close();
+                }
+                event = queue.recv(), if in_flight.len() < SENDERS => match event {
+                    Some(event) => in_flight.push(send(&client, &metrics, event)),
+                    None => break,
+                },
+            }
+        }
+        while in_flight.next().await.is_some() {}
+    }
+}
+
+/// `Kind namespace/name` of the object an Event is about, for log lines.
+fn describe(regarding: &ObjectReference) -> String {
+    let kind = regarding.kind.as_deref().unwrap_or_default();
+    let namespace = regarding.namespace.as_deref().unwrap_or_default();
+    format!("{kind} {namespace}/{}", regarding.name.as_deref().unwrap_or_default())
+}
+
+/// The outcomes counted by `kra_operator_events_total`.
+pub const PUBLISHED: &str = "published";
+pub const FAILED: &str = "failed";
+pub const DROPPED: &str = "dropped";
+
+async fn send(client: &kube::Client, metrics: &Metrics, event: K8sEvent) {
+    let namespace = event.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let regarding = event.regarding.clone().unwrap_or_default();
+    let reason = event.reason.clone().unwrap_or_default();
+    // The API server's copy of the Event is not read back.
+    let api: Api<Unread<K8sEvent>> = Api::namespaced(client.clone(), &namespace);
+    match api.create(&PostParams::default(), &Unread::of(event)).await {
+        Ok(_) => metrics.event(PUBLISHED),
+        Err(error) => {
+            tracing::warn!(object = %describe(&regarding), reason, "failed to publish an Event: {error}");
+            metrics.event(FAILED);
+        }
     }
 }
 

@@ -113,7 +113,7 @@ async fn stall<K: RunKind>(obj: &K, ctx: &Context, error: &Error) -> Result<Acti
         .await
         .map_err(|source| Error::WriteStatus { object: object.clone(), source })?;
     if wrote {
-        apply::publish(ctx, &obj.object_ref(&()), &object, "Reconcile", vec![Note::warning(reason, message)]).await;
+        apply::publish(ctx, &obj.object_ref(&()), &object, "Reconcile", vec![Note::warning(reason, message)]);
     }
     Ok(Action::requeue(ctx.resync))
 }
@@ -156,7 +156,7 @@ async fn reconcile_run<K: RunKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     }
     notes.extend(transition_notes::<K>(ctx, &plan.transitions));
     announce_success(obj, ctx, &run, plan.status.phase);
-    apply::publish(ctx, &obj.object_ref(&()), &run.object, "Reconcile", notes).await;
+    apply::publish(ctx, &obj.object_ref(&()), &run.object, "Reconcile", notes);
     let wait = [plan.requeue_after, recheck_after].into_iter().flatten().min();
     Ok(Action::requeue(wait.map_or(ctx.resync, |wait| wait.min(ctx.resync))))
 }

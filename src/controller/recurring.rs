@@ -287,7 +287,7 @@ pub async fn reconcile<K: RunKind>(parent: &K, ctx: &Context) -> Result<Action, 
         true if !version.is_empty() => ctx.status_writes.wrote(&uid, &version, std::time::Instant::now()),
         _ => ctx.status_writes.forget(&uid),
     }
-    apply::publish(ctx, &parent.object_ref(&()), &object, "Schedule", notes).await;
+    apply::publish(ctx, &parent.object_ref(&()), &object, "Schedule", notes);
     Ok(Action::requeue(requeue))
 }
 

@@ -147,9 +147,7 @@ async fn report_one(ctx: &Context, report: Report) {
                 action: "Decode".into(),
                 secondary: None,
             };
-            if let Err(e) = ctx.recorder.publish(&event, &reference(&key, &uid)).await {
-                tracing::warn!(object = %key, "failed to publish the Event of an undecodable object: {e}");
-            }
+            ctx.recorder.publish(&event, &reference(&key, &uid));
         }
         Report::Release(key) => {
             tracing::info!(object = %key, "the object decodes again");
