@@ -65,7 +65,8 @@ pub struct Context {
 /// flight holds its Job, its request bodies and, while the others hold theirs, an HTTP
 /// connection to the API server of its own: unbounded, a burst of 1,000 new runs opened about
 /// 500 TLS connections. 16 and 32 queued runs long enough to double the p99 of that burst; 64
-/// did not (docs/benchmarks.md).
+/// did not, once Events left the reconcile's path; 128 and 256 cost memory and connections
+/// for no better median (docs/benchmarks.md).
 pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 64;
 
 /// How long a reconcile waits at most for the runs' cache to show a status write of its own.

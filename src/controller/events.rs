@@ -15,6 +15,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -27,9 +28,17 @@ use tokio::sync::mpsc;
 use super::decode::Unread;
 use crate::metrics::Metrics;
 
-/// The most Events waiting to be sent (client-go's recorder keeps 1,000); beyond, new ones are
-/// dropped.
-pub const QUEUE_CAPACITY: usize = 1024;
+/// The most Events waiting to be sent; beyond, new ones are dropped. A burst of 10,000 new runs
+/// left about 6,000 waiting at its end (docs/benchmarks.md); each waits as a few hundred bytes
+/// (`Queued`), built into its object only when sent.
+pub const QUEUE_CAPACITY: usize = 8192;
+
+/// An Event waiting to be sent: when it was published, what, and about which object.
+struct Queued {
+    at: jiff::Timestamp,
+    event: Event,
+    regarding: ObjectReference,
+}
 
 /// How many Events are being created at once, at most.
 pub const SENDERS: usize = 8;
@@ -38,16 +47,18 @@ pub const SENDERS: usize = 8;
 /// the Events wait in for the `Sender`.
 #[derive(Clone)]
 pub struct Recorder {
-    queue: mpsc::Sender<K8sEvent>,
-    controller: Arc<str>,
-    instance: Arc<str>,
+    queue: mpsc::Sender<Queued>,
     metrics: Arc<Metrics>,
+    /// Whether the last Event was dropped: a run of drops is logged once, at its start.
+    dropping: Arc<AtomicBool>,
 }
 
 /// The other end of a `Recorder`'s queue: creates the queued Events (`Sender::run`).
 pub struct Sender {
     client: kube::Client,
-    queue: mpsc::Receiver<K8sEvent>,
+    controller: String,
+    instance: String,
+    queue: mpsc::Receiver<Queued>,
     metrics: Arc<Metrics>,
 }
 
@@ -61,23 +72,40 @@ impl Recorder {
         capacity: usize,
     ) -> (Self, Sender) {
         let (queue, receiver) = mpsc::channel(capacity.max(1));
-        let recorder =
-            Recorder { queue, controller: controller.into(), instance: instance.into(), metrics: metrics.clone() };
-        (recorder, Sender { client, queue: receiver, metrics })
+        let recorder = Recorder { queue, metrics: metrics.clone(), dropping: Arc::default() };
+        let sender =
+            Sender { client, controller: controller.into(), instance: instance.into(), queue: receiver, metrics };
+        (recorder, sender)
     }
 
     /// Queue the Event `event` about `regarding` (in the namespace of `regarding`), stamped with
     /// the time of this call; `false` when it was dropped (the queue full, or the sender gone).
     pub fn publish(&self, event: &Event, regarding: &ObjectReference) -> bool {
-        let object = build(&self.controller, &self.instance, event, regarding, jiff::Timestamp::now());
-        match self.queue.try_send(object) {
-            Ok(()) => true,
+        let event_copy = Event {
+            type_: event.type_,
+            reason: event.reason.clone(),
+            note: event.note.clone(),
+            action: event.action.clone(),
+            secondary: event.secondary.clone(),
+        };
+        let queued = Queued { at: jiff::Timestamp::now(), event: event_copy, regarding: regarding.clone() };
+        match self.queue.try_send(queued) {
+            Ok(()) => {
+                self.dropping.store(false, Ordering::Relaxed);
+                true
+            }
             Err(error) => {
                 let why = match error {
                     mpsc::error::TrySendError::Full(_) => "the queue of Events to send is full",
                     mpsc::error::TrySendError::Closed(_) => "the operator is stopping",
                 };
-                tracing::warn!(object = %describe(regarding), reason = event.reason, "an Event was dropped: {why}");
+                if !self.dropping.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        object = %describe(regarding),
+                        reason = event.reason,
+                        "Events are dropped from this one on while {why} (kra_operator_events_total{{outcome=\"dropped\"}} counts them)"
+                    );
+                }
                 self.metrics.event(DROPPED);
                 false
             }
@@ -89,7 +117,7 @@ impl Sender {
     /// Create the queued Events, `SENDERS` at once, until `close` resolves; then the Events
     /// already queued (later ones are refused) and return.
     pub async fn run(self, close: impl Future<Output = ()>) {
-        let Sender { client, mut queue, metrics } = self;
+        let Sender { client, controller, instance, mut queue, metrics } = self;
         let mut in_flight = futures::stream::FuturesUnordered::new();
         tokio::pin!(close);
         let mut closing = false;
@@ -101,7 +129,10 @@ impl Sender {
                     queue.close();
                 }
                 event = queue.recv(), if in_flight.len() < SENDERS => match event {
-                    Some(event) => in_flight.push(send(&client, &metrics, event)),
+                    Some(queued) => {
+                        let event = build(&controller, &instance, &queued.event, &queued.regarding, queued.at);
+                        in_flight.push(send(&client, &metrics, event));
+                    }
                     None => break,
                 },
             }
