@@ -9,9 +9,10 @@
 //!
 //! As with client-go's recorder, publishing only queues the Event: a few senders of its own
 //! create the queued Events, so a reconcile does not hold its place among the reconciles in
-//! flight for an Event's round trip, and a burst of Events cannot take the API server from the
-//! Jobs and status writes. An Event is a courtesy: when the queue is full (the API server far
-//! behind), a new one is dropped, logged and counted (`kra_operator_events_total{outcome}`).
+//! flight for an Event's round trip, and a burst's Events (8 at once) take a bounded share of
+//! the API server from its Jobs and status writes. An Event is a courtesy: when the queue is
+//! full (the API server far behind), a new one is dropped, logged and counted
+//! (`kra_operator_events_total{outcome}`).
 
 use std::future::Future;
 use std::sync::Arc;
