@@ -25,6 +25,15 @@ pub struct KindOutcome {
     pub outcome: &'static str,
 }
 
+/// The outcomes `kra_operator_events_total` counts.
+pub mod event_outcome {
+    pub const PUBLISHED: &str = "published";
+    /// The API server refused it.
+    pub const FAILED: &str = "failed";
+    /// Not sent: the queue of Events was full, or the operator stopping.
+    pub const DROPPED: &str = "dropped";
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
@@ -232,7 +241,7 @@ impl Metrics {
         for kind in ["krajob", "evaluationrun"] {
             drop(metrics.undecodable_objects.get_or_create(&KindLabel { kind }));
         }
-        for outcome in ["published", "failed", "dropped"] {
+        for outcome in [event_outcome::PUBLISHED, event_outcome::FAILED, event_outcome::DROPPED] {
             drop(metrics.events.get_or_create(&OutcomeLabel { outcome }));
         }
         Arc::new(metrics)

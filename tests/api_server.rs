@@ -158,12 +158,12 @@ async fn queued_events_are_created_before_the_sender_stops_and_a_full_queue_drop
     };
     // Nothing sends yet: three fit the queue, the fourth does not.
     for reason in ["First", "Second", "Third"] {
-        assert!(recorder.publish(&event(reason), &regarding), "{reason} was dropped");
+        assert!(recorder.publish(event(reason), &regarding), "{reason} was dropped");
     }
-    assert!(!recorder.publish(&event("Fourth"), &regarding), "a full queue took a new Event");
+    assert!(!recorder.publish(event("Fourth"), &regarding), "a full queue took a new Event");
     // Closed at once, the sender still creates the three queued before it returns.
     tokio::time::timeout(WAIT, sender.run(async {})).await.expect("the sender returns once its queue is empty");
-    assert!(!recorder.publish(&event("Late"), &regarding), "a stopped sender's queue took a new Event");
+    assert!(!recorder.publish(event("Late"), &regarding), "a stopped sender's queue took a new Event");
 
     let events: Api<k8s_openapi::api::events::v1::Event> = cluster.api();
     let mut reasons: Vec<String> =

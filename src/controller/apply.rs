@@ -106,6 +106,6 @@ pub fn publish(ctx: &Context, reference: &ObjectReference, object: &str, action:
             action: action.to_string(),
             secondary: None,
         };
-        ctx.recorder.publish(&event, reference);
+        ctx.recorder.publish(event, reference);
     }
 }

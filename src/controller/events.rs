@@ -27,7 +27,7 @@ use kube::runtime::events::{Event, EventType};
 use tokio::sync::mpsc;
 
 use super::decode::Unread;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, event_outcome};
 
 /// The most Events waiting to be sent; beyond, new ones are dropped. A burst of 10,000 new runs
 /// left about 6,000 waiting at its end (docs/benchmarks.md); each waits as a few hundred bytes
@@ -81,33 +81,26 @@ impl Recorder {
 
     /// Queue the Event `event` about `regarding` (in the namespace of `regarding`), stamped with
     /// the time of this call; `false` when it was dropped (the queue full, or the sender gone).
-    pub fn publish(&self, event: &Event, regarding: &ObjectReference) -> bool {
-        let event_copy = Event {
-            type_: event.type_,
-            reason: event.reason.clone(),
-            note: event.note.clone(),
-            action: event.action.clone(),
-            secondary: event.secondary.clone(),
-        };
-        let queued = Queued { at: jiff::Timestamp::now(), event: event_copy, regarding: regarding.clone() };
+    pub fn publish(&self, event: Event, regarding: &ObjectReference) -> bool {
+        let queued = Queued { at: jiff::Timestamp::now(), event, regarding: regarding.clone() };
         match self.queue.try_send(queued) {
             Ok(()) => {
                 self.dropping.store(false, Ordering::Relaxed);
                 true
             }
             Err(error) => {
-                let why = match error {
-                    mpsc::error::TrySendError::Full(_) => "the queue of Events to send is full",
-                    mpsc::error::TrySendError::Closed(_) => "the operator is stopping",
+                let (why, refused) = match error {
+                    mpsc::error::TrySendError::Full(queued) => ("the queue of Events to send is full", queued),
+                    mpsc::error::TrySendError::Closed(queued) => ("the operator is stopping", queued),
                 };
                 if !self.dropping.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         object = %describe(regarding),
-                        reason = event.reason,
+                        reason = refused.event.reason,
                         "Events are dropped from this one on while {why} (kra_operator_events_total{{outcome=\"dropped\"}} counts them)"
                     );
                 }
-                self.metrics.event(DROPPED);
+                self.metrics.event(event_outcome::DROPPED);
                 false
             }
         }
@@ -149,11 +142,6 @@ fn describe(regarding: &ObjectReference) -> String {
     format!("{kind} {namespace}/{}", regarding.name.as_deref().unwrap_or_default())
 }
 
-/// The outcomes counted by `kra_operator_events_total`.
-pub const PUBLISHED: &str = "published";
-pub const FAILED: &str = "failed";
-pub const DROPPED: &str = "dropped";
-
 async fn send(client: &kube::Client, metrics: &Metrics, event: K8sEvent) {
     let namespace = event.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let regarding = event.regarding.clone().unwrap_or_default();
@@ -161,10 +149,10 @@ async fn send(client: &kube::Client, metrics: &Metrics, event: K8sEvent) {
     // The API server's copy of the Event is not read back.
     let api: Api<Unread<K8sEvent>> = Api::namespaced(client.clone(), &namespace);
     match api.create(&PostParams::default(), &Unread::of(event)).await {
-        Ok(_) => metrics.event(PUBLISHED),
+        Ok(_) => metrics.event(event_outcome::PUBLISHED),
         Err(error) => {
             tracing::warn!(object = %describe(&regarding), reason, "failed to publish an Event: {error}");
-            metrics.event(FAILED);
+            metrics.event(event_outcome::FAILED);
         }
     }
 }

@@ -147,7 +147,7 @@ async fn report_one(ctx: &Context, report: Report) {
                 action: "Decode".into(),
                 secondary: None,
             };
-            ctx.recorder.publish(&event, &reference(&key, &uid));
+            ctx.recorder.publish(event, &reference(&key, &uid));
         }
         Report::Release(key) => {
             tracing::info!(object = %key, "the object decodes again");
