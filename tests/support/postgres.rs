@@ -10,6 +10,7 @@ use std::process::Command;
 
 pub struct Postgres {
     admin_url: String,
+    /// The server this process started: the binaries' directory and its scratch directory.
     owned: Option<(PathBuf, PathBuf)>,
 }
 
@@ -91,7 +92,7 @@ impl Postgres {
                 "start",
             ],
         );
-        Postgres { admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), owned: Some((bin, data)) }
+        Postgres { admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), owned: Some((bin, dir)) }
     }
 
     /// A new, empty database; its URL.
@@ -110,7 +111,8 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if let Some((bin, data)) = &self.owned {
+        if let Some((bin, dir)) = &self.owned {
+            let data = dir.join("data");
             let pg_ctl = bin.join("pg_ctl");
             let mut command = if is_root() {
                 let mut c = Command::new("runuser");
@@ -119,7 +121,12 @@ impl Drop for Postgres {
             } else {
                 Command::new(&pg_ctl)
             };
-            let _ = command.args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]).output();
+            let stopped = command.args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]).output();
+            // The data directory is about 40 MB: a test run starts a dozen servers. A server that
+            // did not stop keeps its directory (and its log) for a look.
+            if stopped.is_ok_and(|o| o.status.success()) {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }
