@@ -191,6 +191,84 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    fn regarding(name: &str) -> ObjectReference {
+        ObjectReference {
+            kind: Some("KraJob".into()),
+            name: Some(name.into()),
+            namespace: Some("racing".into()),
+            ..Default::default()
+        }
+    }
+
+    fn created() -> Event {
+        Event {
+            type_: EventType::Normal,
+            reason: "JobCreated".into(),
+            note: None,
+            action: "Reconcile".into(),
+            secondary: None,
+        }
+    }
+
+    /// A client whose every request takes `round_trip` and is answered 201; the requests'
+    /// method and path, in the order sent.
+    fn recording_client(round_trip: std::time::Duration) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let seen = sent.clone();
+        let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+            seen.lock().unwrap().push(format!("{} {}", request.method(), request.uri().path()));
+            async move {
+                tokio::time::sleep(round_trip).await;
+                let answer = http::Response::builder().status(201).body(kube::client::Body::from(b"{}".to_vec()));
+                Ok::<_, std::convert::Infallible>(answer.unwrap())
+            }
+        });
+        (kube::Client::new(service, "default"), sent)
+    }
+
+    fn counted(registry: &prometheus_client::registry::Registry, outcome: &str) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        let series = format!("kra_operator_events_total{{outcome=\"{outcome}\"}} ");
+        text.lines().find_map(|line| line.strip_prefix(&series)).unwrap_or("none").to_string()
+    }
+
+    #[tokio::test]
+    async fn a_stopping_sender_sends_every_queued_event_and_refuses_later_ones() {
+        let (client, sent) = recording_client(std::time::Duration::from_millis(20));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::new(&mut registry, Arc::new(super::super::stores::Stores::default()), 10);
+        let (recorder, sender) = Recorder::new(client, "kra-operator", "pod-a", metrics, 64);
+        // Three times as many as are sent at once, all queued before the stop is asked for.
+        for i in 0..3 * SENDERS {
+            assert!(recorder.publish(created(), &regarding(&format!("run-{i}"))));
+        }
+        sender.run(std::future::ready(())).await;
+
+        let sent = sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 3 * SENDERS, "every Event queued before the stop is sent: {sent:?}");
+        assert!(sent.iter().all(|r| r == "POST /apis/events.k8s.io/v1/namespaces/racing/events"), "{sent:?}");
+        assert!(!recorder.publish(created(), &regarding("late")), "a stopped sender takes no more");
+        assert_eq!(counted(&registry, event_outcome::PUBLISHED), (3 * SENDERS).to_string());
+        assert_eq!(counted(&registry, event_outcome::DROPPED), "1");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_the_new_event_and_counts_it() {
+        let (client, sent) = recording_client(std::time::Duration::ZERO);
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::new(&mut registry, Arc::new(super::super::stores::Stores::default()), 10);
+        let (recorder, sender) = Recorder::new(client, "kra-operator", "pod-a", metrics, 2);
+        assert!(recorder.publish(created(), &regarding("a")));
+        assert!(recorder.publish(created(), &regarding("b")));
+        assert!(!recorder.publish(created(), &regarding("c")), "the third finds the queue of 2 full");
+        sender.run(std::future::ready(())).await;
+        assert_eq!(sent.lock().unwrap().len(), 2);
+        assert_eq!(counted(&registry, event_outcome::DROPPED), "1");
+        assert_eq!(counted(&registry, event_outcome::PUBLISHED), "2");
+    }
 
     #[test]
     fn an_event_names_its_object_its_reason_and_the_replica_that_reported_it() {
