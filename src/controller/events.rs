@@ -239,7 +239,8 @@ mod tests {
     async fn a_stopping_sender_sends_every_queued_event_and_refuses_later_ones() {
         let (client, sent) = recording_client(std::time::Duration::from_millis(20));
         let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = Metrics::new(&mut registry, Arc::new(super::super::stores::Stores::default()), 10);
+        let metrics =
+            Metrics::new(&mut registry, Arc::new(std::sync::RwLock::new(super::super::stores::Stores::default())), 10);
         let (recorder, sender) = Recorder::new(client, "kra-operator", "pod-a", metrics, 64);
         // Three times as many as are sent at once, all queued before the stop is asked for.
         for i in 0..3 * SENDERS {
@@ -259,7 +260,8 @@ mod tests {
     async fn a_full_queue_drops_the_new_event_and_counts_it() {
         let (client, sent) = recording_client(std::time::Duration::ZERO);
         let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = Metrics::new(&mut registry, Arc::new(super::super::stores::Stores::default()), 10);
+        let metrics =
+            Metrics::new(&mut registry, Arc::new(std::sync::RwLock::new(super::super::stores::Stores::default())), 10);
         let (recorder, sender) = Recorder::new(client, "kra-operator", "pod-a", metrics, 2);
         assert!(recorder.publish(created(), &regarding("a")));
         assert!(recorder.publish(created(), &regarding("b")));
