@@ -228,6 +228,20 @@ mod tests {
         (kube::Client::new(service, "default"), sent)
     }
 
+    /// A recorder with room for `capacity` Events, its sender (over `recording_client`), the
+    /// requests sent, and the registry its outcomes are counted in.
+    fn recorder(
+        capacity: usize,
+        round_trip: std::time::Duration,
+    ) -> (Recorder, Sender, Arc<Mutex<Vec<String>>>, prometheus_client::registry::Registry) {
+        let (client, sent) = recording_client(round_trip);
+        let mut registry = prometheus_client::registry::Registry::default();
+        let runs = Arc::new(std::sync::RwLock::new(super::super::stores::Stores::default()));
+        let metrics = Metrics::new(&mut registry, runs, 10);
+        let (recorder, sender) = Recorder::new(client, "kra-operator", "pod-a", metrics, capacity);
+        (recorder, sender, sent, registry)
+    }
+
     fn counted(registry: &prometheus_client::registry::Registry, outcome: &str) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
@@ -237,11 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopping_sender_sends_every_queued_event_and_refuses_later_ones() {
-        let (client, sent) = recording_client(std::time::Duration::from_millis(20));
-        let mut registry = prometheus_client::registry::Registry::default();
-        let metrics =
-            Metrics::new(&mut registry, Arc::new(std::sync::RwLock::new(super::super::stores::Stores::default())), 10);
-        let (recorder, sender) = Recorder::new(client, "kra-operator", "pod-a", metrics, 64);
+        let (recorder, sender, sent, registry) = recorder(64, std::time::Duration::from_millis(20));
         // Three times as many as are sent at once, all queued before the stop is asked for.
         for i in 0..3 * SENDERS {
             assert!(recorder.publish(created(), &regarding(&format!("run-{i}"))));
@@ -258,11 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_drops_the_new_event_and_counts_it() {
-        let (client, sent) = recording_client(std::time::Duration::ZERO);
-        let mut registry = prometheus_client::registry::Registry::default();
-        let metrics =
-            Metrics::new(&mut registry, Arc::new(std::sync::RwLock::new(super::super::stores::Stores::default())), 10);
-        let (recorder, sender) = Recorder::new(client, "kra-operator", "pod-a", metrics, 2);
+        let (recorder, sender, sent, registry) = recorder(2, std::time::Duration::ZERO);
         assert!(recorder.publish(created(), &regarding("a")));
         assert!(recorder.publish(created(), &regarding("b")));
         assert!(!recorder.publish(created(), &regarding("c")), "the third finds the queue of 2 full");

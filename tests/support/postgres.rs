@@ -41,15 +41,19 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
-fn run_as_owner(program: &Path, args: &[&str]) {
-    let mut command = if is_root() {
+/// `program` run as the owner of the data directory: `postgres` when the tests run as root.
+fn as_owner(program: &Path) -> Command {
+    if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
         c
     } else {
         Command::new(program)
-    };
-    let output = command.args(args).output().expect("run a PostgreSQL tool");
+    }
+}
+
+fn run_as_owner(program: &Path, args: &[&str]) {
+    let output = as_owner(program).args(args).output().expect("run a PostgreSQL tool");
     assert!(
         output.status.success(),
         "{} {:?} failed: {}{}",
@@ -113,15 +117,8 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         if let Some((bin, dir)) = &self.owned {
             let data = dir.join("data");
-            let pg_ctl = bin.join("pg_ctl");
-            let mut command = if is_root() {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
-                c
-            } else {
-                Command::new(&pg_ctl)
-            };
-            let stopped = command.args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]).output();
+            let stopped =
+                as_owner(&bin.join("pg_ctl")).args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]).output();
             // The data directory is about 40 MB: a test run starts a dozen servers. A server that
             // did not stop keeps its directory (and its log) for a look.
             if stopped.is_ok_and(|o| o.status.success()) {
