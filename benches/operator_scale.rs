@@ -101,6 +101,8 @@ struct Outcome {
     jobs_at_end: usize,
     /// With the operator: the operator's own requests while the Jobs were created.
     operator_requests: Vec<(String, u64)>,
+    /// With the operator: the reconciles it ran while the Jobs were created.
+    reconciles: f64,
     completion: Option<Completion>,
 }
 
@@ -110,10 +112,11 @@ struct Completion {
     wall: Duration,
     operator_cpu: f64,
     operator_requests: Vec<(String, u64)>,
+    reconciles: f64,
     /// The operator's peak RSS (MiB) over the creation and the completion.
     peak_rss: f64,
-    /// Then idle: (seconds, operator CPU seconds, the operator's requests).
-    idle: (u64, f64, Vec<(String, u64)>),
+    /// Then idle: (seconds, operator CPU seconds, the operator's requests, its reconciles).
+    idle: (u64, f64, Vec<(String, u64)>, f64),
 }
 
 /// A whole-seconds setting of the benchmark from the environment.
@@ -187,17 +190,26 @@ async fn complete_all(cluster: &Cluster, n: usize) -> (Vec<Duration>, Duration) 
 async fn events_sent(operator: &Operator, events: f64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let text = operator.metrics().await;
-        let samples: Vec<f64> = text
-            .lines()
-            .filter(|l| l.starts_with("kra_operator_events_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-            .collect();
-        if samples.is_empty() || samples.iter().sum::<f64>() >= events || Instant::now() > deadline {
+        let sent = metric_total(&operator.metrics().await, "kra_operator_events_total");
+        if sent.is_none_or(|sent| sent >= events) || Instant::now() > deadline {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The sum of a counter's samples over all its labels in a Prometheus text exposition, or `None`
+/// when it has no sample.
+fn metric_total(text: &str, name: &str) -> Option<f64> {
+    let prefix = format!("{name}{{");
+    let samples: Vec<f64> =
+        text.lines().filter(|l| l.starts_with(&prefix)).filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect();
+    (!samples.is_empty()).then(|| samples.iter().sum())
+}
+
+/// How many reconciles the operator has run so far, of every kind and outcome.
+async fn reconciles(operator: &Operator) -> f64 {
+    metric_total(&operator.metrics().await, "kra_operator_reconciles_total").unwrap_or(0.0)
 }
 
 /// The API server's `apiserver_request_total`, summed by verb and resource (with subresource).
@@ -235,6 +247,10 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     let (server_cpu_before, _) = process_usage(server_pid);
     let requests_before = request_counts(&cluster).await;
     let operator_cpu_before = operator.as_ref().and_then(|o| o.pid()).map(|pid| process_usage(pid).0).unwrap_or(0.0);
+    let reconciles_before = match &operator {
+        Some(operator) => reconciles(operator).await,
+        None => 0.0,
+    };
 
     let (seen, watch) = first_seen(cluster.api::<Job>(), |_: &Job| true);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -280,8 +296,10 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     }
     let wall = started.elapsed();
     watch.abort();
+    let mut reconciled = 0.0;
     if let Some(operator) = &operator {
         events_sent(operator, n as f64).await;
+        reconciled = reconciles(operator).await - reconciles_before;
     }
     // Every attempt is one Job: more Jobs than KraJobs would be a run started twice.
     let jobs_at_end = cluster.api::<Job>().list(&Default::default()).await.expect("list the Jobs").items.len();
@@ -317,6 +335,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
         Some(operator) => {
             let pid = operator.pid().expect("the operator runs");
             let cpu_before = process_usage(pid).0;
+            let reconciles_before = reconciles(operator).await;
             let since = jiff::Timestamp::now();
             let (latencies, wall) = complete_all(&cluster, n).await;
             // Trailing reconciles (the status write's own watch event) settle.
@@ -325,12 +344,27 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
             let (cpu_after, peak_rss) = process_usage(pid);
             let operator_cpu = cpu_after - cpu_before;
             let operator_requests = by_count(cluster.operator_requests_since(since).unwrap_or_default());
+            let idle_reconciles = reconciles(operator).await;
+            let completion_reconciles = idle_reconciles - reconciles_before;
             let idle_seconds = seconds_setting("KRA_BENCH_IDLE_SECONDS", 30);
             let (idle_cpu, idle_since) = (process_usage(pid).0, jiff::Timestamp::now());
             tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
             let idle_requests = by_count(cluster.operator_requests_since(idle_since).unwrap_or_default());
-            let idle = (idle_seconds, process_usage(pid).0 - idle_cpu, idle_requests);
-            Some(Completion { latencies, wall, operator_cpu, operator_requests, peak_rss, idle })
+            let idle = (
+                idle_seconds,
+                process_usage(pid).0 - idle_cpu,
+                idle_requests,
+                reconciles(operator).await - idle_reconciles,
+            );
+            Some(Completion {
+                latencies,
+                wall,
+                operator_cpu,
+                operator_requests,
+                reconciles: completion_reconciles,
+                peak_rss,
+                idle,
+            })
         }
         None => None,
     };
@@ -342,6 +376,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
         requests,
         jobs_at_end,
         operator_requests,
+        reconciles: reconciled,
         completion,
     }
 }
@@ -392,6 +427,7 @@ fn main() {
             if let Some(sockets) = sockets {
                 println!("|   | the operator's requests while creating | {} |", listed(&outcome.operator_requests));
                 println!("|   | the operator's TCP sockets open after creating | {sockets} |");
+                println!("|   | the operator's reconciles while creating | {:.0} |", outcome.reconciles);
             }
             if let Some(done) = &outcome.completion {
                 println!(
@@ -404,9 +440,10 @@ fn main() {
                     done.peak_rss,
                 );
                 println!("|   | the operator's requests while completing | {} |", listed(&done.operator_requests));
-                let (seconds, cpu, requests) = &done.idle;
+                println!("|   | the operator's reconciles while completing | {:.0} |", done.reconciles);
+                let (seconds, cpu, requests, reconciles) = &done.idle;
                 println!(
-                    "|   | then idle {seconds} s (resync every {} s): operator CPU {cpu:.2} s, its requests | {} |",
+                    "|   | then idle {seconds} s (resync every {} s): operator CPU {cpu:.2} s, {reconciles:.0} reconciles, its requests | {} |",
                     seconds_setting("KRA_BENCH_RESYNC_SECONDS", 300),
                     if requests.is_empty() { "none".to_string() } else { listed(requests) }
                 );
