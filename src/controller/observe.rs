@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use kube::Api;
 use kube::api::ListParams;
-use kube::{Api, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::build::{LABEL_ATTEMPT, LABEL_GENERATION, LABEL_JOB, LABEL_OWNER_UID};
@@ -193,7 +193,7 @@ async fn running_jobs_missing_from_cache(
             source,
         })?;
         // A Job of that name that is not this run's (no owner label of ours) is not its attempt.
-        items.extend(found.filter(|job| job.labels().get(LABEL_OWNER_UID).map(String::as_str) == Some(owner_uid)));
+        items.extend(found.filter(|job| job.labels.get(LABEL_OWNER_UID) == Some(owner_uid)));
     }
     Ok(not_in_cache_yet)
 }
@@ -225,9 +225,8 @@ pub async fn observe<R: DeserializeOwned>(
     let mut observed = Vec::new();
     let mut recheck_after = None;
     for job in &items {
-        let labels = job.metadata.labels.as_ref();
-        let number = labels.and_then(|l| l.get(LABEL_ATTEMPT)).and_then(|v| v.parse::<i32>().ok());
-        let generation = labels.and_then(|l| l.get(LABEL_GENERATION)).and_then(|v| v.parse::<i64>().ok());
+        let number = job.labels.get(LABEL_ATTEMPT).and_then(|v| v.parse::<i32>().ok());
+        let generation = job.labels.get(LABEL_GENERATION).and_then(|v| v.parse::<i64>().ok());
         let (Some(attempt), Some(generation), Some(name)) = (number, generation, job.metadata.name.clone()) else {
             tracing::warn!(object, job = ?job.metadata.name, "ignoring a Job without attempt and generation labels");
             continue;
@@ -255,10 +254,7 @@ pub async fn observe<R: DeserializeOwned>(
             state,
             summary,
             exit_code,
-            request_budget: job
-                .annotations()
-                .get(super::build::ANNOTATION_REQUEST_BUDGET)
-                .and_then(|text| serde_json::from_str(text).ok()),
+            request_budget: job.request_budget.as_deref().and_then(|text| serde_json::from_str(text).ok()),
         });
     }
     if let Some(status) = status {

@@ -153,6 +153,30 @@ impl RunsSource for RwLock<Stores> {
     }
 }
 
+/// An object of an [`OwnedCache`], read by its labels.
+pub trait Labelled {
+    /// The value of the label `key`.
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labelled for super::decode::CachedJob {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key)
+    }
+}
+
+impl Labelled for super::decode::WorkerPod {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key)
+    }
+}
+
+impl Labelled for k8s_openapi::api::core::v1::ConfigMap {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels().get(key).map(String::as_str)
+    }
+}
+
 /// The objects of an index: by a label's value, every object that carries it (as its name and
 /// namespace: a key of its store). A value has one object or a few (a run's attempts, a Job's
 /// Pods), so a list holds them in less memory than a set.
@@ -173,18 +197,18 @@ fn key_of<T: Resource<DynamicType = ()>>(object: &T) -> ObjectRef<T> {
 /// never listed from the API server. A cache indexed by a label (a Job's owner UID, a Pod's
 /// Job) finds the objects of one value of it without looking at any other object, so a
 /// reconcile costs the same with 10 cached objects or 10,000.
-pub struct OwnedCache<T: Resource<DynamicType = ()> + Clone + 'static> {
+pub struct OwnedCache<T: Resource<DynamicType = ()> + Labelled + Clone + 'static> {
     stores: Arc<RwLock<Vec<Store<T>>>>,
     index: Option<(&'static str, Index<T>)>,
 }
 
-impl<T: Resource<DynamicType = ()> + Clone + 'static> Default for OwnedCache<T> {
+impl<T: Resource<DynamicType = ()> + Labelled + Clone + 'static> Default for OwnedCache<T> {
     fn default() -> Self {
         Self { stores: Arc::default(), index: None }
     }
 }
 
-impl<T: Resource<DynamicType = ()> + Clone + 'static> OwnedCache<T> {
+impl<T: Resource<DynamicType = ()> + Labelled + Clone + 'static> OwnedCache<T> {
     /// A cache indexed by the values of `label` (kept by [`OwnedCache::indexer`]).
     pub fn indexed_by(label: &'static str) -> Self {
         Self { stores: Arc::default(), index: Some((label, Arc::default())) }
@@ -210,16 +234,16 @@ impl<T: Resource<DynamicType = ()> + Clone + 'static> OwnedCache<T> {
             let mut index = index.write().unwrap_or_else(|p| p.into_inner());
             match event {
                 Event::Apply(object) | Event::InitApply(object) => {
-                    if let Some(value) = object.labels().get(*label) {
+                    if let Some(value) = object.label(label) {
                         let key = key_of(object);
-                        let objects = index.entry(value.clone()).or_default();
+                        let objects = index.entry(value.to_string()).or_default();
                         if !objects.contains(&key) {
                             objects.push(key);
                         }
                     }
                 }
                 Event::Delete(object) => {
-                    let Some(value) = object.labels().get(*label) else { return };
+                    let Some(value) = object.label(label) else { return };
                     if let Some(objects) = index.get_mut(value) {
                         let key = key_of(object);
                         objects.retain(|o| *o != key);
@@ -244,10 +268,7 @@ impl<T: Resource<DynamicType = ()> + Clone + 'static> OwnedCache<T> {
     /// one of the keys is the cache's label, else by looking at every cached object. The Job
     /// and Pod caches keep only this operator's own labels (`decode.rs`): ask them for those.
     pub fn labelled(&self, wanted: &[(&str, &str)]) -> Vec<Arc<T>> {
-        let matches = |object: &Arc<T>| {
-            let labels = object.labels();
-            wanted.iter().all(|(key, value)| labels.get(*key).map(String::as_str) == Some(*value))
-        };
+        let matches = |object: &Arc<T>| wanted.iter().all(|(key, value)| object.label(key) == Some(*value));
         let stores = self.stores.read().unwrap_or_else(|p| p.into_inner());
         let indexed = self.index.as_ref().and_then(|(label, index)| {
             let (_, value) = wanted.iter().find(|(key, _)| key == label)?;
@@ -314,19 +335,19 @@ mod tests {
 
     #[test]
     fn an_indexed_cache_finds_a_jobs_pods_by_its_label_through_changes_and_a_relist() {
-        use k8s_openapi::api::core::v1::Pod;
+        use super::super::decode::WorkerPod;
         use kube::runtime::watcher::Event;
-        let pod = |name: &str, job: &str| -> Pod {
+        let pod = |name: &str, job: &str| -> WorkerPod {
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": name, "namespace": "ns", "labels": {"kra.dev/job": job, "kra.dev/attempt": "1"}},
             }))
             .unwrap()
         };
-        let cache = OwnedCache::<Pod>::indexed_by(build::LABEL_JOB);
+        let cache = OwnedCache::<WorkerPod>::indexed_by(build::LABEL_JOB);
         let (reader, mut writer) = kube::runtime::reflector::store();
         cache.add(reader);
         let mut index = cache.indexer::<()>();
-        let mut deliver = |event: Event<Pod>| {
+        let mut deliver = |event: Event<WorkerPod>| {
             writer.apply_watcher_event(&event);
             index(&Ok(event));
         };
