@@ -182,11 +182,11 @@ impl RunKind for KraJob {
     const HAS_REQUEST_BUDGET: bool = true;
 
     fn recurrence(&self) -> Option<Recurrence<'_>> {
-        self.spec.schedule.as_ref().map(Recurrence::Schedule)
+        self.spec.schedule.as_deref().map(Recurrence::Schedule)
     }
 
     fn schedule_status(&self) -> Option<&ScheduleStatus> {
-        self.status.as_ref().and_then(|s| s.schedule.as_ref())
+        self.status.as_ref().and_then(|s| s.schedule.as_deref())
     }
 
     fn child_run(&self, name: &str, window: &DateRange, _skip_key: Option<&str>) -> Self {
@@ -260,7 +260,7 @@ impl RunKind for EvaluationRun {
     }
 
     fn schedule_status(&self) -> Option<&ScheduleStatus> {
-        self.status.as_ref().and_then(|s| s.schedule.as_ref())
+        self.status.as_ref().and_then(|s| s.schedule.as_deref())
     }
 
     fn child_run(&self, name: &str, window: &DateRange, skip_key: Option<&str>) -> Self {

@@ -353,7 +353,7 @@ fn build_attempt<K: RunKind>(
         attempt,
         generation: run.generation,
         active_deadline_seconds: obj.run().active_deadline_seconds,
-        overrides: obj.run().pod_overrides.as_ref(),
+        overrides: obj.run().pod_overrides.as_deref(),
         invocation,
         defaults: &ctx.defaults,
         queue: obj.run().queue.as_ref(),

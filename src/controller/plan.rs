@@ -589,7 +589,7 @@ fn record_outcomes<R: Clone + ResultConditions>(
                 if let (Some(grant), Some(used)) = (attempt.request_budget.as_mut(), summary.requests_used()) {
                     grant.used = Some(used.clamp(0, grant.requests));
                 }
-                status.result = Some(summary.clone());
+                status.result = Some(Box::new(summary.clone()));
             }
             Some(Err(problem)) => {
                 let note = format!("result summary unreadable: {problem}");
@@ -931,7 +931,7 @@ mod tests {
         done.summary = Some(Ok(7));
         let plan = case.plan(Some(&status), &[done], ts(43));
         assert_eq!(plan.status.phase, Some(Phase::Succeeded));
-        assert_eq!(plan.status.result, Some(7));
+        assert_eq!(plan.status.result.as_deref(), Some(&7));
         assert_eq!(plan.status.completion_time, Some(Time(ts(42))));
         assert_eq!(condition(&plan.status, "Ready"), ("True", reasons::ATTEMPT_SUCCEEDED));
         assert_eq!(condition(&plan.status, "Stalled").0, "False");
@@ -1245,7 +1245,7 @@ mod tests {
             "recorded outcomes, {fault}"
         );
         assert!(status.attempts.iter().all(|a| a.reason.as_deref() != Some(reasons::JOB_DELETED)), "{fault}");
-        assert_eq!(status.result, Some(7), "{fault}");
+        assert_eq!(status.result.as_deref(), Some(&7), "{fault}");
         if ttl.is_some() {
             assert!(sim.jobs.is_empty(), "finished Jobs are cleaned up in the end, {fault}");
         }

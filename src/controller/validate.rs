@@ -194,8 +194,8 @@ pub fn krajob(spec: &KraJobSpec, defaults: &WorkerDefaults) -> Result<CollectorT
     }
     let database =
         database_secret("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems);
-    check_overrides(spec.run.pod_overrides.as_ref(), &mut problems);
-    defaults.policy.check_overrides(&defaults.image, spec.run.pod_overrides.as_ref(), &mut problems);
+    check_overrides(spec.run.pod_overrides.as_deref(), &mut problems);
+    defaults.policy.check_overrides(&defaults.image, spec.run.pod_overrides.as_deref(), &mut problems);
     if spec.action.calls_kra_api() && spec.api_key_secret_ref.is_none() {
         problems.field("apiKeySecretRef", format!("required: {:?} calls the KRA API", spec.action));
     }
@@ -258,8 +258,8 @@ pub fn evaluation_run(
     }
     let database =
         database_secret("database", spec.database.as_ref().map(|d| &d.url_secret_ref), defaults, &mut problems);
-    check_overrides(spec.run.pod_overrides.as_ref(), &mut problems);
-    defaults.policy.check_overrides(&defaults.image, spec.run.pod_overrides.as_ref(), &mut problems);
+    check_overrides(spec.run.pod_overrides.as_deref(), &mut problems);
+    defaults.policy.check_overrides(&defaults.image, spec.run.pod_overrides.as_deref(), &mut problems);
     let task = match (races, predictor, database) {
         (Some(races), Some(predictor), Some(database)) => Some(EvaluatorTask {
             run_name: name.to_string(),
@@ -451,10 +451,10 @@ mod tests {
             (Box::new(|s| s.race_numbers = Some(vec![0])), "raceNumbers: 0 is outside 1..20"),
             (
                 Box::new(|s| {
-                    s.run.pod_overrides = Some(PodOverrides {
+                    s.run.pod_overrides = Some(Box::new(PodOverrides {
                         labels: Some([("kra.dev/attempt".to_string(), "9".to_string())].into()),
                         ..Default::default()
-                    })
+                    }))
                 }),
                 "podOverrides.labels: \"kra.dev/attempt\" uses the reserved prefix",
             ),

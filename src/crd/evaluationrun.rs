@@ -242,7 +242,7 @@ pub struct EvaluationRunSpec {
     /// that run's window (`schedule.window`, as a `KraJob` schedule's). Exactly one of
     /// `dataset.dateRange`, `dataset.races`, `schedule` and `trigger` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<Schedule>,
+    pub schedule: Option<Box<Schedule>>,
     /// Evaluate after each successful run of a scheduled `KraJob`: a child `EvaluationRun` per
     /// collection window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -439,7 +439,7 @@ pub struct EvaluationRunStatus {
     pub run: RunStatus<EvaluationSummary>,
     /// The schedule's (or the trigger's) state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<ScheduleStatus>,
+    pub schedule: Option<Box<ScheduleStatus>>,
 }
 
 /// An `EvaluationRunStatus` reads as its run status (phase, conditions, attempts, result).

@@ -126,7 +126,7 @@ pub struct KraJobSpec {
     /// Run on a schedule: each time it fires, a child `KraJob` collects that run's data window.
     /// Exactly one of `date`, `dateRange` and `schedule` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<Schedule>,
+    pub schedule: Option<Box<Schedule>>,
     /// Race numbers to collect. When absent, the collector asks the race plan which races are
     /// actually scheduled that day (never a fixed 1..15).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,7 +189,7 @@ pub struct KraJobStatus {
     pub run: RunStatus<CollectionSummary>,
     /// The schedule's state, on a scheduled `KraJob`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<ScheduleStatus>,
+    pub schedule: Option<Box<ScheduleStatus>>,
 }
 
 /// A `KraJobStatus` reads as its run status (phase, conditions, attempts, result).
@@ -221,5 +221,24 @@ mod tests {
         listed.sort();
         assert_eq!(in_schema.len(), 6, "schema: {schema}");
         assert_eq!(listed, in_schema);
+    }
+
+    #[test]
+    fn a_decoded_status_keeps_its_lists_without_room_to_spare() {
+        let conditions: Vec<_> = ["Ready", "Reconciling", "Stalled", "Running", "Succeeded"]
+            .iter()
+            .map(|type_| {
+                serde_json::json!({"type": type_, "status": "False", "reason": "R", "message": "",
+                                   "lastTransitionTime": "2025-05-24T00:00:00Z"})
+            })
+            .collect();
+        let status: KraJobStatus = serde_json::from_value(serde_json::json!({
+            "phase": "Running",
+            "conditions": conditions,
+            "attempts": [{"number": 1, "jobName": "run-1", "generation": 1, "outcome": "Running"}],
+        }))
+        .unwrap();
+        assert_eq!((status.conditions.len(), status.conditions.capacity()), (5, 5));
+        assert_eq!((status.attempts.len(), status.attempts.capacity()), (1, 1));
     }
 }
