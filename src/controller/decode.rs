@@ -55,7 +55,8 @@ fn own_labels(labels: Option<BTreeMap<String, String>>) -> Kept {
 
 /// Some of an object's labels, as the Job and Pod caches keep them: in one string instead of
 /// a `BTreeMap`, whose every map takes a node of eleven entries (about 540 bytes) and a string
-/// per key and per value; with 10,000 runs that was about 20 MB. Each entry is written as
+/// per key and per value, three maps per run (a Job's labels and annotations, its Pod's
+/// labels) however few entries they hold. Each entry is written as
 /// `key=length:value`: a key never holds `=` (the API server accepts only qualified names),
 /// and the value's length lets it hold any text. A lookup reads the few entries in turn.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -178,7 +179,7 @@ impl<'de> Deserialize<'de> for CachedJob {
             message: Option<String>,
             last_transition_time: Option<Time>,
         }
-        let Wire { metadata, spec, status } = Wire::deserialize(deserializer)?;
+        let Wire { mut metadata, spec, status } = Wire::deserialize(deserializer)?;
         let (conditions, completion_time) = status.map_or((None, None), |s| (s.conditions, s.completion_time));
         let finished = conditions.into_iter().flatten().find_map(|c| {
             let succeeded = match c.type_.as_str() {
@@ -193,7 +194,6 @@ impl<'de> Deserialize<'de> for CachedJob {
                 message: c.message,
             })
         });
-        let mut metadata = metadata;
         let labels = own_labels(metadata.labels.take());
         let request_budget = metadata
             .annotations
@@ -259,13 +259,12 @@ impl<'de> Deserialize<'de> for WorkerPod {
             exit_code: i32,
             message: Option<String>,
         }
-        let Wire { metadata, status } = Wire::deserialize(deserializer)?;
+        let Wire { mut metadata, status } = Wire::deserialize(deserializer)?;
         let terminated = status
             .and_then(|s| s.container_statuses)
             .and_then(|containers| containers.into_iter().find(|c| c.name == build::CONTAINER))
             .and_then(|worker| worker.state?.terminated)
             .map(|t| Terminated { exit_code: t.exit_code, message: t.message });
-        let mut metadata = metadata;
         let labels = own_labels(metadata.labels.take());
         let metadata = ObjectMeta { annotations: None, owner_references: None, finalizers: None, ..metadata };
         Ok(WorkerPod { metadata, labels, terminated })
