@@ -64,7 +64,7 @@ async fn owned_jobs(cluster: &Cluster, owner: &KraJob) -> Vec<Job> {
     cluster.api::<Job>().list(&ListParams::default().labels(&selector)).await.unwrap().items
 }
 
-fn condition<'a>(job: &'a KraJob, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+fn condition<'a>(job: &'a KraJob, type_: &str) -> &'a kra_operator::crd::RunCondition {
     job.status
         .as_ref()
         .unwrap()

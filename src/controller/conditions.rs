@@ -4,7 +4,9 @@
 //! status does not change.
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::crd::{RunCondition, SharedText};
 
 use super::reasons::*;
 
@@ -31,18 +33,18 @@ pub fn bounded(text: &str) -> String {
 pub const RUN_CONDITIONS: [&str; 6] = [READY, RECONCILING, STALLED, RUNNING, SUCCEEDED, FAILED];
 
 pub struct ConditionSet<'a> {
-    previous: &'a [Condition],
+    previous: &'a [RunCondition],
     generation: i64,
     now: Timestamp,
-    current: Vec<Condition>,
+    current: Vec<RunCondition>,
 }
 
 impl<'a> ConditionSet<'a> {
-    pub fn new(previous: &'a [Condition], generation: i64, now: Timestamp) -> Self {
+    pub fn new(previous: &'a [RunCondition], generation: i64, now: Timestamp) -> Self {
         Self { previous, generation, now, current: Vec::new() }
     }
 
-    fn set(&mut self, type_: &str, status: bool, reason: &str, message: &str) {
+    fn set(&mut self, type_: &str, status: bool, reason: &SharedText, message: &SharedText) {
         let status = if status { "True" } else { "False" };
         let last_transition_time = self
             .previous
@@ -50,11 +52,11 @@ impl<'a> ConditionSet<'a> {
             .find(|c| c.type_ == type_ && c.status == status)
             .map(|c| c.last_transition_time.clone())
             .unwrap_or(Time(self.now));
-        self.current.push(Condition {
-            type_: type_.to_string(),
-            status: status.to_string(),
-            reason: reason.to_string(),
-            message: bounded(message),
+        self.current.push(RunCondition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.clone(),
+            message: message.clone(),
             last_transition_time,
             observed_generation: Some(self.generation),
         });
@@ -62,9 +64,11 @@ impl<'a> ConditionSet<'a> {
 
     /// All six conditions at once, so none is ever left stale from an earlier phase. `truths`
     /// holds the status of Ready, Reconciling, Stalled, Running, Succeeded, Failed, in that order.
+    /// The six share one reason and one message.
     fn all(&mut self, truths: [bool; 6], reason: &str, message: &str) {
+        let (reason, message) = (SharedText::from(reason), SharedText::from(bounded(message)));
         for (type_, status) in RUN_CONDITIONS.into_iter().zip(truths) {
-            self.set(type_, status, reason, message);
+            self.set(type_, status, &reason, &message);
         }
     }
 
@@ -103,10 +107,10 @@ impl<'a> ConditionSet<'a> {
 
     /// A condition a worker's result decides (for example `Promoted`).
     pub fn extra(&mut self, type_: &str, status: bool, reason: &str, message: &str) {
-        self.set(type_, status, reason, message);
+        self.set(type_, status, &reason.into(), &bounded(message).into());
     }
 
-    pub fn finish(self) -> Vec<Condition> {
+    pub fn finish(self) -> Vec<RunCondition> {
         self.current
     }
 }

@@ -34,7 +34,6 @@ use std::time::Instant;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
@@ -102,7 +101,7 @@ async fn stall<K: RunKind>(obj: &K, ctx: &Context, error: &Error) -> Result<Acti
     };
     let previous = serde_json::to_value(obj).ok().and_then(|v| v.get("status").cloned()).unwrap_or_else(|| json!({}));
     let mut status = previous.clone();
-    let old: Vec<Condition> = serde_json::from_value(previous["conditions"].clone()).unwrap_or_default();
+    let old: Vec<crate::crd::RunCondition> = serde_json::from_value(previous["conditions"].clone()).unwrap_or_default();
     let mut stalled = conditions::ConditionSet::new(&old, obj.meta().generation.unwrap_or(1), ctx.clock.now());
     stalled.stalled(reason, &message);
     let mut conditions = stalled.finish();

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 
 use clap::ValueEnum;
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::condition::RunCondition;
 
 /// A reference to one key of a Secret in the resource's namespace. The operator never reads
 /// the Secret: the value reaches the worker container through `secretKeyRef`.
@@ -346,9 +348,9 @@ pub struct RunStatus<R> {
     pub observed_generation: Option<i64>,
     /// Standard conditions: `Ready`, `Reconciling`, `Stalled` (read by kstatus, Argo CD and Flux),
     /// and `Running`, `Succeeded`, `Failed`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "exactly_sized")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "super::condition::shared_conditions")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
+    pub conditions: Vec<RunCondition>,
     /// The attempts, oldest first: every attempt of the current generation, and the newest of
     /// earlier generations (at most 25 in all; see `olderAttempts`).
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "exactly_sized")]
@@ -381,7 +383,9 @@ pub struct RunStatus<R> {
 /// A list decoded without room to spare. JSON does not say how long a list is, so a decoded
 /// `Vec` grows by doubling: six conditions would take eight places, one attempt four (about
 /// 900 bytes spare per run, kept for as long as the run is in the operator's cache).
-fn exactly_sized<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Vec<T>, D::Error> {
+pub(crate) fn exactly_sized<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Vec<T>, D::Error> {
     let mut list = Vec::<T>::deserialize(deserializer)?;
     list.shrink_to_fit();
     Ok(list)

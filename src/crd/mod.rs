@@ -8,6 +8,7 @@ pub fn arg_value<T: clap::ValueEnum>(value: T) -> String {
 }
 
 pub mod common;
+pub mod condition;
 // kube-derive takes one `printcolumn(...)` per column; clippy reads the repeated keys as duplicates.
 #[allow(clippy::duplicated_attributes)]
 pub mod evaluationrun;
@@ -23,6 +24,7 @@ pub use common::{
     Attempt, AttemptOutcome, Backoff, DateRange, Meet, Phase, PodOverrides, QueueRef, RequestGrant, RetryPolicy,
     RunControls, RunStatus, SecretKeyRef,
 };
+pub use condition::{RunCondition, SharedText};
 pub use evaluationrun::{
     EvaluationRun, EvaluationRunSpec, EvaluationRunStatus, EvaluationSummary, PromotionDecision, Trigger,
 };
