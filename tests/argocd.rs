@@ -43,10 +43,10 @@ fn actions(kind: &str) -> (String, Vec<(String, String)>) {
 }
 
 fn run(lua: &str, object: &Value) -> Value {
-    let dir = std::env::temp_dir().join(format!("kra-argocd-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{:x}.lua", lua.len() ^ (lua.as_ptr() as usize)));
+    let name = format!("kra-argocd-{}-{:x}.lua", std::process::id(), lua.len() ^ (lua.as_ptr() as usize));
+    let path = std::env::temp_dir().join(name);
     std::fs::write(&path, lua).unwrap();
+    let _remove = RemoveOnDrop(&path);
     let mut child = Command::new(python())
         .arg(root().join("tests/argocd/run_lua.py"))
         .arg(&path)
@@ -59,6 +59,14 @@ fn run(lua: &str, object: &Value) -> Value {
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "Lua failed: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).unwrap()
+}
+
+struct RemoveOnDrop<'a>(&'a std::path::Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
 }
 
 fn now() -> Timestamp {

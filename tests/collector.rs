@@ -32,14 +32,13 @@ fn evening() -> Timestamp {
 struct Harness {
     kra: FakeKra,
     store: Store,
-    _dir: Option<std::path::PathBuf>,
+    _dir: Option<support::Scratch>,
 }
 
 impl Harness {
     async fn sqlite() -> Harness {
         let kra = FakeKra::start().await;
-        let dir = std::env::temp_dir().join(format!("kra-collect-{}", support::random_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = support::Scratch::new("kra-collect");
         let store = Store::open(&format!("sqlite://{}", dir.join("kra.sqlite3").display())).await.unwrap();
         Harness { kra, store, _dir: Some(dir) }
     }

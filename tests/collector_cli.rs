@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use kra_operator::crd::CollectionSummary;
@@ -15,10 +15,8 @@ use support::output_text as text;
 const KEY: &str = "Cli%2BTestKey%2FXyZ0987654321%3D%3D";
 const KEY_FORMS: [&str; 4] = [KEY, "Cli+TestKey/XyZ0987654321==", "XyZ0987654321", "Cli%2BTestKey"];
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kra-cli-{}", support::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch() -> support::Scratch {
+    support::Scratch::new("kra-cli")
 }
 
 async fn collector(kra: &FakeKra, dir: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Output {

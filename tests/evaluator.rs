@@ -12,9 +12,8 @@ use support::kra_day;
 use support::output_text as text;
 
 /// A store holding one collected Seoul day: 4 races with cards (before) and results (after).
-async fn collected_day() -> (PathBuf, String) {
-    let dir = std::env::temp_dir().join(format!("kra-eval-{}", support::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+async fn collected_day() -> (support::Scratch, String) {
+    let dir = support::Scratch::new("kra-eval");
     let url = format!("sqlite://{}", dir.join("kra.sqlite3").display());
     kra_day::collected_store(&url).await;
     (dir, url)
@@ -197,8 +196,7 @@ async fn the_evaluator_reads_races_from_postgres() {
     let postgres = support::postgres::Postgres::start();
     let url = postgres.database().await;
     kra_day::collected_store(&url).await;
-    let dir = std::env::temp_dir().join(format!("kra-eval-pg-{}", support::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("kra-eval-pg");
     let mut args = vec!["evaluate", "--baseline", "rating", "--run-name", "pg", "--meet", "seoul"];
     args.extend(DAY);
     let output = evaluator(&dir, &url, &args).await;
@@ -239,7 +237,7 @@ async fn a_run_over_several_seeds_reports_each_and_stands_on_the_lowest() {
 async fn a_run_told_the_key_of_an_unchanged_evaluation_skips_itself_and_any_change_runs() {
     let (dir, url) = collected_day().await;
     let run = |name: &'static str, seed: &'static str, skip: Option<String>| {
-        let (dir, url) = (dir.clone(), url.clone());
+        let (dir, url) = (dir.to_path_buf(), url.clone());
         async move {
             let summary_file = dir.join(format!("{name}.summary"));
             let mut args = vec!["evaluate", "--baseline", "random", "--seed", seed, "--run-name", name];
@@ -290,7 +288,7 @@ async fn stored_final_odds_give_a_research_roi_of_the_top1_pick_and_change_nothi
     use kra_operator::race::{OddsRow, Pool};
     let (dir, url) = collected_day().await;
     let run = |name: &'static str| {
-        let (dir, url) = (dir.clone(), url.clone());
+        let (dir, url) = (dir.to_path_buf(), url.clone());
         async move {
             let mut args = vec!["evaluate", "--baseline", "rating", "--run-name", name];
             args.extend(DAY);

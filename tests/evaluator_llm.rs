@@ -16,9 +16,8 @@ use support::output_text as text;
 const GOOD: &str = r#"{"predicted": [8, 7, 6], "confidence": 0.7, "reasoning": "highest ratings"}"#;
 const KEY: &str = "sk-test-LlmSecret-42";
 
-async fn setup() -> (PathBuf, String, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("kra-llm-{}", support::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+async fn setup() -> (support::Scratch, String, PathBuf) {
+    let dir = support::Scratch::new("kra-llm");
     let url = format!("sqlite://{}", dir.join("kra.sqlite3").display());
     kra_day::collected_store(&url).await;
     let prompt = dir.join("prompt.md");

@@ -23,8 +23,7 @@ async fn evaluator(dir: &Path, url: &str, tracking: &str, name: &str) -> Output 
 
 #[tokio::test]
 async fn a_run_is_tracked_in_mlflow_and_a_rerun_duplicates_nothing() {
-    let dir = std::env::temp_dir().join(format!("kra-mlflow-{}", support::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("kra-mlflow");
     let database = format!("sqlite://{}", dir.join("kra.sqlite3").display());
     kra_day::collected_store(&database).await;
     let mlflow = MlflowServer::start(&dir).await;
@@ -102,8 +101,7 @@ async fn a_run_is_tracked_in_mlflow_and_a_rerun_duplicates_nothing() {
 
 #[tokio::test]
 async fn an_unreachable_tracking_server_fails_clearly_and_keeps_the_local_artifacts() {
-    let dir = std::env::temp_dir().join(format!("kra-mlflow-{}", support::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("kra-mlflow");
     let database = format!("sqlite://{}", dir.join("kra.sqlite3").display());
     kra_day::collected_store(&database).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -115,8 +113,7 @@ async fn an_unreachable_tracking_server_fails_clearly_and_keeps_the_local_artifa
 
 #[tokio::test]
 async fn an_llm_run_logs_its_prompt_beside_its_hash() {
-    let dir = std::env::temp_dir().join(format!("kra-mlflow-llm-{}", support::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("kra-mlflow-llm");
     let database = format!("sqlite://{}", dir.join("kra.sqlite3").display());
     kra_day::collected_store(&database).await;
     let mlflow = MlflowServer::start(&dir).await;
@@ -168,14 +165,13 @@ async fn an_llm_run_logs_its_prompt_beside_its_hash() {
 
 #[tokio::test]
 async fn a_promoted_run_takes_the_champion_alias_and_the_next_challenger_meets_it() {
-    let dir = std::env::temp_dir().join(format!("kra-mlflow-champion-{}", support::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("kra-mlflow-champion");
     let database = format!("sqlite://{}", dir.join("kra.sqlite3").display());
     kra_day::collected_store(&database).await;
     let mlflow = MlflowServer::start(&dir).await;
     // `command` is the subcommand, the predictor and the gate's settings.
     let run = |name: &'static str, command: Vec<String>| {
-        let (dir, database, url) = (dir.clone(), database.clone(), mlflow.url.clone());
+        let (dir, database, url) = (dir.to_path_buf(), database.clone(), mlflow.url.clone());
         async move {
             let mut args: Vec<&str> = command.iter().map(String::as_str).collect();
             args.extend(["--from", "2025-05-24", "--to", "2025-05-24", "--run-name", name]);

@@ -220,8 +220,7 @@ async fn reconstructed_rows(store: &Store) -> Vec<(String, String, String, Strin
 
 #[tokio::test]
 async fn a_season_collected_after_the_fact_is_evaluated_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!("kra-history-{}", support::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("kra-history");
     let url = format!("sqlite://{}", dir.join("kra.sqlite3").display());
     the_season_is_evaluated_after_the_fact(&url, &dir).await;
 }
@@ -230,16 +229,14 @@ async fn a_season_collected_after_the_fact_is_evaluated_on_sqlite() {
 async fn a_season_collected_after_the_fact_is_evaluated_on_postgres() {
     let postgres = support::postgres::Postgres::start();
     let url = postgres.database().await;
-    let dir = std::env::temp_dir().join(format!("kra-history-pg-{}", support::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("kra-history-pg");
     the_season_is_evaluated_after_the_fact(&url, &dir).await;
 }
 
 #[tokio::test]
 async fn a_backfill_stopped_by_the_daily_quota_resumes_where_it_stopped() {
     let (kra, from, to, _) = season_in_the_past().await;
-    let dir = std::env::temp_dir().join(format!("kra-resume-{}", support::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("kra-resume");
     let url = format!("sqlite://{}", dir.join("kra.sqlite3").display());
     let (from_text, to_text) = (from.to_string(), to.to_string());
     let args = ["pipeline", "--meet", "seoul", "--from", from_text.as_str(), "--to", to_text.as_str()];
@@ -292,8 +289,7 @@ async fn a_backfill_costs_a_fraction_of_a_live_collection() {
     let ahead = season.race_days(support::season::Meet::Seoul).into_iter().find(|d| *d > today).unwrap();
     let kra = FakeKra::start().await;
     kra.source(season.clone());
-    let dir = std::env::temp_dir().join(format!("kra-cost-{}", support::random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::Scratch::new("kra-cost");
     let url = format!("sqlite://{}", dir.join("live.sqlite3").display());
     let day = ahead.to_string();
     let live_args = |command: &'static str| [command, "--meet", "seoul", "--date", day.as_str()];

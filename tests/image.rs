@@ -8,7 +8,7 @@
 mod local_node;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -77,9 +77,8 @@ fn run(extra: &[&str], args: &[&str]) -> Output {
 }
 
 /// A folder the container's UID may write (a Pod's emptyDir).
-fn writable_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kra-image-{}", random_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
+fn writable_dir() -> support::Scratch {
+    let dir = support::Scratch::new("kra-image");
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     dir
 }

@@ -37,28 +37,10 @@ fn odds(n: i64, value: f64) -> Vec<OddsRow> {
         .collect()
 }
 
-fn sqlite_url() -> (tempdir::Dir, String) {
-    let dir = tempdir::Dir::new();
-    let url = format!("sqlite://{}", dir.path.join("kra.sqlite3").display());
+fn sqlite_url() -> (support::Scratch, String) {
+    let dir = support::Scratch::new("kra-store");
+    let url = format!("sqlite://{}", dir.join("kra.sqlite3").display());
     (dir, url)
-}
-
-mod tempdir {
-    pub struct Dir {
-        pub path: std::path::PathBuf,
-    }
-    impl Dir {
-        pub fn new() -> Dir {
-            let path = std::env::temp_dir().join(format!("kra-store-{}", super::support::random_suffix()));
-            std::fs::create_dir_all(&path).unwrap();
-            Dir { path }
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
 }
 
 /// The behaviour every backend must have.

@@ -100,10 +100,48 @@ impl RbacMode {
     }
 }
 
-fn scratch_dir(prefix: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), random_suffix()));
-    std::fs::create_dir_all(&dir).expect("create a scratch directory");
-    dir
+/// A folder of one test's own under the system's temporary folder, removed with what is in it
+/// when dropped, unless the test is failing (panicking): then it stays, for a look at what the
+/// test's processes left there, and its path is printed.
+#[derive(Debug)]
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    /// A new empty folder named `<prefix>-<pid>-<random>`.
+    pub fn new(prefix: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), random_suffix()));
+        std::fs::create_dir_all(&path).expect("create a scratch folder");
+        Scratch { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} (the test failed)", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 pub fn random_suffix() -> String {
@@ -120,7 +158,8 @@ pub struct Cluster {
     pub client: Client,
     pub kubeconfig: PathBuf,
     pub namespace: String,
-    pub dir: PathBuf,
+    /// The test's scratch folder (the operators' logs), removed unless the test fails.
+    pub dir: Scratch,
 }
 
 impl Cluster {
@@ -131,7 +170,7 @@ impl Cluster {
     /// A namespace of the test's own on the API server `kubeconfig` names.
     pub async fn start_on(kubeconfig: PathBuf) -> Cluster {
         kra_operator::telemetry::install_crypto_provider();
-        let dir = scratch_dir("kra-test");
+        let dir = Scratch::new("kra-test");
         let config = Config::from_custom_kubeconfig(
             Kubeconfig::read_from(&kubeconfig).expect("read the test kubeconfig"),
             &KubeConfigOptions::default(),
@@ -703,17 +742,17 @@ impl Operator {
 /// tests that install cluster-wide objects from an empty cluster (the chart, config/default);
 /// stopped when dropped.
 pub struct PrivateControlPlane {
-    pub dir: PathBuf,
+    pub dir: Scratch,
     pub kubeconfig: PathBuf,
 }
 
 impl PrivateControlPlane {
     pub fn start() -> PrivateControlPlane {
-        let dir = scratch_dir("kra-control-plane");
+        let dir = Scratch::new("kra-control-plane");
         let output = std::process::Command::new("bash")
             .arg(repo().join("scripts/control-plane"))
             .arg("up")
-            .env("KRA_CONTROL_PLANE_DIR", &dir)
+            .env("KRA_CONTROL_PLANE_DIR", dir.path())
             .output()
             .expect("run scripts/control-plane up");
         assert!(
@@ -763,7 +802,7 @@ impl Drop for PrivateControlPlane {
         let _ = std::process::Command::new("bash")
             .arg(repo().join("scripts/control-plane"))
             .arg("down")
-            .env("KRA_CONTROL_PLANE_DIR", &self.dir)
+            .env("KRA_CONTROL_PLANE_DIR", self.dir.path())
             .status();
     }
 }
