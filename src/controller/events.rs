@@ -7,16 +7,18 @@
 //! status it wrote), so the same Event does not repeat within minutes; each Event is created
 //! as an object of its own and nothing is kept.
 //!
-//! As with client-go's recorder, publishing only queues the Event: a few senders of its own
-//! create the queued Events, so a reconcile does not hold its place among the reconciles in
-//! flight for an Event's round trip, and a burst's Events (8 at once) take a bounded share of
-//! the API server from its Jobs and status writes. An Event is a courtesy: when the queue is
-//! full (the API server far behind), a new one is dropped, logged and counted
+//! As with client-go's recorder, publishing only queues the Event: a sender of its own creates
+//! the queued Events, so a reconcile does not hold its place among the reconciles in flight for
+//! an Event's round trip. Events yield to reconciles: while any reconcile is in flight (each
+//! holds a `Reconciling` guard), the Events are created one at a time, as client-go's
+//! recorder always does, so a burst's Jobs and status writes get the API server first; while
+//! none is, up to 8 at once, so a backlog drains soon after. An Event is a courtesy: when the
+//! queue is full (the API server far behind), a new one is dropped, logged and counted
 //! (`kra_operator_events_total{outcome}`).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -41,7 +43,8 @@ struct Queued {
     regarding: ObjectReference,
 }
 
-/// How many Events are being created at once, at most.
+/// How many Events are being created at once, at most, while no reconcile is in flight (one
+/// while any is).
 pub const SENDERS: usize = 8;
 
 /// Who reports the Events (the controller's name and this replica's identity), and the queue
@@ -52,6 +55,19 @@ pub struct Recorder {
     metrics: Arc<Metrics>,
     /// Whether the last Event was dropped: a run of drops is logged once, at its start.
     dropping: Arc<AtomicBool>,
+    /// How many reconciles are in flight (`Recorder::reconciling`), read by the `Sender`.
+    reconciles: Arc<AtomicUsize>,
+}
+
+/// A reconcile in flight, from `Recorder::reconciling` until dropped: while any lives, the
+/// `Sender` creates one Event at a time.
+#[must_use = "the reconcile counts as in flight only while the guard lives"]
+pub struct Reconciling(Arc<AtomicUsize>);
+
+impl Drop for Reconciling {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The other end of a `Recorder`'s queue: creates the queued Events (`Sender::run`).
@@ -61,6 +77,7 @@ pub struct Sender {
     instance: String,
     queue: mpsc::Receiver<Queued>,
     metrics: Arc<Metrics>,
+    reconciles: Arc<AtomicUsize>,
 }
 
 impl Recorder {
@@ -73,10 +90,24 @@ impl Recorder {
         capacity: usize,
     ) -> (Self, Sender) {
         let (queue, receiver) = mpsc::channel(capacity.max(1));
-        let recorder = Recorder { queue, metrics: metrics.clone(), dropping: Arc::default() };
-        let sender =
-            Sender { client, controller: controller.into(), instance: instance.into(), queue: receiver, metrics };
+        let reconciles = Arc::new(AtomicUsize::new(0));
+        let recorder =
+            Recorder { queue, metrics: metrics.clone(), dropping: Arc::default(), reconciles: reconciles.clone() };
+        let sender = Sender {
+            client,
+            controller: controller.into(),
+            instance: instance.into(),
+            queue: receiver,
+            metrics,
+            reconciles,
+        };
         (recorder, sender)
+    }
+
+    /// Count a reconcile as in flight until the guard is dropped (Events yield to it).
+    pub fn reconciling(&self) -> Reconciling {
+        self.reconciles.fetch_add(1, Ordering::Relaxed);
+        Reconciling(self.reconciles.clone())
     }
 
     /// Queue the Event `event` about `regarding` (in the namespace of `regarding`), stamped with
@@ -108,21 +139,25 @@ impl Recorder {
 }
 
 impl Sender {
-    /// Create the queued Events, `SENDERS` at once, until `close` resolves; then the Events
-    /// already queued (later ones are refused) and return.
+    /// Create the queued Events until `close` resolves (one at a time while a reconcile is in
+    /// flight, else `SENDERS` at once); then the Events already queued, `SENDERS` at once
+    /// (later ones are refused), and return.
     pub async fn run(self, close: impl Future<Output = ()>) {
-        let Sender { client, controller, instance, mut queue, metrics } = self;
+        let Sender { client, controller, instance, mut queue, metrics, reconciles } = self;
         let mut in_flight = futures::stream::FuturesUnordered::new();
         tokio::pin!(close);
         let mut closing = false;
         loop {
+            // Looked at again whenever an Event is sent or queued: the wait for more senders
+            // after the last reconcile is at most one Event's round trip.
+            let senders = if closing || reconciles.load(Ordering::Relaxed) == 0 { SENDERS } else { 1 };
             tokio::select! {
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                 () = &mut close, if !closing => {
                     closing = true;
                     queue.close();
                 }
-                event = queue.recv(), if in_flight.len() < SENDERS => match event {
+                event = queue.recv(), if in_flight.len() < senders => match event {
                     Some(queued) => {
                         let event = build(&controller, &instance, &queued.event, &queued.regarding, queued.at);
                         in_flight.push(send(&client, &metrics, event));
@@ -264,6 +299,64 @@ mod tests {
         assert!(!recorder.publish(created(), &regarding("late")), "a stopped sender takes no more");
         assert_eq!(counted(&registry, event_outcome::PUBLISHED), (3 * SENDERS).to_string());
         assert_eq!(counted(&registry, event_outcome::DROPPED), "1");
+    }
+
+    /// A client whose every request takes `round_trip` and is answered 201; how many requests
+    /// were answered, and the most that were in flight at once.
+    fn counting_client(round_trip: std::time::Duration) -> (kube::Client, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let (answered, peak, current) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::default());
+        let (done, most) = (answered.clone(), peak.clone());
+        let service = tower::service_fn(move |_: http::Request<kube::client::Body>| {
+            let (current, done): (Arc<AtomicUsize>, _) = (Arc::clone(&current), done.clone());
+            most.fetch_max(current.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(round_trip).await;
+                current.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+                let answer = http::Response::builder().status(201).body(kube::client::Body::from(b"{}".to_vec()));
+                Ok::<_, std::convert::Infallible>(answer.unwrap())
+            }
+        });
+        (kube::Client::new(service, "default"), answered, peak)
+    }
+
+    async fn until_answered(answered: &AtomicUsize, count: usize) {
+        while answered.load(Ordering::SeqCst) < count {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_go_one_at_a_time_while_a_reconcile_is_in_flight_and_senders_at_once_when_none_is() {
+        let (client, answered, peak) = counting_client(std::time::Duration::from_millis(20));
+        let metrics = Metrics::new(
+            &mut prometheus_client::registry::Registry::default(),
+            Arc::new(std::sync::RwLock::new(super::super::stores::Stores::default())),
+            10,
+        );
+        let (recorder, sender) = Recorder::new(client, "kra-operator", "pod-a", metrics, 64);
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        let sending = tokio::spawn(sender.run(async move {
+            let _ = closed.await;
+        }));
+
+        let reconciling = recorder.reconciling();
+        let second = recorder.reconciling();
+        for i in 0..2 * SENDERS {
+            assert!(recorder.publish(created(), &regarding(&format!("run-{i}"))));
+        }
+        drop(second);
+        until_answered(&answered, 2 * SENDERS).await;
+        assert_eq!(peak.swap(0, Ordering::SeqCst), 1, "one Event at a time while a reconcile is in flight");
+
+        drop(reconciling);
+        for i in 0..2 * SENDERS {
+            assert!(recorder.publish(created(), &regarding(&format!("later-{i}"))));
+        }
+        until_answered(&answered, 4 * SENDERS).await;
+        assert_eq!(peak.load(Ordering::SeqCst), SENDERS, "with no reconcile in flight, {SENDERS} at once");
+        close.send(()).unwrap();
+        sending.await.unwrap();
     }
 
     #[tokio::test]

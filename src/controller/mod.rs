@@ -63,6 +63,8 @@ fn describe<K: RunKind>(obj: &K) -> String {
 
 async fn reconcile<K: RunKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     static RECONCILE_IDS: AtomicU64 = AtomicU64::new(1);
+    // Events wait for the reconciles in flight (`events::Reconciling`).
+    let _reconciling = ctx.recorder.reconciling();
     let object = describe(&*obj);
     let span = tracing::info_span!(
         "reconcile",
