@@ -21,6 +21,7 @@ pub mod recurring;
 pub mod resources;
 pub mod scheduler;
 pub mod schema;
+pub mod slots;
 pub mod stores;
 pub mod undecodable;
 pub mod validate;
@@ -467,7 +468,16 @@ pub fn controller<K: RunKind>(
     };
     let (runs_reader, runs_writer) = reflector::store();
     let (runs, released) = run_watch(&ctx, runs_writer, tolerant(watcher::Config::default()));
-    let config = kube::runtime::controller::Config::default().concurrency(ctx.max_concurrent_reconciles);
+    // The runner is unbounded: `slots` bounds the reconciles, taking them in turn.
+    let slots = Arc::new(slots::Slots::new(ctx.max_concurrent_reconciles));
+    let shutdown = {
+        let slots = slots.clone();
+        async move {
+            shutdown.await;
+            slots.close();
+        }
+    };
+    let config = kube::runtime::controller::Config::default().concurrency(0);
     let mut controller = Controller::for_stream(runs, runs_reader)
         .with_config(config)
         .owns_stream(job_events)
@@ -510,7 +520,11 @@ pub fn controller<K: RunKind>(
     }
     let pod_watch = worker_pod_watch::<K>(&ctx, &scope, &ours);
     let store = controller.store();
-    let reconciles = controller.run(reconcile::<K>, error_policy::<K>, ctx).for_each(|result| async move {
+    let cache = store.clone();
+    let in_turn = move |obj: Arc<K>, ctx: Arc<Context>| {
+        slots::in_turn(slots.clone(), cache.clone(), obj, move |obj| reconcile::<K>(obj, ctx))
+    };
+    let reconciles = controller.run(in_turn, error_policy::<K>, ctx).for_each(|result| async move {
         if let Err(error) = result {
             match &error {
                 kube::runtime::controller::Error::ReconcilerFailed(..) => {}
