@@ -12,7 +12,8 @@
 //! an Event's round trip. Events yield to reconciles: while any reconcile is in flight (each
 //! holds a `Reconciling` guard), the Events are created one at a time, as client-go's
 //! recorder always does, so a burst's Jobs and status writes get the API server first; while
-//! none is, up to 8 at once, so a backlog drains soon after. An Event is a courtesy: when the
+//! none is, or once half the queue is taken, up to 8 at once, so a backlog drains soon after
+//! and a long burst's Events are not dropped for yielding. An Event is a courtesy: when the
 //! queue is full (the API server far behind), a new one is dropped, logged and counted
 //! (`kra_operator_events_total{outcome}`).
 
@@ -140,8 +141,8 @@ impl Recorder {
 
 impl Sender {
     /// Create the queued Events until `close` resolves (one at a time while a reconcile is in
-    /// flight, else `SENDERS` at once); then the Events already queued, `SENDERS` at once
-    /// (later ones are refused), and return.
+    /// flight and less than half the queue is taken, else `SENDERS` at once); then the Events
+    /// already queued, `SENDERS` at once (later ones are refused), and return.
     pub async fn run(self, close: impl Future<Output = ()>) {
         let Sender { client, controller, instance, mut queue, metrics, reconciles } = self;
         let mut in_flight = futures::stream::FuturesUnordered::new();
@@ -149,8 +150,10 @@ impl Sender {
         let mut closing = false;
         loop {
             // Looked at again whenever an Event is sent or queued: the wait for more senders
-            // after the last reconcile is at most one Event's round trip.
-            let senders = if closing || reconciles.load(Ordering::Relaxed) == 0 { SENDERS } else { 1 };
+            // after the last reconcile is at most one Event's round trip. Events stop yielding
+            // once half the queue is taken, so a long burst does not drop them for it.
+            let yielding = !closing && reconciles.load(Ordering::Relaxed) > 0 && queue.len() < queue.max_capacity() / 2;
+            let senders = if yielding { 1 } else { SENDERS };
             tokio::select! {
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                 () = &mut close, if !closing => {
@@ -355,6 +358,30 @@ mod tests {
         }
         until_answered(&answered, 4 * SENDERS).await;
         assert_eq!(peak.load(Ordering::SeqCst), SENDERS, "with no reconcile in flight, {SENDERS} at once");
+        close.send(()).unwrap();
+        sending.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_stop_yielding_to_reconciles_while_half_the_queue_is_taken() {
+        let (client, answered, peak) = counting_client(std::time::Duration::from_millis(20));
+        let metrics = Metrics::new(
+            &mut prometheus_client::registry::Registry::default(),
+            Arc::new(std::sync::RwLock::new(super::super::stores::Stores::default())),
+            10,
+        );
+        let capacity = 4 * SENDERS;
+        let (recorder, sender) = Recorder::new(client, "kra-operator", "pod-a", metrics, capacity);
+        let _reconciling = recorder.reconciling();
+        for i in 0..capacity {
+            assert!(recorder.publish(created(), &regarding(&format!("run-{i}"))));
+        }
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        let sending = tokio::spawn(sender.run(async move {
+            let _ = closed.await;
+        }));
+        until_answered(&answered, capacity).await;
+        assert_eq!(peak.load(Ordering::SeqCst), SENDERS, "a full queue is drained {SENDERS} at once");
         close.send(()).unwrap();
         sending.await.unwrap();
     }
