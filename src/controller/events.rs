@@ -323,6 +323,19 @@ mod tests {
         (kube::Client::new(service, "default"), answered, peak)
     }
 
+    /// A recorder with room for `capacity` Events, its sender over `counting_client` (20 ms a
+    /// request), and that client's counts: requests answered, most in flight at once.
+    fn counting_recorder(capacity: usize) -> (Recorder, Sender, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let (client, answered, peak) = counting_client(std::time::Duration::from_millis(20));
+        let metrics = Metrics::new(
+            &mut prometheus_client::registry::Registry::default(),
+            Arc::new(std::sync::RwLock::new(super::super::stores::Stores::default())),
+            10,
+        );
+        let (recorder, sender) = Recorder::new(client, "kra-operator", "pod-a", metrics, capacity);
+        (recorder, sender, answered, peak)
+    }
+
     async fn until_answered(answered: &AtomicUsize, count: usize) {
         while answered.load(Ordering::SeqCst) < count {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -331,13 +344,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn events_go_one_at_a_time_while_a_reconcile_is_in_flight_and_senders_at_once_when_none_is() {
-        let (client, answered, peak) = counting_client(std::time::Duration::from_millis(20));
-        let metrics = Metrics::new(
-            &mut prometheus_client::registry::Registry::default(),
-            Arc::new(std::sync::RwLock::new(super::super::stores::Stores::default())),
-            10,
-        );
-        let (recorder, sender) = Recorder::new(client, "kra-operator", "pod-a", metrics, 64);
+        let (recorder, sender, answered, peak) = counting_recorder(64);
         let (close, closed) = tokio::sync::oneshot::channel::<()>();
         let sending = tokio::spawn(sender.run(async move {
             let _ = closed.await;
@@ -364,14 +371,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn events_stop_yielding_to_reconciles_while_half_the_queue_is_taken() {
-        let (client, answered, peak) = counting_client(std::time::Duration::from_millis(20));
-        let metrics = Metrics::new(
-            &mut prometheus_client::registry::Registry::default(),
-            Arc::new(std::sync::RwLock::new(super::super::stores::Stores::default())),
-            10,
-        );
         let capacity = 4 * SENDERS;
-        let (recorder, sender) = Recorder::new(client, "kra-operator", "pod-a", metrics, capacity);
+        let (recorder, sender, answered, peak) = counting_recorder(capacity);
         let _reconciling = recorder.reconciling();
         for i in 0..capacity {
             assert!(recorder.publish(created(), &regarding(&format!("run-{i}"))));

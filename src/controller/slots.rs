@@ -116,6 +116,17 @@ mod tests {
         }
     }
 
+    /// Start reconciling the run `name` (as `object(name, "1")`) in turn, noting it in `seen`.
+    fn start(
+        slots: &Arc<Slots>,
+        cache: &Store<ConfigMap>,
+        seen: &Arc<Mutex<Vec<String>>>,
+        name: &str,
+        busy: Duration,
+    ) -> tokio::task::JoinHandle<Result<Action, ()>> {
+        tokio::spawn(in_turn(slots.clone(), cache.clone(), Arc::new(object(name, "1")), noting(seen.clone(), busy)))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn reconciles_over_the_bound_run_in_the_order_they_were_started() {
         let names: Vec<String> = (0..40).map(|i| format!("run-{i}")).collect();
@@ -152,25 +163,10 @@ mod tests {
         let (cache, mut writer) = cache_of(&[object("busy", "1"), object("edited", "1"), object("deleted", "1")]);
         let slots = Arc::new(Slots::new(1));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let first = tokio::spawn(in_turn(
-            slots.clone(),
-            cache.clone(),
-            Arc::new(object("busy", "1")),
-            noting(seen.clone(), Duration::from_secs(1)),
-        ));
+        let first = start(&slots, &cache, &seen, "busy", Duration::from_secs(1));
         tokio::task::yield_now().await;
-        let edited = tokio::spawn(in_turn(
-            slots.clone(),
-            cache.clone(),
-            Arc::new(object("edited", "1")),
-            noting(seen.clone(), Duration::ZERO),
-        ));
-        let deleted = tokio::spawn(in_turn(
-            slots.clone(),
-            cache.clone(),
-            Arc::new(object("deleted", "1")),
-            noting(seen.clone(), Duration::ZERO),
-        ));
+        let edited = start(&slots, &cache, &seen, "edited", Duration::ZERO);
+        let deleted = start(&slots, &cache, &seen, "deleted", Duration::ZERO);
         tokio::task::yield_now().await;
         // While they wait, one run changes and the other is deleted.
         writer.apply_watcher_event(&watcher::Event::Apply(object("edited", "2")));
@@ -187,19 +183,9 @@ mod tests {
         let (cache, _writer) = cache_of(&[object("running", "1"), object("waiting", "1")]);
         let slots = Arc::new(Slots::new(1));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let running = tokio::spawn(in_turn(
-            slots.clone(),
-            cache.clone(),
-            Arc::new(object("running", "1")),
-            noting(seen.clone(), Duration::from_secs(1)),
-        ));
+        let running = start(&slots, &cache, &seen, "running", Duration::from_secs(1));
         tokio::task::yield_now().await;
-        let waiting = tokio::spawn(in_turn(
-            slots.clone(),
-            cache.clone(),
-            Arc::new(object("waiting", "1")),
-            noting(seen.clone(), Duration::ZERO),
-        ));
+        let waiting = start(&slots, &cache, &seen, "waiting", Duration::ZERO);
         tokio::task::yield_now().await;
         slots.close();
         assert_eq!(waiting.await.unwrap(), Ok(Action::await_change()));
