@@ -383,12 +383,16 @@ fn transition_notes<K: RunKind>(ctx: &Context, transitions: &[plan::Transition])
 /// The worker Pods, watched (by this operator's labels) only to cache their termination
 /// messages: a Pod change wakes nobody, the Job's own change does (and a finished Job whose
 /// worker this cache does not show terminated yet is looked at again shortly, see observe).
+/// Only Pods in a terminal phase are watched ([`TERMINAL_PODS`]): a worker's termination
+/// message exists only once its phase is `Succeeded` or `Failed` (its one container never
+/// restarts), so the events of a Pod being scheduled, pulled, started and run, and the Pods of
+/// Jobs still running, never reach the operator.
 fn worker_pod_watch<K: RunKind>(
     ctx: &Context,
     scope: &Scope,
     ours: &str,
 ) -> impl std::future::Future<Output = ()> + Send + use<K> {
-    let worker_pods = watcher::Config::default().labels(ours);
+    let worker_pods = watcher::Config::default().labels(ours).fields(TERMINAL_PODS);
     let (pods_reader, pods_writer) = reflector::store();
     ctx.pod_cache.add(pods_reader);
     let pods = watcher(api_for::<WorkerPod>(&ctx.client, scope), worker_pods.any_semantic());
@@ -402,6 +406,10 @@ fn worker_pod_watch<K: RunKind>(
             }
         })
 }
+
+/// The field selector of the worker Pod watch: Pods whose phase is `Succeeded` or `Failed` (a
+/// field selector has no "in", so every other phase is excluded by name).
+const TERMINAL_PODS: &str = "status.phase!=Pending,status.phase!=Running,status.phase!=Unknown";
 
 /// The runs that stop holding a share of their key's budget, by key, and the runs waiting for it.
 type Released<K> = (Arc<Mutex<budget::Waiters<K>>>, futures::channel::mpsc::UnboundedReceiver<String>);
