@@ -14,6 +14,8 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kra_operator::controller::decode::{without_answer, write_unread};
+use kra_operator::controller::error::is_conflict;
 use kra_operator::controller::events::Recorder;
 use kra_operator::controller::stores::Stores;
 use kra_operator::crd::{KraJob, Phase};
@@ -21,7 +23,7 @@ use kra_operator::metrics::{Metrics, OutcomeLabel};
 use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::{Event, EventType};
-use kube::{Api, Client, Config, ResourceExt};
+use kube::{Api, Client, Config, Resource, ResourceExt};
 use serde_json::{Value, json};
 use support::{Cluster, Operator, RbacMode, WAIT, wait_until};
 
@@ -131,6 +133,31 @@ async fn status_written_by_server_side_apply_keeps_its_fields_beside_other_manag
     let diff =
         cluster.kubectl(&["diff", "--server-side", "--field-manager", "argocd-controller", "-f", "-"], Some(&manifest));
     assert_eq!(diff.status.code(), Some(0), "kubectl diff reports drift: {}", String::from_utf8_lossy(&diff.stdout));
+}
+
+/// The operator's writes ask for the written object's metadata as their answer
+/// (`decode::without_answer`), not the server's whole copy: the real API server answers a create
+/// with a `PartialObjectMetadata` and stores the whole object, and a conflict still comes back
+/// as the `Status` that kube reads as its error.
+#[tokio::test]
+async fn a_write_is_answered_with_metadata_only_and_a_conflict_as_kubes_error() {
+    let cluster = Cluster::start().await;
+    let path = Job::url_path(&(), Some(&cluster.namespace));
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "answered"},
+                     "spec": {"suspend": true, "template": {"spec": {"restartPolicy": "Never",
+                              "containers": [{"name": "worker", "image": "kra:1"}]}}}});
+    let create =
+        || kube::core::Request::new(&path).create(&PostParams::default(), serde_json::to_vec(&job).unwrap()).unwrap();
+    let answer = cluster.client.request_text(without_answer(create())).await.expect("create the Job");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["kind"], "PartialObjectMetadata", "{answer}");
+    assert_eq!(answer["metadata"]["name"], "answered");
+    assert!(answer.get("spec").is_none() && answer.get("status").is_none(), "{answer}");
+    let stored = cluster.api::<Job>().get("answered").await.unwrap();
+    assert_eq!(stored.spec.and_then(|s| s.suspend), Some(true), "the server stored the whole Job");
+
+    let error = write_unread(&cluster.client, create()).await.expect_err("a second create of the same name");
+    assert!(is_conflict(&error), "{error}");
 }
 
 /// A client acting as the operator does: the chart's ServiceAccount with the chart's RBAC.

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::context::{Context, FIELD_MANAGER};
-use super::decode::{Unread, unread};
+use super::decode::write_unread;
 use super::{conditions, error};
 
 /// An Event to publish about a run: a reason of `reasons`, Normal or Warning, and a note.
@@ -50,7 +50,11 @@ where
     T: Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    match unread(api).create(&params, &Unread::of(child)).await {
+    let body = serde_json::to_vec(&child).map_err(|e| CreateError::Create(kube::Error::SerdeError(e)))?;
+    let request = kube::core::Request::new(api.resource_url())
+        .create(&params, body)
+        .map_err(|e| CreateError::Create(kube::Error::BuildRequest(e)))?;
+    match write_unread(&api.clone().into_client(), request).await {
         Ok(_) => Ok(()),
         Err(e) if error::is_conflict(&e) => {
             let existing = api.get(name).await.map_err(CreateError::Read)?;
@@ -89,7 +93,11 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    unread(api).patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let request = kube::core::Request::new(api.resource_url())
+        .patch_subresource("status", name, &params, &Patch::Apply(&patch))
+        .map_err(kube::Error::BuildRequest)?;
+    write_unread(&api.clone().into_client(), request).await?;
     Ok(true)
 }
 

@@ -25,11 +25,12 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, PostParams};
+use kube::Resource;
+use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType};
 use tokio::sync::mpsc;
 
-use super::decode::Unread;
+use super::decode::write_unread;
 use crate::metrics::{Metrics, event_outcome};
 
 /// The most Events waiting to be sent; beyond, new ones are dropped. A burst of 10,000 new runs
@@ -185,8 +186,12 @@ async fn send(client: &kube::Client, metrics: &Metrics, event: K8sEvent) {
     let regarding = event.regarding.clone().unwrap_or_default();
     let reason = event.reason.clone().unwrap_or_default();
     // The API server's copy of the Event is not read back.
-    let api: Api<Unread<K8sEvent>> = Api::namespaced(client.clone(), &namespace);
-    match api.create(&PostParams::default(), &Unread::of(event)).await {
+    let request = serde_json::to_vec(&event).map_err(kube::Error::SerdeError).and_then(|body| {
+        kube::core::Request::new(K8sEvent::url_path(&(), Some(&namespace)))
+            .create(&PostParams::default(), body)
+            .map_err(kube::Error::BuildRequest)
+    });
+    match async { write_unread(client, request?).await }.await {
         Ok(_) => metrics.event(event_outcome::PUBLISHED),
         Err(error) => {
             tracing::warn!(object = %describe(&regarding), reason, "failed to publish an Event: {error}");
