@@ -1,13 +1,14 @@
 //! The writes both reconcilers make, each in one place: create a child or adopt it, delete a
 //! child if it is still there, write status by server-side apply, publish Events.
 
+use std::borrow::Cow;
+
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use super::context::{Context, FIELD_MANAGER};
 use super::decode::write_unread;
@@ -78,6 +79,16 @@ where
     }
 }
 
+/// The body of a status apply: the object's type and its whole status, serialised once, straight
+/// into the request's body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusApply<'a, S> {
+    api_version: Cow<'static, str>,
+    kind: Cow<'static, str>,
+    status: &'a S,
+}
+
 /// Write the whole status by server-side apply (one field manager, forced), only when it
 /// differs from the status read: an idle operator writes nothing. `true` when it wrote.
 pub async fn write_status<K, S>(api: &Api<K>, name: &str, previous: Option<&S>, status: &S) -> Result<bool, kube::Error>
@@ -88,11 +99,7 @@ where
     if previous == Some(status) {
         return Ok(false);
     }
-    let patch = json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
+    let patch = StatusApply { api_version: K::api_version(&()), kind: K::kind(&()), status };
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let request = kube::core::Request::new(api.resource_url())
         .patch_subresource("status", name, &params, &Patch::Apply(&patch))
@@ -115,5 +122,21 @@ pub fn publish(ctx: &Context, reference: &ObjectReference, object: &str, action:
             secondary: None,
         };
         ctx.recorder.publish(event, reference);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::KraJob;
+
+    #[test]
+    fn a_status_apply_sends_the_type_and_the_status_and_nothing_else() {
+        let status = serde_json::json!({"phase": "Running", "attempts": [{"jobName": "run-1"}]});
+        let patch = StatusApply { api_version: KraJob::api_version(&()), kind: KraJob::kind(&()), status: &status };
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap(),
+            serde_json::json!({"apiVersion": "kra.dev/v1alpha1", "kind": "KraJob", "status": status})
+        );
     }
 }
