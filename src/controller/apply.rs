@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::context::{Context, FIELD_MANAGER};
-use super::decode::write_unread;
+use super::decode::{create_unread, write_unread};
 use super::{conditions, error};
 
 /// An Event to publish about a run: a reason of `reasons`, Normal or Warning, and a note.
@@ -51,11 +51,7 @@ where
     T: Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-    let body = serde_json::to_vec(&child).map_err(|e| CreateError::Create(kube::Error::SerdeError(e)))?;
-    let request = kube::core::Request::new(api.resource_url())
-        .create(&params, body)
-        .map_err(|e| CreateError::Create(kube::Error::BuildRequest(e)))?;
-    match write_unread(&api.clone().into_client(), request).await {
+    match create_unread(&api.clone().into_client(), api.resource_url(), &params, &child).await {
         Ok(_) => Ok(()),
         Err(e) if error::is_conflict(&e) => {
             let existing = api.get(name).await.map_err(CreateError::Read)?;

@@ -372,6 +372,18 @@ pub async fn write_unread(client: &Client, request: http::Request<Vec<u8>>) -> R
     client.request_text(without_answer(request)).await.map(drop)
 }
 
+/// Create `object` in the collection at `url_path` ([`write_unread`]).
+pub async fn create_unread(
+    client: &Client,
+    url_path: &str,
+    params: &kube::api::PostParams,
+    object: &impl serde::Serialize,
+) -> Result<(), kube::Error> {
+    let body = serde_json::to_vec(object).map_err(kube::Error::SerdeError)?;
+    let request = kube::core::Request::new(url_path).create(params, body).map_err(kube::Error::BuildRequest)?;
+    write_unread(client, request).await
+}
+
 #[cfg(test)]
 mod tests {
     use kube::ResourceExt;

@@ -30,7 +30,7 @@ use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType};
 use tokio::sync::mpsc;
 
-use super::decode::write_unread;
+use super::decode::create_unread;
 use crate::metrics::{Metrics, event_outcome};
 
 /// The most Events waiting to be sent; beyond, new ones are dropped. A burst of 10,000 new runs
@@ -186,12 +186,8 @@ async fn send(client: &kube::Client, metrics: &Metrics, event: K8sEvent) {
     let regarding = event.regarding.clone().unwrap_or_default();
     let reason = event.reason.clone().unwrap_or_default();
     // The API server's copy of the Event is not read back.
-    let request = serde_json::to_vec(&event).map_err(kube::Error::SerdeError).and_then(|body| {
-        kube::core::Request::new(K8sEvent::url_path(&(), Some(&namespace)))
-            .create(&PostParams::default(), body)
-            .map_err(kube::Error::BuildRequest)
-    });
-    match async { write_unread(client, request?).await }.await {
+    let url_path = K8sEvent::url_path(&(), Some(&namespace));
+    match create_unread(client, &url_path, &PostParams::default(), &event).await {
         Ok(_) => metrics.event(event_outcome::PUBLISHED),
         Err(error) => {
             tracing::warn!(object = %describe(&regarding), reason, "failed to publish an Event: {error}");

@@ -158,10 +158,10 @@ thread_local! {
 }
 
 /// The spec alone is checked, as an object with nothing else: the status is the operator's own
-/// and the metadata the API server's, so converting and walking them for the rules found only
-/// spent CPU on every new generation.
+/// and the metadata the API server's, and converting and walking them on every new generation
+/// found nothing a spec could break.
 fn check_declared(schema: &DeclaredSchema, rules: &CompiledSchema, spec: &impl Serialize) -> Result<(), String> {
-    let spec = serde_json::to_value(spec).map_err(|e| format!("failed to serialize the resource: {e}"))?;
+    let spec = serde_json::to_value(spec).map_err(|e| format!("failed to serialize the spec: {e}"))?;
     let value = serde_json::Value::Object(serde_json::Map::from_iter([("spec".to_string(), spec)]));
     let problems = schema.check_spec(&value);
     if !problems.is_empty() {
