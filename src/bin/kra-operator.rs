@@ -79,19 +79,12 @@ fn main() -> ExitCode {
         Command::Crd { out_dir, .. } => write_crds(out_dir),
         Command::Run(args) => {
             let _telemetry = telemetry::init(telemetry::default_log_format(cli.log_format), "kra-operator");
-            // One thread: the operator's work is short reconciles waiting on the API server,
-            // and worker threads only added wakes across threads for every event the watches
-            // read (measured: half the CPU per run lifecycle; docs/benchmarks.md).
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("failed to start the runtime")
-                .and_then(|runtime| {
-                    runtime.block_on(async {
-                        let client = api_client::connect(args.api_http2).await?;
-                        operator::run(*args, client).await
-                    })
+            operator::runtime(&args).context("failed to start the runtime").and_then(|runtime| {
+                runtime.block_on(async {
+                    let client = api_client::connect(args.api_http2).await?;
+                    operator::run(*args, client).await
                 })
+            })
         }
     };
     match result {
