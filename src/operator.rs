@@ -151,8 +151,9 @@ pub struct RunArgs {
     /// for the network: what arrives meanwhile (watch events, answers) is then read in one wake
     /// instead of one wake each: less CPU under a burst, a little more at a steady rate
     /// (docs/benchmarks.md, step 26). Adds at most this much latency per step of a reconcile;
-    /// 0 (the default) waits at once.
-    #[arg(long, env = "KRA_IO_COALESCE_MICROS", default_value_t = 0)]
+    /// 0 (the default) waits at once. At most 1000000 (a second: a longer pause would delay
+    /// the leader's Lease renewals).
+    #[arg(long, env = "KRA_IO_COALESCE_MICROS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub io_coalesce_micros: u64,
 }
 
@@ -547,6 +548,13 @@ mod tests {
 
         let error = parse(&["--worker-requests", "memory=lots"]).unwrap_err();
         assert!(error.contains("--worker-requests") && error.contains("\"lots\" (of memory)"), "{error}");
+    }
+
+    #[test]
+    fn a_pause_longer_than_a_second_is_refused_by_name() {
+        assert_eq!(parse(&["--io-coalesce-micros", "1000000"]).unwrap().io_coalesce_micros, 1_000_000);
+        let error = parse(&["--io-coalesce-micros", "1000001"]).unwrap_err();
+        assert!(error.contains("--io-coalesce-micros") && error.contains("1000001"), "{error}");
     }
 
     /// With `--io-coalesce-micros`, what arrives while the runtime pauses is read in one wake.
