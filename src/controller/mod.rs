@@ -469,16 +469,13 @@ pub fn controller<K: RunKind>(
         .default_backoff()
         .inspect(ctx.watch_synced("jobs"))
         .inspect(ctx.job_cache.indexer());
-    // Each watch runs in a task of its own (`watch::in_own_task`): only the events that wake a
-    // run reach the controller's task.
-    let job_events = watch::in_own_task(wakes::wakes(job_events, wakes::jobs()));
+    let job_events = wakes::wakes(job_events, wakes::jobs());
     ctx.job_cache.add(jobs_reader);
     let tolerant = |config: watcher::Config| {
         watch::tolerant::<K>(&ctx.client, &scope, config.any_semantic(), ctx.undecodable.clone())
     };
     let (runs_reader, runs_writer) = reflector::store();
     let (runs, released) = run_watch(&ctx, runs_writer, tolerant(watcher::Config::default()));
-    let runs = watch::in_own_task(runs);
     // The runner is unbounded: `slots` bounds the reconciles, taking them in turn.
     let slots = Arc::new(slots::Slots::new(ctx.max_concurrent_reconciles));
     let shutdown = {
@@ -497,8 +494,7 @@ pub fn controller<K: RunKind>(
         // A schedule (or trigger) owns its runs, children of its kind: their progress wakes it.
         let children = tolerant(watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID));
         let synced = ctx.watch_synced(K::PLURAL);
-        controller =
-            controller.owns_stream(watch::in_own_task(children.default_backoff().inspect(synced).touched_objects()));
+        controller = controller.owns_stream(children.default_backoff().inspect(synced).touched_objects());
     }
     if K::HAS_TRIGGERS {
         controller = wake_on_collections(controller, &ctx);
@@ -520,7 +516,6 @@ pub fn controller<K: RunKind>(
         .default_backoff()
         .inspect(ctx.watch_synced("configmaps"))
         .touched_objects();
-        let config_map_events = watch::in_own_task(config_map_events);
         controller = controller.watches_stream(config_map_events, move |config_map: ConfigMap| {
             let namespace = config_map.namespace();
             let name = config_map.name_any();
@@ -531,7 +526,7 @@ pub fn controller<K: RunKind>(
                 .collect::<Vec<_>>()
         });
     }
-    let mut pod_watch = watch::in_own_task(futures::stream::once(worker_pod_watch::<K>(&ctx, &scope, &ours)));
+    let pod_watch = worker_pod_watch::<K>(&ctx, &scope, &ours);
     let store = controller.store();
     let cache = store.clone();
     let in_turn = move |obj: Arc<K>, ctx: Arc<Context>| {
@@ -547,8 +542,8 @@ pub fn controller<K: RunKind>(
     });
     // The Pod watch lives as long as the controller (which ends on shutdown).
     let driver = async move {
-        futures::pin_mut!(reconciles);
-        futures::future::select(reconciles, pod_watch.next()).await;
+        futures::pin_mut!(reconciles, pod_watch);
+        futures::future::select(reconciles, pod_watch).await;
     };
     (store, driver)
 }

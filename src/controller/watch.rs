@@ -11,9 +11,7 @@
 //! reconciled as it was until it decodes again), and a skipped deletion leaves it there until
 //! the next relist.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
 use kube::runtime::watcher::{self, Event, watcher};
@@ -67,56 +65,6 @@ where
     decoded(watcher(api_for::<Lenient<K>>(client, scope), config), move |seen| {
         undecodable.observe(seen);
     })
-}
-
-/// How many items a watch driven in a task of its own may hand over before the controller
-/// takes them; beyond, the watch waits (and stops reading its connection) as it did when the
-/// controller polled it itself.
-const HANDOVER: usize = 1024;
-
-/// A stream driven in a task of its own ([`in_own_task`]): its items, handed over a bounded
-/// channel. Dropping it stops the task.
-pub struct OwnTask<T> {
-    items: tokio::sync::mpsc::Receiver<T>,
-    task: tokio::task::AbortHandle,
-}
-
-impl<T> Drop for OwnTask<T> {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl<T> Stream for OwnTask<T> {
-    type Item = T;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.items.poll_recv(cx)
-    }
-}
-
-/// Drive `stream` (a watch: its reads, decoding, cache updates and wake filter) in a task of
-/// its own, and hand over only what comes out of it. A controller's task wakes for every item
-/// of the streams it polls, and each wake polls every reconcile in flight (kube's runner keeps
-/// them in a map it scans), so a watch event that wakes no run (the echo of a status write, a
-/// Job's progress, a worker Pod) cost a scan of them all when the controller read the watch
-/// itself. Must be called within the runtime; the task ends with the stream, or when the
-/// returned stream is dropped.
-pub fn in_own_task<S>(stream: S) -> OwnTask<S::Item>
-where
-    S: Stream + Send + 'static,
-    S::Item: Send + 'static,
-{
-    let (sender, items) = tokio::sync::mpsc::channel(HANDOVER);
-    let task = tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(item) = stream.next().await {
-            if sender.send(item).await.is_err() {
-                break;
-            }
-        }
-    });
-    OwnTask { items, task: task.abort_handle() }
 }
 
 /// The runs of a lenient watch that decoded; `seen` hears of each object: decoded, not
