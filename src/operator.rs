@@ -427,18 +427,16 @@ async fn run_controllers(
     tokio::pin!(drivers);
     let mut stopping = stop_rx.clone();
     tokio::select! {
-        _ = &mut drivers => {}
+        biased;
         _ = stopping.wait_for(|s| *s) => {
-            // kube-runtime holds a controller's reconciles until its store has synced, and a
-            // graceful shutdown stops the watch that would sync it: stopped before the initial
-            // list, a controller would wait forever. No reconcile can have started then, so the
-            // controllers are dropped; once synced, in-flight reconciles are let finish.
-            if watches.synced().iter().all(|(_, ready)| *ready) {
-                drivers.await;
-            } else {
+            // A controller stopped before its watches synced has started no reconcile: it
+            // ends at once. Otherwise the reconciles in flight are let finish.
+            if !watches.synced().iter().all(|(_, ready)| *ready) {
                 tracing::info!("stopping before the watches synced");
             }
+            drivers.await;
         }
+        _ = &mut drivers => {}
     }
     let _ = close_events.send(());
     if tokio::time::timeout(EVENTS_FLUSH, events).await.is_err() {

@@ -16,12 +16,12 @@ pub mod kind;
 pub mod observe;
 pub mod plan;
 pub mod policy;
+pub mod queue;
 pub mod reasons;
 pub mod recurring;
 pub mod resources;
 pub mod scheduler;
 pub mod schema;
-pub mod slots;
 pub mod stores;
 pub mod undecodable;
 pub mod validate;
@@ -32,12 +32,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{trigger_owners, trigger_self};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, ResourceExt};
@@ -50,6 +50,7 @@ use decode::{CachedJob, WorkerPod};
 pub use error::Error;
 use kind::RunKind;
 use plan::{Action as PlanAction, Permit, PlanInput};
+use queue::Action;
 pub use stores::OwnedCache;
 pub use watch::Scope;
 use watch::api_for;
@@ -452,7 +453,10 @@ where
 }
 
 /// Build a controller for one kind; returns its store (for readiness and metrics) and the
-/// future that drives it until `shutdown` resolves.
+/// future that drives it until `shutdown` resolves: the watches wake runs into the controller's
+/// queue (`queue.rs`), whose runs are reconciled in the order they were woken, at most
+/// `--max-concurrent-reconciles` at once. On shutdown the watches stop, no run is taken from the
+/// queue any more, and the future ends once the reconciles in flight are done.
 pub fn controller<K: RunKind>(
     ctx: Arc<Context>,
     scope: Scope,
@@ -474,38 +478,26 @@ pub fn controller<K: RunKind>(
     let tolerant = |config: watcher::Config| {
         watch::tolerant::<K>(&ctx.client, &scope, config.any_semantic(), ctx.undecodable.clone())
     };
-    let (runs_reader, runs_writer) = reflector::store();
+    let (store, runs_writer) = reflector::store();
     let (runs, released) = run_watch(&ctx, runs_writer, tolerant(watcher::Config::default()));
-    // The runner is unbounded: `slots` bounds the reconciles, taking them in turn.
-    let slots = Arc::new(slots::Slots::new(ctx.max_concurrent_reconciles));
-    let shutdown = {
-        let slots = slots.clone();
-        async move {
-            shutdown.await;
-            slots.close();
-        }
-    };
-    let config = kube::runtime::controller::Config::default().concurrency(0);
-    let mut controller = Controller::for_stream(runs, runs_reader)
-        .with_config(config)
-        .owns_stream(job_events)
-        .graceful_shutdown_on(shutdown);
+    // What wakes a run: its own changes, its Jobs' (and, for a schedule, its child runs').
+    let mut wakes: Vec<Wakes<K>> = vec![requests(trigger_self(runs, ())), requests(trigger_owners(job_events, (), ()))];
     if K::HAS_CHILD_RUNS {
         // A schedule (or trigger) owns its runs, children of its kind: their progress wakes it.
         let children = tolerant(watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID));
         let synced = ctx.watch_synced(K::PLURAL);
-        controller = controller.owns_stream(children.default_backoff().inspect(synced).touched_objects());
+        wakes.push(requests(trigger_owners(children.default_backoff().inspect(synced).touched_objects(), (), ())));
     }
     if K::HAS_TRIGGERS {
-        controller = wake_on_collections(controller, &ctx);
+        wakes.push(wake_on_collections(store.clone(), &ctx));
     }
     if let Some((waiters, released)) = released {
-        controller = wake_on_released_budget(controller, waiters, released);
+        wakes.push(wake_on_released_budget(waiters, released));
     }
     if K::REFERENCES_CONFIG_MAPS {
         // A ConfigMap that appears or changes wakes the runs that name it (a prompt created
         // after its EvaluationRun starts the run at once instead of at the next resync).
-        let runs = controller.store();
+        let runs = store.clone();
         let (config_maps_reader, config_maps_writer) = reflector::store();
         ctx.config_map_cache.add(config_maps_reader);
         let config_map_events = reflector(
@@ -516,36 +508,69 @@ pub fn controller<K: RunKind>(
         .default_backoff()
         .inspect(ctx.watch_synced("configmaps"))
         .touched_objects();
-        controller = controller.watches_stream(config_map_events, move |config_map: ConfigMap| {
+        let named = config_map_events.map_ok(move |config_map: ConfigMap| {
             let namespace = config_map.namespace();
             let name = config_map.name_any();
-            runs.state()
+            let named: Vec<ObjectRef<K>> = runs
+                .state()
                 .into_iter()
                 .filter(|run| run.namespace() == namespace && run.config_map_refs().contains(&name.as_str()))
                 .map(|run| ObjectRef::from_obj(run.as_ref()))
-                .collect::<Vec<_>>()
+                .collect();
+            futures::stream::iter(named.into_iter().map(Ok))
         });
+        wakes.push(named.try_flatten().boxed());
     }
     let pod_watch = worker_pod_watch::<K>(&ctx, &scope, &ours);
-    let store = controller.store();
-    let cache = store.clone();
-    let in_turn = move |obj: Arc<K>, ctx: Arc<Context>| {
-        slots::in_turn(slots.clone(), cache.clone(), obj, move |obj| reconcile::<K>(obj, ctx))
-    };
-    let reconciles = controller.run(in_turn, error_policy::<K>, ctx).for_each(|result| async move {
-        if let Err(error) = result {
-            match &error {
-                kube::runtime::controller::Error::ReconcilerFailed(..) => {}
-                other => tracing::warn!(kind = K::METRIC_KIND, "controller: {other}"),
+    let queue = Arc::new(queue::Queue::default());
+    let woken = {
+        let queue = queue.clone();
+        futures::stream::select_all(wakes).for_each(move |woken| {
+            match woken {
+                Ok(run) => queue.add(run),
+                Err(error) => tracing::warn!(kind = K::METRIC_KIND, "controller: {error}"),
             }
-        }
-    });
-    // The Pod watch lives as long as the controller (which ends on shutdown).
+            futures::future::ready(())
+        })
+    };
+    // The runs are reconciled once their cache holds every run (the first list is read).
+    let ready = {
+        let store = store.clone();
+        async move { store.wait_until_ready().await.is_ok() }
+    };
+    let bound = ctx.max_concurrent_reconciles;
+    let policy_ctx = ctx.clone();
+    let reconciles = queue::run(
+        queue.clone(),
+        store.clone(),
+        ready,
+        bound,
+        move |obj| reconcile::<K>(obj, ctx.clone()),
+        move |obj, error| error_policy::<K>(obj, error, policy_ctx.clone()),
+    );
+    // The watches live until shutdown (or until one of them ends); then no run is taken from
+    // the queue any more, and the driver ends once the reconciles in flight are done.
+    let watching = async move {
+        let watches = futures::future::select(Box::pin(woken), Box::pin(pod_watch));
+        futures::future::select(watches, Box::pin(shutdown)).await;
+        queue.close();
+    };
     let driver = async move {
-        futures::pin_mut!(reconciles, pod_watch);
-        futures::future::select(reconciles, pod_watch).await;
+        futures::join!(watching, reconciles);
     };
     (store, driver)
+}
+
+/// A stream of the runs a watch (or another source) wakes.
+type Wakes<K> = futures::stream::BoxStream<'static, Result<ObjectRef<K>, watcher::Error>>;
+
+/// The runs named by a stream of kube's reconcile requests (its triggers map watch events to
+/// the runs they concern).
+fn requests<K: RunKind, S>(requests: S) -> Wakes<K>
+where
+    S: futures::Stream<Item = Result<kube::runtime::controller::ReconcileRequest<K>, watcher::Error>> + Send + 'static,
+{
+    requests.map_ok(|request| request.obj_ref).boxed()
 }
 
 /// How long a wake on an announced success waits for the watch caches to show it.
@@ -553,8 +578,7 @@ const ANNOUNCEMENT_DELAY: std::time::Duration = std::time::Duration::from_secs(1
 
 /// Triggered runs wake when a run of the scheduled KraJob they follow succeeds (announced by the
 /// KraJob controller in this process: no watch of its own).
-fn wake_on_collections<K: RunKind>(controller: Controller<K>, ctx: &Context) -> Controller<K> {
-    let runs = controller.store();
+fn wake_on_collections<K: RunKind>(runs: Store<K>, ctx: &Context) -> Wakes<K> {
     let succeeded = futures::stream::unfold(ctx.succeeded_runs.subscribe(), |mut receiver| async move {
         loop {
             match receiver.recv().await {
@@ -581,21 +605,23 @@ fn wake_on_collections<K: RunKind>(controller: Controller<K>, ctx: &Context) -> 
                 .filter(|run| run.followed_krajob() == Some(schedule.as_str()))
                 .map(|run| ObjectRef::from_obj(run.as_ref()))
                 .collect();
-            futures::stream::iter(followers)
+            futures::stream::iter(followers.into_iter().map(Ok))
         })
         .flatten();
-    controller.reconcile_on(wakes)
+    wakes.boxed()
 }
 
 /// A run that stops holding a share of its API key's budget (finished, or backing off) wakes the
 /// runs waiting for that budget at once, instead of at their next retry.
 fn wake_on_released_budget<K: RunKind>(
-    controller: Controller<K>,
     waiters: Arc<Mutex<budget::Waiters<K>>>,
     released: futures::channel::mpsc::UnboundedReceiver<String>,
-) -> Controller<K> {
+) -> Wakes<K> {
     let wakes = released
-        .map(move |key| futures::stream::iter(waiters.lock().unwrap_or_else(|p| p.into_inner()).waiting(&key)))
+        .map(move |key| {
+            let waiting = waiters.lock().unwrap_or_else(|p| p.into_inner()).waiting(&key);
+            futures::stream::iter(waiting.into_iter().map(Ok))
+        })
         .flatten();
-    controller.reconcile_on(wakes)
+    wakes.boxed()
 }
