@@ -495,31 +495,7 @@ pub fn controller<K: RunKind>(
         wakes.push(wake_on_released_budget(waiters, released));
     }
     if K::REFERENCES_CONFIG_MAPS {
-        // A ConfigMap that appears or changes wakes the runs that name it (a prompt created
-        // after its EvaluationRun starts the run at once instead of at the next resync).
-        let runs = store.clone();
-        let (config_maps_reader, config_maps_writer) = reflector::store();
-        ctx.config_map_cache.add(config_maps_reader);
-        let config_map_events = reflector(
-            config_maps_writer,
-            watcher(api_for::<ConfigMap>(&ctx.client, &scope), watcher::Config::default().any_semantic())
-                .modify(stores::without_managed_fields),
-        )
-        .default_backoff()
-        .inspect(ctx.watch_synced("configmaps"))
-        .touched_objects();
-        let named = config_map_events.map_ok(move |config_map: ConfigMap| {
-            let namespace = config_map.namespace();
-            let name = config_map.name_any();
-            let named: Vec<ObjectRef<K>> = runs
-                .state()
-                .into_iter()
-                .filter(|run| run.namespace() == namespace && run.config_map_refs().contains(&name.as_str()))
-                .map(|run| ObjectRef::from_obj(run.as_ref()))
-                .collect();
-            futures::stream::iter(named.into_iter().map(Ok))
-        });
-        wakes.push(named.try_flatten().boxed());
+        wakes.push(config_map_wakes(&ctx, &scope, store.clone()));
     }
     let pod_watch = worker_pod_watch::<K>(&ctx, &scope, &ours);
     let queue = Arc::new(queue::Queue::default());
@@ -559,6 +535,34 @@ pub fn controller<K: RunKind>(
         futures::join!(watching, reconciles);
     };
     (store, driver)
+}
+
+/// The watch of the ConfigMaps (kept in their cache for reconciles to read), as the runs it
+/// wakes: a ConfigMap that appears or changes wakes the runs that name it (a prompt created
+/// after its EvaluationRun starts the run at once instead of at the next resync).
+fn config_map_wakes<K: RunKind>(ctx: &Context, scope: &Scope, runs: Store<K>) -> Wakes<K> {
+    let (config_maps_reader, config_maps_writer) = reflector::store();
+    ctx.config_map_cache.add(config_maps_reader);
+    let config_map_events = reflector(
+        config_maps_writer,
+        watcher(api_for::<ConfigMap>(&ctx.client, scope), watcher::Config::default().any_semantic())
+            .modify(stores::without_managed_fields),
+    )
+    .default_backoff()
+    .inspect(ctx.watch_synced("configmaps"))
+    .touched_objects();
+    let named = config_map_events.map_ok(move |config_map: ConfigMap| {
+        let namespace = config_map.namespace();
+        let name = config_map.name_any();
+        let named: Vec<ObjectRef<K>> = runs
+            .state()
+            .into_iter()
+            .filter(|run| run.namespace() == namespace && run.config_map_refs().contains(&name.as_str()))
+            .map(|run| ObjectRef::from_obj(run.as_ref()))
+            .collect();
+        futures::stream::iter(named.into_iter().map(Ok))
+    });
+    named.try_flatten().boxed()
 }
 
 /// A stream of the runs a watch (or another source) wakes.
