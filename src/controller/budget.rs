@@ -310,8 +310,13 @@ pub fn decide(quota: &Quota, key: &str, used: &Usage, needed: i64, now: Timestam
 pub struct Budgets {
     pub quota: Quota,
     ledgers: Mutex<Vec<Arc<Mutex<Ledger>>>>,
-    pending: Mutex<HashMap<String, (String, RequestGrant, Timestamp)>>,
+    /// Grants not yet seen in a watched status, by API key and then by Job (`namespace/name`),
+    /// with when each was made: a grant looks at its own key's alone.
+    pending: Mutex<HashMap<String, PendingGrants>>,
 }
+
+/// One key's grants not yet seen in a watched status: by Job, the grant and when it was made.
+type PendingGrants = HashMap<String, (RequestGrant, Timestamp)>;
 
 impl Budgets {
     pub fn new(quota: Quota) -> Self {
@@ -326,11 +331,16 @@ impl Budgets {
     }
 
     /// The use of `key` on `day` in every ledger.
+    #[cfg(test)]
     fn usage(&self, key: &str, day: Date) -> Usage {
-        let day = day.to_string();
+        self.usage_on(key, &day.to_string())
+    }
+
+    /// The use of `key` on the day written `day` (`YYYY-MM-DD`) in every ledger.
+    fn usage_on(&self, key: &str, day: &str) -> Usage {
         let mut total = Usage::default();
         for ledger in self.ledgers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let usage = ledger.lock().unwrap_or_else(|p| p.into_inner()).usage(key, &day);
+            let usage = ledger.lock().unwrap_or_else(|p| p.into_inner()).usage(key, day);
             total.active_jobs += usage.active_jobs;
             total.requests += usage.requests;
         }
@@ -338,36 +348,50 @@ impl Budgets {
     }
 
     /// Whether some ledger counts the Job `job` (`namespace/name`): its grant shows in a status.
+    #[cfg(test)]
     fn shown(&self, job: &str) -> bool {
-        self.ledgers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|l| l.lock().unwrap_or_else(|p| p.into_inner()).counts(job))
+        counted(&self.ledgers.lock().unwrap_or_else(|p| p.into_inner()), job)
     }
 
     /// Grant (or refuse) the attempt whose Job is `job` (namespace/name), given the ledgers.
     /// Atomic across concurrent reconciles; asking again for the same Job returns the same grant.
+    /// Costs the grants of `key` not yet shown in a status, not every grant or run.
     pub fn reserve(&self, key: &str, job: &str, needed: i64, now: Timestamp) -> Result<RequestGrant, Wait> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, grant, _)) = pending.get(job) {
+        if let Some((grant, _)) = pending.get(key).and_then(|of_key| of_key.get(job)) {
             return Ok(grant.clone());
         }
-        let day = kra_day(now);
-        let mut used = self.usage(key, day);
+        let day = kra_day(now).to_string();
+        let mut used = self.usage_on(key, &day);
+        let of_key = pending.entry(key.to_string()).or_default();
         // Grants the watch already shows are in `used`; forget them. Keep the others (ten
         // minutes at most: a Job that was never created leaves no trace).
-        pending.retain(|name, (_, _, at)| !self.shown(name) && now.duration_since(*at).as_secs() < 600);
-        for (pending_key, grant, _) in pending.values() {
-            if pending_key == key && grant.day == day.to_string() {
-                used.active_jobs += 1;
-                used.requests += grant.requests;
+        {
+            let ledgers = self.ledgers.lock().unwrap_or_else(|p| p.into_inner());
+            of_key.retain(|job, (_, at)| !counted(&ledgers, job) && now.duration_since(*at).as_secs() < 600);
+        }
+        for (grant, _) in of_key.values().filter(|(grant, _)| grant.day == day) {
+            used.active_jobs += 1;
+            used.requests += grant.requests;
+        }
+        match decide(&self.quota, key, &used, needed, now) {
+            Ok(grant) => {
+                of_key.insert(job.to_string(), (grant.clone(), now));
+                Ok(grant)
+            }
+            Err(wait) => {
+                if of_key.is_empty() {
+                    pending.remove(key);
+                }
+                Err(wait)
             }
         }
-        let grant = decide(&self.quota, key, &used, needed, now)?;
-        pending.insert(job.to_string(), (key.to_string(), grant.clone(), now));
-        Ok(grant)
     }
+}
+
+/// Whether one of `ledgers` counts the Job `job` (`namespace/name`).
+fn counted(ledgers: &[Arc<Mutex<Ledger>>], job: &str) -> bool {
+    ledgers.iter().any(|l| l.lock().unwrap_or_else(|p| p.into_inner()).counts(job))
 }
 
 /// The runs waiting for their API key's budget (phase `Pending`), by key, kept from the runs'
@@ -537,6 +561,27 @@ mod tests {
         let granted = budgets.reserve(key, "racing/c-1", 500, now).unwrap();
         // Used: a-1 10 (finished) + b-1 100 (pending) = 110; 140 left, capped at 100 per run.
         assert_eq!(granted.requests, 100);
+    }
+
+    #[test]
+    fn pending_grants_are_kept_by_key_and_pruned_when_their_key_grants_again() {
+        let budgets = Budgets::new(Quota { max_concurrent_jobs: 1, ..quota() });
+        let _ledger = budgets.ledger();
+        let now = at("2025-05-24T03:00:00Z");
+        let (key, other) = ("racing/kra-api/serviceKey", "racing/other/serviceKey");
+        budgets.reserve(key, "racing/a-1", 500, now).unwrap();
+        budgets.reserve(other, "racing/b-1", 500, now).unwrap();
+        let pending = |key: &str| budgets.pending.lock().unwrap().get(key).map(HashMap::len);
+        assert_eq!((pending(key), pending(other)), (Some(1), Some(1)), "each key keeps its own grants");
+        // A key with nothing pending that is refused keeps no entry.
+        let spent = Budgets::new(Quota { requests_per_day: 0, ..quota() });
+        assert!(spent.reserve(key, "racing/c-1", 500, now).is_err());
+        assert!(spent.pending.lock().unwrap().is_empty());
+        // Ten minutes on, a Job never created leaves its key's budget.
+        let later = at("2025-05-24T03:10:00Z");
+        budgets.reserve(key, "racing/d-1", 500, later).unwrap();
+        assert_eq!((pending(key), pending(other)), (Some(1), Some(1)), "a-1 gone, d-1 kept; the other key untouched");
+        assert!(budgets.reserve(key, "racing/e-1", 500, later).is_err(), "d-1 holds the one place");
     }
 
     #[test]
