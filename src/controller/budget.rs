@@ -169,6 +169,23 @@ pub fn usage(jobs: &[Arc<KraJob>], key: &str, day: Date) -> (Usage, Vec<String>)
     (usage, counted)
 }
 
+/// The use on `day` of every key the KraJobs name, by key in order (pure): one pass over the
+/// runs, whatever the number of keys. A key whose runs record no attempt of the day uses
+/// nothing.
+pub fn usage_by_key(jobs: &[Arc<KraJob>], day: Date) -> Vec<(String, Usage)> {
+    let day = day.to_string();
+    let mut by_key: std::collections::BTreeMap<String, Usage> = std::collections::BTreeMap::new();
+    let mut counted = Vec::new();
+    for part in jobs.iter().filter_map(|job| part_of(job)) {
+        let usage = add_up(std::iter::once(&part), &day, &mut counted);
+        counted.clear();
+        let total = by_key.entry(part.key).or_default();
+        total.active_jobs += usage.active_jobs;
+        total.requests += usage.requests;
+    }
+    by_key.into_iter().collect()
+}
+
 /// The ledger of one KraJob watch, kept from its events: each KraJob's part, and kept up to date
 /// with them the use of each key on each KRA day and the Jobs counted, so a grant costs the same
 /// with one run of its key or 10,000.
@@ -582,6 +599,32 @@ mod tests {
         budgets.reserve(key, "racing/d-1", 500, later).unwrap();
         assert_eq!((pending(key), pending(other)), (Some(1), Some(1)), "a-1 gone, d-1 kept; the other key untouched");
         assert!(budgets.reserve(key, "racing/e-1", 500, later).is_err(), "d-1 holds the one place");
+    }
+
+    #[test]
+    fn every_keys_use_in_one_pass_is_what_a_scan_per_key_finds() {
+        let day: Date = "2025-05-24".parse().unwrap();
+        let mut scheduled = (*job("nightly", "scheduled-key", json!([]), None)).clone();
+        scheduled.spec.schedule = Some(serde_json::from_value(json!({"cron": "0 6 * * *"})).unwrap());
+        let jobs = vec![
+            job("a", "kra-api", json!([attempt(1, "Running", "2025-05-24", 100)]), None),
+            job("b", "kra-api", json!([attempt(1, "Succeeded", "2025-05-24", 100)]), Some(57)),
+            job("c", "kra-api", json!([attempt(1, "Running", "2025-05-23", 100)]), None),
+            job("d", "another-key", json!([attempt(1, "Running", "2025-05-24", 30)]), None),
+            job("e", "idle-key", json!([]), None),
+            Arc::new(scheduled),
+        ];
+        let all = usage_by_key(&jobs, day);
+        let keys: Vec<&str> = all.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["racing/another-key/serviceKey", "racing/idle-key/serviceKey", "racing/kra-api/serviceKey"],
+            "every key a run names, in order; a schedule's key is its runs' business"
+        );
+        for (key, used) in &all {
+            assert_eq!(*used, usage(&jobs, key, day).0, "{key}");
+        }
+        assert_eq!(all[2].1, Usage { active_jobs: 1, requests: 157 }, "yesterday's attempt is not today's");
     }
 
     #[test]

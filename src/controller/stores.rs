@@ -118,15 +118,7 @@ pub fn results_collected_through(jobs: &[Arc<KraJob>]) -> Vec<(Meet, i64)> {
 
 /// Today's use of every KRA API key the watched KraJobs name.
 pub fn budget_use(jobs: &[Arc<KraJob>], now: Timestamp) -> Vec<(String, budget::Usage)> {
-    let keys: std::collections::BTreeSet<String> =
-        jobs.iter().filter(|j| j.spec.schedule.is_none()).filter_map(|j| budget::key_of(j)).collect();
-    let day = budget::kra_day(now);
-    keys.into_iter()
-        .map(|key| {
-            let (usage, _) = budget::usage(jobs, &key, day);
-            (key, usage)
-        })
-        .collect()
+    budget::usage_by_key(jobs, budget::kra_day(now))
 }
 
 fn push_counts(out: &mut Vec<(&'static str, Phase, i64)>, kind: &'static str, phases: &[Option<Phase>]) {
