@@ -153,11 +153,18 @@ fn add_up<'a>(parts: impl Iterator<Item = &'a Part>, day: &str, counted: &mut Ve
     for attempt in parts.flat_map(|part| &part.attempts) {
         counted.push(attempt.job.clone());
         if attempt.day == day {
-            usage.active_jobs += usize::from(attempt.running);
-            usage.requests += attempt.requests;
+            usage.count(attempt);
         }
     }
     usage
+}
+
+impl Usage {
+    /// Count one granted attempt in this use.
+    fn count(&mut self, attempt: &Counted) {
+        self.active_jobs += usize::from(attempt.running);
+        self.requests += attempt.requests;
+    }
 }
 
 /// The use of `key` on `day`, from the recorded attempts of every KraJob (pure). Returns the
@@ -175,13 +182,9 @@ pub fn usage(jobs: &[Arc<KraJob>], key: &str, day: Date) -> (Usage, Vec<String>)
 pub fn usage_by_key(jobs: &[Arc<KraJob>], day: Date) -> Vec<(String, Usage)> {
     let day = day.to_string();
     let mut by_key: std::collections::BTreeMap<String, Usage> = std::collections::BTreeMap::new();
-    let mut counted = Vec::new();
     for part in jobs.iter().filter_map(|job| part_of(job)) {
-        let usage = add_up(std::iter::once(&part), &day, &mut counted);
-        counted.clear();
         let total = by_key.entry(part.key).or_default();
-        total.active_jobs += usage.active_jobs;
-        total.requests += usage.requests;
+        part.attempts.iter().filter(|attempt| attempt.day == day).for_each(|attempt| total.count(attempt));
     }
     by_key.into_iter().collect()
 }
