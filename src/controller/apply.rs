@@ -106,10 +106,16 @@ where
 
 /// Log and publish (queue) Events about one object. An Event is a courtesy: a failure to
 /// publish one is logged and counted (`events::Sender`) and does not fail the reconcile.
+///
+/// A Warning Event is logged at WARN; a Normal one only at DEBUG, as controller-runtime logs the
+/// Events it records (at V(1)): it is the run's own news, kept by the API server and in the
+/// run's status, and a log line per Event (a formatted JSON line and a `write` to stderr, two
+/// per lifecycle) cost about 2-3 % of the operator's CPU per lifecycle (docs/benchmarks.md,
+/// step 30).
 pub fn publish(ctx: &Context, reference: &ObjectReference, object: &str, action: &str, notes: Vec<Note>) {
     for note in notes {
         let text = conditions::bounded(&note.text);
-        tracing::info!(object, reason = note.reason, "{text}");
+        log_note(object, &note, &text);
         let event = Event {
             type_: if note.warning { EventType::Warning } else { EventType::Normal },
             reason: note.reason.to_string(),
@@ -121,10 +127,52 @@ pub fn publish(ctx: &Context, reference: &ObjectReference, object: &str, action:
     }
 }
 
+/// The log line of an Event: WARN for a Warning, DEBUG for a Normal one.
+fn log_note(object: &str, note: &Note, text: &str) {
+    if note.warning {
+        tracing::warn!(object, reason = note.reason, "{text}");
+    } else {
+        tracing::debug!(object, reason = note.reason, "{text}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::KraJob;
+
+    /// What `log_note` writes with the default level (`info`).
+    fn logged_at_info(note: &Note) -> String {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let lines = lines.clone();
+            move || LinesWriter(lines.clone())
+        };
+        let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_writer(writer).finish();
+        tracing::subscriber::with_default(subscriber, || log_note("racing/cards", note, &note.text));
+        String::from_utf8(lines.lock().unwrap().clone()).unwrap()
+    }
+
+    struct LinesWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LinesWriter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_warning_event_is_logged_at_warn_and_a_normal_one_not_at_info() {
+        let warning = logged_at_info(&Note::warning("Stalled", "spec.date is not a date"));
+        assert!(warning.contains("WARN") && warning.contains("spec.date is not a date"), "{warning}");
+        assert!(warning.contains("racing/cards") && warning.contains("Stalled"), "{warning}");
+        assert_eq!(logged_at_info(&Note::normal("JobCreated", "created Job cards-1")), "");
+    }
 
     #[test]
     fn a_status_apply_sends_the_type_and_the_status_and_nothing_else() {
