@@ -160,6 +160,125 @@ async fn a_write_is_answered_with_metadata_only_and_a_conflict_as_kubes_error() 
     assert!(is_conflict(&error), "{error}");
 }
 
+/// The Job and worker Pod watches ask for protobuf (src/controller/protobuf.rs): the real API
+/// server answers a list in protobuf, and what the operator makes of it decodes, Job by Job and
+/// Pod by Pod, exactly as the same list read as JSON; its watch events too, from the first list
+/// to a change and a deletion; and its errors (a refused selector) reach kube as the `Status`
+/// kube reads.
+#[tokio::test]
+async fn jobs_and_pods_read_as_protobuf_decode_as_they_do_from_json() {
+    use kra_operator::controller::decode::{CachedJob, WorkerPod};
+    use kra_operator::controller::protobuf::{self, ContentType};
+    use kube::api::{ListParams, Patch, PatchParams, WatchParams};
+    use kube::core::ObjectList;
+    use kube::runtime::watcher;
+
+    let cluster = Cluster::start().await;
+    let owner: k8s_openapi::api::core::v1::ConfigMap =
+        cluster.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}})).await;
+    let job = |name: &str, suspend: bool| {
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/managed-by": "kra-operator", "kra.dev/owner-kind": "KraJob", "kra.dev/attempt": "1"},
+            "annotations": {"kra.dev/request-budget": "120", "note": "not kept"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+                                 "uid": owner.metadata.uid.clone().unwrap(), "controller": true}],
+        }, "spec": {"suspend": suspend, "managedBy": "kra.dev/tests",
+                    "template": {"metadata": {"labels": {"kra.dev/job": name}},
+                                 "spec": {"restartPolicy": "Never", "containers": [{"name": "worker", "image": "kra:1",
+                                          "env": [{"name": "A", "value": "b"}]}]}}}})
+    };
+    let _: Job = cluster.create(job("waiting", true)).await;
+    let _: Job = cluster.create(job("done", false)).await;
+    cluster.finish_job("done", true, Some(r#"{"racesFound":3}"#)).await;
+
+    // A list, asked for in protobuf as the operator asks.
+    let raw = |path: String| {
+        let client = cluster.client.clone();
+        async move {
+            let request = http::Request::get(path)
+                .header(http::header::ACCEPT, "application/vnd.kubernetes.protobuf, application/json")
+                .body(kube::client::Body::from(Vec::new()))
+                .unwrap();
+            let response = client.send(request).await.expect("list in protobuf");
+            let media = response.headers()[http::header::CONTENT_TYPE].to_str().unwrap().to_string();
+            assert!(media.starts_with("application/vnd.kubernetes.protobuf"), "the server answered {media}");
+            http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes()
+        }
+    };
+    let ns = &cluster.namespace;
+    let jobs = raw(format!("/apis/batch/v1/namespaces/{ns}/jobs")).await;
+    let from_protobuf: ObjectList<CachedJob> = serde_json::from_slice(&protobuf::json_of(&jobs).unwrap()).unwrap();
+    let from_json =
+        Api::<CachedJob>::namespaced(cluster.client.clone(), ns).list(&ListParams::default()).await.unwrap();
+    assert_eq!(from_protobuf.items.len(), 2);
+    assert_eq!(from_protobuf.items, from_json.items, "the Jobs read from protobuf and from JSON differ");
+    assert!(from_protobuf.metadata.resource_version.is_some());
+    let done = from_protobuf.items.iter().find(|j| j.metadata.name.as_deref() == Some("done")).unwrap();
+    assert!(done.finished.as_ref().is_some_and(|f| f.succeeded) && done.completion_time.is_some(), "{done:?}");
+    assert_eq!(done.request_budget.as_deref(), Some("120"));
+    assert_eq!(done.labels.get("kra.dev/attempt"), Some("1"));
+    assert!(from_protobuf.items.iter().any(|j| j.suspended));
+
+    let pods = raw(format!("/api/v1/namespaces/{ns}/pods")).await;
+    let from_protobuf: ObjectList<WorkerPod> = serde_json::from_slice(&protobuf::json_of(&pods).unwrap()).unwrap();
+    let from_json =
+        Api::<WorkerPod>::namespaced(cluster.client.clone(), ns).list(&ListParams::default()).await.unwrap();
+    assert_eq!(from_protobuf.items, from_json.items, "the Pods read from protobuf and from JSON differ");
+    let terminated =
+        from_protobuf.items.first().and_then(|pod| pod.terminated.clone()).expect("the worker's termination");
+    assert_eq!((terminated.exit_code, terminated.message.as_deref()), (0, Some(r#"{"racesFound":3}"#)));
+
+    // The watch, through the operator's protobuf client and kube's watcher.
+    let reads = protobuf::reads(&cluster.client, ContentType::Protobuf);
+    let jobs = Api::<CachedJob>::namespaced(reads.clone(), ns);
+    let mut events = watcher(jobs.clone(), watcher::Config::default()).boxed();
+    let mut listed = Vec::new();
+    loop {
+        match tokio::time::timeout(WAIT, events.next()).await.expect("the first list").unwrap().unwrap() {
+            watcher::Event::InitApply(job) => listed.push(job),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    listed.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    assert_eq!(listed, from_json_jobs(&cluster).await);
+    let plain = Api::<Job>::namespaced(cluster.client.clone(), ns);
+    let label = json!({"metadata": {"labels": {"kra.dev/attempt": "2"}}});
+    plain.patch("waiting", &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+    let changed = match tokio::time::timeout(WAIT, events.next()).await.expect("the change").unwrap().unwrap() {
+        watcher::Event::Apply(job) => job,
+        other => panic!("expected the changed Job, got {other:?}"),
+    };
+    let expected = Api::<CachedJob>::namespaced(cluster.client.clone(), ns).get("waiting").await.unwrap();
+    assert_eq!(changed, expected);
+    assert_eq!(changed.labels.get("kra.dev/attempt"), Some("2"));
+    plain.delete("waiting", &DeleteParams::default()).await.unwrap();
+    loop {
+        match tokio::time::timeout(WAIT, events.next()).await.expect("the deletion").unwrap().unwrap() {
+            watcher::Event::Delete(job) => break assert_eq!(job.metadata.name.as_deref(), Some("waiting")),
+            watcher::Event::Apply(job) => assert_eq!(job.metadata.name.as_deref(), Some("waiting")),
+            other => panic!("expected the deletion, got {other:?}"),
+        }
+    }
+
+    // Errors: a selector the server refuses, to a list and to a watch.
+    let refused = jobs.list(&ListParams::default().labels("a in (")).await.expect_err("a bad selector");
+    let kube::Error::Api(status) = refused else { panic!("expected the server's Status, got {refused:?}") };
+    assert_eq!(status.code, 400, "{status:?}");
+    let refused = jobs.watch(&WatchParams::default().labels("a in ("), "0").await.err().expect("a bad selector");
+    let kube::Error::Api(status) = refused else { panic!("expected the server's Status, got {refused:?}") };
+    assert!(status.code == 400 && status.message.contains("unable to parse requirement"), "{status:?}");
+}
+
+async fn from_json_jobs(cluster: &Cluster) -> Vec<kra_operator::controller::decode::CachedJob> {
+    let jobs =
+        Api::<kra_operator::controller::decode::CachedJob>::namespaced(cluster.client.clone(), &cluster.namespace);
+    let mut items = jobs.list(&Default::default()).await.unwrap().items;
+    items.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    items
+}
+
 /// A client acting as the operator does: the chart's ServiceAccount with the chart's RBAC.
 /// Reconciles queue their Events and the recorder's own senders create them: what was queued
 /// before the sender is closed is on the API server when it returns, and an Event that finds
