@@ -147,11 +147,6 @@ pub struct RunArgs {
     /// at 10,000 runs its watches restarted far more often: docs/benchmarks.md).
     #[arg(long, env = "KRA_API_HTTP2", value_enum, default_value = "off")]
     pub api_http2: crate::api_client::Protocols,
-    /// How the Job and worker Pod watches read their objects: `protobuf` (the API server's
-    /// binary encoding of built-in kinds, as client-go's controllers read them: the fields no
-    /// cache keeps, such as a Job's Pod template, are stepped over unread) or `json`.
-    #[arg(long, env = "KRA_API_CONTENT_TYPE", value_enum, default_value = "protobuf")]
-    pub api_content_type: controller::protobuf::ContentType,
     /// Microseconds the operator's thread pauses when it has run out of work, before it waits
     /// for the network: what arrives meanwhile (watch events, answers) is then read in one wake
     /// instead of one wake each: less CPU under a burst, a little more at a steady rate
@@ -496,7 +491,6 @@ fn context(
         max_concurrent_jobs: args.kra_api_max_concurrent_jobs.max(1),
     });
     ctx.max_concurrent_reconciles = args.max_concurrent_reconciles;
-    ctx.content_type = args.api_content_type;
     if let Some(path) = &args.clock_file {
         ctx.clock = controller::Clock::File(path.clone());
     }

@@ -23,8 +23,6 @@ pub const FIELD_MANAGER: &str = "kra-operator";
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,
-    /// How the Job and worker Pod watches ask for their objects (`--api-content-type`).
-    pub content_type: super::protobuf::ContentType,
     pub defaults: WorkerDefaults,
     pub metrics: Arc<Metrics>,
     /// The watch caches of the running controllers (the budget reads every watched KraJob).
@@ -235,7 +233,6 @@ impl Context {
     ) -> Self {
         Self {
             client,
-            content_type: Default::default(),
             defaults,
             metrics,
             stores,

@@ -16,7 +16,6 @@ pub mod kind;
 pub mod observe;
 pub mod plan;
 pub mod policy;
-pub mod protobuf;
 pub mod queue;
 pub mod reasons;
 pub mod recurring;
@@ -397,8 +396,7 @@ fn worker_pod_watch<K: RunKind>(
     let worker_pods = watcher::Config::default().labels(ours).fields(TERMINAL_PODS);
     let (pods_reader, pods_writer) = reflector::store();
     ctx.pod_cache.add(pods_reader);
-    let reads = protobuf::reads(&ctx.client, ctx.content_type);
-    let pods = watcher(api_for::<WorkerPod>(&reads, scope), worker_pods.any_semantic());
+    let pods = watcher(api_for::<WorkerPod>(&ctx.client, scope), worker_pods.any_semantic());
     reflector(pods_writer, pods)
         .default_backoff()
         .inspect(ctx.watch_synced("pods"))
@@ -470,8 +468,7 @@ pub fn controller<K: RunKind>(
     let owned_jobs = watcher::Config::default().labels(&ours);
     // The Job watch both wakes the owners of changed Jobs and fills the cache reconciles read.
     let (jobs_reader, jobs_writer) = reflector::store();
-    let reads = protobuf::reads(&ctx.client, ctx.content_type);
-    let jobs = watcher(api_for::<CachedJob>(&reads, &scope), owned_jobs.any_semantic());
+    let jobs = watcher(api_for::<CachedJob>(&ctx.client, &scope), owned_jobs.any_semantic());
     let job_events = reflector(jobs_writer, jobs)
         .default_backoff()
         .inspect(ctx.watch_synced("jobs"))
