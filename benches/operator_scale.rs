@@ -9,7 +9,12 @@
 //! (a terminated worker pod with its summary, a `Complete` condition) and measures the time from
 //! each Job's completion to its KraJob's `Succeeded` on a watch, the operator's CPU seconds for
 //! it and its peak RSS over both phases, and, for both phases, the requests the operator itself
-//! made (from the API server's audit log). A second run has the benchmark create each Job itself
+//! made (from the API server's audit log), the objects its watches delivered (its
+//! `kra_operator_watch_events_total`, by resource), and, in both runs, kube-controller-manager's
+//! CPU seconds: its Job controller (client-go's informers, protobuf) follows every Job and Pod,
+//! and gives each Job the harness creates in the second run a Pod and a status (the operator's
+//! Jobs name another manager in `spec.managedBy`, as in the tests, so it leaves those alone).
+//! A second run has the benchmark create each Job itself
 //! right after its KraJob, with no operator: that is the API server's own ceiling to compare
 //! against.
 //!
@@ -95,6 +100,8 @@ struct Outcome {
     latencies: Vec<Duration>,
     wall: Duration,
     server_cpu: f64,
+    /// kube-controller-manager's CPU seconds while the Jobs were created.
+    controller_manager_cpu: f64,
     /// With the operator: its CPU seconds, peak RSS (MiB) and TCP sockets open, after creating.
     operator: Option<(f64, f64, usize)>,
     requests: Vec<(String, f64)>,
@@ -103,6 +110,9 @@ struct Outcome {
     operator_requests: Vec<(String, u64)>,
     /// With the operator: the reconciles it ran while the Jobs were created.
     reconciles: f64,
+    /// With the operator: the objects its watches delivered while the Jobs were created, by
+    /// resource.
+    watch_events: Vec<(String, f64)>,
     completion: Option<Completion>,
 }
 
@@ -113,6 +123,8 @@ struct Completion {
     operator_cpu: f64,
     operator_requests: Vec<(String, u64)>,
     reconciles: f64,
+    watch_events: Vec<(String, f64)>,
+    controller_manager_cpu: f64,
     /// The operator's peak RSS (MiB) over the creation and the completion.
     peak_rss: f64,
     /// Then idle: (seconds, operator CPU seconds, the operator's requests, its reconciles).
@@ -210,6 +222,37 @@ fn metric_total(text: &str, name: &str) -> Option<f64> {
     (!samples.is_empty()).then(|| samples.iter().sum())
 }
 
+/// A counter's samples by the value of one label (`resource="jobs"` → `jobs`).
+fn metric_by_label(text: &str, name: &str, label: &str) -> HashMap<String, f64> {
+    let prefix = format!("{name}{{{label}=\"");
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (value, sample) = (rest.split('"').next()?, rest.rsplit(' ').next()?.parse().ok()?);
+            Some((value.to_string(), sample))
+        })
+        .collect()
+}
+
+/// The objects the operator's watches have delivered so far, by resource.
+async fn watch_events(operator: &Operator) -> HashMap<String, f64> {
+    metric_by_label(&operator.metrics().await, "kra_operator_watch_events_total", "resource")
+}
+
+/// What each count grew by from `before` to `after`, the largest first, zeros left out.
+fn grown(before: &HashMap<String, f64>, after: HashMap<String, f64>) -> Vec<(String, f64)> {
+    let mut grown: Vec<(String, f64)> = after
+        .into_iter()
+        .map(|(key, value)| {
+            let delta = value - before.get(&key).copied().unwrap_or(0.0);
+            (key, delta)
+        })
+        .filter(|(_, delta)| *delta > 0.0)
+        .collect();
+    grown.sort_by(|a, b| b.1.total_cmp(&a.1));
+    grown
+}
+
 /// How many reconciles the operator has run so far, of every kind and outcome.
 async fn reconciles(operator: &Operator) -> f64 {
     metric_total(&operator.metrics().await, "kra_operator_reconciles_total").unwrap_or(0.0)
@@ -239,6 +282,7 @@ async fn request_counts(cluster: &Cluster) -> HashMap<String, f64> {
 async fn run(n: usize, with_operator: bool) -> Outcome {
     let plane = PrivateControlPlane::start();
     let server_pid = plane.pid("kube-apiserver");
+    let controller_manager_pid = plane.pid("kube-controller-manager");
     let cluster = Cluster::start_on(plane.kubeconfig.clone()).await;
     // Every KraJob names the same API key: lift that key's budget (at most 2 Jobs at once by
     // default) so the benchmark measures reconciling, while every grant still scans the ledger.
@@ -248,11 +292,12 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     let operator = if with_operator { Some(Operator::start_with(&cluster, "operator-a", &args).await) } else { None };
     let since = jiff::Timestamp::now();
     let (server_cpu_before, _) = process_usage(server_pid);
+    let controller_manager_cpu_before = process_usage(controller_manager_pid).0;
     let requests_before = request_counts(&cluster).await;
     let operator_cpu_before = operator.as_ref().and_then(|o| o.pid()).map(|pid| process_usage(pid).0).unwrap_or(0.0);
-    let reconciles_before = match &operator {
-        Some(operator) => reconciles(operator).await,
-        None => 0.0,
+    let (reconciles_before, watch_events_before) = match &operator {
+        Some(operator) => (reconciles(operator).await, watch_events(operator).await),
+        None => Default::default(),
     };
 
     let (seen, watch) = first_seen(cluster.api::<Job>(), |_: &Job| true);
@@ -299,10 +344,11 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     }
     let wall = started.elapsed();
     watch.abort();
-    let mut reconciled = 0.0;
+    let (mut reconciled, mut watched) = (0.0, Vec::new());
     if let Some(operator) = &operator {
         events_sent(operator, n as f64).await;
         reconciled = reconciles(operator).await - reconciles_before;
+        watched = grown(&watch_events_before, watch_events(operator).await);
     }
     // Every attempt is one Job: more Jobs than KraJobs would be a run started twice.
     let jobs_at_end = cluster.api::<Job>().list(&Default::default()).await.expect("list the Jobs").items.len();
@@ -314,6 +360,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     assert_eq!(latencies.len(), n, "not every KraJob got its Job within 10 minutes");
     latencies.sort();
     let server_cpu = process_usage(server_pid).0 - server_cpu_before;
+    let controller_manager_cpu = process_usage(controller_manager_pid).0 - controller_manager_cpu_before;
     let operator_usage = operator.as_ref().and_then(|o| o.pid()).map(|pid| {
         let (cpu, rss) = process_usage(pid);
         (cpu - operator_cpu_before, rss, tcp_sockets(pid))
@@ -338,7 +385,9 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
         Some(operator) => {
             let pid = operator.pid().expect("the operator runs");
             let cpu_before = process_usage(pid).0;
+            let controller_manager_cpu_before = process_usage(controller_manager_pid).0;
             let reconciles_before = reconciles(operator).await;
+            let watch_events_before = watch_events(operator).await;
             let since = jiff::Timestamp::now();
             let (latencies, wall) = complete_all(&cluster, n).await;
             // Trailing reconciles (the status write's own watch event) settle.
@@ -346,6 +395,8 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
             events_sent(operator, 2.0 * n as f64).await;
             let (cpu_after, peak_rss) = process_usage(pid);
             let operator_cpu = cpu_after - cpu_before;
+            let controller_manager_cpu = process_usage(controller_manager_pid).0 - controller_manager_cpu_before;
+            let watch_events = grown(&watch_events_before, watch_events(operator).await);
             let operator_requests = by_count(cluster.operator_requests_since(since).unwrap_or_default());
             let idle_reconciles = reconciles(operator).await;
             let completion_reconciles = idle_reconciles - reconciles_before;
@@ -365,6 +416,8 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
                 operator_cpu,
                 operator_requests,
                 reconciles: completion_reconciles,
+                watch_events,
+                controller_manager_cpu,
                 peak_rss,
                 idle,
             })
@@ -380,6 +433,8 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
         jobs_at_end,
         operator_requests,
         reconciles: reconciled,
+        watch_events: watched,
+        controller_manager_cpu,
         completion,
     }
 }
@@ -424,6 +479,10 @@ fn main() {
                 outcome.requests.iter().map(|(key, count)| format!("{key} {count:.0}")).collect();
             println!("|   | requests served (verb resource count) | {} |", requests.join(", "));
             println!("|   | Jobs at the end | {} for {n} KraJobs |", outcome.jobs_at_end);
+            println!("|   | kube-controller-manager CPU s while creating | {:.2} |", outcome.controller_manager_cpu);
+            let counted = |counts: &[(String, f64)]| {
+                counts.iter().map(|(key, count)| format!("{key} {count:.0}")).collect::<Vec<_>>().join(", ")
+            };
             let listed = |requests: &[(String, u64)]| {
                 requests.iter().map(|(key, count)| format!("{key} {count}")).collect::<Vec<_>>().join(", ")
             };
@@ -431,6 +490,7 @@ fn main() {
                 println!("|   | the operator's requests while creating | {} |", listed(&outcome.operator_requests));
                 println!("|   | the operator's TCP sockets open after creating | {sockets} |");
                 println!("|   | the operator's reconciles while creating | {:.0} |", outcome.reconciles);
+                println!("|   | objects its watches delivered while creating | {} |", counted(&outcome.watch_events));
             }
             if let Some(done) = &outcome.completion {
                 println!(
@@ -444,6 +504,8 @@ fn main() {
                 );
                 println!("|   | the operator's requests while completing | {} |", listed(&done.operator_requests));
                 println!("|   | the operator's reconciles while completing | {:.0} |", done.reconciles);
+                println!("|   | objects its watches delivered while completing | {} |", counted(&done.watch_events));
+                println!("|   | kube-controller-manager CPU s while completing | {:.2} |", done.controller_manager_cpu);
                 let (seconds, cpu, requests, reconciles) = &done.idle;
                 println!(
                     "|   | then idle {seconds} s (resync every {} s): operator CPU {cpu:.2} s, {reconciles:.0} reconciles, its requests | {} |",

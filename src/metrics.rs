@@ -57,8 +57,8 @@ struct MeetLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResourceLabel {
-    resource: &'static str,
+pub struct ResourceLabel {
+    pub resource: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -184,6 +184,9 @@ pub struct Metrics {
     pub undecodable_objects: Family<KindLabel, Counter>,
     /// Events by outcome: published, failed (the API server refused it), dropped (not sent).
     pub events: Family<OutcomeLabel, Counter>,
+    /// Objects the watches delivered, by resource (`krajobs`, `jobs`, `pods`, ...): each change
+    /// seen on a watch, and each object of a list read when a watch starts or lists again.
+    pub watch_events: Family<ResourceLabel, Counter>,
 }
 
 impl Metrics {
@@ -201,6 +204,7 @@ impl Metrics {
             kra_api_daily_quota: Gauge::default(),
             undecodable_objects: Family::default(),
             events: Family::default(),
+            watch_events: Family::default(),
         };
         let registry = registry.sub_registry_with_prefix("kra_operator");
         registry.register("reconciles", "Reconciles by kind and outcome (success, error).", metrics.reconciles.clone());
@@ -234,6 +238,11 @@ impl Metrics {
             "events",
             "Kubernetes Events by outcome: published, failed (the API server refused it), dropped (the queue of Events to send was full).",
             metrics.events.clone(),
+        );
+        registry.register(
+            "watch_events",
+            "Objects the leader's watches delivered, by resource: each change seen on a watch, and each object of a list read when a watch starts or lists again (bookmarks not counted).",
+            metrics.watch_events.clone(),
         );
         registry.register_collector(Box::new(RunsCollector { source: runs, max_key_series }));
         // Served at 0 from the start, so that "none yet" is a series (an alert or a dashboard's

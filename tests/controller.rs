@@ -668,6 +668,11 @@ async fn metrics_and_health_report_real_state_with_bounded_labels() {
     assert!(metrics.contains("kra_operator_runs{kind=\"krajob\",phase=\"Pending\"} 0"), "{metrics}");
     assert!(metrics.contains("kra_operator_attempts_total{kind=\"krajob\",outcome=\"started\"} 1"), "{metrics}");
     assert!(!metrics.contains("observable-run-name"), "object names must not be metric labels");
+    // The run's watch delivered its creation and the status write the gauge counts; the worker
+    // Pod watch, which sees only terminated Pods, nothing yet (the Job's Pod is Pending).
+    let delivered = operator.metric_sum("kra_operator_watch_events_total", &["resource=\"krajobs\""]).await;
+    assert!(delivered >= 2.0, "krajobs delivered {delivered}\n{metrics}");
+    assert!(metrics.contains("kra_operator_watch_events_total{resource=\"pods\"} 0"), "{metrics}");
 
     let detailed: Value =
         serde_json::from_str(&support::http_get(&operator.url("/health/detailed")).await.unwrap()).unwrap();

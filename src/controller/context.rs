@@ -201,6 +201,20 @@ impl DeclaredChecks {
     }
 }
 
+/// Counts each object a watch delivers: each change (`Apply`, `Delete`) and each object of a
+/// list (`InitApply`); not the list's start and end markers, which are not objects, nor errors
+/// (kube's watcher keeps bookmarks to itself).
+fn count_objects<K, E>(
+    counter: prometheus_client::metrics::counter::Counter,
+) -> impl FnMut(&Result<kube::runtime::watcher::Event<K>, E>) {
+    use kube::runtime::watcher::Event;
+    move |event| {
+        if let Ok(Event::Apply(_) | Event::Delete(_) | Event::InitApply(_)) = event {
+            counter.inc();
+        }
+    }
+}
+
 /// Where the reconciler reads the time: the system clock, or (for tests of schedules) a file
 /// holding an RFC 3339 timestamp, read on every use so a test can move time.
 #[derive(Clone, Debug, Default)]
@@ -268,6 +282,15 @@ impl Context {
                 flag.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
+    }
+
+    /// What counts a watch's objects in `kra_operator_watch_events_total{resource}`
+    /// ([`count_objects`]).
+    pub fn count_watch_events<K, E>(
+        &self,
+        resource: &'static str,
+    ) -> impl FnMut(&Result<kube::runtime::watcher::Event<K>, E>) + use<K, E> {
+        count_objects(self.metrics.watch_events.get_or_create(&crate::metrics::ResourceLabel { resource }).clone())
     }
 
     pub(super) fn record_failure(&self, key: &str) -> u32 {
@@ -379,5 +402,26 @@ mod tests {
         assert_eq!(kept, ["e"]);
         check("a", 2, Ok(())).unwrap();
         assert_eq!(calls.get(), 4, "a forgotten run is checked again");
+    }
+
+    #[test]
+    fn a_watch_counts_the_objects_it_delivers_not_its_markers_or_errors() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::runtime::watcher::Event;
+        let counter = prometheus_client::metrics::counter::Counter::<u64>::default();
+        let mut count = count_objects::<ConfigMap, &str>(counter.clone());
+        let events = [
+            Ok(Event::Init),
+            Ok(Event::InitApply(ConfigMap::default())),
+            Ok(Event::InitApply(ConfigMap::default())),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(ConfigMap::default())),
+            Err("watch failed"),
+            Ok(Event::Delete(ConfigMap::default())),
+        ];
+        for event in &events {
+            count(event);
+        }
+        assert_eq!(counter.get(), 4, "two listed, one changed, one deleted");
     }
 }

@@ -400,6 +400,7 @@ fn worker_pod_watch<K: RunKind>(
     reflector(pods_writer, pods)
         .default_backoff()
         .inspect(ctx.watch_synced("pods"))
+        .inspect(ctx.count_watch_events("pods"))
         .inspect(ctx.pod_cache.indexer())
         .for_each(|event| async move {
             if let Err(error) = event {
@@ -433,6 +434,7 @@ where
     let following = K::HAS_REQUEST_BUDGET.then(|| waiters.clone());
     let runs = reflector(writer, events)
         .default_backoff()
+        .inspect(ctx.count_watch_events(K::PLURAL))
         .inspect(move |event| {
             let Ok(event) = event else { return };
             if let Some(follow) = follower.as_mut() {
@@ -472,6 +474,7 @@ pub fn controller<K: RunKind>(
     let job_events = reflector(jobs_writer, jobs)
         .default_backoff()
         .inspect(ctx.watch_synced("jobs"))
+        .inspect(ctx.count_watch_events("jobs"))
         .inspect(ctx.job_cache.indexer());
     let job_events = wakes::wakes(job_events, wakes::jobs());
     ctx.job_cache.add(jobs_reader);
@@ -486,7 +489,8 @@ pub fn controller<K: RunKind>(
         // A schedule (or trigger) owns its runs, children of its kind: their progress wakes it.
         let children = tolerant(watcher::Config::default().labels(recurring::LABEL_SCHEDULE_UID));
         let synced = ctx.watch_synced(K::PLURAL);
-        wakes.push(requests(trigger_owners(children.default_backoff().inspect(synced).touched_objects(), (), ())));
+        let children = children.default_backoff().inspect(synced).inspect(ctx.count_watch_events(K::PLURAL));
+        wakes.push(requests(trigger_owners(children.touched_objects(), (), ())));
     }
     if K::HAS_TRIGGERS {
         wakes.push(wake_on_collections(store.clone(), &ctx));
@@ -550,6 +554,7 @@ fn config_map_wakes<K: RunKind>(ctx: &Context, scope: &Scope, runs: Store<K>) ->
     )
     .default_backoff()
     .inspect(ctx.watch_synced("configmaps"))
+    .inspect(ctx.count_watch_events("configmaps"))
     .touched_objects();
     let named = config_map_events.map_ok(move |config_map: ConfigMap| {
         let namespace = config_map.namespace();
