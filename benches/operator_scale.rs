@@ -9,14 +9,19 @@
 //! (a terminated worker pod with its summary, a `Complete` condition) and measures the time from
 //! each Job's completion to its KraJob's `Succeeded` on a watch, the operator's CPU seconds for
 //! it and its peak RSS over both phases, and, for both phases, the requests the operator itself
-//! made (from the API server's audit log), the objects its watches delivered (its
-//! `kra_operator_watch_events_total`, by resource), and, in both runs, kube-controller-manager's
-//! CPU seconds: its Job controller (client-go's informers, protobuf) follows every Job and Pod,
-//! and gives each Job the harness creates in the second run a Pod and a status (the operator's
-//! Jobs name another manager in `spec.managedBy`, as in the tests, so it leaves those alone).
-//! A second run has the benchmark create each Job itself
-//! right after its KraJob, with no operator: that is the API server's own ceiling to compare
-//! against.
+//! made (from the API server's audit log) and the objects its watches delivered (its
+//! `kra_operator_watch_events_total`, by resource). A second run has the benchmark create each
+//! Job itself right after its KraJob, with no operator: that is the API server's own ceiling to
+//! compare against.
+//!
+//! Both runs also report kube-controller-manager's CPU seconds. Its Job controller (client-go's
+//! informers, protobuf) follows every Job and Pod; the operator's Jobs name another manager in
+//! `spec.managedBy` (as in the tests), so it leaves them alone, but the second run's Jobs are its
+//! own: it gives each a Pod and a status. The second run waits until it has done so for every
+//! Job and reports what that cost kube-controller-manager, and then its CPU while idle (for
+//! `KRA_BENCH_IDLE_SECONDS`): a Go controller's cost for a comparable lifecycle, measured beside
+//! the operator's on the same machine (`KRA_CONTROL_PLANE_CONTROLLERS=job-controller` runs that
+//! controller alone).
 //!
 //! Run: `cargo bench --bench operator_scale` (N defaults to 100 and 1000; set KRA_BENCH_N=100,500).
 //! The KraJobs are created as fast as 32 requests in flight allow (a burst), or, with
@@ -114,6 +119,39 @@ struct Outcome {
     /// resource.
     watch_events: Vec<(String, f64)>,
     completion: Option<Completion>,
+    /// Without the operator: the Job controller's work on the harness's Jobs.
+    job_controller: Option<JobController>,
+}
+
+/// The ceiling run's Jobs are the Job controller's own: from the first KraJob created until it
+/// had given every Job a Pod and a status.
+struct JobController {
+    /// From the last Job seen until every Job had a status.
+    wall: Duration,
+    /// kube-controller-manager's CPU seconds over both.
+    cpu: f64,
+    /// Then its CPU seconds over `KRA_BENCH_IDLE_SECONDS` with nothing to do (what it spends
+    /// whatever the Jobs: its loops and resyncs), and those seconds.
+    idle: (f64, u64),
+    /// The requests served while it caught up (leases and the harness's own LISTs of Jobs left
+    /// out).
+    requests: Vec<(String, f64)>,
+}
+
+/// Wait (10 minutes at most) until the Job controller has given each of the `n` Jobs a status
+/// (its `startTime`, set once the Job's Pod is created); kube-controller-manager's client is
+/// rate-limited (20 requests per second by default), so this takes a while at 1,000.
+async fn job_controller_settles(cluster: &Cluster, n: usize) -> Duration {
+    let (jobs, started) = (cluster.api::<Job>(), Instant::now());
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        let list = jobs.list(&Default::default()).await.expect("list the Jobs");
+        let with_status = list.items.iter().filter(|job| job.status.as_ref().is_some_and(|s| s.start_time.is_some()));
+        if with_status.count() >= n || Instant::now() > deadline {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// The completion phase: every Job finished, every KraJob `Succeeded`.
@@ -381,6 +419,20 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
         counts
     };
     let operator_requests = by_count(cluster.operator_requests_since(since).unwrap_or_default());
+    let job_controller = if with_operator {
+        None
+    } else {
+        let requests_before = request_counts(&cluster).await;
+        let wall = job_controller_settles(&cluster, n).await;
+        let cpu = process_usage(controller_manager_pid).0 - controller_manager_cpu_before;
+        let mut requests = grown(&requests_before, request_counts(&cluster).await);
+        requests.retain(|(key, _)| !key.contains("leases") && key != "LIST jobs");
+        let idle_seconds = seconds_setting("KRA_BENCH_IDLE_SECONDS", 30);
+        let idle_before = process_usage(controller_manager_pid).0;
+        tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
+        let idle = (process_usage(controller_manager_pid).0 - idle_before, idle_seconds);
+        Some(JobController { wall, cpu, idle, requests })
+    };
     let completion = match &operator {
         Some(operator) => {
             let pid = operator.pid().expect("the operator runs");
@@ -436,6 +488,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
         watch_events: watched,
         controller_manager_cpu,
         completion,
+        job_controller,
     }
 }
 
@@ -491,6 +544,15 @@ fn main() {
                 println!("|   | the operator's TCP sockets open after creating | {sockets} |");
                 println!("|   | the operator's reconciles while creating | {:.0} |", outcome.reconciles);
                 println!("|   | objects its watches delivered while creating | {} |", counted(&outcome.watch_events));
+            }
+            if let Some(JobController { wall, cpu, idle, requests }) = &outcome.job_controller {
+                println!(
+                    "|   | the Job controller gave every Job a Pod and a status {:.1} s later: kube-controller-manager CPU {cpu:.2} s in all (then idle {} s: {:.2} s); requests served meanwhile | {} |",
+                    wall.as_secs_f64(),
+                    idle.1,
+                    idle.0,
+                    counted(requests)
+                );
             }
             if let Some(done) = &outcome.completion {
                 println!(
