@@ -18,8 +18,8 @@
 //! informers, protobuf) follows every Job and Pod; the operator's Jobs name another manager in
 //! `spec.managedBy` (as in the tests), so it leaves them alone, but the second run's Jobs are its
 //! own: it gives each a Pod and a status. The second run waits until it has done so for every
-//! Job and reports what that cost kube-controller-manager, and then its CPU while idle (for
-//! `KRA_BENCH_IDLE_SECONDS`): a Go controller's cost for a comparable lifecycle, measured beside
+//! Job and reports what that cost kube-controller-manager, and its CPU at rest for
+//! `KRA_BENCH_IDLE_SECONDS` before the first KraJob and again after: a Go controller's cost for a comparable lifecycle, measured beside
 //! the operator's on the same machine (`KRA_CONTROL_PLANE_CONTROLLERS=job-controller` runs that
 //! controller alone).
 //!
@@ -130,9 +130,10 @@ struct JobController {
     wall: Duration,
     /// kube-controller-manager's CPU seconds over both.
     cpu: f64,
-    /// Then its CPU seconds over `KRA_BENCH_IDLE_SECONDS` with nothing to do (what it spends
-    /// whatever the Jobs: its loops and resyncs), and those seconds.
-    idle: (f64, u64),
+    /// Its CPU seconds over `KRA_BENCH_IDLE_SECONDS` at rest before the first KraJob, over as
+    /// long once every Job had its status, and those seconds: what it spends whatever the Jobs
+    /// (its loops, resyncs, the Go runtime), to subtract from `cpu` per second.
+    idle: (f64, f64, u64),
     /// The requests served while it caught up (leases and the harness's own LISTs of Jobs left
     /// out).
     requests: Vec<(String, f64)>,
@@ -328,6 +329,14 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     let args = ["--kra-api-max-concurrent-jobs", "1000000", "--kra-api-requests-per-day", "1000000000000"];
     let args = [&args[..], &["--resync-seconds", &resync]].concat();
     let operator = if with_operator { Some(Operator::start_with(&cluster, "operator-a", &args).await) } else { None };
+    let idle_seconds = seconds_setting("KRA_BENCH_IDLE_SECONDS", 30);
+    let controller_manager_at_rest = if with_operator {
+        0.0
+    } else {
+        let before = process_usage(controller_manager_pid).0;
+        tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
+        process_usage(controller_manager_pid).0 - before
+    };
     let since = jiff::Timestamp::now();
     let (server_cpu_before, _) = process_usage(server_pid);
     let controller_manager_cpu_before = process_usage(controller_manager_pid).0;
@@ -427,10 +436,10 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
         let cpu = process_usage(controller_manager_pid).0 - controller_manager_cpu_before;
         let mut requests = grown(&requests_before, request_counts(&cluster).await);
         requests.retain(|(key, _)| !key.contains("leases") && key != "LIST jobs");
-        let idle_seconds = seconds_setting("KRA_BENCH_IDLE_SECONDS", 30);
         let idle_before = process_usage(controller_manager_pid).0;
         tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
-        let idle = (process_usage(controller_manager_pid).0 - idle_before, idle_seconds);
+        let after = process_usage(controller_manager_pid).0 - idle_before;
+        let idle = (controller_manager_at_rest, after, idle_seconds);
         Some(JobController { wall, cpu, idle, requests })
     };
     let completion = match &operator {
@@ -452,7 +461,6 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
             let operator_requests = by_count(cluster.operator_requests_since(since).unwrap_or_default());
             let idle_reconciles = reconciles(operator).await;
             let completion_reconciles = idle_reconciles - reconciles_before;
-            let idle_seconds = seconds_setting("KRA_BENCH_IDLE_SECONDS", 30);
             let (idle_cpu, idle_since) = (process_usage(pid).0, jiff::Timestamp::now());
             tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
             let idle_requests = by_count(cluster.operator_requests_since(idle_since).unwrap_or_default());
@@ -547,10 +555,11 @@ fn main() {
             }
             if let Some(JobController { wall, cpu, idle, requests }) = &outcome.job_controller {
                 println!(
-                    "|   | the Job controller gave every Job a Pod and a status {:.1} s later: kube-controller-manager CPU {cpu:.2} s in all (then idle {} s: {:.2} s); requests served meanwhile | {} |",
+                    "|   | the Job controller gave every Job a Pod and a status {:.1} s later: kube-controller-manager CPU {cpu:.2} s in all (over {} s at rest before: {:.2} s; after: {:.2} s); requests served meanwhile | {} |",
                     wall.as_secs_f64(),
-                    idle.1,
+                    idle.2,
                     idle.0,
+                    idle.1,
                     counted(requests)
                 );
             }
