@@ -19,8 +19,8 @@
 //! `spec.managedBy` (as in the tests), so it leaves them alone, but the second run's Jobs are its
 //! own: it gives each a Pod and a status. The second run waits until it has done so for every
 //! Job and reports what that cost kube-controller-manager, and its CPU at rest for
-//! `KRA_BENCH_IDLE_SECONDS` before the first KraJob and again after: a Go controller's cost for a comparable lifecycle, measured beside
-//! the operator's on the same machine (`KRA_CONTROL_PLANE_CONTROLLERS=job-controller` runs that
+//! `KRA_BENCH_IDLE_SECONDS` before the first KraJob and again after: a Go controller's cost for
+//! a comparable lifecycle, measured beside the operator's on the same machine (`KRA_CONTROL_PLANE_CONTROLLERS=job-controller` runs that
 //! controller alone).
 //!
 //! Run: `cargo bench --bench operator_scale` (N defaults to 100 and 1000; set KRA_BENCH_N=100,500).
@@ -130,10 +130,12 @@ struct JobController {
     wall: Duration,
     /// kube-controller-manager's CPU seconds over both.
     cpu: f64,
-    /// Its CPU seconds over `KRA_BENCH_IDLE_SECONDS` at rest before the first KraJob, over as
-    /// long once every Job had its status, and those seconds: what it spends whatever the Jobs
+    /// Its CPU seconds over `idle_seconds` (`KRA_BENCH_IDLE_SECONDS`) at rest before the first
+    /// KraJob, and over as long once every Job had its status: what it spends whatever the Jobs
     /// (its loops, resyncs, the Go runtime), to subtract from `cpu` per second.
-    idle: (f64, f64, u64),
+    at_rest: f64,
+    after: f64,
+    idle_seconds: u64,
     /// The requests served while it caught up (leases and the harness's own LISTs of Jobs left
     /// out).
     requests: Vec<(String, f64)>,
@@ -412,16 +414,8 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
         let (cpu, rss) = process_usage(pid);
         (cpu - operator_cpu_before, rss, tcp_sockets(pid))
     });
-    let mut requests: Vec<(String, f64)> = request_counts(&cluster)
-        .await
-        .into_iter()
-        .map(|(key, after)| {
-            let delta = after - requests_before.get(&key).copied().unwrap_or(0.0);
-            (key, delta)
-        })
-        .filter(|(key, delta)| *delta >= 1.0 && !key.contains("leases"))
-        .collect();
-    requests.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut requests = grown(&requests_before, request_counts(&cluster).await);
+    requests.retain(|(key, _)| !key.contains("leases"));
     let by_count = |counts: std::collections::BTreeMap<String, u64>| {
         let mut counts: Vec<(String, u64)> = counts.into_iter().collect();
         counts.sort_by_key(|c| std::cmp::Reverse(c.1));
@@ -439,8 +433,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
         let idle_before = process_usage(controller_manager_pid).0;
         tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
         let after = process_usage(controller_manager_pid).0 - idle_before;
-        let idle = (controller_manager_at_rest, after, idle_seconds);
-        Some(JobController { wall, cpu, idle, requests })
+        Some(JobController { wall, cpu, at_rest: controller_manager_at_rest, after, idle_seconds, requests })
     };
     let completion = match &operator {
         Some(operator) => {
@@ -553,13 +546,10 @@ fn main() {
                 println!("|   | the operator's reconciles while creating | {:.0} |", outcome.reconciles);
                 println!("|   | objects its watches delivered while creating | {} |", counted(&outcome.watch_events));
             }
-            if let Some(JobController { wall, cpu, idle, requests }) = &outcome.job_controller {
+            if let Some(JobController { wall, cpu, at_rest, after, idle_seconds, requests }) = &outcome.job_controller {
                 println!(
-                    "|   | the Job controller gave every Job a Pod and a status {:.1} s later: kube-controller-manager CPU {cpu:.2} s in all (over {} s at rest before: {:.2} s; after: {:.2} s); requests served meanwhile | {} |",
+                    "|   | the Job controller gave every Job a Pod and a status {:.1} s later: kube-controller-manager CPU {cpu:.2} s in all (over {idle_seconds} s at rest before: {at_rest:.2} s; after: {after:.2} s); requests served meanwhile | {} |",
                     wall.as_secs_f64(),
-                    idle.2,
-                    idle.0,
-                    idle.1,
                     counted(requests)
                 );
             }
