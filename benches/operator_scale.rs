@@ -24,6 +24,8 @@
 //! controller alone).
 //!
 //! Run: `cargo bench --bench operator_scale` (N defaults to 100 and 1000; set KRA_BENCH_N=100,500).
+//! `KRA_BENCH_APISERVER_PROFILE=<dir>` also writes the API server's CPU profile of each phase
+//! there (one file per second; `go tool pprof -top <dir>/operator-1000-create-*.pb.gz`).
 //! The KraJobs are created as fast as 32 requests in flight allow (a burst), or, with
 //! `KRA_BENCH_RATE=100`, at a steady 100 per second (each at its slot; 32 in flight at most).
 //! After the completion the operator is left idle for `KRA_BENCH_IDLE_SECONDS` (default 30)
@@ -294,6 +296,34 @@ fn grown(before: &HashMap<String, f64>, after: HashMap<String, f64>) -> Vec<(Str
     grown
 }
 
+/// With `KRA_BENCH_APISERVER_PROFILE` set to a directory, the API server's CPU profile until the
+/// handle is aborted: Go's `/debug/pprof/profile`, one second at a time (a profile cannot be cut
+/// short), each second written there as `<name>-<k>.pb.gz`; `go tool pprof -top <name>-*.pb.gz`
+/// merges them. A second the server refuses (the previous phase's last one still running) is
+/// tried again.
+fn profile_server(cluster: &Cluster, name: String) -> Option<tokio::task::JoinHandle<()>> {
+    let dir = std::path::PathBuf::from(std::env::var_os("KRA_BENCH_APISERVER_PROFILE")?);
+    std::fs::create_dir_all(&dir).expect("create the directory of KRA_BENCH_APISERVER_PROFILE");
+    let client = cluster.client.clone();
+    Some(tokio::spawn(async move {
+        let mut k = 0;
+        loop {
+            let request = http::Request::get("/debug/pprof/profile?seconds=1").body(Vec::new()).unwrap();
+            let mut bytes = Vec::new();
+            let read = match client.request_stream(request).await {
+                Ok(body) => futures::AsyncReadExt::read_to_end(&mut Box::pin(body), &mut bytes).await.is_ok(),
+                Err(_) => false,
+            };
+            if !read {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            std::fs::write(dir.join(format!("{name}-{k:03}.pb.gz")), bytes).expect("write a profile");
+            k += 1;
+        }
+    }))
+}
+
 /// How many reconciles the operator has run so far, of every kind and outcome.
 async fn reconciles(operator: &Operator) -> f64 {
     metric_total(&operator.metrics().await, "kra_operator_reconciles_total").unwrap_or(0.0)
@@ -354,6 +384,8 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
 
     let krajobs = cluster.api::<KraJob>();
     let job_api = cluster.api::<Job>();
+    let who = if with_operator { "operator" } else { "ceiling" };
+    let profile = profile_server(&cluster, format!("{who}-{n}-create"));
     let started = Instant::now();
     let rate = creation_rate();
     let sent: Vec<(usize, Instant)> = stream::iter(0..n)
@@ -393,6 +425,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     }
     let wall = started.elapsed();
     watch.abort();
+    profile.inspect(|p| p.abort());
     let (mut reconciled, mut watched) = (0.0, Vec::new());
     if let Some(operator) = &operator {
         events_sent(operator, n as f64).await;
@@ -443,7 +476,9 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
             let reconciles_before = reconciles(operator).await;
             let watch_events_before = watch_events(operator).await;
             let since = jiff::Timestamp::now();
+            let profile = profile_server(&cluster, format!("operator-{n}-complete"));
             let (latencies, wall) = complete_all(&cluster, n).await;
+            profile.inspect(|p| p.abort());
             // Trailing reconciles (the status write's own watch event) settle.
             tokio::time::sleep(Duration::from_secs(2)).await;
             events_sent(operator, 2.0 * n as f64).await;
