@@ -167,8 +167,10 @@ async fn job_controller_settles(cluster: &Cluster, n: usize) -> Duration {
 /// would measure that sleep, not the operator or the API server's capacity.
 async fn crds_accept_creates(cluster: &Cluster) {
     let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(cluster.client.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
     for name in ["krajobs.kra.dev", "evaluationruns.kra.dev"] {
         loop {
+            assert!(Instant::now() < deadline, "CRD {name}: not Established within a minute of its installation");
             let crd = crds.get(name).await.expect("read a CRD");
             let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
             let established = conditions.iter().find(|c| c.type_ == "Established" && c.status == "True");
@@ -324,21 +326,26 @@ fn grown(before: &HashMap<String, f64>, after: HashMap<String, f64>) -> Vec<(Str
 /// handle is aborted: Go's `/debug/pprof/profile`, one second at a time (a profile cannot be cut
 /// short), each second written there as `<name>-<k>.pb.gz`; `go tool pprof -top <name>-*.pb.gz`
 /// merges them. A second the server refuses (the previous phase's last one still running) is
-/// tried again.
+/// tried again; the first refusal of each phase is reported on stderr.
 fn profile_server(cluster: &Cluster, name: String) -> Option<tokio::task::JoinHandle<()>> {
     let dir = std::path::PathBuf::from(std::env::var_os("KRA_BENCH_APISERVER_PROFILE")?);
     std::fs::create_dir_all(&dir).expect("create the directory of KRA_BENCH_APISERVER_PROFILE");
     let client = cluster.client.clone();
     Some(tokio::spawn(async move {
-        let mut k = 0;
+        let (mut k, mut reported) = (0, false);
         loop {
             let request = http::Request::get("/debug/pprof/profile?seconds=1").body(Vec::new()).unwrap();
             let mut bytes = Vec::new();
             let read = match client.request_stream(request).await {
-                Ok(body) => futures::AsyncReadExt::read_to_end(&mut Box::pin(body), &mut bytes).await.is_ok(),
-                Err(_) => false,
+                Ok(body) => futures::AsyncReadExt::read_to_end(&mut Box::pin(body), &mut bytes).await.map(drop),
+                Err(error) => Err(std::io::Error::other(error)),
             };
-            if !read {
+            if let Err(error) = read {
+                if !std::mem::replace(&mut reported, true) {
+                    eprintln!(
+                        "KRA_BENCH_APISERVER_PROFILE: the API server's profile for {name}: {error} (trying again)"
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
