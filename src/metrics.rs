@@ -177,6 +177,8 @@ pub struct Metrics {
     pub reconciles: Family<KindOutcome, Counter>,
     pub reconcile_errors: Family<KindCategory, Counter>,
     pub reconcile_duration: Family<KindLabel, Histogram>,
+    /// How long a woken run waited in the work queue before its reconcile started.
+    pub queue_wait: Family<KindLabel, Histogram>,
     pub attempts: Family<KindOutcome, Counter>,
     pub leader: Gauge,
     /// The configured daily quota of one KRA API key (requests per KRA day).
@@ -199,6 +201,9 @@ impl Metrics {
             reconcile_duration: Family::new_with_constructor(|| {
                 Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
             }),
+            queue_wait: Family::new_with_constructor(|| {
+                Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            }),
             attempts: Family::default(),
             leader: Gauge::default(),
             kra_api_daily_quota: Gauge::default(),
@@ -217,6 +222,11 @@ impl Metrics {
             "reconcile_duration_seconds",
             "Duration of one reconcile, by kind.",
             metrics.reconcile_duration.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "Time a woken run waited in its controller's work queue before its reconcile started (from its first wake), by kind.",
+            metrics.queue_wait.clone(),
         );
         registry.register(
             "attempts",
@@ -254,6 +264,10 @@ impl Metrics {
             drop(metrics.events.get_or_create(&OutcomeLabel { outcome }));
         }
         Arc::new(metrics)
+    }
+
+    pub fn observe_queue_wait(&self, kind: &'static str, waited: Duration) {
+        self.queue_wait.get_or_create(&KindLabel { kind }).observe(waited.as_secs_f64());
     }
 
     pub fn observe_reconcile(&self, kind: &'static str, elapsed: Duration, error_category: Option<&'static str>) {

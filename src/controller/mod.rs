@@ -519,7 +519,7 @@ pub fn controller<K: RunKind>(
         async move { store.wait_until_ready().await.is_ok() }
     };
     let bound = ctx.max_concurrent_reconciles;
-    let policy_ctx = ctx.clone();
+    let (policy_ctx, metrics) = (ctx.clone(), ctx.metrics.clone());
     let reconciles = queue::run(
         queue.clone(),
         store.clone(),
@@ -527,6 +527,7 @@ pub fn controller<K: RunKind>(
         bound,
         move |obj| reconcile::<K>(obj, ctx.clone()),
         move |obj, error| error_policy::<K>(obj, error, policy_ctx.clone()),
+        move |waited| metrics.observe_queue_wait(K::METRIC_KIND, waited),
     );
     // The watches live until shutdown (or until one of them ends); then no run is taken from
     // the queue any more, and the driver ends once the reconciles in flight are done.

@@ -7,7 +7,8 @@
 //! policy's backoff) wakes the run after the delay unless something woke it sooner, and the
 //! reconcile that takes a run from the queue cancels its pending delayed wake (that reconcile
 //! returns the next one). `run` takes the runs in order, at most `bound` reconciles at once,
-//! each reading its run from the cache when it starts.
+//! each reading its run from the cache when it starts, and reports how long each run waited
+//! from its first wake to the start of its reconcile (client-go's `workqueue_queue_duration`).
 //!
 //! It replaces kube's runner, which keeps the reconciles in flight in a hash map and polls every
 //! one of them on each wake of the controller's task, and takes the runs waiting for a place
@@ -62,9 +63,10 @@ pub struct Queue<T> {
 struct State<T> {
     /// The keys to hand out, in the order they were woken.
     order: VecDeque<T>,
-    /// The keys woken and not yet handed out: those in `order`, and those woken while in
-    /// flight (queued again when their reconcile is done).
-    dirty: HashSet<T>,
+    /// The keys woken and not yet handed out, with the time of their first wake since they were
+    /// last handed out: those in `order`, and those woken while in flight (queued again when
+    /// their reconcile is done).
+    dirty: HashMap<T, tokio::time::Instant>,
     /// The keys handed out whose reconcile is not done yet.
     in_flight: HashSet<T>,
     /// The delayed wakes, at most one per key (the earliest asked for).
@@ -78,7 +80,7 @@ impl<T: Clone + Eq + Hash> Default for Queue<T> {
         Queue {
             state: Mutex::new(State {
                 order: VecDeque::new(),
-                dirty: HashSet::new(),
+                dirty: HashMap::new(),
                 in_flight: HashSet::new(),
                 delayed: DelayQueue::new(),
                 delayed_keys: HashMap::new(),
@@ -94,7 +96,11 @@ impl<T: Clone + Eq + Hash> State<T> {
     /// Queue `key` unless it is queued already; a key in flight is queued when it is done.
     /// True when a key was put in `order`.
     fn add(&mut self, key: T) -> bool {
-        if self.closed || !self.dirty.insert(key.clone()) || self.in_flight.contains(&key) {
+        if self.closed || self.dirty.contains_key(&key) {
+            return false;
+        }
+        self.dirty.insert(key.clone(), tokio::time::Instant::now());
+        if self.in_flight.contains(&key) {
             return false;
         }
         self.order.push_back(key);
@@ -131,9 +137,16 @@ impl<T: Clone + Eq + Hash> Queue<T> {
         }
     }
 
-    /// The next woken key, in the order of the wakes; `None` once the queue is closed. The
-    /// key is in flight until `done`; its pending delayed wake is cancelled.
+    /// The next woken key, in the order of the wakes (`next_waited` without the wait).
+    #[cfg(test)]
     pub async fn next(&self) -> Option<T> {
+        self.next_waited().await.map(|(key, _)| key)
+    }
+
+    /// The next woken key, in the order of the wakes, and how long since its first wake; `None`
+    /// once the queue is closed. The key is in flight until `done`; its pending delayed wake is
+    /// cancelled.
+    pub async fn next_waited(&self) -> Option<(T, Duration)> {
         loop {
             let woken = self.woken.notified();
             tokio::pin!(woken);
@@ -144,12 +157,12 @@ impl<T: Clone + Eq + Hash> Queue<T> {
                     return None;
                 }
                 if let Some(key) = state.order.pop_front() {
-                    state.dirty.remove(&key);
+                    let woken = state.dirty.remove(&key);
                     if let Some(pending) = state.delayed_keys.remove(&key) {
                         state.delayed.remove(&pending);
                     }
                     state.in_flight.insert(key.clone());
-                    return Some(key);
+                    return Some((key, woken.map_or(Duration::ZERO, |at| at.elapsed())));
                 }
             }
             woken.await;
@@ -160,7 +173,7 @@ impl<T: Clone + Eq + Hash> Queue<T> {
     pub fn done(&self, key: &T) {
         let mut state = self.state();
         state.in_flight.remove(key);
-        if state.dirty.contains(key) && !state.closed {
+        if state.dirty.contains_key(key) && !state.closed {
             state.order.push_back(key.clone());
             drop(state);
             self.woken.notify_one();
@@ -242,7 +255,8 @@ impl<T: Clone + Eq + Hash> Drop for InFlight<T> {
 /// at most `bound` at once (0: no bound), each read from `cache` when its reconcile starts (a
 /// run gone from the cache is not reconciled). Each reconcile's `Action` (or, on an error,
 /// `on_error`'s) is its delayed wake. Returns once the queue is closed and the reconciles in
-/// flight are done, or at once when `ready` resolves false.
+/// flight are done, or at once when `ready` resolves false. `waited` hears, for each reconcile
+/// started, how long its run waited in the queue since it was first woken.
 pub async fn run<K, E, R, RFut, P>(
     queue: Arc<Queue<ObjectRef<K>>>,
     cache: Store<K>,
@@ -250,6 +264,7 @@ pub async fn run<K, E, R, RFut, P>(
     bound: u16,
     reconcile: R,
     on_error: P,
+    waited: impl Fn(Duration),
 ) where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     R: Fn(Arc<K>) -> RFut,
@@ -277,9 +292,9 @@ pub async fn run<K, E, R, RFut, P>(
                 Some(places) => Some(places.clone().acquire_owned().await.ok()?),
                 None => None,
             };
-            Some((place, queue.next().await?))
+            Some((place, queue.next_waited().await?))
         };
-        let (place, key) = tokio::select! {
+        let (place, (key, wait)) = tokio::select! {
             taken = take => match taken {
                 Some(taken) => taken,
                 None => break,
@@ -290,6 +305,7 @@ pub async fn run<K, E, R, RFut, P>(
             queue.done(&key);
             continue;
         };
+        waited(wait);
         let reconciling = reconcile(obj.clone());
         let in_flight = InFlight { queue: queue.clone(), key };
         let on_error = on_error.clone();
@@ -389,6 +405,37 @@ mod tests {
         timers.await.unwrap();
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_run_waits_from_its_first_wake_and_one_woken_in_flight_from_that_wake() {
+        let queue = Queue::default();
+        queue.add("a");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        queue.add("a");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(queue.next_waited().await, Some(("a", Duration::from_secs(5))));
+
+        queue.add("a");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        queue.done(&"a");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(queue.next_waited().await, Some(("a", Duration::from_secs(5))));
+
+        queue.done(&"a");
+        queue.add_after("a", Duration::from_secs(7));
+        let timers = tokio::spawn({
+            let queue = Arc::new(queue);
+            let woken = queue.clone();
+            async move {
+                tokio::select! {
+                    () = woken.delayed_wakes() => unreachable!("the queue is not closed"),
+                    next = woken.next_waited() => next,
+                }
+            }
+        });
+        tokio::time::advance(Duration::from_secs(7)).await;
+        assert_eq!(timers.await.unwrap(), Some(("a", Duration::ZERO)), "a delayed wake waits from when it is due");
+    }
+
     #[tokio::test]
     async fn a_closed_queue_hands_out_nothing_and_wakes_its_waiters() {
         let queue = Arc::new(Queue::default());
@@ -475,7 +522,7 @@ mod tests {
         let queue = Arc::new(Queue::default());
         let seen = Arc::new(Seen::default());
         let reconcile = reconciler(seen.clone(), Duration::from_millis(10), "");
-        let running = tokio::spawn(run(queue.clone(), cache, async { true }, 4, reconcile, retry_in_a_minute));
+        let running = tokio::spawn(run(queue.clone(), cache, async { true }, 4, reconcile, retry_in_a_minute, drop));
         for object in &objects {
             queue.add(ObjectRef::from_obj(object));
         }
@@ -497,7 +544,7 @@ mod tests {
         let queue = Arc::new(Queue::default());
         let seen = Arc::new(Seen::default());
         let reconcile = reconciler(seen.clone(), Duration::from_secs(1), "");
-        let running = tokio::spawn(run(queue.clone(), cache, async { true }, 1, reconcile, retry_in_a_minute));
+        let running = tokio::spawn(run(queue.clone(), cache, async { true }, 1, reconcile, retry_in_a_minute, drop));
         for name in ["busy", "edited", "deleted"] {
             queue.add(ObjectRef::from_obj(&object(name, "1")));
         }
@@ -517,7 +564,7 @@ mod tests {
         let queue = Arc::new(Queue::default());
         let seen = Arc::new(Seen::default());
         let reconcile = reconciler(seen.clone(), Duration::ZERO, "flaky");
-        let running = tokio::spawn(run(queue.clone(), cache, async { true }, 2, reconcile, retry_in_a_minute));
+        let running = tokio::spawn(run(queue.clone(), cache, async { true }, 2, reconcile, retry_in_a_minute, drop));
         queue.add(ObjectRef::from_obj(&object("flaky", "1")));
         tokio::time::sleep(Duration::from_secs(59)).await;
         assert_eq!(seen.reconciled.lock().unwrap().len(), 1, "not retried before the policy's delay");
@@ -535,7 +582,7 @@ mod tests {
         let (ready, synced) = tokio::sync::oneshot::channel::<()>();
         let reconcile = reconciler(seen.clone(), Duration::ZERO, "");
         let synced = async move { synced.await.is_ok() };
-        let running = tokio::spawn(run(queue.clone(), cache.clone(), synced, 0, reconcile, retry_in_a_minute));
+        let running = tokio::spawn(run(queue.clone(), cache.clone(), synced, 0, reconcile, retry_in_a_minute, drop));
         queue.add(ObjectRef::from_obj(&object("early", "1")));
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(seen.reconciled.lock().unwrap().is_empty(), "held until the cache is ready");
@@ -553,6 +600,7 @@ mod tests {
             0,
             reconciler(seen, Duration::ZERO, ""),
             retry_in_a_minute,
+            drop,
         ));
         tokio::task::yield_now().await;
         never.close();
@@ -565,7 +613,7 @@ mod tests {
         let queue = Arc::new(Queue::default());
         let seen = Arc::new(Seen::default());
         let reconcile = reconciler(seen.clone(), Duration::from_secs(1), "");
-        let running = tokio::spawn(run(queue.clone(), cache, async { true }, 1, reconcile, retry_in_a_minute));
+        let running = tokio::spawn(run(queue.clone(), cache, async { true }, 1, reconcile, retry_in_a_minute, drop));
         queue.add(ObjectRef::from_obj(&object("running", "1")));
         queue.add(ObjectRef::from_obj(&object("waiting", "1")));
         tokio::task::yield_now().await;
