@@ -117,7 +117,7 @@ struct Outcome {
     /// With the operator: the operator's own requests while the Jobs were created.
     operator_requests: Vec<(String, u64)>,
     /// With the operator: the reconciles it ran while the Jobs were created.
-    reconciles: f64,
+    reconciles: Reconciles,
     /// With the operator: the objects its watches delivered while the Jobs were created, by
     /// resource.
     watch_events: Vec<(String, f64)>,
@@ -191,7 +191,7 @@ struct Completion {
     wall: Duration,
     operator_cpu: f64,
     operator_requests: Vec<(String, u64)>,
-    reconciles: f64,
+    reconciles: Reconciles,
     watch_events: Vec<(String, f64)>,
     controller_manager_cpu: f64,
     /// The operator's peak RSS (MiB) over the creation and the completion.
@@ -355,9 +355,52 @@ fn profile_server(cluster: &Cluster, name: String) -> Option<tokio::task::JoinHa
     }))
 }
 
-/// How many reconciles the operator has run so far, of every kind and outcome.
-async fn reconciles(operator: &Operator) -> f64 {
-    metric_total(&operator.metrics().await, "kra_operator_reconciles_total").unwrap_or(0.0)
+/// The operator's reconciles so far, of every kind and outcome: how many ended, and the seconds
+/// they spent in all waiting in its work queue (from their run's first wake) and reconciling.
+#[derive(Clone, Copy, Default)]
+struct Reconciles {
+    ended: f64,
+    started: f64,
+    waiting: f64,
+    reconciling: f64,
+}
+
+impl std::ops::Sub for Reconciles {
+    type Output = Reconciles;
+    fn sub(self, before: Reconciles) -> Reconciles {
+        Reconciles {
+            ended: self.ended - before.ended,
+            started: self.started - before.started,
+            waiting: self.waiting - before.waiting,
+            reconciling: self.reconciling - before.reconciling,
+        }
+    }
+}
+
+impl std::fmt::Display for Reconciles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mean_ms = |seconds: f64, count: f64| if count > 0.0 { seconds * 1000.0 / count } else { 0.0 };
+        write!(
+            f,
+            "{:.0} (on average {:.0} ms in its work queue, {:.0} ms reconciling)",
+            self.ended,
+            mean_ms(self.waiting, self.started),
+            mean_ms(self.reconciling, self.ended)
+        )
+    }
+}
+
+/// The operator's reconciles so far (a build without `kra_operator_queue_wait_seconds` shows no
+/// wait).
+async fn reconciles(operator: &Operator) -> Reconciles {
+    let text = operator.metrics().await;
+    let total = |name: &str| metric_total(&text, name).unwrap_or(0.0);
+    Reconciles {
+        ended: total("kra_operator_reconciles_total"),
+        started: total("kra_operator_queue_wait_seconds_count"),
+        waiting: total("kra_operator_queue_wait_seconds_sum"),
+        reconciling: total("kra_operator_reconcile_duration_seconds_sum"),
+    }
 }
 
 /// The API server's `apiserver_request_total`, summed by verb and resource (with subresource).
@@ -458,7 +501,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
     let wall = started.elapsed();
     watch.abort();
     profile.inspect(|p| p.abort());
-    let (mut reconciled, mut watched) = (0.0, Vec::new());
+    let (mut reconciled, mut watched) = (Reconciles::default(), Vec::new());
     if let Some(operator) = &operator {
         events_sent(operator, n as f64).await;
         reconciled = reconciles(operator).await - reconciles_before;
@@ -528,7 +571,7 @@ async fn run(n: usize, with_operator: bool) -> Outcome {
                 idle_seconds,
                 process_usage(pid).0 - idle_cpu,
                 idle_requests,
-                reconciles(operator).await - idle_reconciles,
+                (reconciles(operator).await - idle_reconciles).ended,
             );
             Some(Completion {
                 latencies,
@@ -610,7 +653,7 @@ fn main() {
             if let Some(sockets) = sockets {
                 println!("|   | the operator's requests while creating | {} |", listed(&outcome.operator_requests));
                 println!("|   | the operator's TCP sockets open after creating | {sockets} |");
-                println!("|   | the operator's reconciles while creating | {:.0} |", outcome.reconciles);
+                println!("|   | the operator's reconciles while creating | {} |", outcome.reconciles);
                 println!("|   | objects its watches delivered while creating | {} |", counted(&outcome.watch_events));
             }
             if let Some(JobController { wall, cpu, at_rest, after, idle_seconds, requests }) = &outcome.job_controller {
@@ -631,7 +674,7 @@ fn main() {
                     done.peak_rss,
                 );
                 println!("|   | the operator's requests while completing | {} |", listed(&done.operator_requests));
-                println!("|   | the operator's reconciles while completing | {:.0} |", done.reconciles);
+                println!("|   | the operator's reconciles while completing | {} |", done.reconciles);
                 println!("|   | objects its watches delivered while completing | {} |", counted(&done.watch_events));
                 println!("|   | kube-controller-manager CPU s while completing | {:.2} |", done.controller_manager_cpu);
                 let (seconds, cpu, requests, reconciles) = &done.idle;
