@@ -674,10 +674,7 @@ async fn metrics_and_health_report_real_state_with_bounded_labels() {
     assert!(delivered >= 2.0, "krajobs delivered {delivered}\n{metrics}");
     assert!(metrics.contains("kra_operator_watch_events_total{resource=\"pods\"} 0"), "{metrics}");
     // Every reconcile that ended started from the queue, its wait there recorded (one scrape).
-    let sum = |name: &str| -> f64 {
-        let lines = metrics.lines().filter(|l| l.starts_with(name) && l.contains("kind=\"krajob\""));
-        lines.filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
-    };
+    let sum = |name: &str| support::metric_sum_in(&metrics, name, &["kind=\"krajob\""]);
     let (waits, ended) = (sum("kra_operator_queue_wait_seconds_count"), sum("kra_operator_reconciles_total"));
     assert!(waits >= ended && ended >= 1.0, "queue waits {waits}, reconciles {ended}\n{metrics}");
 

@@ -481,6 +481,15 @@ async fn install_crds(client: &Client) {
     }
 }
 
+/// The sum of the samples of `name` carrying every one of `labels` in one scrape of `/metrics`.
+pub fn metric_sum_in(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Poll `probe` every 100 ms until it yields a value; panic naming `what` after `timeout`.
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
 where
@@ -721,12 +730,7 @@ impl Operator {
 
     /// Sum of one metric's samples whose label set contains every given `key="value"` pair.
     pub async fn metric_sum(&self, name: &str, labels: &[&str]) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum_in(&self.metrics().await, name, labels)
     }
 
     pub fn pid(&self) -> Option<u32> {
